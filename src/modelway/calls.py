@@ -1,0 +1,136 @@
+"""One request to one adapter over the shared transport: send, parse, raise typed errors — with retries.
+
+Used by the library clients and by the gateway's router alike. Streams are retried only until their first
+chunk was produced; after that an upstream failure raises where it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from .errors import ProviderError
+from .providers.base import Adapter
+from .retry import RetryPolicy
+from .sse import SSEDecoder
+from .transport import Transport
+from .types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelInfo,
+)
+
+__all__ = ["complete", "complete_once", "embed", "list_models", "stream", "stream_once"]
+
+
+async def complete_once(
+    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
+) -> ChatCompletion:
+    """One non-streaming chat request, no retry."""
+    resp = await transport.send(adapter.chat_request(req), timeout=timeout)
+    if resp.status >= 400:
+        raise adapter.parse_error(resp.status, resp.headers, resp.body)
+    return adapter.parse_chat(resp.body, resp.headers, req)
+
+
+async def stream_once(
+    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
+) -> AsyncIterator[ChatCompletionChunk]:
+    """One streaming chat request, no retry. Closing the iterator closes the upstream connection at once."""
+    resp = await transport.stream(adapter.chat_request(req), timeout=timeout)
+    try:
+        if resp.status >= 400:
+            raise adapter.parse_error(resp.status, resp.headers, await resp.read())
+        ctype = resp.content_type
+        if ctype.startswith("application/json"):
+            # a JSON body where a stream was expected: an error answered with 200 (MiniMax does this)
+            raise adapter.parse_error(resp.status, resp.headers, await resp.read())
+        parser = adapter.stream_parser(req)
+        decoder = SSEDecoder()
+        async for data in resp.iter_bytes():
+            for ev in decoder.feed(data):
+                for chunk in parser.event(ev):
+                    yield chunk
+        for ev in decoder.flush():
+            for chunk in parser.event(ev):
+                yield chunk
+        for chunk in parser.close():
+            yield chunk
+    finally:
+        await resp.aclose()
+
+
+async def _retrying(policy: RetryPolicy, attempt: int, error: BaseException) -> bool:
+    if not policy.should_retry(error, attempt):
+        return False
+    await asyncio.sleep(policy.wait(error, attempt))
+    return True
+
+
+async def complete(
+    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
+) -> ChatCompletion:
+    attempt = 0
+    while True:
+        try:
+            return await complete_once(transport, adapter, req, timeout=timeout)
+        except ProviderError as exc:
+            if not await _retrying(retry, attempt, exc):
+                raise
+            attempt += 1
+
+
+async def stream(
+    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
+) -> AsyncIterator[ChatCompletionChunk]:
+    """Stream with retries before the first chunk (the stream has not committed to the caller until then)."""
+    attempt = 0
+    while True:
+        it = stream_once(transport, adapter, req, timeout=timeout)
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            return
+        except ProviderError as exc:
+            await it.aclose()
+            if not await _retrying(retry, attempt, exc):
+                raise
+            attempt += 1
+            continue
+        except BaseException:
+            await it.aclose()
+            raise
+        try:
+            yield first
+            async for chunk in it:
+                yield chunk
+        finally:
+            await it.aclose()
+        return
+
+
+async def embed(
+    transport: Transport, adapter: Adapter, req: EmbeddingRequest, *, timeout: float | None, retry: RetryPolicy
+) -> EmbeddingResponse:
+    attempt = 0
+    while True:
+        try:
+            resp = await transport.send(adapter.embed_request(req), timeout=timeout)
+            if resp.status >= 400:
+                raise adapter.parse_error(resp.status, resp.headers, resp.body)
+            return adapter.parse_embed(resp.body, resp.headers, req)
+        except ProviderError as exc:
+            if not await _retrying(retry, attempt, exc):
+                raise
+            attempt += 1
+
+
+async def list_models(transport: Transport, adapter: Adapter, *, timeout: float | None) -> list[ModelInfo]:
+    """The provider's (or gateway's) own model list."""
+    resp = await transport.send(adapter.models_request(), timeout=timeout)
+    if resp.status >= 400:
+        raise adapter.parse_error(resp.status, resp.headers, resp.body)
+    return adapter.parse_models(resp.body)

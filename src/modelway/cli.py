@@ -1,0 +1,161 @@
+"""The ``modelway`` command: ``chat``, ``providers`` (and, with the server installed, ``serve``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from .errors import ModelwayError
+
+_DEMO_PROVIDERS = ("zhipu", "dashscope", "openai", "deepseek", "moonshot", "dashscope-compatible")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelway")
+def main() -> None:
+    """modelway: one API and one OpenAI-compatible gateway for every LLM provider.
+
+    Models are addressed as provider/model, e.g. zhipu/glm-4-flash, dashscope/qwen-plus,
+    openai/gpt-4o-mini, deepseek/deepseek-chat. Keys come from the providers' usual environment
+    variables (ZHIPUAI_API_KEY, DASHSCOPE_API_KEY, OPENAI_API_KEY, DEEPSEEK_API_KEY, ...);
+    `modelway providers` shows which were found.
+    """
+
+
+@contextmanager
+def _demo_provider(provider: str) -> Iterator[dict[str, Any]]:
+    """Start the bundled simulator for ``provider`` and yield the client settings that point at it."""
+    from . import testing
+
+    sims: dict[str, Any] = {
+        "zhipu": testing.ZhipuSimulator,
+        "dashscope": testing.DashScopeSimulator,
+        "openai": testing.OpenAISimulator,
+        "deepseek": testing.DeepSeekSimulator,
+        "moonshot": testing.MoonshotSimulator,
+        "dashscope-compatible": testing.DashScopeCompatibleSimulator,
+    }
+    if provider not in sims:
+        raise click.UsageError(f"--demo simulates {', '.join(_DEMO_PROVIDERS)}; not {provider!r}")
+    with sims[provider]() as sim:
+        click.secho(f"[demo] answers come from modelway's local {type(sim).__name__}, not from {provider}", fg="yellow",
+                    err=True)
+        yield {provider: {"api_key": sim.api_key, "base_url": sim.base_url}}
+
+
+@main.command()
+@click.argument("prompt", required=False)
+@click.option("-m", "--model", envvar="MODELWAY_MODEL", required=True,
+              help="provider/model to call, e.g. zhipu/glm-4-flash (env MODELWAY_MODEL).")
+@click.option("-s", "--system", help="A system prompt sent before your prompt.")
+@click.option("-t", "--temperature", type=float, help="Sampling temperature (0 = greedy; kept, not dropped).")
+@click.option("--max-tokens", type=int, help="Upper bound on generated tokens.")
+@click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of streaming it.")
+@click.option("--base-url", envvar="MODELWAY_BASE_URL",
+              help="Talk to a modelway gateway (or any OpenAI-compatible server) at this URL instead.")
+@click.option("--api-key", envvar="MODELWAY_API_KEY", help="Key for --base-url (env MODELWAY_API_KEY).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the provider.")
+@click.option("--usage", "show_usage", is_flag=True, help="Print token usage to stderr at the end.")
+@click.option("--demo", is_flag=True,
+              help="Answer from the bundled local simulator of the provider (no key, no network).")
+def chat(
+    prompt: str | None,
+    model: str,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    no_stream: bool,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float,
+    show_usage: bool,
+    demo: bool,
+) -> None:
+    """Send PROMPT to MODEL and stream the answer to the terminal.
+
+    PROMPT may also come on standard input: echo "你好" | modelway chat -m zhipu/glm-4-flash
+
+    \b
+    Examples:
+      modelway chat -m zhipu/glm-4-flash "用一句话介绍你自己"
+      modelway chat -m dashscope/qwen-plus -s "Answer briefly." "What is SSE?"
+      modelway chat --demo -m zhipu/glm-4-flash "hello"        # no key needed: local simulator
+    """
+    from .client import Client
+
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise click.UsageError("give a PROMPT argument or pipe one on standard input")
+        prompt = sys.stdin.read().strip()
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": prompt})
+    params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
+
+    def run(client_kwargs: dict[str, Any]) -> None:
+        with Client(timeout=timeout, **client_kwargs) as client:
+            usage = None
+            if no_stream:
+                resp = client.chat(model, messages, **params)
+                click.echo(resp.content or "")
+                usage = resp.usage
+            else:
+                dim = sys.stderr.isatty()
+                for chunk in client.chat(model, messages, stream=True, **params):
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    if delta.reasoning_content:
+                        click.secho(delta.reasoning_content, nl=False, err=True, dim=dim)
+                    if delta.content:
+                        click.echo(delta.content, nl=False)
+                click.echo()
+            if show_usage and usage is not None:
+                click.echo(f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
+                           f"total {usage.total_tokens}", err=True)
+
+    try:
+        if demo:
+            provider = model.partition("/")[0]
+            with _demo_provider(provider) as providers:
+                run({"providers": providers})
+        elif base_url:
+            run({"base_url": base_url, "api_key": api_key})
+        else:
+            run({})
+    except ModelwayError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@main.command()
+def providers() -> None:
+    """List the providers modelway speaks, and whether their credentials were found in the environment."""
+    from .providers import PROVIDERS
+
+    rows = []
+    for name, cls in sorted(PROVIDERS.items()):
+        found = next((k for k in cls.key_env if os.environ.get(k)), None)
+        needs_key = bool(cls.key_env) and getattr(getattr(cls, "spec", None), "key_required", True)
+        status = f"key found ({found})" if found else ("no key: set " + " or ".join(cls.key_env) if needs_key else "no key needed")
+        rows.append((name, cls.label or name, status))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    click.echo(f"{'provider':<{w0}}  {'name':<{w1}}  credentials")
+    for name, label, status in rows:
+        colour = "green" if status.startswith("key found") else None
+        click.echo(f"{name:<{w0}}  {label:<{w1}}  " + click.style(status, fg=colour))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,263 @@
+"""The gateway's configuration: a YAML file plus the environment, validated once at start.
+
+Every problem is reported as a :class:`~modelway.errors.ConfigError` naming the field
+(``models[1].deployments[0].weight: must be a positive number``). See ``modelway.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["Config", "DeploymentConfig", "ModelConfig", "ServerConfig", "load_config", "parse_config"]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(slots=True)
+class DeploymentConfig:
+    """One upstream that can serve a model: ``provider/model`` with its own key, base URL, weight and timeout."""
+
+    model: str
+    api_key: str | None = None
+    api_base: str | None = None
+    weight: float = 1.0
+    timeout: float | None = None
+    #: default parameters for this deployment (a caller's own value wins)
+    params: dict[str, Any] = field(default_factory=dict)
+    #: adapter options, e.g. ``{"auth": "jwt"}`` for Zhipu, ``{"workspace": "..."}`` for DashScope
+    options: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelConfig:
+    """A model name clients call (an alias) over one or more deployments."""
+
+    name: str
+    deployments: list[DeploymentConfig]
+    #: added as the first message when the request has no system message
+    system_prompt: str | None = None
+    #: the upstream model has no system role: merge system text into the first user message
+    merge_system: bool = False
+    description: str | None = None
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 4000
+    #: clients must send ``Authorization: Bearer <master_key>``; ``None`` means no auth (local use only)
+    master_key: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: default upstream timeout (seconds) for deployments that set none
+    timeout: float = 600.0
+    #: retries of one deployment before failing over to the next
+    max_retries: int = 1
+    #: seconds a failing deployment is skipped while others are available
+    cooldown: float = 5.0
+    #: serve any ``provider/model`` whose provider has credentials, besides the configured aliases
+    allow_direct: bool = True
+    log_level: str = "info"
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    models: list[ModelConfig] = field(default_factory=list)
+    #: per-provider credentials and options: ``{"zhipu": {"api_key": ..., "auth": "jwt"}}``
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _expand(value: Any, where: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set (referenced as ${{{name}}})")
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}", env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _take(d: dict[str, Any], where: str, allowed: set[str]) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _num(d: dict[str, Any], key: str, where: str, *, positive: bool = True, integer: bool = False) -> Any:
+    v = d[key]
+    ok = isinstance(v, int) if integer else isinstance(v, int | float)
+    if isinstance(v, bool) or not ok or (positive and v <= 0) or (not positive and v < 0):
+        kind = "integer" if integer else "number"
+        raise ConfigError(f"{where}.{key}: must be a {'positive ' if positive else 'non-negative '}{kind} (got {v!r})")
+    return v
+
+
+def _str(d: dict[str, Any], key: str, where: str) -> str:
+    v = d[key]
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where}.{key}: must be a non-empty string (got {v!r})")
+    return v
+
+
+def _dict(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where}.{key}: must be a mapping (got {type(v).__name__})")
+    return v
+
+
+def _deployment(d: Any, where: str) -> DeploymentConfig:
+    if isinstance(d, str):
+        d = {"model": d}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: must be a mapping with at least 'model'")
+    fields = {"model", "api_key", "api_base", "base_url", "weight", "timeout", "params", "options", "headers"}
+    _take(d, where, fields)
+    if "model" not in d:
+        raise ConfigError(f"{where}.model: required (provider/model, e.g. zhipu/glm-4-flash)")
+    model = _str(d, "model", where)
+    provider, sep, name = model.partition("/")
+    from .providers import PROVIDERS
+
+    if not sep or not name or provider not in PROVIDERS:
+        raise ConfigError(
+            f"{where}.model: {model!r} is not provider/model with a known provider ({', '.join(sorted(PROVIDERS))})"
+        )
+    dep = DeploymentConfig(model=model)
+    if d.get("api_key") is not None:
+        dep.api_key = _str(d, "api_key", where)
+    base = d.get("api_base", d.get("base_url"))
+    if base is not None:
+        if not isinstance(base, str) or not base.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.api_base: must be an http(s) URL (got {base!r})")
+        dep.api_base = base
+    if "weight" in d:
+        dep.weight = float(_num(d, "weight", where))
+    if "timeout" in d:
+        dep.timeout = float(_num(d, "timeout", where))
+    dep.params = _dict(d, "params", where)
+    dep.options = _dict(d, "options", where)
+    dep.headers = {str(k): str(v) for k, v in _dict(d, "headers", where).items()}
+    return dep
+
+
+def _model(m: Any, where: str) -> ModelConfig:
+    if not isinstance(m, dict):
+        raise ConfigError(f"{where}: must be a mapping with 'name' and 'deployments'")
+    _take(m, where, {"name", "deployments", "system_prompt", "merge_system", "description"})
+    for key in ("name", "deployments"):
+        if key not in m:
+            raise ConfigError(f"{where}.{key}: required")
+    name = _str(m, "name", where)
+    deps = m["deployments"]
+    if isinstance(deps, str | dict):
+        deps = [deps]
+    if not isinstance(deps, list) or not deps:
+        raise ConfigError(f"{where}.deployments: must be a non-empty list")
+    sp = m.get("system_prompt")
+    if sp is not None and not isinstance(sp, str):
+        raise ConfigError(f"{where}.system_prompt: must be a string")
+    ms = m.get("merge_system", False)
+    if not isinstance(ms, bool):
+        raise ConfigError(f"{where}.merge_system: must be true or false")
+    return ModelConfig(
+        name=name,
+        deployments=[_deployment(d, f"{where}.deployments[{i}]") for i, d in enumerate(deps)],
+        system_prompt=sp,
+        merge_system=ms,
+        description=m.get("description"),
+    )
+
+
+def _server(s: dict[str, Any]) -> ServerConfig:
+    where = "server"
+    _take(s, where, set(ServerConfig.__slots__))  # type: ignore[attr-defined]
+    cfg = ServerConfig()
+    if "host" in s:
+        cfg.host = _str(s, "host", where)
+    if "port" in s:
+        cfg.port = int(_num(s, "port", where, integer=True))
+    if s.get("master_key") is not None:
+        cfg.master_key = _str(s, "master_key", where)
+    if "max_body_bytes" in s:
+        cfg.max_body_bytes = int(_num(s, "max_body_bytes", where, integer=True))
+    if "timeout" in s:
+        cfg.timeout = float(_num(s, "timeout", where))
+    if "max_retries" in s:
+        cfg.max_retries = int(_num(s, "max_retries", where, positive=False, integer=True))
+    if "cooldown" in s:
+        cfg.cooldown = float(_num(s, "cooldown", where, positive=False))
+    if "allow_direct" in s:
+        if not isinstance(s["allow_direct"], bool):
+            raise ConfigError(f"{where}.allow_direct: must be true or false")
+        cfg.allow_direct = s["allow_direct"]
+    if "log_level" in s:
+        cfg.log_level = _str(s, "log_level", where).lower()
+    return cfg
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a decoded config document (``${VAR}`` references are expanded from ``env``)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config: the top level must be a mapping with server, models, providers")
+    data = _expand(data, "config", os.environ if env is None else env)
+    _take(data, "config", {"server", "models", "providers"})
+    cfg = Config()
+    cfg.server = _server(_dict(data, "server", "config"))
+    models = data.get("models") or []
+    if not isinstance(models, list):
+        raise ConfigError("models: must be a list")
+    cfg.models = [_model(m, f"models[{i}]") for i, m in enumerate(models)]
+    seen: set[str] = set()
+    for i, m in enumerate(cfg.models):
+        if m.name in seen:
+            raise ConfigError(f"models[{i}].name: {m.name!r} is defined twice")
+        seen.add(m.name)
+    providers = _dict(data, "providers", "config")
+    from .providers import PROVIDERS
+
+    for name, p in providers.items():
+        if name not in PROVIDERS:
+            raise ConfigError(f"providers.{name}: unknown provider (known: {', '.join(sorted(PROVIDERS))})")
+        if not isinstance(p, dict):
+            raise ConfigError(f"providers.{name}: must be a mapping (api_key, base_url, options)")
+    cfg.providers = providers
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return parse_config({}, env)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+    return parse_config(data, env)

@@ -1,0 +1,230 @@
+"""The provider adapter interface.
+
+Adapters are sans-I/O: they build :class:`HTTPRequest` objects from internal requests and parse response
+bodies, decoded SSE events and error bodies. All network I/O happens in :mod:`modelway.transport`.
+
+One adapter instance serves one set of credentials (key + base URL): two keys for one provider are two
+adapter instances, side by side, with nothing shared but the connection pool.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from ..errors import ConfigError, ProviderError, StreamError, error_for_status
+from ..sse import SSEEvent
+from ..types import ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingRequest, EmbeddingResponse, ModelInfo
+
+__all__ = [
+    "Adapter",
+    "HTTPRequest",
+    "ProviderSettings",
+    "StreamParser",
+    "decode_json",
+    "parse_retry_after",
+]
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    """What an adapter asks the transport to send."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    #: the provider that built it (for error attribution in the transport)
+    provider: str = ""
+
+
+@dataclass(slots=True)
+class ProviderSettings:
+    """Credentials and endpoint of one provider instance, resolved from arguments, config or environment."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: adapter-specific options, e.g. ``{"auth": "jwt"}`` for Zhipu
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_json(body: bytes, *, provider: str, what: str = "response") -> Any:
+    """Parse a JSON body, raising :class:`StreamError` (not a bare ValueError) when it is malformed."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        snippet = body[:200].decode("utf-8", errors="replace")
+        raise StreamError(f"malformed JSON in {what}: {snippet!r}", provider=provider) from exc
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(ra)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+class StreamParser(ABC):
+    """Turns one stream's decoded SSE events into chunks. Stateful: one per stream.
+
+    ``event`` may raise a :class:`~modelway.errors.ProviderError` for an error frame; ``close`` is called when
+    the connection ends and raises :class:`~modelway.errors.StreamError` if the stream ended before its end.
+    """
+
+    done: bool = False
+    provider: str = ""
+
+    @abstractmethod
+    def event(self, ev: SSEEvent) -> list[ChatCompletionChunk]: ...
+
+    def close(self) -> list[ChatCompletionChunk]:
+        if not self.done:
+            raise StreamError("the stream ended before the provider finished it", provider=self.provider)
+        return []
+
+
+class Adapter(ABC):
+    """One provider's wire protocol. Subclasses set the class attributes and implement the builders/parsers."""
+
+    #: provider id, as in ``provider/model``
+    name: ClassVar[str]
+    #: human-readable name for ``modelway providers``
+    label: ClassVar[str] = ""
+    default_base_url: ClassVar[str]
+    #: environment variables holding the key, first found wins
+    key_env: ClassVar[tuple[str, ...]] = ()
+    #: environment variables holding a base URL override
+    base_url_env: ClassVar[tuple[str, ...]] = ()
+    #: models advertised by ``models()`` (the provider serves others too)
+    known_models: ClassVar[tuple[str, ...]] = ()
+    supports_embeddings: ClassVar[bool] = False
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self.base_url = (settings.base_url or self.default_base_url).rstrip("/")
+        self.api_key = settings.api_key
+
+    # -- credentials ---------------------------------------------------------------------------
+    def require_key(self) -> str:
+        if not self.api_key:
+            env = " or ".join(self.key_env) or "api_key"
+            raise ConfigError(f"no API key for provider {self.name!r}: set {env}, or pass api_key")
+        return self.api_key
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.require_key()}"}
+
+    def base_headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "application/json"}
+        h.update(self.auth_headers())
+        h.update(self.settings.headers)
+        return h
+
+    # -- chat -----------------------------------------------------------------------------------
+    @abstractmethod
+    def chat_request(self, req: ChatRequest) -> HTTPRequest: ...
+
+    @abstractmethod
+    def parse_chat(self, body: bytes, headers: Mapping[str, str], req: ChatRequest) -> ChatCompletion: ...
+
+    @abstractmethod
+    def stream_parser(self, req: ChatRequest) -> StreamParser: ...
+
+    # -- embeddings -----------------------------------------------------------------------------
+    def embed_request(self, req: EmbeddingRequest) -> HTTPRequest:
+        raise ConfigError(f"provider {self.name!r} does not serve embeddings in modelway")
+
+    def parse_embed(self, body: bytes, headers: Mapping[str, str], req: EmbeddingRequest) -> EmbeddingResponse:
+        raise ConfigError(f"provider {self.name!r} does not serve embeddings in modelway")
+
+    # -- models ---------------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        """The models this provider is known to serve, addressed as ``provider/model``."""
+        return [ModelInfo(id=f"{self.name}/{m}", owned_by=self.name) for m in self.known_models]
+
+    def models_request(self) -> HTTPRequest:
+        """The request listing the provider's models (OpenAI-compatible servers: ``GET /models``)."""
+        raise ConfigError(f"provider {self.name!r} has no model list endpoint")
+
+    def parse_models(self, body: bytes) -> list[ModelInfo]:
+        raise ConfigError(f"provider {self.name!r} has no model list endpoint")
+
+    # -- errors ---------------------------------------------------------------------------------
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        """Build the typed error for an HTTP error response (the default reads an OpenAI-shaped body)."""
+        message, code, param, request_id = _read_openai_error(body)
+        cls = error_for_status(status)
+        return cls(
+            message or f"HTTP {status}",
+            provider=self.name,
+            status_code=status,
+            code=code,
+            param=param,
+            request_id=request_id or headers.get("x-request-id"),
+            retry_after=parse_retry_after(headers),
+            body=_maybe_json(body),
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+    def json_request(self, path: str, payload: dict[str, Any], headers: dict[str, str] | None = None) -> HTTPRequest:
+        h = self.base_headers()
+        if headers:
+            h.update(headers)
+        return HTTPRequest("POST", self.base_url + path, h, orjson.dumps(payload), self.name)
+
+
+def _maybe_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", errors="replace")
+
+
+def _read_openai_error(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    data = _maybe_json(body)
+    if not isinstance(data, dict):
+        return (data.strip()[:500] if isinstance(data, str) and data.strip() else None), None, None, None
+    err = data.get("error")
+    request_id = data.get("request_id") or data.get("id")
+    if isinstance(err, dict):
+        code = err.get("code")
+        if code is None:
+            code = err.get("type")
+        return (
+            err.get("message") or None,
+            str(code) if code is not None else None,
+            err.get("param"),
+            str(request_id) if request_id else None,
+        )
+    if isinstance(err, str):
+        return err, None, None, str(request_id) if request_id else None
+    msg = data.get("message") or data.get("msg")
+    code = data.get("code")
+    return (
+        str(msg) if msg else None,
+        str(code) if code is not None else None,
+        None,
+        str(request_id) if request_id else None,
+    )

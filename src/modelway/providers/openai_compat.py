@@ -1,0 +1,413 @@
+"""The generic OpenAI-compatible adapter, driven by a :class:`OpenAISpec`.
+
+OpenAI itself, DeepSeek, Moonshot, DashScope compatible mode, Qianfan v2, Volcengine Ark, SiliconFlow, vLLM,
+Ollama and a modelway gateway all speak this protocol; each one's differences are data in its spec.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..errors import (
+    ContentFilterError,
+    ContextLengthError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+    UpstreamServerError,
+    error_for_status,
+)
+from ..sse import SSEEvent
+from ..types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelInfo,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from .base import Adapter, HTTPRequest, StreamParser, decode_json, parse_retry_after
+
+__all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_class"]
+
+#: error codes/types that mean the same thing at every OpenAI-compatible provider
+COMMON_CODES: dict[str, type[ProviderError]] = {
+    "content_filter": ContentFilterError,
+    "data_inspection_failed": ContentFilterError,
+    "DataInspectionFailed": ContentFilterError,
+    "context_length_exceeded": ContextLengthError,
+    "string_above_max_length": ContextLengthError,
+    "insufficient_quota": PermissionDeniedError,
+    "Arrearage": PermissionDeniedError,
+    "rate_limit_exceeded": RateLimitError,
+    "limit_requests": RateLimitError,
+    "server_error": UpstreamServerError,
+    "engine_overloaded_error": RateLimitError,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISpec:
+    """Everything that makes one OpenAI-compatible provider different from OpenAI."""
+
+    name: str
+    label: str
+    base_url: str
+    key_env: tuple[str, ...] = ()
+    base_url_env: tuple[str, ...] = ()
+    known_models: tuple[str, ...] = ()
+    embeddings: bool = False
+    #: send ``stream_options.include_usage`` on every stream so the final usage is known
+    stream_usage: bool = True
+    #: OpenAI parameters this provider rejects; dropped (logged at debug level) instead of sent
+    drop_params: frozenset[str] = frozenset()
+    #: OpenAI parameter → provider parameter name
+    rename_params: Mapping[str, str] = field(default_factory=dict)
+    #: provider error code/type → error class (on top of :data:`COMMON_CODES`)
+    codes: Mapping[str, type[ProviderError]] = field(default_factory=dict)
+    #: provider finish reason → OpenAI finish reason
+    finish_reasons: Mapping[str, str] = field(default_factory=dict)
+    #: provider finish reasons that mean the generation failed: raise this error instead of finishing
+    finish_errors: Mapping[str, type[ProviderError]] = field(default_factory=dict)
+    #: header carrying the key (``Authorization: Bearer`` unless the provider wants another)
+    auth_header: str = "Authorization"
+    #: self-hosted servers (Ollama, vLLM) may run without a key
+    key_required: bool = True
+
+
+def classify_error(
+    spec_codes: Mapping[str, type[ProviderError]], status: int | None, code: str | None, err_type: str | None
+) -> type[ProviderError]:
+    """Pick the error class from the provider's code/type first, then from the HTTP status."""
+    for key in (code, err_type):
+        if key:
+            cls = spec_codes.get(key) or COMMON_CODES.get(key)
+            if cls is not None:
+                return cls
+    if status is None or status == 200:
+        return UpstreamServerError
+    return error_for_status(status)
+
+
+class OpenAICompatAdapter(Adapter):
+    """Adapter for any provider that speaks OpenAI Chat Completions. Configure it with a spec subclass."""
+
+    spec: OpenAISpec
+
+    # -- requests ---------------------------------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        if not self.spec.key_required and not self.api_key:
+            return {}
+        key = self.require_key()
+        if self.spec.auth_header == "Authorization":
+            return {"Authorization": f"Bearer {key}"}
+        return {self.spec.auth_header: key}
+
+    def chat_payload(self, req: ChatRequest) -> dict[str, Any]:
+        spec = self.spec
+        payload: dict[str, Any] = {"model": req.model, "messages": req.messages}
+        for k, v in req.params.items():
+            if k in spec.drop_params:
+                continue
+            payload[spec.rename_params.get(k, k)] = v
+        payload.update(req.extra)
+        if req.stream:
+            payload["stream"] = True
+            if spec.stream_usage:
+                opts = dict(payload.get("stream_options") or {})
+                opts["include_usage"] = True
+                payload["stream_options"] = opts
+        else:
+            payload.pop("stream_options", None)
+        return payload
+
+    def chat_request(self, req: ChatRequest) -> HTTPRequest:
+        return self.json_request("/chat/completions", self.chat_payload(req))
+
+    # -- responses --------------------------------------------------------------------------------
+    def finish(self, reason: Any, *, request_id: str | None = None) -> str | None:
+        if reason is None:
+            return None
+        reason = str(reason)
+        err = self.spec.finish_errors.get(reason)
+        if err is not None:
+            raise err(
+                f"the provider ended the generation with finish_reason={reason!r}",
+                provider=self.name,
+                code=reason,
+                request_id=request_id,
+            )
+        return self.spec.finish_reasons.get(reason, reason)
+
+    def parse_chat(self, body: bytes, headers: Mapping[str, str], req: ChatRequest) -> ChatCompletion:
+        data = decode_json(body, provider=self.name)
+        if not isinstance(data, dict) or "choices" not in data:
+            raise self.error_from_payload(200, headers, data)
+        request_id = _rid(data, headers)
+        choices = []
+        for i, c in enumerate(data.get("choices") or []):
+            msg = c.get("message") or {}
+            tcs = msg.get("tool_calls")
+            choices.append(
+                Choice(
+                    index=c.get("index", i),
+                    message=ChatMessage(
+                        content=msg.get("content"),
+                        role=msg.get("role") or "assistant",
+                        tool_calls=[ToolCall.from_openai(t) for t in tcs] if tcs else None,
+                        reasoning_content=msg.get("reasoning_content"),
+                    ),
+                    finish_reason=self.finish(c.get("finish_reason"), request_id=request_id),
+                )
+            )
+        usage = data.get("usage")
+        return ChatCompletion(
+            id=str(data.get("id") or request_id or ""),
+            created=int(data.get("created") or time.time()),
+            model=str(data.get("model") or req.model),
+            choices=choices,
+            usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            provider=self.name,
+        )
+
+    def stream_parser(self, req: ChatRequest) -> StreamParser:
+        return OpenAIStreamParser(self, req)
+
+    # -- embeddings -------------------------------------------------------------------------------
+    def embed_request(self, req: EmbeddingRequest) -> HTTPRequest:
+        if not self.spec.embeddings:
+            return super().embed_request(req)
+        payload: dict[str, Any] = {"model": req.model, "input": req.input, **req.params}
+        payload.setdefault("encoding_format", "float")
+        return self.json_request("/embeddings", payload)
+
+    def parse_embed(self, body: bytes, headers: Mapping[str, str], req: EmbeddingRequest) -> EmbeddingResponse:
+        data = decode_json(body, provider=self.name)
+        if not isinstance(data, dict) or "data" not in data:
+            raise self.error_from_payload(200, headers, data)
+        items = []
+        for i, d in enumerate(data["data"]):
+            vec = d.get("embedding")
+            if isinstance(vec, str):
+                vec = _b64_floats(vec)
+            items.append(Embedding(index=d.get("index", i), embedding=vec))
+        usage = data.get("usage")
+        return EmbeddingResponse(
+            data=items,
+            model=str(data.get("model") or req.model),
+            usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            provider=self.name,
+        )
+
+    # -- models -----------------------------------------------------------------------------------
+    def models_request(self) -> HTTPRequest:
+        h = self.base_headers()
+        h.pop("Content-Type", None)
+        return HTTPRequest("GET", self.base_url + "/models", h, None, self.name)
+
+    def parse_models(self, body: bytes) -> list[ModelInfo]:
+        data = decode_json(body, provider=self.name)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise self.error_from_payload(200, {}, data)
+        return [
+            ModelInfo(id=str(m["id"]), owned_by=str(m.get("owned_by") or self.name), created=int(m.get("created") or 0))
+            for m in items
+            if isinstance(m, dict) and m.get("id")
+        ]
+
+    # -- errors -----------------------------------------------------------------------------------
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        try:
+            data: Any = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            data = body.decode("utf-8", errors="replace")
+        return self.error_from_payload(status, headers, data)
+
+    def error_from_payload(self, status: int | None, headers: Mapping[str, str], data: Any) -> ProviderError:
+        """Typed error from a decoded error body (HTTP error, or an ``{"error": ...}`` event mid-stream)."""
+        message: str | None = None
+        code: str | None = None
+        err_type: str | None = None
+        param: str | None = None
+        request_id: str | None = headers.get("x-request-id")
+        if isinstance(data, dict):
+            err = data.get("error")
+            if isinstance(err, dict):
+                message = err.get("message")
+                code = None if err.get("code") is None else str(err.get("code"))
+                err_type = err.get("type")
+                param = err.get("param")
+            elif isinstance(err, str):
+                message = err
+            else:
+                message = data.get("message")
+                code = None if data.get("code") is None else str(data.get("code"))
+            rid = data.get("request_id") or data.get("id")
+            request_id = request_id or (str(rid) if rid else None)
+        elif isinstance(data, str) and data.strip():
+            message = data.strip()[:500]
+        cls = classify_error(self.spec.codes, status, code, err_type)
+        return cls(
+            message or (f"HTTP {status}" if status else "the provider reported an error"),
+            provider=self.name,
+            status_code=status,
+            code=code or err_type,
+            param=param,
+            request_id=request_id,
+            retry_after=parse_retry_after(headers),
+            body=data,
+        )
+
+
+class OpenAIStreamParser(StreamParser):
+    """Parses ``data: {chunk}`` events. Usage rides on the last chunk with choices (held back one step)."""
+
+    def __init__(self, adapter: OpenAICompatAdapter, req: ChatRequest) -> None:
+        self.adapter = adapter
+        self.provider = adapter.name
+        self.model = req.model
+        self.held: ChatCompletionChunk | None = None
+        self.usage: Usage | None = None
+        self.finished = False
+        self.done = False
+
+    def event(self, ev: SSEEvent) -> list[ChatCompletionChunk]:
+        data = ev.data
+        if data == "[DONE]":
+            self.done = True
+            return self._release()
+        if not data.strip():
+            return []
+        obj = decode_json(data.encode(), provider=self.provider, what="stream event")
+        if not isinstance(obj, dict):
+            raise self.adapter.error_from_payload(None, {}, obj)
+        if "error" in obj and obj["error"]:
+            raise self.adapter.error_from_payload(None, {}, obj)
+        return self.chunk(obj)
+
+    def chunk(self, obj: dict[str, Any]) -> list[ChatCompletionChunk]:
+        out: list[ChatCompletionChunk] = []
+        rid = obj.get("id")
+        choices: list[ChunkChoice] = []
+        finished = False
+        for i, c in enumerate(obj.get("choices") or ()):
+            d = c.get("delta") or {}
+            tcs = d.get("tool_calls")
+            cu = c.get("usage")  # Moonshot puts usage inside the finishing choice
+            if isinstance(cu, dict):
+                self.usage = Usage.from_openai(cu)
+            fr = self.adapter.finish(c.get("finish_reason"), request_id=str(rid) if rid else None)
+            finished = finished or fr is not None
+            self.finished = self.finished or fr is not None
+            choices.append(
+                ChunkChoice(
+                    index=c.get("index", i),
+                    delta=Delta(
+                        content=d.get("content"),
+                        role=d.get("role"),
+                        reasoning_content=d.get("reasoning_content"),
+                        tool_calls=[_tool_delta(t, j) for j, t in enumerate(tcs)] if tcs else None,
+                    ),
+                    finish_reason=fr,
+                )
+            )
+        u = obj.get("usage")
+        if isinstance(u, dict):
+            # a top-level usage (OpenAI include_usage, Zhipu, DeepSeek) is the final count; Moonshot sends the same
+            # numbers twice (in the choice, then here): keeping one value, never a sum, counts it once
+            self.usage = Usage.from_openai(u)
+        if not choices:
+            if self.held is not None and self.usage is not None:
+                self.held.usage = self.usage
+            return out
+        chunk = ChatCompletionChunk(
+            id=str(rid or ""),
+            created=int(obj.get("created") or time.time()),
+            model=str(obj.get("model") or self.model),
+            choices=choices,
+            provider=self.provider,
+        )
+        if self.held is not None:
+            out.append(self.held)
+            self.held = None
+        if finished:
+            self.held = chunk  # wait: the usage may come in the next event
+        else:
+            out.append(chunk)
+        return out
+
+    def _release(self) -> list[ChatCompletionChunk]:
+        if self.held is not None:
+            held, self.held = self.held, None
+            if held.usage is None:
+                held.usage = self.usage
+            return [held]
+        if self.usage is not None:
+            return [
+                ChatCompletionChunk(id="", created=int(time.time()), model=self.model, choices=[], usage=self.usage,
+                                    provider=self.provider)
+            ]
+        return []
+
+    def close(self) -> list[ChatCompletionChunk]:
+        if self.done:
+            return []
+        if self.finished:
+            # no [DONE], but every choice finished: some compatible servers just close
+            self.done = True
+            return self._release()
+        return super().close()
+
+
+def _tool_delta(t: dict[str, Any], j: int) -> ToolCallDelta:
+    fn = t.get("function") or {}
+    args = fn.get("arguments")
+    if args is not None and not isinstance(args, str):
+        args = orjson.dumps(args).decode()
+    return ToolCallDelta(index=t.get("index", j), id=t.get("id"), name=fn.get("name"), arguments=args,
+                         type=t.get("type"))
+
+
+def _rid(data: dict[str, Any], headers: Mapping[str, str]) -> str | None:
+    rid = data.get("request_id") or headers.get("x-request-id") or data.get("id")
+    return str(rid) if rid else None
+
+
+def _b64_floats(s: str) -> list[float]:
+    import base64
+    import struct
+
+    raw = base64.b64decode(s)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+def make_adapter_class(spec: OpenAISpec) -> type[OpenAICompatAdapter]:
+    """Build the adapter class for a spec (one class per provider, so the registry stays a plain dict)."""
+    return type(
+        f"{spec.name.title().replace('-', '')}Adapter",
+        (OpenAICompatAdapter,),
+        {
+            "spec": spec,
+            "name": spec.name,
+            "label": spec.label,
+            "default_base_url": spec.base_url,
+            "key_env": spec.key_env,
+            "base_url_env": spec.base_url_env,
+            "known_models": spec.known_models,
+            "supports_embeddings": spec.embeddings,
+        },
+    )

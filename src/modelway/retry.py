@@ -1,0 +1,36 @@
+"""Retry decisions: which errors to retry, and how long to wait (Retry-After first, then capped backoff)."""
+
+from __future__ import annotations
+
+import random
+
+from .errors import ModelwayError, ProviderError
+
+__all__ = ["RetryPolicy"]
+
+
+class RetryPolicy:
+    """``max_retries`` extra attempts for retryable errors; waits honour the provider's Retry-After.
+
+    The wait is ``retry_after`` when the provider gave one (capped at ``max_wait``), else exponential
+    backoff from ``initial`` doubling up to ``max_wait``, with jitter (each wait is 75-100% of the nominal).
+    """
+
+    __slots__ = ("initial", "max_retries", "max_wait")
+
+    def __init__(self, max_retries: int = 2, *, initial: float = 0.5, max_wait: float = 8.0) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.max_retries = max_retries
+        self.initial = initial
+        self.max_wait = max_wait
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """``attempt`` counts from 0 (the first try)."""
+        return attempt < self.max_retries and isinstance(error, ModelwayError) and error.retryable
+
+    def wait(self, error: BaseException, attempt: int) -> float:
+        if isinstance(error, ProviderError) and error.retry_after is not None:
+            return min(error.retry_after, self.max_wait * 8)
+        nominal = min(self.initial * (2**attempt), self.max_wait)
+        return nominal * (0.75 + random.random() * 0.25)

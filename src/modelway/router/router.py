@@ -1,0 +1,141 @@
+"""The router: pick a deployment for a model, retry it, fail over to the next; glue over :mod:`modelway.calls`.
+
+Failover happens on errors that are the deployment's fault (rate limits, upstream failures, timeouts, connection
+errors, a refused key, a model missing at that provider). Errors that are the request's fault (bad request,
+content filter, context too long) are raised at once: another deployment would refuse them too.
+A stream fails over only until its first chunk was produced (streams commit late).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+
+from .. import calls
+from ..errors import AllDeploymentsFailedError, BadRequestError, ModelwayError, ProviderError, UnknownModelError
+from ..retry import RetryPolicy
+from ..transport import Transport
+from ..types import (
+    CHAT_PARAMS,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
+from .deployments import Deployment, ModelGroup
+
+__all__ = ["Router"]
+
+
+class Router:
+    def __init__(
+        self,
+        groups: dict[str, ModelGroup],
+        *,
+        transport: Transport,
+        retry: RetryPolicy,
+        timeout: float | None,
+        cooldown: float = 5.0,
+        direct: Callable[[str], ModelGroup | None] | None = None,
+    ) -> None:
+        self.groups = groups
+        self.transport = transport
+        self.retry = retry
+        self.timeout = timeout
+        self.cooldown = cooldown
+        self._direct = direct
+        self._direct_cache: dict[str, ModelGroup] = {}
+
+    def group(self, model: str) -> ModelGroup:
+        """The group serving ``model`` (an alias, or ``provider/model`` when direct addressing is allowed)."""
+        g = self.groups.get(model) or self._direct_cache.get(model)
+        if g is not None:
+            return g
+        if self._direct is not None:
+            g = self._direct(model)
+            if g is not None:
+                self._direct_cache[model] = g
+                return g
+        raise UnknownModelError(f"the model {model!r} does not exist or is not served by this gateway")
+
+    def _request_for(self, dep: Deployment, group: ModelGroup, req: ChatRequest) -> ChatRequest:
+        params, extra = req.params, req.extra
+        if dep.params:
+            params = dict(params)
+            extra = dict(extra)
+            for k, v in dep.params.items():
+                target = params if k in CHAT_PARAMS else extra
+                target.setdefault(k, v)  # the caller's own value wins
+        return replace(req, model=dep.model, messages=group.prepare(req.messages), params=params, extra=extra)
+
+    def _failed(self, dep: Deployment, exc: ModelwayError, attempts: list[ModelwayError]) -> None:
+        if isinstance(exc, BadRequestError):
+            raise exc  # the request's fault: every deployment would refuse it
+        attempts.append(exc)
+        if exc.retryable:
+            wait = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else self.cooldown
+            dep.cool_down(wait)
+
+    @staticmethod
+    def _give_up(model: str, attempts: list[ModelwayError]) -> ModelwayError:
+        if len(attempts) == 1:
+            return attempts[0]
+        return AllDeploymentsFailedError(
+            f"all {len(attempts)} deployments of {model!r} failed; last: {attempts[-1]}", attempts
+        )
+
+    async def complete(self, model: str, req: ChatRequest) -> ChatCompletion:
+        group = self.group(model)
+        attempts: list[ModelwayError] = []
+        for dep in group.order():
+            try:
+                return await calls.complete(
+                    self.transport, dep.adapter, self._request_for(dep, group, req),
+                    timeout=dep.timeout or self.timeout, retry=self.retry,
+                )
+            except ModelwayError as exc:
+                self._failed(dep, exc, attempts)
+        raise self._give_up(model, attempts)
+
+    async def stream(self, model: str, req: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """Chunks of the first deployment that produced one; earlier failures fail over silently."""
+        group = self.group(model)
+        attempts: list[ModelwayError] = []
+        for dep in group.order():
+            it = calls.stream(
+                self.transport, dep.adapter, self._request_for(dep, group, req),
+                timeout=dep.timeout or self.timeout, retry=self.retry,
+            )
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except ModelwayError as exc:
+                await it.aclose()
+                self._failed(dep, exc, attempts)
+                continue
+            except BaseException:
+                await it.aclose()
+                raise
+            try:
+                yield first
+                async for chunk in it:
+                    yield chunk
+            finally:
+                await it.aclose()
+            return
+        raise self._give_up(model, attempts)
+
+    async def embed(self, model: str, req: EmbeddingRequest) -> EmbeddingResponse:
+        group = self.group(model)
+        attempts: list[ModelwayError] = []
+        for dep in group.order():
+            try:
+                return await calls.embed(
+                    self.transport, dep.adapter, replace(req, model=dep.model),
+                    timeout=dep.timeout or self.timeout, retry=self.retry,
+                )
+            except ModelwayError as exc:
+                self._failed(dep, exc, attempts)
+        raise self._give_up(model, attempts)

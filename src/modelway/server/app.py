@@ -1,0 +1,167 @@
+"""The gateway's ASGI application: routing, gateway-key auth, request ids, error rendering, lifespan.
+
+Plain ASGI (no framework) keeps the per-request cost low; uvicorn serves it (``modelway serve``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..config import Config
+from ..errors import InvalidRequestError, ModelwayError
+from . import dbgpt_api, openai_api
+from .errors import GatewayAuthError, render_error
+from .gateway import Gateway
+from .http import Receive, Request, Scope, Send, send_json
+from .openapi import openapi_schema
+
+__all__ = ["GatewayApp", "create_app"]
+
+log = logging.getLogger("modelway.server")
+
+Handler = Callable[[Gateway, Request, Send], Awaitable[None]]
+
+_ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "/v1/chat/completions"): openai_api.chat_completions,
+    ("POST", "/chat/completions"): openai_api.chat_completions,
+    ("POST", "/v1/embeddings"): openai_api.embeddings,
+    ("POST", "/embeddings"): openai_api.embeddings,
+    ("GET", "/v1/models"): openai_api.list_models,
+    ("GET", "/models"): openai_api.list_models,
+    ("POST", "/api/v2/chat/completions"): dbgpt_api.dbgpt_chat_completions,
+}
+_PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
+_MODEL_PREFIXES = ("/v1/models/", "/models/")
+
+
+class GatewayApp:
+    """ASGI app. ``startup`` hooks run in the lifespan (the demo simulators start there)."""
+
+    def __init__(self, config: Config, *, env: dict[str, str] | None = None,
+                 on_startup: list[Callable[[GatewayApp], Awaitable[None]]] | None = None,
+                 on_shutdown: list[Callable[[GatewayApp], Awaitable[None]]] | None = None) -> None:
+        self.config = config
+        self.env = env
+        self.gateway: Gateway | None = None
+        self.ready = False
+        self.on_startup = list(on_startup or [])
+        self.on_shutdown = list(on_shutdown or [])
+        key = config.server.master_key
+        self._key = f"Bearer {key}".encode() if key else None
+
+    async def startup(self) -> None:
+        for hook in self.on_startup:
+            await hook(self)
+        self.gateway = Gateway(self.config, self.env)
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        if self.gateway is not None:
+            await self.gateway.aclose()
+        for hook in self.on_shutdown:
+            await hook(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to the server, which refuses to start
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _check_key(self, req: Request) -> None:
+        if self._key is None:
+            return
+        got = req.headers.get(b"authorization")
+        if got is None:
+            api_key = req.headers.get(b"x-api-key")
+            got = b"Bearer " + api_key if api_key else None
+        if got is None:
+            raise GatewayAuthError("missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
+        if not hmac.compare_digest(got, self._key):
+            raise GatewayAuthError("invalid API key", code="invalid_api_key")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        req = Request(scope, receive)
+        path = req.path
+        try:
+            if path in _PUBLIC:
+                await self._public(req, send)
+                return
+            gw = self.gateway
+            if gw is None:
+                await send_json(send, 503, {"error": {"message": "the gateway is starting", "type": "unavailable",
+                                                      "param": None, "code": None}}, request_id=req.request_id)
+                return
+            handler = _ROUTES.get((req.method, path))
+            if handler is not None:
+                self._check_key(req)
+                await handler(gw, req, send)
+                return
+            if req.method == "GET" and path.startswith(_MODEL_PREFIXES):
+                self._check_key(req)
+                await openai_api.retrieve_model(gw, req, send, path.split("/models/", 1)[1])
+                return
+            if any(p == path for _, p in _ROUTES):
+                raise _MethodNotAllowed(f"{req.method} is not allowed on {path}")
+            raise _NotFound(f"no route {req.method} {path}")
+        except ModelwayError as exc:
+            status, body, headers = render_error(exc, req.request_id)
+            await send_json(send, status, body, request_id=req.request_id, headers=headers)
+
+    async def _public(self, req: Request, send: Send) -> None:
+        path = req.path
+        if path == "/openapi.json":
+            await send_json(send, 200, openapi_schema(), request_id=req.request_id)
+        elif path in ("/health/liveness", "/health"):
+            await send_json(send, 200, {"status": "ok"}, request_id=req.request_id)
+        else:
+            gw = self.gateway
+            if not self.ready or gw is None:
+                await send_json(send, 503, {"status": "starting"}, request_id=req.request_id)
+            else:
+                body: dict[str, Any] = {"status": "ready", **gw.describe()}
+                await send_json(send, 200, body, request_id=req.request_id)
+
+
+class _NotFound(InvalidRequestError):
+    http_status = 404
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="not_found")
+
+
+class _MethodNotAllowed(InvalidRequestError):
+    http_status = 405
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="method_not_allowed")
+
+
+def create_app(config: Config | None = None, *, env: dict[str, str] | None = None, demo: bool = False) -> GatewayApp:
+    """The gateway ASGI app for ``config`` (embedded defaults when ``None``); ``demo`` adds simulated providers."""
+    cfg = config or Config()
+    if demo:
+        from .demo import add_demo
+
+        return add_demo(cfg, env=env)
+    return GatewayApp(cfg, env=env)

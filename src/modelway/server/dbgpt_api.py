@@ -1,0 +1,138 @@
+"""DB-GPT API v2: ``POST /api/v2/chat/completions``, as DB-GPT's official client (``dbgpt-client``) expects it.
+
+Unlike DB-GPT's own server, the whole conversation goes to the model (not only the first message), ``usage`` is
+always filled, ``incremental=false`` streams send cumulative text in ``delta`` chunks the client can parse, and
+finish reasons are mapped to the values the client accepts (``stop``, ``length``, or null).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequestError
+from ..types import ChatCompletionChunk, Usage
+from ..validate import chat_request
+from .gateway import Gateway
+from .http import Request, Send, send_json
+from .streaming import stream_sse
+
+__all__ = ["dbgpt_chat_completions"]
+
+_NORMAL_MODES = (None, "chat_normal")
+# the client always sends these values; they mean "not set" and are not forwarded
+_CLIENT_DEFAULTS: dict[str, Any] = {"top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def _finish(reason: str | None) -> str | None:
+    if reason is None:
+        return None
+    return "length" if reason == "length" else "stop"
+
+
+def _messages(raw: Any) -> Any:
+    if isinstance(raw, list) and all(isinstance(m, str) for m in raw):
+        # DB-GPT <= 0.6 clients send List[str]: alternate user/assistant turns, the last one the user's
+        roles = ["user", "assistant"]
+        n = len(raw)
+        return [{"role": roles[(n - 1 - i) % 2], "content": m} for i, m in enumerate(raw)]
+    return raw
+
+
+def _params(data: dict[str, Any]) -> dict[str, Any]:
+    p: dict[str, Any] = {}
+    if data.get("temperature") is not None:
+        p["temperature"] = data["temperature"]
+    max_tokens = data.get("max_new_tokens") if data.get("max_new_tokens") is not None else data.get("max_tokens")
+    if max_tokens is not None:
+        p["max_tokens"] = max_tokens
+    for k, default in _CLIENT_DEFAULTS.items():
+        v = data.get(k)
+        if v is not None and v != default:
+            p[k] = v
+    for k in ("stop", "user", "seed"):
+        if data.get(k) is not None:
+            p[k] = data[k]
+    return p
+
+
+async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
+    data = await req.json(gw.config.server.max_body_bytes)
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("model is required and must be a string", param="model")
+    mode = data.get("chat_mode")
+    if mode not in _NORMAL_MODES:
+        raise InvalidRequestError(
+            f"chat_mode {mode!r} is not supported by modelway: it serves plain model chat (chat_mode null or "
+            "'chat_normal'); knowledge, data, app and flow modes need a DB-GPT server",
+            param="chat_mode", code="invalid_chat_mode",
+        )
+    if "messages" not in data:
+        raise InvalidRequestError("messages is required", param="messages")
+    stream = bool(data.get("stream", False))
+    incremental = data.get("incremental", True) is not False
+    creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
+    conv_id = data.get("conv_uid") or uuid.uuid4().hex
+    if not stream:
+        resp = await gw.router.complete(model, creq)
+        usage = resp.usage or Usage()
+        body = {
+            "id": conv_id,
+            "object": "chat.completion",
+            "created": resp.created,
+            "model": model,
+            "choices": [
+                {
+                    "index": c.index,
+                    "message": {"role": "assistant", "content": c.message.content or "",
+                                "reasoning_content": c.message.reasoning_content},
+                    "finish_reason": _finish(c.finish_reason),
+                }
+                for c in resp.choices
+            ],
+            "usage": usage.to_dict(),
+        }
+        await send_json(send, 200, body, request_id=req.request_id)
+        return
+    await stream_sse(req, send, gw.router.stream(model, creq), _Renderer(model, f"chatcmpl-{conv_id}", incremental))
+
+
+class _Renderer:
+    """DB-GPT stream chunks: ``delta`` always (cumulative text when ``incremental`` is false), usage on the last."""
+
+    __slots__ = ("model", "id", "incremental", "text", "created")
+
+    def __init__(self, model: str, id: str, incremental: bool) -> None:
+        self.model = model
+        self.id = id
+        self.incremental = incremental
+        self.text: dict[int, str] = {}
+        self.created = int(time.time())
+
+    def __call__(self, chunk: ChatCompletionChunk) -> bytes:
+        choices = []
+        for c in chunk.choices:
+            d = c.delta
+            content = d.content
+            if not self.incremental:
+                so_far = self.text.get(c.index, "") + (content or "")
+                self.text[c.index] = so_far
+                content = so_far
+            if content is None and d.reasoning_content is None and c.finish_reason is None:
+                continue
+            delta: dict[str, Any] = {"role": "assistant", "content": content or ""}
+            if d.reasoning_content is not None:
+                delta["reasoning_content"] = d.reasoning_content
+            choices.append({"index": c.index, "delta": delta, "finish_reason": _finish(c.finish_reason)})
+        if not choices and chunk.usage is None:
+            return b""
+        if not choices:
+            choices = [{"index": 0, "delta": {}, "finish_reason": None}]
+        out: dict[str, Any] = {"id": self.id, "created": self.created, "model": self.model, "choices": choices}
+        if chunk.usage is not None:
+            out["usage"] = chunk.usage.to_dict()
+        return b"data: " + orjson.dumps(out) + b"\n\n"

@@ -1,0 +1,91 @@
+"""Errors → the OpenAI error body ``{"error": {"message", "type", "param", "code"}}`` with the right status.
+
+Upstream failures are the gateway's upstream's fault, not the caller's: an upstream 401/403 (our provider key is
+refused, or the account is in arrears) is answered 502, so callers never mistake it for their own key being wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import orjson
+
+from ..errors import (
+    AllDeploymentsFailedError,
+    AuthenticationError,
+    ConfigError,
+    ContentFilterError,
+    InvalidRequestError,
+    ModelwayError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+)
+
+__all__ = ["GatewayAuthError", "render_error", "sse_error"]
+
+log = logging.getLogger("modelway.server")
+
+
+class GatewayAuthError(InvalidRequestError):
+    """The caller's gateway key is missing or wrong (answered 401)."""
+
+    http_status = 401
+
+
+def _describe(exc: ModelwayError) -> tuple[int, str, str | None, str | None, float | None]:
+    """status, type, param, code, retry_after"""
+    if isinstance(exc, AllDeploymentsFailedError) and exc.attempts:
+        status, etype, param, code, retry_after = _describe(exc.attempts[-1])
+        if all(isinstance(a, RateLimitError) for a in exc.attempts):
+            waits = [a.retry_after for a in exc.attempts if isinstance(a, ProviderError) and a.retry_after]
+            retry_after = min(waits) if waits else retry_after
+        return status, etype, param, code, retry_after
+    if isinstance(exc, InvalidRequestError):
+        return exc.http_status, exc.error_type, exc.param, exc.code, None
+    if isinstance(exc, ProviderError):
+        if isinstance(exc, AuthenticationError):
+            return 502, "upstream_error", None, "upstream_authentication_failed", None
+        if isinstance(exc, PermissionDeniedError):
+            return 502, "upstream_error", None, "upstream_permission_denied", None
+        if isinstance(exc, ContentFilterError):
+            return 400, "content_filter", exc.param, "content_filter", None
+        code = exc.code
+        if isinstance(exc, RateLimitError):
+            code = "rate_limit_exceeded"
+        return exc.http_status, exc.error_type, exc.param, code, exc.retry_after
+    if isinstance(exc, ConfigError):
+        return 500, exc.error_type, None, "configuration_error", None
+    return exc.http_status, exc.error_type, None, None, None
+
+
+def error_payload(exc: ModelwayError, request_id: str | None) -> tuple[int, dict[str, Any], float | None]:
+    status, etype, param, code, retry_after = _describe(exc)
+    message = str(exc)
+    if isinstance(exc, ProviderError) and exc.provider and not message.startswith("["):
+        message = f"[{exc.provider}] {message}"
+    body: dict[str, Any] = {"message": message, "type": etype, "param": param, "code": code}
+    if request_id:
+        body["request_id"] = request_id
+    return status, {"error": body}, retry_after
+
+
+def render_error(exc: ModelwayError, request_id: str | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """HTTP status, JSON body and extra headers (``Retry-After``) for an error before any response was sent."""
+    status, body, retry_after = error_payload(exc, request_id)
+    headers: list[tuple[bytes, bytes]] = []
+    if status == 429 and retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    level = logging.WARNING if status < 500 else logging.ERROR
+    log.log(level, "request %s failed: %s %s", request_id, status, body["error"]["message"])
+    return status, orjson.dumps(body), headers
+
+
+def sse_error(exc: ModelwayError, request_id: str | None) -> bytes:
+    """The SSE event that ends a stream which failed after it started."""
+    status, body, _ = error_payload(exc, request_id)
+    body["error"]["status"] = status
+    log.error("request %s failed mid-stream: %s", request_id, body["error"]["message"])
+    return b"data: " + orjson.dumps(body) + b"\n\n"

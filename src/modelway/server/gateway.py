@@ -1,0 +1,120 @@
+"""The gateway's state: config → deployments → router, built once at start; the shared transport."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import Config, DeploymentConfig, ModelConfig
+from ..errors import ModelwayError
+from ..providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
+from ..providers.base import Adapter, ProviderSettings
+from ..retry import RetryPolicy
+from ..router import Deployment, ModelGroup, Router
+from ..transport import Transport
+from ..types import ModelInfo
+
+__all__ = ["Gateway"]
+
+
+class Gateway:
+    """Everything a request needs, shared by all requests of one worker process."""
+
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.env = dict(os.environ if env is None else env)
+        self.transport = Transport()
+        self._provider_adapters: dict[str, Adapter | None] = {}
+        groups = {m.name: self._group(m) for m in config.models}
+        s = config.server
+        self.router = Router(
+            groups,
+            transport=self.transport,
+            retry=RetryPolicy(s.max_retries),
+            timeout=s.timeout,
+            cooldown=s.cooldown,
+            direct=self._direct if s.allow_direct else None,
+        )
+
+    # -- building -------------------------------------------------------------------------------
+    def _provider_settings(self, provider: str) -> ProviderSettings | None:
+        """Credentials for direct ``provider/model`` calls: the config's ``providers:`` section, else env."""
+        cls = get_adapter_class(provider)
+        p = self.config.providers.get(provider)
+        if p is not None:
+            known = {"api_key", "base_url", "api_base", "headers"}
+            return ProviderSettings(
+                api_key=p.get("api_key"),
+                base_url=p.get("base_url") or p.get("api_base"),
+                headers=dict(p.get("headers") or {}),
+                options={k: v for k, v in p.items() if k not in known},
+            )
+        settings = settings_from_env(cls, self.env)
+        needs_key = getattr(getattr(cls, "spec", None), "key_required", True)
+        if settings.api_key is None and needs_key:
+            return None
+        return settings
+
+    def _deployment(self, d: DeploymentConfig) -> Deployment:
+        provider, model = split_model(d.model)
+        cls = get_adapter_class(provider)
+        base = self._provider_settings(provider) or ProviderSettings()
+        settings = ProviderSettings(
+            api_key=d.api_key or base.api_key,
+            base_url=d.api_base or base.base_url,
+            headers={**base.headers, **d.headers},
+            options={**base.options, **d.options},
+        )
+        return Deployment(cls(settings), model, weight=d.weight, timeout=d.timeout, params=dict(d.params))
+
+    def _group(self, m: ModelConfig) -> ModelGroup:
+        return ModelGroup(
+            m.name, [self._deployment(d) for d in m.deployments], system_prompt=m.system_prompt,
+            merge_system=m.merge_system,
+        )
+
+    def _direct(self, model: str) -> ModelGroup | None:
+        try:
+            provider, name = split_model(model)
+        except ValueError:
+            return None
+        if provider not in PROVIDERS:
+            return None
+        if provider not in self._provider_adapters:
+            settings = self._provider_settings(provider)
+            self._provider_adapters[provider] = PROVIDERS[provider](settings) if settings else None
+        adapter = self._provider_adapters[provider]
+        if adapter is None:
+            return None
+        return ModelGroup(model, [Deployment(adapter, name)], owned_by=provider)
+
+    # -- queries --------------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        """Configured aliases first, then known models of providers with credentials (when direct calls are on)."""
+        out = [ModelInfo(id=g.name, owned_by=g.owned_by) for g in self.router.groups.values()]
+        if self.config.server.allow_direct:
+            seen = {m.id for m in out}
+            for provider in sorted(PROVIDERS):
+                if self._provider_settings(provider) is None:
+                    continue
+                for info in PROVIDERS[provider](ProviderSettings()).models():
+                    if info.id not in seen:
+                        out.append(info)
+        return out
+
+    def model(self, model_id: str) -> ModelInfo | None:
+        for m in self.models():
+            if m.id == model_id:
+                return m
+        try:
+            g = self.router.group(model_id)
+        except ModelwayError:
+            return None
+        return ModelInfo(id=g.name, owned_by=g.owned_by)
+
+    def describe(self) -> dict[str, Any]:
+        return {"models": len(self.router.groups), "direct": self.config.server.allow_direct}
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

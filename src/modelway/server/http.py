@@ -1,0 +1,105 @@
+"""Minimal ASGI plumbing: the request object, JSON and SSE responses. No framework on the hot path."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequestError
+
+__all__ = ["Receive", "Request", "Scope", "Send", "RequestTooLarge", "send_json", "start_sse"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class RequestTooLarge(InvalidRequestError):
+    """The request body is over the configured limit (answered 413)."""
+
+    http_status = 413
+
+
+class Request:
+    __slots__ = ("scope", "receive", "headers", "request_id", "path", "method", "disconnected")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.path: str = scope["path"]
+        self.method: str = scope["method"]
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        rid = self.headers.get(b"x-request-id")
+        self.request_id = rid.decode("latin-1")[:128] if rid else uuid.uuid4().hex
+        self.disconnected = False
+
+    def header(self, name: bytes) -> str | None:
+        v = self.headers.get(name)
+        return v.decode("latin-1") if v is not None else None
+
+    async def body(self, limit: int) -> bytes:
+        declared = self.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge(f"the request body is larger than the limit of {limit} bytes", code="request_too_large")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                self.disconnected = True
+                break
+            chunk = msg.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(
+                        f"the request body is larger than the limit of {limit} bytes", code="request_too_large"
+                    )
+                parts.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def json(self, limit: int) -> Any:
+        raw = await self.body(limit)
+        if not raw:
+            raise InvalidRequestError("the request body is empty; expected a JSON object", code="invalid_json")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
+        return data
+
+
+def _headers(extra: list[tuple[bytes, bytes]], request_id: str | None) -> list[tuple[bytes, bytes]]:
+    if request_id:
+        return [*extra, (b"x-request-id", request_id.encode("latin-1"))]
+    return extra
+
+
+async def send_json(
+    send: Send, status: int, body: Any, *, request_id: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    h = _headers(JSON_HEADERS + (headers or []), request_id)
+    h.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def start_sse(send: Send, *, request_id: str | None = None) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": _headers(list(SSE_HEADERS), request_id)})

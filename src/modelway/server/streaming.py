@@ -1,0 +1,75 @@
+"""SSE responses that stop the upstream the moment the client goes away.
+
+The first chunk is awaited before the response starts, so an error before it (no deployment could serve the
+request) is still answered with a normal HTTP error status. After that, an error becomes an SSE error event and
+the stream ends. A watcher task waits for ``http.disconnect`` and cancels the pump: the upstream iterator is
+closed in ``finally``, which closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from ..errors import ModelwayError
+from ..types import ChatCompletionChunk
+from .errors import render_error, sse_error
+from .http import Receive, Request, Send, send_json, start_sse
+
+__all__ = ["stream_sse"]
+
+
+async def _watch(receive: Receive, task: asyncio.Task[None], fired: list[bool]) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            fired.append(True)
+            task.cancel()
+            return
+
+
+async def stream_sse(
+    req: Request,
+    send: Send,
+    chunks: AsyncIterator[ChatCompletionChunk],
+    render: Callable[[ChatCompletionChunk], bytes],
+    *,
+    done: bytes | None = b"data: [DONE]\n\n",
+) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    fired: list[bool] = []
+    watcher = asyncio.create_task(_watch(req.receive, task, fired)) if not req.disconnected else None
+    try:
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except ModelwayError as exc:
+            status, body, headers = render_error(exc, req.request_id)
+            await send_json(send, status, body, request_id=req.request_id, headers=headers)
+            return
+        await start_sse(send, request_id=req.request_id)
+        if first is not None:
+            body = render(first)
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            try:
+                async for chunk in chunks:
+                    body = render(chunk)
+                    if body:
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+            except ModelwayError as exc:
+                await send({"type": "http.response.body", "body": sse_error(exc, req.request_id), "more_body": False})
+                return
+        await send({"type": "http.response.body", "body": done or b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        task.uncancel()  # the client went away: nothing more to send, nothing to report
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,138 @@
+"""Sans-I/O Server-Sent Events: a tolerant decoder and a minimal encoder.
+
+The decoder takes bytes as they arrive from the network, in pieces of any size, and returns complete
+events. It is tolerant of every framing seen from LLM providers:
+
+* ``data:`` with or without a space after the colon (DashScope native and Spark send none);
+* comment lines (``:HTTP_STATUS/200``, ``: keep-alive``), which are skipped;
+* ``event:``, ``id:`` and ``retry:`` fields;
+* multi-line ``data`` (joined with ``\\n``, as the SSE specification says);
+* ``\\n``, ``\\r\\n`` or ``\\r`` line ends;
+* events split across reads, and UTF-8 characters split across reads (decoding happens per complete line);
+* a final event not followed by a blank line when the stream closes (``flush()``).
+
+``[DONE]`` is an ordinary event here; the adapters decide what it means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SSEDecoder", "SSEEvent", "encode_event"]
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One server-sent event. ``event`` is ``None`` when the server sent no ``event:`` line."""
+
+    data: str
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Incremental SSE decoder: ``feed(bytes) -> list[SSEEvent]``, then ``flush()`` when the stream ends."""
+
+    __slots__ = ("_buf", "_data", "_event", "_id", "_retry", "_has_data", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+        self._retry: int | None = None
+        self._has_data = False
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Add bytes from the network; return the events they complete, in order."""
+        if not chunk:
+            return []
+        if self._pending_cr:
+            # a "\r" ended the previous read: a "\n" now belongs to the same line end
+            self._pending_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):
+                self._pending_cr = True
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            ev = self._line(buf[start:end])
+            if ev is not None:
+                events.append(ev)
+            start = end + 1
+        self._buf = buf[start:]
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """The stream ended: return the last event if the server did not close it with a blank line."""
+        events: list[SSEEvent] = []
+        if self._buf:
+            line, self._buf = self._buf, b""
+            ev = self._line(line)
+            if ev is not None:
+                events.append(ev)
+        ev = self._line(b"")
+        if ev is not None:
+            events.append(ev)
+        return events
+
+    def _line(self, raw: bytes) -> SSEEvent | None:
+        if not raw:
+            return self._dispatch()
+        line = raw.decode("utf-8", errors="replace")
+        if line[0] == ":":
+            return None  # comment: ":HTTP_STATUS/200", ": keep-alive"
+        name, sep, value = line.partition(":")
+        if sep and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_data = True
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        elif name == "retry":
+            try:
+                self._retry = int(value)
+            except ValueError:
+                pass
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        if not self._has_data and self._event is None:
+            self._id = None
+            self._retry = None
+            return None
+        ev = SSEEvent("\n".join(self._data), self._event, self._id, self._retry)
+        self._data = []
+        self._event = None
+        self._id = None
+        self._retry = None
+        self._has_data = False
+        return ev
+
+
+def encode_event(data: str | bytes, *, event: str | None = None, id: str | None = None) -> bytes:
+    """Encode one event as ``[event: ...\\n][id: ...\\n]data: ...\\n\\n`` (multi-line data split into lines)."""
+    if isinstance(data, str):
+        data = data.encode()
+    head = b""
+    if event is not None:
+        head += b"event: " + event.encode() + b"\n"
+    if id is not None:
+        head += b"id: " + id.encode() + b"\n"
+    if b"\n" in data:
+        body = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
+    else:
+        body = b"data: " + data + b"\n"
+    return head + body + b"\n"

@@ -1,0 +1,165 @@
+"""The one shared async HTTP transport (aiohttp), and the mapping of transport failures to our errors.
+
+Everything that touches the network goes through :class:`Transport`: one pooled ``aiohttp.ClientSession`` per
+client (or per gateway process), shared by every provider and every key. Adapters never do I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+
+from .errors import ProviderConnectionError, ProviderTimeoutError, StreamError
+from .providers.base import HTTPRequest
+
+__all__ = ["Response", "StreamResponse", "Transport"]
+
+_CHUNK = 65536
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class StreamResponse:
+    """An open streaming response. Iterate ``iter_bytes()``; ``aclose()`` releases the connection at once."""
+
+    __slots__ = ("_resp", "_timeout", "provider", "status", "headers")
+
+    def __init__(self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None) -> None:
+        self._resp = resp
+        self._timeout = timeout
+        self.provider = provider
+        self.status = resp.status
+        self.headers: Mapping[str, str] = _lower(resp.headers)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _map(exc, self.provider, reading=True) from exc
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        content = self._resp.content
+        try:
+            while True:
+                data = await content.readany()
+                if not data:
+                    return
+                yield data
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _map(exc, self.provider, reading=True) from exc
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool if the body was read to its end, else closed at once
+        (an unfinished upstream stream must not go back to the pool half-read, and must stop now)."""
+        resp = self._resp
+        if resp.closed:
+            return
+        if resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()
+
+    async def __aenter__(self) -> StreamResponse:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Transport:
+    """Pooled HTTP client. Create inside a running event loop, or let it create its session lazily on first use."""
+
+    def __init__(self, *, limit: int = 1000, limit_per_host: int = 0, connect_timeout: float = 10.0) -> None:
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        s = self._session
+        if s is None or s.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=self._limit_per_host,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=False,
+            )
+            s = self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": "modelway"},
+            )
+        return s
+
+    def _timeout(self, timeout: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
+        if timeout is None:
+            return aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
+        if stream:
+            # a stream may run long: bound the wait for the first byte and every gap between reads
+            return aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, self._connect_timeout),
+                                         sock_read=timeout)
+        return aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
+
+    async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
+        """Send a request and read the whole body."""
+        session = self._get_session()
+        try:
+            async with session.request(
+                req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=False)
+            ) as resp:
+                body = await resp.read()
+                return Response(resp.status, _lower(resp.headers), body)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
+
+    async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
+        """Send a request and return once the response headers arrived; the caller must ``aclose()`` it."""
+        session = self._get_session()
+        try:
+            resp = await session.request(
+                req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=True)
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
+        return StreamResponse(resp, req.provider, timeout)
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None or self._session.closed
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _map(
+    exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
+) -> ProviderConnectionError | ProviderTimeoutError | StreamError:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        what = "stopped sending" if reading else "did not answer"
+        limit = f" within {timeout:g}s" if timeout else ""
+        return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
+    if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
+    return ProviderConnectionError(f"cannot reach the provider: {exc}", provider=provider)

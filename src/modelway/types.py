@@ -1,0 +1,359 @@
+"""Request, response, stream chunk and usage types, in the OpenAI Chat Completions shape.
+
+These are plain slotted dataclasses (no validation cost on the hot path). Responses and chunks are
+built by the provider adapters and read by callers like the OpenAI SDK's objects
+(``resp.choices[0].message.content``, ``chunk.choices[0].delta.content``); ``to_dict()`` gives the
+OpenAI wire JSON.
+
+Messages are plain dicts in the OpenAI shape (``{"role": "user", "content": "..."}``): they travel
+unchanged from the caller to the adapter, which translates only what its provider needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "CHAT_PARAMS",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatMessage",
+    "ChatRequest",
+    "Choice",
+    "ChunkChoice",
+    "Delta",
+    "Embedding",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "FinishReason",
+    "FunctionCall",
+    "Message",
+    "ModelInfo",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]
+
+Message = dict[str, Any]
+"""One chat message in the OpenAI shape: ``role`` (system/user/assistant/tool), ``content``, optional
+``tool_calls`` (assistant) and ``tool_call_id`` (tool)."""
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call", "error"] | str
+"""OpenAI finish reasons. Providers' own reasons (Zhipu ``sensitive``, ``network_error``) are mapped by the
+adapter: ``sensitive`` → ``content_filter``; ``network_error`` raises :class:`~modelway.errors.UpstreamServerError`."""
+
+#: Standard OpenAI chat parameters an adapter translates. Anything else a caller passes goes in
+#: ``ChatRequest.extra`` and is sent to the provider as is.
+CHAT_PARAMS: frozenset[str] = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "stream_options",
+        "user",
+    }
+)
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A chat request, as the adapters receive it.
+
+    ``params`` holds only the OpenAI parameters the caller gave (``temperature=0`` is kept: a value is a
+    value). ``extra`` holds provider-specific parameters, sent to the provider unchanged.
+    """
+
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the caller asked for a final usage chunk (``stream_options.include_usage``)."""
+        opts = self.params.get("stream_options")
+        return bool(opts and opts.get("include_usage"))
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """An embeddings request. ``input`` is one string or a list of strings."""
+
+    model: str
+    input: str | list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts. ``details`` keeps provider extras (cached tokens, reasoning tokens) in OpenAI's names."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: dict[str, Any] | None = None
+    completion_tokens_details: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, prompt: int, completion: int, total: int | None = None) -> Usage:
+        return cls(prompt, completion, prompt + completion if total is None else total)
+
+    @classmethod
+    def from_openai(cls, d: dict[str, Any]) -> Usage:
+        prompt = int(d.get("prompt_tokens") or 0)
+        completion = int(d.get("completion_tokens") or 0)
+        total = d.get("total_tokens")
+        return cls(
+            prompt,
+            completion,
+            int(total) if total is not None else prompt + completion,
+            d.get("prompt_tokens_details"),
+            d.get("completion_tokens_details"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.prompt_tokens_details:
+            d["prompt_tokens_details"] = self.prompt_tokens_details
+        if self.completion_tokens_details:
+            d["completion_tokens_details"] = self.completion_tokens_details
+        return d
+
+
+@dataclass(slots=True)
+class FunctionCall:
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+    @classmethod
+    def from_openai(cls, d: dict[str, Any]) -> ToolCall:
+        fn = d.get("function") or {}
+        args = fn.get("arguments")
+        if not isinstance(args, str):
+            args = orjson.dumps(args).decode() if args is not None else ""
+        return cls(str(d.get("id") or ""), FunctionCall(str(fn.get("name") or ""), args), d.get("type") or "function")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "function": self.function.to_dict()}
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    """The assistant's message in a non-streaming response."""
+
+    content: str | None
+    role: str = "assistant"
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            d["tool_calls"] = [t.to_dict() for t in self.tool_calls]
+        if self.reasoning_content is not None:
+            d["reasoning_content"] = self.reasoning_content
+        return d
+
+
+@dataclass(slots=True)
+class Choice:
+    index: int
+    message: ChatMessage
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "message": self.message.to_dict(), "finish_reason": self.finish_reason}
+
+
+@dataclass(slots=True)
+class ChatCompletion:
+    """A non-streaming chat response."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+    provider: str | None = None
+    object: str = "chat.completion"
+
+    @property
+    def content(self) -> str | None:
+        """Shortcut for ``choices[0].message.content``."""
+        return self.choices[0].message.content if self.choices else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [c.to_dict() for c in self.choices],
+        }
+        if self.usage is not None:
+            d["usage"] = self.usage.to_dict()
+        return d
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A fragment of a streamed tool call: the first carries ``id`` and ``name``, later ones ``arguments`` pieces."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index}
+        if self.id is not None:
+            d["id"] = self.id
+            d["type"] = self.type or "function"
+        fn: dict[str, Any] = {}
+        if self.name is not None:
+            fn["name"] = self.name
+        if self.arguments is not None:
+            fn["arguments"] = self.arguments
+        if fn:
+            d["function"] = fn
+        return d
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one stream chunk adds. Absent fields are ``None``; ``content`` is never required."""
+
+    content: str | None = None
+    role: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        if self.role is not None:
+            d["role"] = self.role
+        if self.content is not None:
+            d["content"] = self.content
+        if self.reasoning_content is not None:
+            d["reasoning_content"] = self.reasoning_content
+        if self.tool_calls:
+            d["tool_calls"] = [t.to_dict() for t in self.tool_calls]
+        return d
+
+
+@dataclass(slots=True)
+class ChunkChoice:
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "delta": self.delta.to_dict(), "finish_reason": self.finish_reason}
+
+
+@dataclass(slots=True)
+class ChatCompletionChunk:
+    """One streamed chunk. The last chunk of a stream carries ``usage`` (with ``choices`` empty when the
+    caller asked for ``stream_options.include_usage``, as OpenAI does)."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    provider: str | None = None
+    object: str = "chat.completion.chunk"
+
+    @property
+    def content(self) -> str | None:
+        """Shortcut for ``choices[0].delta.content`` (``None`` when this chunk has no text)."""
+        return self.choices[0].delta.content if self.choices else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [c.to_dict() for c in self.choices],
+        }
+        if self.usage is not None:
+            d["usage"] = self.usage.to_dict()
+        return d
+
+
+@dataclass(slots=True)
+class Embedding:
+    index: int
+    embedding: list[float]
+    object: str = "embedding"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "index": self.index, "embedding": self.embedding}
+
+
+@dataclass(slots=True)
+class EmbeddingResponse:
+    data: list[Embedding]
+    model: str
+    usage: Usage | None = None
+    provider: str | None = None
+    object: str = "list"
+
+    def to_dict(self) -> dict[str, Any]:
+        u = self.usage or Usage()
+        return {
+            "object": self.object,
+            "data": [e.to_dict() for e in self.data],
+            "model": self.model,
+            "usage": {"prompt_tokens": u.prompt_tokens, "total_tokens": u.total_tokens},
+        }
+
+
+@dataclass(slots=True)
+class ModelInfo:
+    """One entry of ``models()``: the address to call it by, and who serves it."""
+
+    id: str
+    owned_by: str
+    created: int = 0
+    object: str = "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "created": self.created, "owned_by": self.owned_by}

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from modelway.sse import SSEDecoder, SSEEvent, encode_event
+
+
+def decode_all(pieces: list[bytes]) -> list[SSEEvent]:
+    d = SSEDecoder()
+    out: list[SSEEvent] = []
+    for p in pieces:
+        out.extend(d.feed(p))
+    out.extend(d.flush())
+    return out
+
+
+def split_every(data: bytes, n: int) -> list[bytes]:
+    return [data[i : i + n] for i in range(0, len(data), n)]
+
+
+class TestSSEDecoder:
+    def test_data_with_and_without_space(self) -> None:
+        evs = decode_all([b'data: {"a":1}\n\ndata:{"b":2}\n\n'])
+        assert [e.data for e in evs] == ['{"a":1}', '{"b":2}']
+
+    def test_comments_are_skipped(self) -> None:
+        raw = b": keep-alive\n\n:HTTP_STATUS/200\ndata: x\n\n"
+        assert [e.data for e in decode_all([raw])] == ["x"]
+
+    def test_event_and_id_fields(self) -> None:
+        raw = b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:{}\n\nid:2\nevent:error\ndata:{\"code\":\"X\"}\n\n"
+        evs = decode_all([raw])
+        assert [(e.id, e.event, e.data) for e in evs] == [("1", "result", "{}"), ("2", "error", '{"code":"X"}')]
+
+    def test_multiline_data_is_joined(self) -> None:
+        evs = decode_all([b"data: line1\ndata: line2\n\n"])
+        assert evs == [SSEEvent("line1\nline2")]
+
+    def test_done_or_no_done(self) -> None:
+        assert [e.data for e in decode_all([b"data: a\n\ndata: [DONE]\n\n"])] == ["a", "[DONE]"]
+        assert [e.data for e in decode_all([b"data: a\n\n"])] == ["a"]
+
+    def test_last_event_without_blank_line_is_flushed(self) -> None:
+        assert [e.data for e in decode_all([b"data: a\n\ndata: tail"])] == ["a", "tail"]
+
+    @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+    def test_any_split_gives_same_events(self, size: int) -> None:
+        raw = (
+            b"id:1\r\nevent:result\r\ndata:{\"t\":\"\xe4\xbd\xa0\xe5\xa5\xbd\"}\r\n\r\n"
+            + 'data: {"t": "世界"}\n\n: keep-alive\n\ndata: [DONE]\n\n'.encode()
+        )
+        evs = decode_all(split_every(raw, size))
+        assert [e.data for e in evs] == ['{"t":"你好"}', '{"t": "世界"}', "[DONE]"]
+        assert evs[0].event == "result"
+
+    def test_utf8_split_inside_character(self) -> None:
+        raw = 'data: 你好世界\n\n'.encode()
+        cut = raw.index("好".encode()) + 1  # in the middle of a 3-byte character
+        assert decode_all([raw[:cut], raw[cut:]]) == [SSEEvent("你好世界")]
+
+    def test_cr_line_ends_split_across_reads(self) -> None:
+        assert [e.data for e in decode_all([b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"])] == ["a", "b"]
+
+    def test_blank_lines_alone_make_no_event(self) -> None:
+        assert decode_all([b"\n\n\n\n"]) == []
+
+
+class TestEncode:
+    def test_round_trip(self) -> None:
+        raw = encode_event('{"x": "你好"}', event="delta", id="7") + encode_event("a\nb")
+        evs = decode_all([raw])
+        assert evs == [SSEEvent('{"x": "你好"}', "delta", "7"), SSEEvent("a\nb")]
+
+    def test_plain_data_bytes(self) -> None:
+        assert encode_event(b"[DONE]") == b"data: [DONE]\n\n"
