@@ -39,8 +39,9 @@ def test_retryable_flags() -> None:
 
 
 def test_provider_error_carries_fields_and_formats() -> None:
-    e = errors.RateLimitError("slow down", provider="zhipu", status_code=429, code="1302", request_id="r1",
-                              retry_after=2.0)
+    e = errors.RateLimitError(
+        "slow down", provider="zhipu", status_code=429, code="1302", request_id="r1", retry_after=2.0
+    )
     assert (e.provider, e.status_code, e.code, e.request_id, e.retry_after) == ("zhipu", 429, "1302", "r1", 2.0)
     assert str(e) == "[zhipu 429 1302] slow down (request id r1)"
     assert isinstance(e, modelway.ModelwayError)

@@ -75,15 +75,38 @@ class TestRequest:
 
 class TestResponse:
     def test_non_stream_with_tools_and_reasoning(self) -> None:
-        body = orjson.dumps({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "deepseek-reasoner",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                "role": "assistant", "content": None, "reasoning_content": "think",
-                "tool_calls": [{"id": "call_1", "type": "function",
-                                "function": {"name": "weather", "arguments": "{\"city\":\"杭州\"}"}}]}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12,
-                      "completion_tokens_details": {"reasoning_tokens": 3}},
-        })
+        body = orjson.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "deepseek-reasoner",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "tool_calls",
+                        "message": {
+                            "role": "assistant",
+                            "content": None,
+                            "reasoning_content": "think",
+                            "tool_calls": [
+                                {
+                                    "id": "call_1",
+                                    "type": "function",
+                                    "function": {"name": "weather", "arguments": '{"city":"杭州"}'},
+                                }
+                            ],
+                        },
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": 7,
+                    "total_tokens": 12,
+                    "completion_tokens_details": {"reasoning_tokens": 3},
+                },
+            }
+        )
         req = chat_request("deepseek-reasoner", "hi")
         r = adapter("deepseek").parse_chat(body, {}, req)
         msg = r.choices[0].message
@@ -95,10 +118,34 @@ class TestResponse:
 
     def test_stream_usage_rides_on_last_chunk(self) -> None:
         raw = sse(
-            {"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "usage": None},
-            {"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": "你好"}}], "usage": None},
-            {"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
-            {"id": "c", "created": 1, "model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+            {
+                "id": "c",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+                "usage": None,
+            },
+            {
+                "id": "c",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "你好"}}],
+                "usage": None,
+            },
+            {
+                "id": "c",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": None,
+            },
+            {
+                "id": "c",
+                "created": 1,
+                "model": "m",
+                "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            },
         )
         chunks = run_stream(adapter(), chat_request("m", "hi", stream=True), raw)
         assert "".join(c.content or "" for c in chunks) == "你好"
@@ -128,10 +175,32 @@ class TestResponse:
 
     def test_tool_call_fragments_pass_through(self) -> None:
         raw = sse(
-            {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]},
-            {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}}]},
-            {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}]},
+            {
+                "id": "c",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "call_1",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": ""},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+            {
+                "id": "c",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}}],
+            },
+            {
+                "id": "c",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}],
+            },
             {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
         )
         chunks = run_stream(adapter(), chat_request("m", "hi", stream=True), raw)
@@ -155,7 +224,9 @@ class TestResponse:
             run_stream(adapter(), chat_request("m", "hi", stream=True), raw)
 
     def test_finished_stream_without_done_is_complete(self) -> None:
-        raw = sse({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}, done=False)
+        raw = sse(
+            {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}, done=False
+        )
         chunks = run_stream(adapter(), chat_request("m", "hi", stream=True), raw)
         assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -173,25 +244,60 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("name", "status", "body", "cls", "code"),
         [
-            ("openai", 429, {"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}},
-             errors.RateLimitError, "rate_limit_exceeded"),
-            ("openai", 401, {"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}},
-             errors.AuthenticationError, "invalid_api_key"),
-            ("openai", 400, {"error": {"message": "too long", "type": "invalid_request_error",
-                                       "code": "context_length_exceeded"}}, errors.ContextLengthError,
-             "context_length_exceeded"),
-            ("deepseek", 402, {"error": {"message": "Insufficient Balance", "type": "unknown_error"}},
-             errors.PermissionDeniedError, "unknown_error"),
-            ("dashscope-compatible", 400, {"error": {"code": "data_inspection_failed", "type": "data_inspection_failed",
-                                                      "message": "inappropriate"}}, errors.ContentFilterError,
-             "data_inspection_failed"),
-            ("hunyuan", 400, {"error": {"message": "请求限频", "type": "runtime_error", "code": "2003"}},
-             errors.RateLimitError, "2003"),
+            (
+                "openai",
+                429,
+                {"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}},
+                errors.RateLimitError,
+                "rate_limit_exceeded",
+            ),
+            (
+                "openai",
+                401,
+                {"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}},
+                errors.AuthenticationError,
+                "invalid_api_key",
+            ),
+            (
+                "openai",
+                400,
+                {"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}},
+                errors.ContextLengthError,
+                "context_length_exceeded",
+            ),
+            (
+                "deepseek",
+                402,
+                {"error": {"message": "Insufficient Balance", "type": "unknown_error"}},
+                errors.PermissionDeniedError,
+                "unknown_error",
+            ),
+            (
+                "dashscope-compatible",
+                400,
+                {
+                    "error": {
+                        "code": "data_inspection_failed",
+                        "type": "data_inspection_failed",
+                        "message": "inappropriate",
+                    }
+                },
+                errors.ContentFilterError,
+                "data_inspection_failed",
+            ),
+            (
+                "hunyuan",
+                400,
+                {"error": {"message": "请求限频", "type": "runtime_error", "code": "2003"}},
+                errors.RateLimitError,
+                "2003",
+            ),
             ("openai", 503, b"<html>bad gateway</html>", errors.UpstreamServerError, None),
         ],
     )
-    def test_http_errors(self, name: str, status: int, body: object, cls: type[errors.ProviderError],
-                         code: str | None) -> None:
+    def test_http_errors(
+        self, name: str, status: int, body: object, cls: type[errors.ProviderError], code: str | None
+    ) -> None:
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         err = adapter(name).parse_error(status, {"x-request-id": "req-9", "retry-after": "3"}, raw)
         assert type(err) is cls

@@ -28,7 +28,7 @@ class TestSSEDecoder:
         assert [e.data for e in decode_all([raw])] == ["x"]
 
     def test_event_and_id_fields(self) -> None:
-        raw = b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:{}\n\nid:2\nevent:error\ndata:{\"code\":\"X\"}\n\n"
+        raw = b'id:1\nevent:result\n:HTTP_STATUS/200\ndata:{}\n\nid:2\nevent:error\ndata:{"code":"X"}\n\n'
         evs = decode_all([raw])
         assert [(e.id, e.event, e.data) for e in evs] == [("1", "result", "{}"), ("2", "error", '{"code":"X"}')]
 
@@ -46,7 +46,7 @@ class TestSSEDecoder:
     @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
     def test_any_split_gives_same_events(self, size: int) -> None:
         raw = (
-            b"id:1\r\nevent:result\r\ndata:{\"t\":\"\xe4\xbd\xa0\xe5\xa5\xbd\"}\r\n\r\n"
+            b'id:1\r\nevent:result\r\ndata:{"t":"\xe4\xbd\xa0\xe5\xa5\xbd"}\r\n\r\n'
             + 'data: {"t": "世界"}\n\n: keep-alive\n\ndata: [DONE]\n\n'.encode()
         )
         evs = decode_all(split_every(raw, size))
@@ -54,7 +54,7 @@ class TestSSEDecoder:
         assert evs[0].event == "result"
 
     def test_utf8_split_inside_character(self) -> None:
-        raw = 'data: 你好世界\n\n'.encode()
+        raw = "data: 你好世界\n\n".encode()
         cut = raw.index("好".encode()) + 1  # in the middle of a 3-byte character
         assert decode_all([raw[:cut], raw[cut:]]) == [SSEEvent("你好世界")]
 

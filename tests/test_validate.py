@@ -54,8 +54,12 @@ def test_bad_params_name_the_field(params: dict[str, object], param: str) -> Non
 
 
 def test_tool_call_message_without_content_is_fine() -> None:
-    msgs = [{"role": "assistant", "tool_calls": [{"id": "1", "type": "function",
-                                                   "function": {"name": "f", "arguments": "{}"}}]}]
+    msgs = [
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        }
+    ]
     assert normalize_messages(msgs) == msgs
 
 

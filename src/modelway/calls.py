@@ -7,7 +7,7 @@ chunk was produced; after that an upstream failure raises where it happened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from .errors import ProviderError
 from .providers.base import Adapter
@@ -38,7 +38,7 @@ async def complete_once(
 
 async def stream_once(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
-) -> AsyncIterator[ChatCompletionChunk]:
+) -> AsyncGenerator[ChatCompletionChunk, None]:
     """One streaming chat request, no retry. Closing the iterator closes the upstream connection at once."""
     resp = await transport.stream(adapter.chat_request(req), timeout=timeout)
     try:
@@ -85,7 +85,7 @@ async def complete(
 
 async def stream(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
-) -> AsyncIterator[ChatCompletionChunk]:
+) -> AsyncGenerator[ChatCompletionChunk, None]:
     """Stream with retries before the first chunk (the stream has not committed to the caller until then)."""
     attempt = 0
     while True:

@@ -43,26 +43,38 @@ def _demo_provider(provider: str) -> Iterator[dict[str, Any]]:
     if provider not in sims:
         raise click.UsageError(f"--demo simulates {', '.join(_DEMO_PROVIDERS)}; not {provider!r}")
     with sims[provider]() as sim:
-        click.secho(f"[demo] answers come from modelway's local {type(sim).__name__}, not from {provider}", fg="yellow",
-                    err=True)
+        click.secho(
+            f"[demo] answers come from modelway's local {type(sim).__name__}, not from {provider}",
+            fg="yellow",
+            err=True,
+        )
         yield {provider: {"api_key": sim.api_key, "base_url": sim.base_url}}
 
 
 @main.command()
 @click.argument("prompt", required=False)
-@click.option("-m", "--model", envvar="MODELWAY_MODEL", required=True,
-              help="provider/model to call, e.g. zhipu/glm-4-flash (env MODELWAY_MODEL).")
+@click.option(
+    "-m",
+    "--model",
+    envvar="MODELWAY_MODEL",
+    required=True,
+    help="provider/model to call, e.g. zhipu/glm-4-flash (env MODELWAY_MODEL).",
+)
 @click.option("-s", "--system", help="A system prompt sent before your prompt.")
 @click.option("-t", "--temperature", type=float, help="Sampling temperature (0 = greedy; kept, not dropped).")
 @click.option("--max-tokens", type=int, help="Upper bound on generated tokens.")
 @click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of streaming it.")
-@click.option("--base-url", envvar="MODELWAY_BASE_URL",
-              help="Talk to a modelway gateway (or any OpenAI-compatible server) at this URL instead.")
+@click.option(
+    "--base-url",
+    envvar="MODELWAY_BASE_URL",
+    help="Talk to a modelway gateway (or any OpenAI-compatible server) at this URL instead.",
+)
 @click.option("--api-key", envvar="MODELWAY_API_KEY", help="Key for --base-url (env MODELWAY_API_KEY).")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the provider.")
 @click.option("--usage", "show_usage", is_flag=True, help="Print token usage to stderr at the end.")
-@click.option("--demo", is_flag=True,
-              help="Answer from the bundled local simulator of the provider (no key, no network).")
+@click.option(
+    "--demo", is_flag=True, help="Answer from the bundled local simulator of the provider (no key, no network)."
+)
 def chat(
     prompt: str | None,
     model: str,
@@ -119,8 +131,11 @@ def chat(
                         click.echo(delta.content, nl=False)
                 click.echo()
             if show_usage and usage is not None:
-                click.echo(f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
-                           f"total {usage.total_tokens}", err=True)
+                click.echo(
+                    f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
+                    f"total {usage.total_tokens}",
+                    err=True,
+                )
 
     try:
         if demo:
@@ -139,6 +154,85 @@ def chat(
 
 
 @main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="MODELWAY_CONFIG",
+    help="YAML config file (see modelway.example.yaml). Without one: embedded defaults, serving every "
+    "provider whose key is in the environment as provider/model.",
+)
+@click.option("--host", help="Interface to listen on (default: config server.host, else 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default: config server.port, else 4000).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes (each runs the whole gateway).",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Also serve simulated providers (demo/glm-4-flash, demo/qwen-plus, ...) from modelway.testing: "
+    "no key, no network. Their answers are made up locally.",
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+def serve(
+    config_path: str | None, host: str | None, port: int | None, workers: int, demo: bool, log_level: str | None
+) -> None:
+    """Run the gateway: the OpenAI-compatible API (/v1/chat/completions, /v1/embeddings, /v1/models),
+    DB-GPT API v2 (/api/v2/chat/completions) and health checks (/health/liveness, /health/readiness).
+
+    \b
+    Examples:
+      modelway serve --demo                       # try it with no key: demo/glm-4-flash, demo/qwen-plus, ...
+      modelway serve -c modelway.yaml --port 4000 --workers 2
+    """
+    from .config import load_config
+
+    try:
+        config = load_config(config_path)
+    except ModelwayError as exc:
+        click.secho(f"error: invalid configuration: {exc}", fg="red", err=True)
+        sys.exit(2)
+    try:
+        import uvicorn
+    except ImportError:
+        click.secho("error: the server needs uvicorn: pip install 'modelway[server]'", fg="red", err=True)
+        sys.exit(2)
+    os.environ["MODELWAY_CONFIG"] = os.path.abspath(config_path) if config_path else ""
+    os.environ["MODELWAY_DEMO"] = "1" if demo else "0"
+    level = log_level or config.server.log_level
+    h = host or config.server.host
+    p = port if port is not None else config.server.port
+    if demo:
+        click.secho(
+            "[demo] demo/* models answer from local simulators (modelway.testing), not real providers",
+            fg="yellow",
+            err=True,
+        )
+    kwargs: dict[str, Any] = {
+        "factory": True,
+        "host": h,
+        "port": p,
+        "workers": workers,
+        "log_level": level,
+        "http": "httptools",
+        "access_log": level == "debug",
+        "lifespan": "on",
+    }
+    try:
+        import uvloop  # noqa: F401
+
+        kwargs["loop"] = "uvloop"
+    except ImportError:
+        pass
+    uvicorn.run("modelway.server.main:app_factory", **kwargs)
+
+
+@main.command()
 def providers() -> None:
     """List the providers modelway speaks, and whether their credentials were found in the environment."""
     from .providers import PROVIDERS
@@ -147,7 +241,11 @@ def providers() -> None:
     for name, cls in sorted(PROVIDERS.items()):
         found = next((k for k in cls.key_env if os.environ.get(k)), None)
         needs_key = bool(cls.key_env) and getattr(getattr(cls, "spec", None), "key_required", True)
-        status = f"key found ({found})" if found else ("no key: set " + " or ".join(cls.key_env) if needs_key else "no key needed")
+        status = (
+            f"key found ({found})"
+            if found
+            else ("no key: set " + " or ".join(cls.key_env) if needs_key else "no key needed")
+        )
         rows.append((name, cls.label or name, status))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

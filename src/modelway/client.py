@@ -114,13 +114,23 @@ class AsyncClient:
     # -- calls --------------------------------------------------------------------------------
     @overload
     async def chat(
-        self, model: str, messages: str | list[Message], *, stream: Literal[False] = ..., timeout: float | None = ...,
+        self,
+        model: str,
+        messages: str | list[Message],
+        *,
+        stream: Literal[False] = ...,
+        timeout: float | None = ...,
         **params: Any,
     ) -> ChatCompletion: ...
 
     @overload
     async def chat(
-        self, model: str, messages: str | list[Message], *, stream: Literal[True], timeout: float | None = ...,
+        self,
+        model: str,
+        messages: str | list[Message],
+        *,
+        stream: Literal[True],
+        timeout: float | None = ...,
         **params: Any,
     ) -> AsyncIterator[ChatCompletionChunk]: ...
 

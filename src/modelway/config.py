@@ -79,6 +79,7 @@ class Config:
 
 def _expand(value: Any, where: str, env: Mapping[str, str]) -> Any:
     if isinstance(value, str):
+
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
@@ -191,7 +192,7 @@ def _model(m: Any, where: str) -> ModelConfig:
 
 def _server(s: dict[str, Any]) -> ServerConfig:
     where = "server"
-    _take(s, where, set(ServerConfig.__slots__))  # type: ignore[attr-defined]
+    _take(s, where, set(ServerConfig.__slots__))
     cfg = ServerConfig()
     if "host" in s:
         cfg.host = _str(s, "host", where)

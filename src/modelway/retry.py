@@ -31,6 +31,6 @@ class RetryPolicy:
 
     def wait(self, error: BaseException, attempt: int) -> float:
         if isinstance(error, ProviderError) and error.retry_after is not None:
-            return min(error.retry_after, self.max_wait * 8)
-        nominal = min(self.initial * (2**attempt), self.max_wait)
+            return min(float(error.retry_after), 60.0)
+        nominal = min(self.initial * 2.0**attempt, self.max_wait)
         return nominal * (0.75 + random.random() * 0.25)

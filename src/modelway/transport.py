@@ -47,7 +47,7 @@ class StreamResponse:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map(exc, self.provider, reading=True) from exc
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
@@ -58,7 +58,7 @@ class StreamResponse:
                 if not data:
                     return
                 yield data
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map(exc, self.provider, reading=True) from exc
 
     async def aclose(self) -> None:
@@ -112,8 +112,9 @@ class Transport:
             return aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
         if stream:
             # a stream may run long: bound the wait for the first byte and every gap between reads
-            return aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, self._connect_timeout),
-                                         sock_read=timeout)
+            return aiohttp.ClientTimeout(
+                total=None, sock_connect=min(timeout, self._connect_timeout), sock_read=timeout
+            )
         return aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
 
     async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
@@ -125,7 +126,7 @@ class Transport:
             ) as resp:
                 body = await resp.read()
                 return Response(resp.status, _lower(resp.headers), body)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
 
     async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
@@ -135,7 +136,7 @@ class Transport:
             resp = await session.request(
                 req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=True)
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
         return StreamResponse(resp, req.provider, timeout)
 

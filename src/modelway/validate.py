@@ -59,7 +59,9 @@ def _check_params(params: Mapping[str, Any]) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1)):
             raise InvalidRequestError(f"{name} must be a positive integer", param=name)
     stop = params.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
         raise InvalidRequestError("stop must be a string or a list of strings", param="stop")
     tools = params.get("tools")
     if tools is not None and not isinstance(tools, list):

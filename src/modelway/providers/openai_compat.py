@@ -150,7 +150,7 @@ class OpenAICompatAdapter(Adapter):
                 code=reason,
                 request_id=request_id,
             )
-        return self.spec.finish_reasons.get(reason, reason)
+        return str(self.spec.finish_reasons.get(reason, reason))
 
     def parse_chat(self, body: bytes, headers: Mapping[str, str], req: ChatRequest) -> ChatCompletion:
         data = decode_json(body, provider=self.name)
@@ -358,8 +358,14 @@ class OpenAIStreamParser(StreamParser):
             return [held]
         if self.usage is not None:
             return [
-                ChatCompletionChunk(id="", created=int(time.time()), model=self.model, choices=[], usage=self.usage,
-                                    provider=self.provider)
+                ChatCompletionChunk(
+                    id="",
+                    created=int(time.time()),
+                    model=self.model,
+                    choices=[],
+                    usage=self.usage,
+                    provider=self.provider,
+                )
             ]
         return []
 
@@ -378,8 +384,9 @@ def _tool_delta(t: dict[str, Any], j: int) -> ToolCallDelta:
     args = fn.get("arguments")
     if args is not None and not isinstance(args, str):
         args = orjson.dumps(args).decode()
-    return ToolCallDelta(index=t.get("index", j), id=t.get("id"), name=fn.get("name"), arguments=args,
-                         type=t.get("type"))
+    return ToolCallDelta(
+        index=t.get("index", j), id=t.get("id"), name=fn.get("name"), arguments=args, type=t.get("type")
+    )
 
 
 def _rid(data: dict[str, Any], headers: Mapping[str, str]) -> str | None:

@@ -8,7 +8,7 @@ A stream fails over only until its first chunk was produced (streams commit late
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 
 from .. import calls
@@ -91,21 +91,27 @@ class Router:
         for dep in group.order():
             try:
                 return await calls.complete(
-                    self.transport, dep.adapter, self._request_for(dep, group, req),
-                    timeout=dep.timeout or self.timeout, retry=self.retry,
+                    self.transport,
+                    dep.adapter,
+                    self._request_for(dep, group, req),
+                    timeout=dep.timeout or self.timeout,
+                    retry=self.retry,
                 )
             except ModelwayError as exc:
                 self._failed(dep, exc, attempts)
         raise self._give_up(model, attempts)
 
-    async def stream(self, model: str, req: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, model: str, req: ChatRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Chunks of the first deployment that produced one; earlier failures fail over silently."""
         group = self.group(model)
         attempts: list[ModelwayError] = []
         for dep in group.order():
             it = calls.stream(
-                self.transport, dep.adapter, self._request_for(dep, group, req),
-                timeout=dep.timeout or self.timeout, retry=self.retry,
+                self.transport,
+                dep.adapter,
+                self._request_for(dep, group, req),
+                timeout=dep.timeout or self.timeout,
+                retry=self.retry,
             )
             try:
                 first = await it.__anext__()
@@ -133,8 +139,11 @@ class Router:
         for dep in group.order():
             try:
                 return await calls.embed(
-                    self.transport, dep.adapter, replace(req, model=dep.model),
-                    timeout=dep.timeout or self.timeout, retry=self.retry,
+                    self.transport,
+                    dep.adapter,
+                    replace(req, model=dep.model),
+                    timeout=dep.timeout or self.timeout,
+                    retry=self.retry,
                 )
             except ModelwayError as exc:
                 self._failed(dep, exc, attempts)

@@ -40,9 +40,14 @@ _MODEL_PREFIXES = ("/v1/models/", "/models/")
 class GatewayApp:
     """ASGI app. ``startup`` hooks run in the lifespan (the demo simulators start there)."""
 
-    def __init__(self, config: Config, *, env: dict[str, str] | None = None,
-                 on_startup: list[Callable[[GatewayApp], Awaitable[None]]] | None = None,
-                 on_shutdown: list[Callable[[GatewayApp], Awaitable[None]]] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: dict[str, str] | None = None,
+        on_startup: list[Callable[[GatewayApp], Awaitable[None]]] | None = None,
+        on_shutdown: list[Callable[[GatewayApp], Awaitable[None]]] | None = None,
+    ) -> None:
         self.config = config
         self.env = env
         self.gateway: Gateway | None = None
@@ -109,8 +114,19 @@ class GatewayApp:
                 return
             gw = self.gateway
             if gw is None:
-                await send_json(send, 503, {"error": {"message": "the gateway is starting", "type": "unavailable",
-                                                      "param": None, "code": None}}, request_id=req.request_id)
+                await send_json(
+                    send,
+                    503,
+                    {
+                        "error": {
+                            "message": "the gateway is starting",
+                            "type": "unavailable",
+                            "param": None,
+                            "code": None,
+                        }
+                    },
+                    request_id=req.request_id,
+                )
                 return
             handler = _ROUTES.get((req.method, path))
             if handler is not None:

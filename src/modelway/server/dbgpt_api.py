@@ -69,7 +69,8 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
         raise InvalidRequestError(
             f"chat_mode {mode!r} is not supported by modelway: it serves plain model chat (chat_mode null or "
             "'chat_normal'); knowledge, data, app and flow modes need a DB-GPT server",
-            param="chat_mode", code="invalid_chat_mode",
+            param="chat_mode",
+            code="invalid_chat_mode",
         )
     if "messages" not in data:
         raise InvalidRequestError("messages is required", param="messages")
@@ -88,8 +89,11 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
             "choices": [
                 {
                     "index": c.index,
-                    "message": {"role": "assistant", "content": c.message.content or "",
-                                "reasoning_content": c.message.reasoning_content},
+                    "message": {
+                        "role": "assistant",
+                        "content": c.message.content or "",
+                        "reasoning_content": c.message.reasoning_content,
+                    },
                     "finish_reason": _finish(c.finish_reason),
                 }
                 for c in resp.choices

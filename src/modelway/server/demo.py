@@ -42,8 +42,9 @@ def add_demo(config: Config, *, env: dict[str, str] | None = None) -> GatewayApp
             app.config.models.append(
                 ModelConfig(
                     name=name,
-                    deployments=[DeploymentConfig(model=f"{provider}/{model}", api_key=sim.api_key,
-                                                  api_base=sim.base_url)],
+                    deployments=[
+                        DeploymentConfig(model=f"{provider}/{model}", api_key=sim.api_key, api_base=sim.base_url)
+                    ],
                     description=f"simulated {provider} (modelway.testing.{sim_name}), not the real service",
                 )
             )

@@ -70,7 +70,9 @@ class Gateway:
 
     def _group(self, m: ModelConfig) -> ModelGroup:
         return ModelGroup(
-            m.name, [self._deployment(d) for d in m.deployments], system_prompt=m.system_prompt,
+            m.name,
+            [self._deployment(d) for d in m.deployments],
+            system_prompt=m.system_prompt,
             merge_system=m.merge_system,
         )
 

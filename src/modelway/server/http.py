@@ -51,7 +51,9 @@ class Request:
     async def body(self, limit: int) -> bytes:
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(f"the request body is larger than the limit of {limit} bytes", code="request_too_large")
+            raise RequestTooLarge(
+                f"the request body is larger than the limit of {limit} bytes", code="request_too_large"
+            )
         parts: list[bytes] = []
         size = 0
         while True:
@@ -91,7 +93,11 @@ def _headers(extra: list[tuple[bytes, bytes]], request_id: str | None) -> list[t
 
 
 async def send_json(
-    send: Send, status: int, body: Any, *, request_id: str | None = None,
+    send: Send,
+    status: int,
+    body: Any,
+    *,
+    request_id: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     payload = body if isinstance(body, bytes) else orjson.dumps(body)

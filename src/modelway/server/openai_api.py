@@ -98,8 +98,9 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
 
 
 async def list_models(gw: Gateway, req: Request, send: Send) -> None:
-    await send_json(send, 200, {"object": "list", "data": [m.to_dict() for m in gw.models()]},
-                    request_id=req.request_id)
+    await send_json(
+        send, 200, {"object": "list", "data": [m.to_dict() for m in gw.models()]}, request_id=req.request_id
+    )
 
 
 async def retrieve_model(gw: Gateway, req: Request, send: Send, model_id: str) -> None:
