@@ -145,7 +145,7 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
             f"{where}.model: {model!r} is not provider/model with a known provider ({', '.join(sorted(PROVIDERS))})"
         )
     dep = DeploymentConfig(model=model)
-    if d.get("api_key") is not None:
+    if d.get("api_key"):  # empty means "use the provider's key"
         dep.api_key = _str(d, "api_key", where)
     base = d.get("api_base", d.get("base_url"))
     if base is not None:
@@ -198,7 +198,7 @@ def _server(s: dict[str, Any]) -> ServerConfig:
         cfg.host = _str(s, "host", where)
     if "port" in s:
         cfg.port = int(_num(s, "port", where, integer=True))
-    if s.get("master_key") is not None:
+    if s.get("master_key"):  # an empty value (e.g. an unset ${VAR:-}) means no key
         cfg.master_key = _str(s, "master_key", where)
     if "max_body_bytes" in s:
         cfg.max_body_bytes = int(_num(s, "max_body_bytes", where, integer=True))

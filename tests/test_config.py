@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelway.config import load_config, parse_config
+from modelway.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_loads() -> None:
+    cfg = load_config(ROOT / "modelway.example.yaml", env={"ZHIPUAI_API_KEY": "a.b"})
+    assert cfg.server.port == 4000 and cfg.server.master_key is None
+    chat = cfg.models[0]
+    assert chat.name == "chat" and [d.model for d in chat.deployments] == ["zhipu/glm-4-flash", "dashscope/qwen-plus"]
+    assert chat.deployments[0].weight == 3 and chat.deployments[0].timeout == 60
+    assert chat.deployments[1].params == {"enable_search": False}
+    assert cfg.providers["zhipu"] == {"api_key": "a.b", "auth": "key"}
+    assert cfg.models[2].merge_system is True
+
+
+def test_env_references() -> None:
+    cfg = parse_config({"server": {"master_key": "${KEY}"}}, env={"KEY": "sk-1"})
+    assert cfg.server.master_key == "sk-1"
+    with pytest.raises(ConfigError, match=r"config.server.master_key: environment variable KEY is not set"):
+        parse_config({"server": {"master_key": "${KEY}"}}, env={})
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"server": {"port": "eighty"}}, r"server.port: must be a positive integer"),
+        ({"server": {"prot": 1}}, r"server: unknown field 'prot'"),
+        ({"models": [{"name": "a"}]}, r"models\[0\].deployments: required"),
+        ({"models": [{"name": "a", "deployments": []}]}, r"models\[0\].deployments: must be a non-empty list"),
+        ({"models": [{"name": "a", "deployments": [{"model": "glm-4"}]}]},
+         r"models\[0\].deployments\[0\].model: 'glm-4' is not provider/model"),
+        ({"models": [{"name": "a", "deployments": [{"model": "zhipu/glm-4", "weight": 0}]}]},
+         r"models\[0\].deployments\[0\].weight: must be a positive number"),
+        ({"models": [{"name": "a", "deployments": [{"model": "zhipu/glm-4", "api_base": "ftp://x"}]}]},
+         r"models\[0\].deployments\[0\].api_base: must be an http\(s\) URL"),
+        ({"models": [{"name": "a", "deployments": ["zhipu/x"]}, {"name": "a", "deployments": ["zhipu/y"]}]},
+         r"models\[1\].name: 'a' is defined twice"),
+        ({"providers": {"zhipuu": {}}}, r"providers.zhipuu: unknown provider"),
+        ([1, 2], r"the top level must be a mapping"),
+    ],
+)
+def test_invalid_config_names_the_field(doc: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(doc, env={})
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+def test_string_deployments_shorthand() -> None:
+    cfg = parse_config({"models": [{"name": "m", "deployments": "zhipu/glm-4-flash"}]}, env={})
+    assert cfg.models[0].deployments[0].model == "zhipu/glm-4-flash"
