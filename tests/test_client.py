@@ -48,13 +48,22 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, BaseSimulator,
 def case(served: tuple[str, BaseSimulator, str]) -> Iterator[tuple[BaseSimulator, modelway.Client, str]]:
     provider, sim, model = served
     sim.clear()
-    with modelway.Client(providers={provider: {"api_key": sim.api_key, "base_url": sim.base_url}},
-                         max_retries=0, timeout=5) as client:
+    with modelway.Client(
+        providers={provider: {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=0, timeout=5
+    ) as client:
         yield sim, client, f"{provider}/{model}"
 
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "weather of a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 class TestEveryProvider:
@@ -76,8 +85,15 @@ class TestEveryProvider:
 
     def test_params_reach_the_provider(self, case: tuple[BaseSimulator, modelway.Client, str]) -> None:
         sim, client, model = case
-        client.chat(model, [{"role": "system", "content": "简短回答"}, {"role": "user", "content": "hi"}],
-                    temperature=0.3, top_p=0.5, max_tokens=33, stop=["\n\n"], seed=7)
+        client.chat(
+            model,
+            [{"role": "system", "content": "简短回答"}, {"role": "user", "content": "hi"}],
+            temperature=0.3,
+            top_p=0.5,
+            max_tokens=33,
+            stop=["\n\n"],
+            seed=7,
+        )
         body = sim.requests[-1].json
         p = body.get("parameters", body)  # DashScope native nests them
         msgs = body["input"]["messages"] if "input" in body else body["messages"]
@@ -105,11 +121,16 @@ class TestEveryProvider:
 
     @pytest.mark.parametrize(
         ("status", "cls"),
-        [(401, errors.AuthenticationError), (429, errors.RateLimitError), (500, errors.UpstreamServerError),
-         (400, errors.BadRequestError)],
+        [
+            (401, errors.AuthenticationError),
+            (429, errors.RateLimitError),
+            (500, errors.UpstreamServerError),
+            (400, errors.BadRequestError),
+        ],
     )
-    def test_http_errors(self, case: tuple[BaseSimulator, modelway.Client, str], status: int,
-                         cls: type[errors.ProviderError]) -> None:
+    def test_http_errors(
+        self, case: tuple[BaseSimulator, modelway.Client, str], status: int, cls: type[errors.ProviderError]
+    ) -> None:
         sim, client, model = case
         sim.push(Fault.http(status, retry_after=3 if status == 429 else None))
         with pytest.raises(cls) as ei:
@@ -159,9 +180,12 @@ class TestEveryProvider:
 
 class TestRetries:
     def test_retry_honours_retry_after_then_succeeds(self) -> None:
-        with ZhipuSimulator() as sim, modelway.Client(
-            providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=2
-        ) as client:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(
+                providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=2
+            ) as client,
+        ):
             sim.push(Fault.http(429, retry_after=0.3), Fault.http(503))
             t0 = time.monotonic()
             r = client.chat("zhipu/glm-4-flash", "hi")
@@ -169,9 +193,12 @@ class TestRetries:
             assert time.monotonic() - t0 >= 0.3
 
     def test_stream_retried_before_first_chunk_only(self) -> None:
-        with OpenAISimulator() as sim, modelway.Client(
-            providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=2
-        ) as client:
+        with (
+            OpenAISimulator() as sim,
+            modelway.Client(
+                providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=2
+            ) as client,
+        ):
             sim.push(Fault.http(500))
             assert "".join(c.content or "" for c in client.chat("openai/m", "x", stream=True)) == "You said: x"
             sim.push(Fault.error_frame(after_chunks=2, code="server_error"))
@@ -180,9 +207,12 @@ class TestRetries:
             assert len(sim.requests) == 3  # the mid-stream failure was not retried
 
     def test_non_retryable_errors_are_not_retried(self) -> None:
-        with ZhipuSimulator() as sim, modelway.Client(
-            providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=3
-        ) as client:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(
+                providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=3
+            ) as client,
+        ):
             sim.push(Fault.http(400, code="1301"))
             with pytest.raises(errors.ContentFilterError):
                 client.chat("zhipu/glm-4-flash", "hi")
@@ -190,14 +220,19 @@ class TestRetries:
 
 
 class TestEmbeddings:
-    @pytest.mark.parametrize(("provider", "cls", "model"), [
-        ("openai", OpenAISimulator, "text-embedding-3-small"),
-        ("zhipu", ZhipuSimulator, "embedding-3"),
-        ("dashscope", DashScopeSimulator, "text-embedding-v3"),
-    ])
+    @pytest.mark.parametrize(
+        ("provider", "cls", "model"),
+        [
+            ("openai", OpenAISimulator, "text-embedding-3-small"),
+            ("zhipu", ZhipuSimulator, "embedding-3"),
+            ("dashscope", DashScopeSimulator, "text-embedding-v3"),
+        ],
+    )
     def test_embed(self, provider: str, cls: type[BaseSimulator], model: str) -> None:
-        with cls() as sim, modelway.Client(providers={provider: {"api_key": sim.api_key,
-                                                                  "base_url": sim.base_url}}) as client:
+        with (
+            cls() as sim,
+            modelway.Client(providers={provider: {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
             r = client.embed(f"{provider}/{model}", ["你好", "world"])
             one = client.embed(f"{provider}/{model}", "你好")
         assert [e.index for e in r.data] == [0, 1] and len(r.data[0].embedding) == 8
@@ -210,9 +245,12 @@ class TestSeedBugs:
     """Regression tests for the bugs of the seed code (shared/reference/dbgpt.md §4)."""
 
     def test_stream_errors_are_raised_not_swallowed(self) -> None:  # seed bug 1
-        with ZhipuSimulator() as sim, modelway.Client(
-            providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=0
-        ) as client:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(
+                providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=0
+            ) as client,
+        ):
             sim.push(Fault.http(401))
             with pytest.raises(errors.AuthenticationError):
                 list(client.chat("zhipu/glm-4", "hi", stream=True))
@@ -221,9 +259,10 @@ class TestSeedBugs:
                 list(client.chat("zhipu/glm-4", "hi", stream=True))
 
     def test_none_and_missing_delta_content(self) -> None:  # seed bug 2
-        with ZhipuSimulator() as sim, modelway.Client(
-            providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}
-        ) as client:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
             sim.push(Reply("答案", reasoning="先想一想"))
             chunks = list(client.chat("zhipu/glm-4.5", "hi", stream=True))
         assert any(c.content is None for c in chunks)  # reasoning-only and usage-only chunks have no content
@@ -232,8 +271,10 @@ class TestSeedBugs:
 
     @pytest.mark.parametrize(("provider", "cls"), [("zhipu", ZhipuSimulator), ("dashscope", DashScopeSimulator)])
     def test_temperature_top_p_max_tokens_not_dropped(self, provider: str, cls: type[BaseSimulator]) -> None:  # 3
-        with cls() as sim, modelway.Client(providers={provider: {"api_key": sim.api_key,
-                                                                  "base_url": sim.base_url}}) as client:
+        with (
+            cls() as sim,
+            modelway.Client(providers={provider: {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
             client.chat(f"{provider}/m", "hi", temperature=0, top_p=0.2, max_tokens=12)
             body = sim.requests[-1].json
         p: dict[str, Any] = body.get("parameters", body)
@@ -254,9 +295,12 @@ class TestSeedBugs:
         assert {r.auth_kind for r in a.requests} == {"jwt"} and {r.auth_kind for r in b.requests} == {"key"}
 
     def test_jwt_token_is_cached_not_regenerated_per_call(self) -> None:  # seed bug 5 (token per call)
-        with ZhipuSimulator() as sim, modelway.Client(
-            providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url, "auth": "jwt"}}
-        ) as client:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(
+                providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url, "auth": "jwt"}}
+            ) as client,
+        ):
             for _ in range(3):
                 client.chat("zhipu/glm-4", "hi")
             client.embed("zhipu/embedding-3", "hi")
@@ -264,10 +308,13 @@ class TestSeedBugs:
         assert len(tokens) == 1 and all(r.auth_kind == "jwt" for r in sim.requests)
 
     def test_system_role_accepted_by_zhipu(self) -> None:  # seed bug 9
-        with ZhipuSimulator() as sim, modelway.Client(
-            providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}
-        ) as client:
-            r = client.chat("zhipu/glm-4", [{"role": "system", "content": "你是助手"}, {"role": "user", "content": "hi"}])
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
+            r = client.chat(
+                "zhipu/glm-4", [{"role": "system", "content": "你是助手"}, {"role": "user", "content": "hi"}]
+            )
         assert r.content == "You said: hi"
         assert sim.requests[-1].json["messages"][0] == {"role": "system", "content": "你是助手"}
 
@@ -287,9 +334,10 @@ class TestLifecycle:
         assert threading.active_count() == before
 
     def test_abandoned_stream_closes_upstream(self) -> None:
-        with OpenAISimulator() as sim, modelway.Client(
-            providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}
-        ) as client:
+        with (
+            OpenAISimulator() as sim,
+            modelway.Client(providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
             sim.push(Reply("x" * 400, chunk_size=1, chunk_delay=0.01))
             it = client.chat("openai/m", "x", stream=True)
             next(it)
@@ -297,9 +345,10 @@ class TestLifecycle:
             assert client.chat("openai/m", "again").content == "You said: again"
 
     def test_sync_client_inside_a_running_loop(self) -> None:
-        with OpenAISimulator() as sim, modelway.Client(
-            providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}
-        ) as client:
+        with (
+            OpenAISimulator() as sim,
+            modelway.Client(providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
 
             async def inside() -> str | None:
                 return client.chat("openai/m", "from a loop").content
@@ -317,9 +366,10 @@ class TestLifecycle:
         assert r.content == "You said: hi" and text == "You said: 流"
 
     def test_keys_from_sdk_environment_variables(self) -> None:
-        with ZhipuSimulator() as sim, modelway.Client(
-            env={"ZHIPUAI_API_KEY": sim.api_key, "ZHIPUAI_BASE_URL": sim.base_url}
-        ) as client:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(env={"ZHIPUAI_API_KEY": sim.api_key, "ZHIPUAI_BASE_URL": sim.base_url}) as client,
+        ):
             assert client.chat("zhipu/glm-4-flash", "env").content == "You said: env"
             assert any(m.id == "zhipu/glm-4-flash" for m in client.models())
 
