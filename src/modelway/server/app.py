@@ -143,6 +143,22 @@ class GatewayApp:
         except ModelwayError as exc:
             status, body, headers = render_error(exc, req.request_id)
             await send_json(send, status, body, request_id=req.request_id, headers=headers)
+        except Exception:
+            # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet
+            log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)
+            body = {
+                "error": {
+                    "message": "internal error in the gateway",
+                    "type": "internal_error",
+                    "param": None,
+                    "code": None,
+                    "request_id": req.request_id,
+                }
+            }
+            try:
+                await send_json(send, 500, body, request_id=req.request_id)
+            except Exception:  # the response had already started: the server closes the connection
+                log.debug("request %s: could not send the 500 answer", req.request_id)
 
     async def _public(self, req: Request, send: Send) -> None:
         path = req.path
