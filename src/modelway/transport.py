@@ -84,7 +84,7 @@ class StreamResponse:
 class Transport:
     """Pooled HTTP client. Create inside a running event loop, or let it create its session lazily on first use."""
 
-    def __init__(self, *, limit: int = 1000, limit_per_host: int = 0, connect_timeout: float = 10.0) -> None:
+    def __init__(self, *, limit: int = 4096, limit_per_host: int = 0, connect_timeout: float = 10.0) -> None:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout

@@ -55,6 +55,8 @@ class Router:
         if self._direct is not None:
             g = self._direct(model)
             if g is not None:
+                if len(self._direct_cache) >= 4096:  # callers choose these names: keep the cache bounded
+                    self._direct_cache.clear()
                 self._direct_cache[model] = g
                 return g
         raise UnknownModelError(f"the model {model!r} does not exist or is not served by this gateway")
