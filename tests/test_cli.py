@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-import aiohttp
 import pytest
 from click.testing import CliRunner
 
@@ -25,8 +26,22 @@ def test_chat_demo_streams_and_labels_the_simulator() -> None:
 def test_chat_against_a_provider_from_env_with_system_and_no_stream() -> None:
     with ZhipuSimulator() as sim:
         env = {"ZHIPUAI_API_KEY": sim.api_key, "ZHIPUAI_BASE_URL": sim.base_url}
-        r = CliRunner(env=env).invoke(main, ["chat", "-m", "zhipu/glm-4-flash", "-s", "be brief", "-t", "0",
-                                             "--max-tokens", "9", "--no-stream", "hello"])
+        r = CliRunner(env=env).invoke(
+            main,
+            [
+                "chat",
+                "-m",
+                "zhipu/glm-4-flash",
+                "-s",
+                "be brief",
+                "-t",
+                "0",
+                "--max-tokens",
+                "9",
+                "--no-stream",
+                "hello",
+            ],
+        )
         body = sim.requests[-1].json
     assert r.exit_code == 0, r.output
     assert r.stdout == "You said: hello\n"
@@ -73,30 +88,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_serve_demo_process_answers_a_stream() -> None:
+def test_serve_demo_process_answers_a_stream() -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELWAY_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelway.cli", "serve", "--demo", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as s:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with s.get(url + "/health/readiness") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None, "modelway serve did not become ready"
-                time.sleep(0.05)
-            body = {"model": "demo/glm-4-flash", "stream": True, "messages": [{"role": "user", "content": "你好"}]}
-            async with s.post(url + "/v1/chat/completions", json=body) as r:
-                raw = await r.read()
-        assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health/readiness", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "modelway serve did not become ready"
+            time.sleep(0.05)
+        body = {"model": "demo/glm-4-flash", "stream": True, "messages": [{"role": "user", "content": "你好"}]}
+        req = urllib.request.Request(
+            url + "/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert raw.endswith(b"data: [DONE]\n\n") and "你好".encode() in raw
     finally:
         proc.terminate()

@@ -15,8 +15,9 @@ from modelway.testing import Fault, OpenAISimulator, ZhipuSimulator
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
-async def post(gw: RunningGateway, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
-               ) -> tuple[int, dict[str, str], Any]:
+async def post(
+    gw: RunningGateway, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
     h = {**AUTH, "Content-Type": "application/json", **(headers or {})}
     async with aiohttp.ClientSession() as s:
         kw: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
@@ -42,20 +43,52 @@ class TestErrors:
         status, _, body = await post(gateway, "/v1/chat/completions", chat(messages=[{"role": "bot", "content": "x"}]))
         assert status == 400 and body["error"]["param"] == "messages[0].role"
 
-    async def test_body_over_limit_is_413(self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
-                                          openai_sim: OpenAISimulator) -> None:
-        gw = start_gateway({"server": {"max_body_bytes": 1000}, "models": [
-            {"name": "gpt", "deployments": [{"model": "openai/m", "api_key": openai_sim.api_key,
-                                             "api_base": openai_sim.base_url}]}]})
-        status, _, body = await post(gw, "/v1/chat/completions", chat(messages=[{"role": "user", "content": "x" * 2000}]))
+    async def test_body_over_limit_is_413(
+        self, start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator
+    ) -> None:
+        gw = start_gateway(
+            {
+                "server": {"max_body_bytes": 1000},
+                "models": [
+                    {
+                        "name": "gpt",
+                        "deployments": [
+                            {"model": "openai/m", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url}
+                        ],
+                    }
+                ],
+            }
+        )
+        status, _, body = await post(
+            gw, "/v1/chat/completions", chat(messages=[{"role": "user", "content": "x" * 2000}])
+        )
         assert status == 413 and body["error"]["code"] == "request_too_large"
         assert openai_sim.requests == []
 
-    async def test_upstream_timeout_is_504(self, gateway: RunningGateway, zhipu_sim: ZhipuSimulator,
-                                           start_gateway: Callable[[dict[str, Any]], RunningGateway]) -> None:
-        gw = start_gateway({"server": {"max_retries": 0}, "models": [
-            {"name": "slow", "deployments": [{"model": "zhipu/glm-4", "api_key": zhipu_sim.api_key,
-                                              "api_base": zhipu_sim.base_url, "timeout": 0.2}]}]})
+    async def test_upstream_timeout_is_504(
+        self,
+        gateway: RunningGateway,
+        zhipu_sim: ZhipuSimulator,
+        start_gateway: Callable[[dict[str, Any]], RunningGateway],
+    ) -> None:
+        gw = start_gateway(
+            {
+                "server": {"max_retries": 0},
+                "models": [
+                    {
+                        "name": "slow",
+                        "deployments": [
+                            {
+                                "model": "zhipu/glm-4",
+                                "api_key": zhipu_sim.api_key,
+                                "api_base": zhipu_sim.base_url,
+                                "timeout": 0.2,
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
         zhipu_sim.push(Fault.slow_first_byte(1.0))
         status, headers, body = await post(gw, "/v1/chat/completions", chat("slow"))
         assert status == 504 and body["error"]["type"] == "timeout_error"
@@ -74,8 +107,9 @@ class TestErrors:
         status, headers, body = await post(gateway, "/v1/chat/completions", chat(stream=True))
         assert status == 429 and headers["retry-after"] == "2" and body["error"]["code"] == "rate_limit_exceeded"
 
-    async def test_upstream_auth_failure_is_not_the_callers_401(self, gateway: RunningGateway,
-                                                                 openai_sim: OpenAISimulator) -> None:
+    async def test_upstream_auth_failure_is_not_the_callers_401(
+        self, gateway: RunningGateway, openai_sim: OpenAISimulator
+    ) -> None:
         openai_sim.push(Fault.http(401))
         status, _, body = await post(gateway, "/v1/chat/completions", chat())
         assert status == 502 and body["error"]["code"] == "upstream_authentication_failed"
@@ -98,12 +132,26 @@ def two_sims() -> Iterator[tuple[OpenAISimulator, OpenAISimulator]]:
 
 
 class TestRouting:
-    async def test_failover_to_next_deployment(self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
-                                               two_sims: tuple[OpenAISimulator, OpenAISimulator]) -> None:
+    async def test_failover_to_next_deployment(
+        self,
+        start_gateway: Callable[[dict[str, Any]], RunningGateway],
+        two_sims: tuple[OpenAISimulator, OpenAISimulator],
+    ) -> None:
         a, b = two_sims
-        gw = start_gateway({"server": {"max_retries": 0}, "models": [{"name": "m", "deployments": [
-            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001}]}]})
+        gw = start_gateway(
+            {
+                "server": {"max_retries": 0},
+                "models": [
+                    {
+                        "name": "m",
+                        "deployments": [
+                            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
+                            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001},
+                        ],
+                    }
+                ],
+            }
+        )
         a.push(Fault.http(503))
         status, _, body = await post(gw, "/v1/chat/completions", chat("m"))
         assert status == 200 and body["choices"][0]["message"]["content"] == "You said: hi"
@@ -113,13 +161,18 @@ class TestRouting:
         assert status == 200 and len(a.requests) == 1 and len(b.requests) == 2
 
     async def test_stream_fails_over_before_first_chunk(
-        self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
+        self,
+        start_gateway: Callable[[dict[str, Any]], RunningGateway],
         two_sims: tuple[OpenAISimulator, OpenAISimulator],
     ) -> None:
         a, b = two_sims
-        deps = [{"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-                {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001}]
-        gw = start_gateway({"server": {"max_retries": 0, "cooldown": 0}, "models": [{"name": "m", "deployments": deps}]})
+        deps = [
+            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
+            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001},
+        ]
+        gw = start_gateway(
+            {"server": {"max_retries": 0, "cooldown": 0}, "models": [{"name": "m", "deployments": deps}]}
+        )
         a.push(Fault.http(429))
         async with modelway.AsyncClient(base_url=gw.base_url, api_key=MASTER_KEY, max_retries=0) as client:
             stream = await client.chat("m", "hi", stream=True)
@@ -127,55 +180,115 @@ class TestRouting:
         assert text == "You said: hi" and len(a.requests) == 1 and len(b.requests) == 1
 
     async def test_all_deployments_failing_is_an_error_not_an_empty_stream(
-        self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
+        self,
+        start_gateway: Callable[[dict[str, Any]], RunningGateway],
         two_sims: tuple[OpenAISimulator, OpenAISimulator],
     ) -> None:
         a, b = two_sims
-        gw = start_gateway({"server": {"max_retries": 0}, "models": [{"name": "m", "deployments": [
-            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-            {"model": "openai/b", "api_key": "sk-wrong-key", "api_base": b.base_url, "weight": 0.001}]}]})
+        gw = start_gateway(
+            {
+                "server": {"max_retries": 0},
+                "models": [
+                    {
+                        "name": "m",
+                        "deployments": [
+                            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
+                            {"model": "openai/b", "api_key": "sk-wrong-key", "api_base": b.base_url, "weight": 0.001},
+                        ],
+                    }
+                ],
+            }
+        )
         a.push(Fault.http(429))
         # a is rate limited, b refuses the key: the last failure decides the status
-        async with aiohttp.ClientSession() as s, s.post(
-            gw.url + "/v1/chat/completions", headers=AUTH, json=chat("m", stream=True)
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(gw.url + "/v1/chat/completions", headers=AUTH, json=chat("m", stream=True)) as r,
+        ):
             assert r.status == 502
             body = await r.json()
         assert body["error"]["code"] == "upstream_authentication_failed"
         assert "all 2 deployments" in body["error"]["message"]
 
-    async def test_bad_request_does_not_fail_over(self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
-                                                  two_sims: tuple[OpenAISimulator, OpenAISimulator]) -> None:
+    async def test_bad_request_does_not_fail_over(
+        self,
+        start_gateway: Callable[[dict[str, Any]], RunningGateway],
+        two_sims: tuple[OpenAISimulator, OpenAISimulator],
+    ) -> None:
         a, b = two_sims
-        gw = start_gateway({"server": {"max_retries": 0}, "models": [{"name": "m", "deployments": [
-            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001}]}]})
+        gw = start_gateway(
+            {
+                "server": {"max_retries": 0},
+                "models": [
+                    {
+                        "name": "m",
+                        "deployments": [
+                            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
+                            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001},
+                        ],
+                    }
+                ],
+            }
+        )
         a.push(Fault.http(400, code="context_length_exceeded"))
         status, _, body = await post(gw, "/v1/chat/completions", chat("m"))
         assert status == 400 and body["error"]["type"] == "context_length_exceeded"
         assert len(b.requests) == 0
 
-    async def test_system_prompt_and_merge(self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
-                                           openai_sim: OpenAISimulator) -> None:
+    async def test_system_prompt_and_merge(
+        self, start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator
+    ) -> None:
         dep = {"model": "openai/m", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url}
-        gw = start_gateway({"models": [
-            {"name": "with-prompt", "system_prompt": "Be brief.", "deployments": [dep]},
-            {"name": "no-system-role", "system_prompt": "Be brief.", "merge_system": True, "deployments": [dep]},
-        ]})
+        gw = start_gateway(
+            {
+                "models": [
+                    {"name": "with-prompt", "system_prompt": "Be brief.", "deployments": [dep]},
+                    {
+                        "name": "no-system-role",
+                        "system_prompt": "Be brief.",
+                        "merge_system": True,
+                        "deployments": [dep],
+                    },
+                ]
+            }
+        )
         await post(gw, "/v1/chat/completions", chat("with-prompt"))
-        assert openai_sim.requests[-1].json["messages"] == [{"role": "system", "content": "Be brief."},
-                                                             {"role": "user", "content": "hi"}]
-        await post(gw, "/v1/chat/completions", {"model": "with-prompt", "messages": [
-            {"role": "system", "content": "mine"}, {"role": "user", "content": "hi"}]})
+        assert openai_sim.requests[-1].json["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+        ]
+        await post(
+            gw,
+            "/v1/chat/completions",
+            {
+                "model": "with-prompt",
+                "messages": [{"role": "system", "content": "mine"}, {"role": "user", "content": "hi"}],
+            },
+        )
         assert openai_sim.requests[-1].json["messages"][0] == {"role": "system", "content": "mine"}
         await post(gw, "/v1/chat/completions", chat("no-system-role"))
         assert openai_sim.requests[-1].json["messages"] == [{"role": "user", "content": "Be brief.\n\nhi"}]
 
-    async def test_deployment_params_are_defaults(self, start_gateway: Callable[[dict[str, Any]], RunningGateway],
-                                                  openai_sim: OpenAISimulator) -> None:
-        gw = start_gateway({"models": [{"name": "m", "deployments": [
-            {"model": "openai/m", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url,
-             "params": {"temperature": 0.2, "top_k": 5}}]}]})
+    async def test_deployment_params_are_defaults(
+        self, start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator
+    ) -> None:
+        gw = start_gateway(
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "deployments": [
+                            {
+                                "model": "openai/m",
+                                "api_key": openai_sim.api_key,
+                                "api_base": openai_sim.base_url,
+                                "params": {"temperature": 0.2, "top_k": 5},
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
         await post(gw, "/v1/chat/completions", chat("m"))
         assert openai_sim.requests[-1].json["temperature"] == 0.2 and openai_sim.requests[-1].json["top_k"] == 5
         await post(gw, "/v1/chat/completions", chat("m", temperature=0))
@@ -213,8 +326,9 @@ class TestLibraryAgainstGateway:
         assert len(e.data) == 2 and "glm" in [m.id for m in models]
 
     def test_sync_client_errors_in_gateway_mode(self, gateway: RunningGateway) -> None:
-        with modelway.Client(base_url=gateway.base_url, api_key="wrong", max_retries=0) as client:
-            with pytest.raises(modelway.ProviderError) as ei:
-                client.chat("glm", "x")
+        with (
+            modelway.Client(base_url=gateway.base_url, api_key="wrong", max_retries=0) as client,
+            pytest.raises(modelway.ProviderError) as ei,
+        ):
+            client.chat("glm", "x")
         assert ei.value.status_code == 401
-

@@ -108,13 +108,14 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
 class _Renderer:
     """DB-GPT stream chunks: ``delta`` always (cumulative text when ``incremental`` is false), usage on the last."""
 
-    __slots__ = ("model", "id", "incremental", "text", "created")
+    __slots__ = ("model", "id", "incremental", "text", "reasoning", "created")
 
     def __init__(self, model: str, id: str, incremental: bool) -> None:
         self.model = model
         self.id = id
         self.incremental = incremental
         self.text: dict[int, str] = {}
+        self.reasoning: dict[int, str] = {}
         self.created = int(time.time())
 
     def __call__(self, chunk: ChatCompletionChunk) -> bytes:
@@ -122,15 +123,16 @@ class _Renderer:
         for c in chunk.choices:
             d = c.delta
             content = d.content
-            if not self.incremental:
-                so_far = self.text.get(c.index, "") + (content or "")
-                self.text[c.index] = so_far
-                content = so_far
-            if content is None and d.reasoning_content is None and c.finish_reason is None:
+            reasoning = d.reasoning_content
+            if not self.incremental:  # each chunk carries everything so far, reasoning included
+                content = self.text[c.index] = self.text.get(c.index, "") + (content or "")
+                if reasoning is not None or c.index in self.reasoning:
+                    reasoning = self.reasoning[c.index] = self.reasoning.get(c.index, "") + (reasoning or "")
+            if content is None and reasoning is None and c.finish_reason is None:
                 continue
             delta: dict[str, Any] = {"role": "assistant", "content": content or ""}
-            if d.reasoning_content is not None:
-                delta["reasoning_content"] = d.reasoning_content
+            if reasoning is not None:
+                delta["reasoning_content"] = reasoning
             choices.append({"index": c.index, "delta": delta, "finish_reason": _finish(c.finish_reason)})
         if not choices and chunk.usage is None:
             return b""
