@@ -156,7 +156,7 @@ class GatewayApp:
                 }
             }
             try:
-                await send_json(send, 500, body, request_id=req.request_id)
+                await send_json(send, 500, crash, request_id=req.request_id)
             except Exception:  # the response had already started: the server closes the connection
                 log.debug("request %s: could not send the 500 answer", req.request_id)
 
