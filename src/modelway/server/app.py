@@ -146,7 +146,7 @@ class GatewayApp:
         except Exception:
             # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet
             log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)
-            body = {
+            crash = {
                 "error": {
                     "message": "internal error in the gateway",
                     "type": "internal_error",
