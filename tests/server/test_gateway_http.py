@@ -332,3 +332,35 @@ class TestLibraryAgainstGateway:
         ):
             client.chat("glm", "x")
         assert ei.value.status_code == 401
+
+
+class TestInternalErrors:
+    async def test_a_bug_is_a_logged_500_in_openai_shape(
+        self,
+        start_gateway: Callable[[dict[str, Any]], RunningGateway],
+        openai_sim: OpenAISimulator,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        gw = start_gateway(
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "deployments": [
+                            {"model": "openai/m", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url}
+                        ],
+                    }
+                ]
+            }
+        )
+        assert gw.app.gateway is not None
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(gw.app.gateway.router, "complete", broken)
+        status, headers, body = await post(gw, "/v1/chat/completions", chat("m"))
+        assert status == 500 and body["error"]["type"] == "internal_error"
+        assert body["error"]["request_id"] == headers["x-request-id"]
+        assert any("a bug" in (r.exc_text or "") or "internal error" in r.getMessage() for r in caplog.records)
