@@ -19,7 +19,15 @@ import orjson
 
 from ..errors import ConfigError, ProviderError, StreamError, error_for_status
 from ..sse import SSEEvent
-from ..types import ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingRequest, EmbeddingResponse, ModelInfo
+from ..types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+    ModelInfo,
+)
 
 __all__ = [
     "Adapter",
@@ -27,6 +35,7 @@ __all__ = [
     "ProviderSettings",
     "StreamParser",
     "decode_json",
+    "developer_to_system",
     "parse_retry_after",
 ]
 
@@ -52,6 +61,13 @@ class ProviderSettings:
     headers: dict[str, str] = field(default_factory=dict)
     #: adapter-specific options, e.g. ``{"auth": "jwt"}`` for Zhipu
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def developer_to_system(messages: list[Message]) -> list[Message]:
+    """OpenAI's ``developer`` role → ``system`` for providers that know only the latter (copied only when needed)."""
+    if not any(m.get("role") == "developer" for m in messages):
+        return messages
+    return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
 
 
 def decode_json(body: bytes, *, provider: str, what: str = "response") -> Any:

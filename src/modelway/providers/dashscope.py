@@ -53,12 +53,11 @@ from ..types import (
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
-    Message,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from .base import Adapter, HTTPRequest, StreamParser, decode_json, parse_retry_after
+from .base import Adapter, HTTPRequest, StreamParser, decode_json, developer_to_system, parse_retry_after
 
 __all__ = ["DashScopeAdapter", "DashScopeStreamParser", "classify_dashscope_error"]
 
@@ -70,8 +69,20 @@ SSE_HEADERS = {"X-DashScope-SSE": "enable", "Accept": "text/event-stream", "X-Ac
 #: frequency penalty; its ``repetition_penalty`` is multiplicative on another scale, so translating would
 #: change the meaning: a caller who wants it passes ``repetition_penalty`` in ``extra``), ``logit_bias`` (no
 #: equivalent), ``user`` (no field), ``stream_options`` (the usage comes on every frame anyway).
-PASSED_PARAMS = ("temperature", "top_p", "stop", "seed", "presence_penalty", "tools", "tool_choice",
-                 "parallel_tool_calls", "response_format", "n", "logprobs", "top_logprobs")
+PASSED_PARAMS = (
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "n",
+    "logprobs",
+    "top_logprobs",
+)
 
 #: error code (exact, or the head of a dotted code: ``Throttling`` covers ``Throttling.RateQuota``) → class
 _CODES: tuple[tuple[str, type[ProviderError]], ...] = (
@@ -91,9 +102,7 @@ _CONTEXT_HINTS = ("range of input length", "exceed max length", "exceeds max len
 _TAIL = 32
 
 
-def classify_dashscope_error(
-    status: int | None, code: str | None, message: str | None
-) -> type[ProviderError]:
+def classify_dashscope_error(status: int | None, code: str | None, message: str | None) -> type[ProviderError]:
     """The error class for a DashScope error: by code, then a cheap look at the message, then the status."""
     cls: type[ProviderError] | None = None
     if code:
@@ -150,7 +159,7 @@ class DashScopeAdapter(Adapter):
     def chat_request(self, req: ChatRequest) -> HTTPRequest:
         payload = {
             "model": req.model,
-            "input": {"messages": _messages(req.messages)},
+            "input": {"messages": developer_to_system(req.messages)},
             "parameters": self.chat_parameters(req),
         }
         return self.json_request(CHAT_PATH, payload, dict(SSE_HEADERS) if req.stream else None)
@@ -198,9 +207,7 @@ class DashScopeAdapter(Adapter):
         payload = {"model": req.model, "input": {"texts": req.texts}, "parameters": params}
         return self.json_request(EMBED_PATH, payload)
 
-    def parse_embed(
-        self, body: bytes, headers: Mapping[str, str], req: EmbeddingRequest
-    ) -> EmbeddingResponse:
+    def parse_embed(self, body: bytes, headers: Mapping[str, str], req: EmbeddingRequest) -> EmbeddingResponse:
         data = decode_json(body, provider=self.name)
         output = data.get("output") if isinstance(data, dict) else None
         if not isinstance(output, dict) or not isinstance(output.get("embeddings"), list):
@@ -275,8 +282,9 @@ class DashScopeStreamParser(StreamParser):
             return []
         obj = decode_json(ev.data.encode(), provider=self.provider, what="stream event")
         if not isinstance(obj, dict):
-            raise StreamError(f"unexpected stream event: {ev.data[:200]!r}", provider=self.provider,
-                              request_id=self.request_id)
+            raise StreamError(
+                f"unexpected stream event: {ev.data[:200]!r}", provider=self.provider, request_id=self.request_id
+            )
         rid = obj.get("request_id")
         if rid:
             self.request_id = str(rid)
@@ -293,8 +301,7 @@ class DashScopeStreamParser(StreamParser):
                 self.usage_by_choice[choices[0].index] = u
         if not choices:
             return []
-        chunk = ChatCompletionChunk(self.request_id or "", self.created, self.model, choices,
-                                    provider=self.provider)
+        chunk = ChatCompletionChunk(self.request_id or "", self.created, self.model, choices, provider=self.provider)
         if any(c.finish_reason is not None for c in choices):
             self.done = True
             if not self.usage_sent and len(self.finished) >= self.expected:
@@ -304,14 +311,20 @@ class DashScopeStreamParser(StreamParser):
 
     def close(self) -> list[ChatCompletionChunk]:
         if not self.done:
-            raise StreamError("the stream ended before DashScope sent a finish_reason",
-                              provider=self.provider, request_id=self.request_id)
+            raise StreamError(
+                "the stream ended before DashScope sent a finish_reason",
+                provider=self.provider,
+                request_id=self.request_id,
+            )
         if self.usage_sent or self.usage is None:
             return []
         # fewer choices finished than n asked for (the model ignored n): the usage goes on its own last chunk
         self.usage_sent = True
-        return [ChatCompletionChunk(self.request_id or "", self.created, self.model, [], self._final_usage(),
-                                    provider=self.provider)]
+        return [
+            ChatCompletionChunk(
+                self.request_id or "", self.created, self.model, [], self._final_usage(), provider=self.provider
+            )
+        ]
 
     def _error(self, data: Any) -> ProviderError:
         err = self.adapter.error_from_payload(None, {}, data)
@@ -424,13 +437,6 @@ def _usage(u: Any) -> Usage | None:
 def _rid(data: dict[str, Any], headers: Mapping[str, str]) -> str | None:
     rid = data.get("request_id") or headers.get("x-request-id")
     return str(rid) if rid else None
-
-
-def _messages(messages: list[Message]) -> list[Message]:
-    """``developer`` → ``system``; other messages travel unchanged (copied only when changed)."""
-    if not any(m.get("role") == "developer" for m in messages):
-        return messages
-    return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
 
 
 def _error_body(body: bytes) -> Any:

@@ -284,6 +284,9 @@ class OpenAIStreamParser(StreamParser):
         self.usage: Usage | None = None
         self.finished = False
         self.done = False
+        rid = req.extra.get("request_id")  # Zhipu echoes a caller's request_id as the stream's id
+        #: the stream's id, given to an error frame that carries none, so every error names its request
+        self.request_id: str | None = str(rid) if rid else None
 
     def event(self, ev: SSEEvent) -> list[ChatCompletionChunk]:
         data = ev.data
@@ -293,15 +296,18 @@ class OpenAIStreamParser(StreamParser):
         if not data.strip():
             return []
         obj = decode_json(data.encode(), provider=self.provider, what="stream event")
-        if not isinstance(obj, dict):
-            raise self.adapter.error_from_payload(None, {}, obj)
-        if "error" in obj and obj["error"]:
-            raise self.adapter.error_from_payload(None, {}, obj)
+        if not isinstance(obj, dict) or obj.get("error"):
+            err = self.adapter.error_from_payload(None, {}, obj)
+            if err.request_id is None:
+                err.request_id = self.request_id
+            raise err
         return self.chunk(obj)
 
     def chunk(self, obj: dict[str, Any]) -> list[ChatCompletionChunk]:
         out: list[ChatCompletionChunk] = []
         rid = obj.get("id")
+        if rid and self.request_id is None:
+            self.request_id = str(rid)
         choices: list[ChunkChoice] = []
         finished = False
         for i, c in enumerate(obj.get("choices") or ()):

@@ -45,12 +45,11 @@ from ..errors import (
     RateLimitError,
     UpstreamServerError,
 )
-from ..sse import SSEEvent
-from ..types import ChatCompletionChunk, ChatRequest, EmbeddingRequest, Message
-from .base import HTTPRequest, ProviderSettings, StreamParser
-from .openai_compat import OpenAICompatAdapter, OpenAISpec, OpenAIStreamParser
+from ..types import ChatRequest, EmbeddingRequest
+from .base import HTTPRequest, ProviderSettings, developer_to_system
+from .openai_compat import OpenAICompatAdapter, OpenAISpec
 
-__all__ = ["ZHIPU_CODES", "ZHIPU_SPEC", "ZhipuAdapter", "ZhipuStreamParser", "sign_jwt"]
+__all__ = ["ZHIPU_CODES", "ZHIPU_SPEC", "ZhipuAdapter", "sign_jwt"]
 
 
 def _codes() -> dict[str, type[ProviderError]]:
@@ -146,8 +145,9 @@ class ZhipuAdapter(OpenAICompatAdapter):
         key = self.require_key()
         key_id, _, secret = key.partition(".")
         if not key_id or not secret:
-            raise ConfigError("zhipu: auth 'jwt' needs an API key of the form '<id>.<secret>' "
-                              "(as the BigModel console gives it)")
+            raise ConfigError(
+                "zhipu: auth 'jwt' needs an API key of the form '<id>.<secret>' (as the BigModel console gives it)"
+            )
         now_ms = int(now * 1000)
         self._token = sign_jwt(key_id, secret, now_ms, int(self.jwt_ttl * 1000))
         self._token_exp = now + self.jwt_ttl
@@ -175,10 +175,7 @@ class ZhipuAdapter(OpenAICompatAdapter):
         if top_p is not None:
             params["top_p"] = min(0.99, max(0.01, top_p))
         # the generic payload renames user → user_id, drops stream_options and lays the extras on top
-        return super().chat_payload(replace(req, messages=_messages(req.messages), params=params))
-
-    def stream_parser(self, req: ChatRequest) -> StreamParser:
-        return ZhipuStreamParser(self, req)
+        return super().chat_payload(replace(req, messages=developer_to_system(req.messages), params=params))
 
     def embed_request(self, req: EmbeddingRequest) -> HTTPRequest:
         # exactly what the caller gave: model, input, dimensions, ... (Zhipu answers with floats)
@@ -190,34 +187,3 @@ class ZhipuAdapter(OpenAICompatAdapter):
             rid = data["error"].get("request_id") or data["error"].get("id")
             err.request_id = str(rid) if rid else None
         return err
-
-
-class ZhipuStreamParser(OpenAIStreamParser):
-    """The OpenAI parser, remembering the stream's request id so a mid-stream error frame (which may carry
-    none) still names the request."""
-
-    def __init__(self, adapter: ZhipuAdapter, req: ChatRequest) -> None:
-        super().__init__(adapter, req)
-        rid = req.extra.get("request_id")
-        self.request_id: str | None = str(rid) if rid else None
-
-    def event(self, ev: SSEEvent) -> list[ChatCompletionChunk]:
-        try:
-            return super().event(ev)
-        except ProviderError as exc:
-            if exc.request_id is None:
-                exc.request_id = self.request_id
-            raise
-
-    def chunk(self, obj: dict[str, Any]) -> list[ChatCompletionChunk]:
-        rid = obj.get("request_id") or obj.get("id")
-        if rid:
-            self.request_id = str(rid)
-        return super().chunk(obj)
-
-
-def _messages(messages: list[Message]) -> list[Message]:
-    """``developer`` → ``system``; other messages travel unchanged (copied only when changed)."""
-    if not any(m.get("role") == "developer" for m in messages):
-        return messages
-    return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
