@@ -1,0 +1,321 @@
+"""What the harness measures: the upstream, and each target (a row of the table) with the server that serves it.
+
+Rows that share a server (``modelway`` and ``modelway-direct``) share one process. A target that cannot run says
+why (``unavailable``) and becomes a clearly skipped row; nothing is ever faked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from . import litellm_env
+from .payloads import MODEL
+from .procs import Child, ProcessTable, free_port, wait_http_ok
+
+__all__ = [
+    "CONTROL_PLANE",
+    "TARGETS",
+    "Context",
+    "Server",
+    "Target",
+    "modelway_config",
+    "modelway_control_plane_config",
+    "start_modelway",
+    "start_server",
+    "start_upstream",
+    "unavailable",
+    "warm_bytecode",
+]
+
+_BENCH_DIR = Path(__file__).resolve().parent
+_REPO = _BENCH_DIR.parent
+_UPSTREAM_KEY = "sk-bench-upstream"
+
+
+@dataclass
+class Context:
+    """What starting a server needs: the process table, a scratch directory, the upstream, the options."""
+
+    procs: ProcessTable
+    work: Path
+    upstream_port: int
+    upstream: Child | None
+    master_key: str = field(default_factory=lambda: "sk-bench-" + secrets.token_hex(16))
+    with_litellm: bool = False
+
+
+@dataclass
+class Server:
+    """A running server: where to send load, whose process tree to measure, how long it took to get ready."""
+
+    port: int
+    pid: int  # root of the measured process tree
+    ready_s: float
+    version: str
+    child: Child | None  # None when owned by someone else (the upstream, for ``direct``)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    server: str  # key of the server that serves this row
+    model: str  # the "model" field the row's requests carry
+    description: str
+
+
+CONTROL_PLANE = "modelway+cp"
+
+TARGETS: list[Target] = [
+    Target("direct", "direct", MODEL, "straight to the fake upstream (the floor)"),
+    Target("nginx", "nginx", MODEL, "nginx proxy_pass, 1 worker, keepalive to the upstream (the pass-through floor)"),
+    Target("minimal", "minimal", MODEL, "Starlette + uvicorn + aiohttp + orjson pass-through (the Python floor)"),
+    Target("modelway", "modelway", MODEL, "modelway serve, defaults, alias bench-model -> openai/bench-model"),
+    Target("modelway-direct", "modelway", "openai/bench-model", "the same server, the model addressed directly"),
+    Target(CONTROL_PLANE, CONTROL_PLANE, MODEL, "modelway + virtual key, rate limit, usage ledger, metrics"),
+    Target("litellm", "litellm", MODEL, f"LiteLLM proxy {litellm_env.LITELLM_VERSION}, 1 worker, no DB"),
+]
+
+
+# -- the upstream ------------------------------------------------------------------------------------------------------
+def start_upstream(procs: ProcessTable, name: str = "upstream", chunk_delay_ms: float = 0.0) -> tuple[Child, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    if chunk_delay_ms:
+        argv += ["--chunk-delay-ms", f"{chunk_delay_ms:g}"]
+    child = procs.spawn(name, argv, env=procs.python_env(), cwd=_REPO)
+    wait_http_ok(child, port, "/health", timeout=15)
+    return child, port
+
+
+_WARM_IMPORTS = (
+    "modelway.server.main",
+    "modelway.cli",
+    "bench.upstream",
+    "bench.minimal_proxy",
+    "uvicorn.main",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.lifespan.on",
+    "uvloop",
+    "httptools",
+)
+
+
+def warm_bytecode(procs: ProcessTable) -> None:
+    """Import everything the Python children run once, so their bytecode is cached before anything is timed."""
+    code = "\n".join(f"import {m}" for m in _WARM_IMPORTS)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=procs.python_env(), cwd=_REPO, capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cannot import the servers' modules:\n{proc.stderr[-2000:]}")
+
+
+# -- availability ------------------------------------------------------------------------------------------------------
+def modelway_control_plane_config(ctx: Context) -> dict[str, object] | None:
+    """The config for the ``modelway+cp`` row: modelway with virtual keys, a rate limit, the usage ledger and metrics.
+
+    HOOK: those features do not exist yet. When they do, return ``modelway_config(ctx)`` extended with them (a
+    virtual key sent by the load instead of the master key, a rate limit far above the load, the ledger writing
+    to SQLite, ``/metrics`` on), and the row is measured like the others.
+    """
+    return None
+
+
+def unavailable(target: Target, ctx: Context) -> str | None:
+    """Why ``target`` cannot run here (a reason shown in its row), or None."""
+    if target.server == "nginx" and _nginx() is None:
+        return "nginx is not installed: apt-get install -y nginx-light"
+    if target.server == CONTROL_PLANE and modelway_control_plane_config(ctx) is None:
+        return "control plane (virtual keys, rate limits, usage ledger, metrics) not implemented yet"
+    if target.server == "litellm" and not ctx.with_litellm:
+        return "opt-in: --with-litellm"
+    return None
+
+
+# -- servers -----------------------------------------------------------------------------------------------------------
+def _nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+
+
+def _nginx_version(exe: str) -> str:
+    out = subprocess.run([exe, "-v"], capture_output=True, text=True).stderr.strip()
+    return out.rpartition("/")[2] if "/" in out else out
+
+
+def _start_direct(ctx: Context) -> Server:
+    assert ctx.upstream is not None
+    return Server(ctx.upstream_port, ctx.upstream.pid, 0.0, "bench.upstream (uvloop Protocol)", None)
+
+
+def _start_nginx(ctx: Context) -> Server:
+    exe = _nginx()
+    assert exe is not None
+    port = free_port()
+    d = ctx.work / "nginx"
+    d.mkdir(exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    upstream bench_upstream {{
+        server 127.0.0.1:{ctx.upstream_port};
+        keepalive 256;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+    )
+    child = ctx.procs.spawn(
+        "nginx", [exe, "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf), "-g", "daemon off;"]
+    )
+    ready = wait_http_ok(child, port, "/health", timeout=15)
+    return Server(port, child.pid, ready, f"nginx {_nginx_version(exe)}", child)
+
+
+def _start_minimal(ctx: Context) -> Server:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.minimal_proxy",
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://127.0.0.1:{ctx.upstream_port}",
+    ]
+    child = ctx.procs.spawn("minimal", argv, env=ctx.procs.python_env(), cwd=_REPO)
+    ready = wait_http_ok(child, port, "/health", timeout=30)
+    return Server(port, child.pid, ready, "starlette + uvicorn + aiohttp", child)
+
+
+def modelway_config(ctx: Context, upstream_port: int | None = None) -> dict[str, object]:
+    """modelway's defaults plus: a master key, the alias ``bench-model`` -> ``openai/bench-model`` at the upstream,
+    and the ``openai`` provider pointed at the upstream so ``openai/bench-model`` works directly too."""
+    base = f"http://127.0.0.1:{upstream_port or ctx.upstream_port}/v1"
+    return {
+        "server": {"host": "127.0.0.1", "master_key": ctx.master_key},
+        "providers": {"openai": {"api_key": _UPSTREAM_KEY, "base_url": base}},
+        "models": [
+            {"name": MODEL, "deployments": [{"model": f"openai/{MODEL}", "api_base": base, "api_key": _UPSTREAM_KEY}]}
+        ],
+    }
+
+
+def _modelway_argv() -> list[str]:
+    exe = Path(sys.executable).parent / "modelway"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from modelway.cli import main; main()"]
+
+
+def _modelway_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"modelway {version('modelway')}"
+    except Exception:
+        return "modelway"
+
+
+def start_modelway(
+    ctx: Context,
+    *,
+    config: dict[str, object] | None = None,
+    workers: int = 1,
+    name: str = "modelway",
+    timeout: float = 30.0,
+) -> Server:
+    """``modelway serve -c <config> --port P --workers N``; ready when ``/health/readiness`` answers 200."""
+    port = free_port()
+    cfg = ctx.work / f"{name}.yaml"
+    cfg.write_bytes(orjson.dumps(config or modelway_config(ctx), option=orjson.OPT_INDENT_2))  # JSON is YAML
+    argv = [*_modelway_argv(), "serve", "-c", str(cfg), "--port", str(port), "--workers", str(workers)]
+    child = ctx.procs.spawn(name, argv, env=ctx.procs.python_env(), cwd=ctx.work)
+    ready = wait_http_ok(child, port, "/health/readiness", timeout=timeout)
+    label = _modelway_version() + (f", {workers} workers" if workers > 1 else "")
+    return Server(port, child.pid, ready, label, child, {"Authorization": f"Bearer {ctx.master_key}"})
+
+
+def _start_control_plane(ctx: Context) -> Server:
+    config = modelway_control_plane_config(ctx)
+    assert config is not None
+    return start_modelway(ctx, config=config, name="modelway-cp")
+
+
+def _start_litellm(ctx: Context) -> Server:
+    version = litellm_env.ensure_litellm(ctx.work / "litellm-pip.log")
+    port = free_port()
+    cfg = ctx.work / "litellm.yaml"
+    base = f"http://127.0.0.1:{ctx.upstream_port}/v1"
+    config = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {"model": f"openai/{MODEL}", "api_base": base, "api_key": _UPSTREAM_KEY},
+            }
+        ],
+        "general_settings": {"master_key": ctx.master_key},
+    }
+    cfg.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LITELLM_", "REDIS_"))}
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
+    argv = [
+        str(litellm_env.litellm_exe()),
+        "--config",
+        str(cfg),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    child = ctx.procs.spawn("litellm", argv, env=env, cwd=ctx.work)
+    headers = {"Authorization": f"Bearer {ctx.master_key}"}
+    ready = wait_http_ok(child, port, "/health/readiness", timeout=180, interval=0.05, headers=headers)
+    return Server(port, child.pid, ready, f"litellm {version}", child, headers)
+
+
+_STARTERS: dict[str, Callable[[Context], Server]] = {
+    "direct": _start_direct,
+    "nginx": _start_nginx,
+    "minimal": _start_minimal,
+    "modelway": start_modelway,
+    CONTROL_PLANE: _start_control_plane,
+    "litellm": _start_litellm,
+}
+
+
+def start_server(key: str, ctx: Context) -> Server:
+    return _STARTERS[key](ctx)
