@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import TypeVar
 
-from .errors import ProviderError
-from .providers.base import Adapter
+from .errors import ModelwayError, ProviderError
+from .providers.base import Adapter, StreamParser
 from .retry import RetryPolicy
-from .sse import SSEDecoder
+from .sse import SSEDecoder, SSEEvent
 from .transport import Transport
 from .types import (
     ChatCompletion,
@@ -23,7 +24,19 @@ from .types import (
     ModelInfo,
 )
 
-__all__ = ["complete", "complete_once", "embed", "list_models", "stream", "stream_once"]
+T = TypeVar("T")
+
+__all__ = [
+    "complete",
+    "complete_once",
+    "embed",
+    "flatten",
+    "list_models",
+    "relay",
+    "stream",
+    "stream_batches",
+    "stream_once",
+]
 
 
 async def complete_once(
@@ -38,8 +51,9 @@ async def complete_once(
 
 async def stream_once(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
-) -> AsyncGenerator[ChatCompletionChunk, None]:
-    """One streaming chat request, no retry. Closing the iterator closes the upstream connection at once."""
+) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+    """One streaming chat request, no retry: batches of chunks, one batch per network read (so a server can send
+    what arrived together in one write). Closing the iterator closes the upstream connection at once."""
     resp = await transport.stream(adapter.chat_request(req), timeout=timeout)
     try:
         if resp.status >= 400:
@@ -51,16 +65,54 @@ async def stream_once(
         parser = adapter.stream_parser(req)
         decoder = SSEDecoder()
         async for data in resp.iter_bytes():
-            for ev in decoder.feed(data):
-                for chunk in parser.event(ev):
-                    yield chunk
-        for ev in decoder.flush():
-            for chunk in parser.event(ev):
-                yield chunk
-        for chunk in parser.close():
-            yield chunk
+            batch, error = _parse(parser, decoder.feed(data))
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+        batch, error = _parse(parser, decoder.flush())
+        if error is None:
+            try:
+                batch += parser.close()
+            except ModelwayError as exc:
+                error = exc
+        if batch:
+            yield batch
+        if error is not None:
+            raise error
     finally:
         await resp.aclose()
+
+
+def _parse(parser: StreamParser, events: list[SSEEvent]) -> tuple[list[ChatCompletionChunk], ModelwayError | None]:
+    """The chunks of some events, and the error an event raised: what came before an error is never lost."""
+    batch: list[ChatCompletionChunk] = []
+    event = parser.event
+    for ev in events:
+        try:
+            batch += event(ev)
+        except ModelwayError as exc:
+            return batch, exc
+    return batch, None
+
+
+async def relay(first: T, it: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
+    """``first``, then the rest of ``it``; ``it`` is closed however the consumer stops."""
+    try:
+        yield first
+        async for item in it:
+            yield item
+    finally:
+        await it.aclose()
+
+
+async def flatten(batches: AsyncGenerator[list[T], None]) -> AsyncGenerator[T, None]:
+    try:
+        async for batch in batches:
+            for item in batch:
+                yield item
+    finally:
+        await batches.aclose()
 
 
 async def _retrying(policy: RetryPolicy, attempt: int, error: BaseException) -> bool:
@@ -83,10 +135,10 @@ async def complete(
             attempt += 1
 
 
-async def stream(
+async def stream_batches(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
-) -> AsyncGenerator[ChatCompletionChunk, None]:
-    """Stream with retries before the first chunk (the stream has not committed to the caller until then)."""
+) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+    """Batches of chunks, retried before the first one (the stream has not committed to the caller until then)."""
     attempt = 0
     while True:
         it = stream_once(transport, adapter, req, timeout=timeout)
@@ -103,13 +155,16 @@ async def stream(
         except BaseException:
             await it.aclose()
             raise
-        try:
-            yield first
-            async for chunk in it:
-                yield chunk
-        finally:
-            await it.aclose()
+        async for batch in relay(first, it):
+            yield batch
         return
+
+
+def stream(
+    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
+) -> AsyncGenerator[ChatCompletionChunk, None]:
+    """Chunks one by one, retried before the first one."""
+    return flatten(stream_batches(transport, adapter, req, timeout=timeout, retry=retry))
 
 
 async def embed(

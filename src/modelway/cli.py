@@ -222,6 +222,8 @@ def serve(
         "http": "httptools",
         "access_log": level == "debug",
         "lifespan": "on",
+        # the gateway does not use the client address: skip uvicorn's X-Forwarded-* rewriting on every request
+        "proxy_headers": False,
     }
     try:
         import uvloop  # noqa: F401

@@ -6,19 +6,26 @@ client (or per gateway process), shared by every provider and every key. Adapter
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 from .errors import ProviderConnectionError, ProviderTimeoutError, StreamError
 from .providers.base import HTTPRequest
 
 __all__ = ["Response", "StreamResponse", "Transport"]
 
-_CHUNK = 65536
+
+def _aiohttp() -> ModuleType:
+    """aiohttp, imported on first use: importing it costs ~150 ms (it builds SSL contexts), which ``import modelway``
+    should not pay."""
+    import aiohttp
+
+    return aiohttp
 
 
 @dataclass(slots=True)
@@ -31,9 +38,10 @@ class Response:
 class StreamResponse:
     """An open streaming response. Iterate ``iter_bytes()``; ``aclose()`` releases the connection at once."""
 
-    __slots__ = ("_resp", "_timeout", "provider", "status", "headers")
+    __slots__ = ("_aio", "_resp", "_timeout", "provider", "status", "headers")
 
     def __init__(self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None) -> None:
+        self._aio = _aiohttp()
         self._resp = resp
         self._timeout = timeout
         self.provider = provider
@@ -47,7 +55,7 @@ class StreamResponse:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, self.provider, reading=True) from exc
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
@@ -58,7 +66,7 @@ class StreamResponse:
                 if not data:
                     return
                 yield data
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, self.provider, reading=True) from exc
 
     async def aclose(self) -> None:
@@ -89,10 +97,13 @@ class Transport:
         self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._aio = _aiohttp()
+        self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         s = self._session
         if s is None or s.closed:
+            aiohttp = self._aio
             connector = aiohttp.TCPConnector(
                 limit=self._limit,
                 limit_per_host=self._limit_per_host,
@@ -108,14 +119,20 @@ class Transport:
         return s
 
     def _timeout(self, timeout: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
+        t = self._timeouts.get((timeout, stream))
+        if t is None:
+            t = self._timeouts[(timeout, stream)] = self._make_timeout(timeout, stream=stream)
+        return t
+
+    def _make_timeout(self, timeout: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
+        from aiohttp import ClientTimeout
+
         if timeout is None:
-            return aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
+            return ClientTimeout(total=None, sock_connect=self._connect_timeout)
         if stream:
             # a stream may run long: bound the wait for the first byte and every gap between reads
-            return aiohttp.ClientTimeout(
-                total=None, sock_connect=min(timeout, self._connect_timeout), sock_read=timeout
-            )
-        return aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
+            return ClientTimeout(total=None, sock_connect=min(timeout, self._connect_timeout), sock_read=timeout)
+        return ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
 
     async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
         """Send a request and read the whole body."""
@@ -126,7 +143,7 @@ class Transport:
             ) as resp:
                 body = await resp.read()
                 return Response(resp.status, _lower(resp.headers), body)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
 
     async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
@@ -136,7 +153,7 @@ class Transport:
             resp = await session.request(
                 req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=True)
             )
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
         return StreamResponse(resp, req.provider, timeout)
 
@@ -157,7 +174,9 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 def _map(
     exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
 ) -> ProviderConnectionError | ProviderTimeoutError | StreamError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    aiohttp = _aiohttp()
+    aiohttp = _aiohttp()
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         what = "stopped sending" if reading else "did not answer"
         limit = f" within {timeout:g}s" if timeout else ""
         return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)

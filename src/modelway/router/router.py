@@ -103,12 +103,12 @@ class Router:
                 self._failed(dep, exc, attempts)
         raise self._give_up(model, attempts)
 
-    async def stream(self, model: str, req: ChatRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """Chunks of the first deployment that produced one; earlier failures fail over silently."""
+    async def stream(self, model: str, req: ChatRequest) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+        """Batches of chunks from the first deployment that produced one; earlier failures fail over silently."""
         group = self.group(model)
         attempts: list[ModelwayError] = []
         for dep in group.order():
-            it = calls.stream(
+            it = calls.stream_batches(
                 self.transport,
                 dep.adapter,
                 self._request_for(dep, group, req),
@@ -126,12 +126,8 @@ class Router:
             except BaseException:
                 await it.aclose()
                 raise
-            try:
-                yield first
-                async for chunk in it:
-                    yield chunk
-            finally:
-                await it.aclose()
+            async for batch in calls.relay(first, it):
+                yield batch
             return
         raise self._give_up(model, attempts)
 

@@ -5,6 +5,7 @@ Plain ASGI (no framework) keeps the per-request cost low; uvicorn serves it (``m
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,10 @@ class GatewayApp:
         for hook in self.on_startup:
             await hook(self)
         self.gateway = Gateway(self.config, self.env)
+        # everything built so far lives as long as the process: move it out of the collector's way, so that full
+        # collections stay short (they stall every request in flight)
+        gc.collect()
+        gc.freeze()
         self.ready = True
 
     async def shutdown(self) -> None:

@@ -8,7 +8,6 @@ finish reasons are mapped to the values the client accepts (``stop``, ``length``
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -77,7 +76,7 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     stream = bool(data.get("stream", False))
     incremental = data.get("incremental", True) is not False
     creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
-    conv_id = data.get("conv_uid") or uuid.uuid4().hex
+    conv_id = data.get("conv_uid") or req.request_id
     if not stream:
         resp = await gw.router.complete(model, creq)
         usage = resp.usage or Usage()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import struct
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -53,17 +52,18 @@ class ChunkRenderer:
     OpenAI sends it (with ``include_usage``: ``"usage": null`` on every chunk, then a ``choices: []`` usage chunk;
     without it: no usage at all)."""
 
-    __slots__ = ("model", "include_usage", "id", "created")
+    __slots__ = ("model", "include_usage", "id", "created", "request_id")
 
     def __init__(self, model: str, include_usage: bool, request_id: str) -> None:
         self.model = model
         self.include_usage = include_usage
         self.id: str | None = None
+        self.request_id = request_id
         self.created = int(time.time())
 
     def __call__(self, chunk: ChatCompletionChunk) -> bytes:
         if self.id is None:
-            self.id = chunk.id or f"chatcmpl-{uuid.uuid4().hex}"
+            self.id = chunk.id or f"chatcmpl-{self.request_id}"
         base = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
         out = b""
         if chunk.choices:

@@ -9,7 +9,7 @@ closed in ``finally``, which closes the upstream connection at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from ..errors import ModelwayError
 from ..types import ChatCompletionChunk
@@ -31,7 +31,7 @@ async def _watch(receive: Receive, task: asyncio.Task[None], fired: list[bool]) 
 async def stream_sse(
     req: Request,
     send: Send,
-    chunks: AsyncIterator[ChatCompletionChunk],
+    batches: AsyncGenerator[list[ChatCompletionChunk], None],
     render: Callable[[ChatCompletionChunk], bytes],
     *,
     done: bytes | None = b"data: [DONE]\n\n",
@@ -42,7 +42,7 @@ async def stream_sse(
     watcher = asyncio.create_task(_watch(req.receive, task, fired)) if not req.disconnected else None
     try:
         try:
-            first = await chunks.__anext__()
+            first = await batches.__anext__()
         except StopAsyncIteration:
             first = None
         except ModelwayError as exc:
@@ -51,12 +51,13 @@ async def stream_sse(
             return
         await start_sse(send, request_id=req.request_id)
         if first is not None:
-            body = render(first)
+            # one write per upstream read: the chunks that arrived together leave together
+            body = b"".join([render(c) for c in first])
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             try:
-                async for chunk in chunks:
-                    body = render(chunk)
+                async for batch in batches:
+                    body = b"".join([render(c) for c in batch])
                     if body:
                         await send({"type": "http.response.body", "body": body, "more_body": True})
             except ModelwayError as exc:
@@ -70,6 +71,4 @@ async def stream_sse(
     finally:
         if watcher is not None:
             watcher.cancel()
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await batches.aclose()
