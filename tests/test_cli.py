@@ -75,6 +75,23 @@ def test_providers_lists_credentials() -> None:
     assert "no key needed" in lines["ollama"]
 
 
+def test_models_lists_what_the_environment_enables() -> None:
+    r = CliRunner(env={"ZHIPUAI_API_KEY": "a.b", "DASHSCOPE_API_KEY": "", "OPENAI_API_KEY": ""}).invoke(
+        main, ["models"]
+    )
+    assert r.exit_code == 0
+    ids = r.stdout.split()
+    assert "zhipu/glm-4-flash" in ids and not any(i.startswith("dashscope/") for i in ids)
+
+
+def test_models_of_a_gateway() -> None:
+    from modelway.testing import OpenAISimulator
+
+    with OpenAISimulator(models=["m1", "m2"]) as sim:
+        r = CliRunner().invoke(main, ["models", "--base-url", sim.base_url, "--api-key", sim.api_key])
+    assert r.exit_code == 0 and r.stdout.split() == ["m1", "m2"]
+
+
 def test_serve_refuses_an_invalid_config_naming_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("models:\n  - name: x\n    deployments:\n      - model: zhipu/glm-4\n        weight: -1\n")

@@ -235,6 +235,28 @@ def serve(
 
 
 @main.command()
+@click.option(
+    "--base-url", envvar="MODELWAY_BASE_URL", help="List a gateway's models (or any OpenAI-compatible server's)."
+)
+@click.option("--api-key", envvar="MODELWAY_API_KEY", help="Key for --base-url (env MODELWAY_API_KEY).")
+def models(base_url: str | None, api_key: str | None) -> None:
+    """List the models you can call: a gateway's (with --base-url), else the known models of every provider whose
+    key is in the environment, as provider/model."""
+    from .client import Client
+
+    try:
+        with Client(**({"base_url": base_url, "api_key": api_key} if base_url else {})) as client:
+            found = client.models()
+    except ModelwayError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    if not found:
+        click.echo("no models: no provider key found in the environment (see `modelway providers`)", err=True)
+    for m in found:
+        click.echo(m.id)
+
+
+@main.command()
 def providers() -> None:
     """List the providers modelway speaks, and whether their credentials were found in the environment."""
     from .providers import PROVIDERS
