@@ -24,13 +24,17 @@ On an exception ``result`` holds what was returned or yielded before it (a strea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx  # the client's own HTTP library, installed with it
-from dbgpt_client import Client
+# stdout carries only the result: the client's import chain prints to it (dbgpt/configs says "Setting random seed
+# to 42" when CI is set or pytest is loaded), so everything before the result goes to stderr
+with contextlib.redirect_stdout(sys.stderr):
+    import httpx  # the client's own HTTP library, installed with it
+    from dbgpt_client import Client
 
 
 class _Tee(httpx.AsyncByteStream):
@@ -99,7 +103,8 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     job = json.loads(argv[1] if len(argv) > 1 else sys.stdin.read())
-    result = asyncio.run(run(job))
+    with contextlib.redirect_stdout(sys.stderr):
+        result = asyncio.run(run(job))
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
     return 0
 
