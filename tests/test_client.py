@@ -4,6 +4,8 @@ errors and faults, and regression tests for the seed code's bugs (shared/referen
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -306,6 +308,32 @@ class TestSeedBugs:
             client.embed("zhipu/embedding-3", "hi")
         tokens = {r.headers["authorization"] for r in sim.requests}
         assert len(tokens) == 1 and all(r.auth_kind == "jwt" for r in sim.requests)
+
+    def test_unclosed_client_exits_cleanly(self) -> None:  # seed bug 7 (atexit + closed event loop)
+        script = (
+            "import modelway\n"
+            "from modelway.testing import OpenAISimulator\n"
+            "sim = OpenAISimulator().start()\n"
+            "c = modelway.Client(providers={'openai': {'api_key': sim.api_key, 'base_url': sim.base_url}})\n"
+            "print(c.chat('openai/m', 'bye').content)\n"
+            "for _ in c.chat('openai/m', 'x', stream=True): break\n"  # an abandoned stream too
+            "sim.stop()\n"  # the client is never closed
+        )
+        proc = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "You said: bye\n"
+        assert "Exception ignored" not in proc.stderr and "Event loop is closed" not in proc.stderr, proc.stderr
+        assert "Unclosed" not in proc.stderr, proc.stderr
+
+    @pytest.mark.parametrize(("provider", "cls"), [("zhipu", ZhipuSimulator), ("dashscope", DashScopeSimulator)])
+    def test_the_requested_model_is_the_one_sent(self, provider: str, cls: type[BaseSimulator]) -> None:  # bug 11
+        with (
+            cls() as sim,
+            modelway.Client(providers={provider: {"api_key": sim.api_key, "base_url": sim.base_url}}) as client,
+        ):
+            client.chat(f"{provider}/glm-4-plus-or-qwen-max", "hi")
+            list(client.chat(f"{provider}/second-model", "hi", stream=True))
+        assert [r.json["model"] for r in sim.requests] == ["glm-4-plus-or-qwen-max", "second-model"]
 
     def test_system_role_accepted_by_zhipu(self) -> None:  # seed bug 9
         with (
