@@ -1,7 +1,8 @@
 """One request to one adapter over the shared transport: send, parse, raise typed errors — with retries.
 
-Used by the library clients and by the gateway's router alike. Streams are retried only until their first
-chunk was produced; after that an upstream failure raises where it happened.
+Used by the library clients and by the gateway's router alike. Streams are retried only until they commit (their
+first chunk with output); after that an upstream failure raises where it happened. Parsers' surprises on payloads of
+an unexpected shape become :class:`~modelway.errors.StreamError`, never an untyped exception.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import TypeVar
 
-from .errors import ModelwayError, ProviderError
+from .errors import ModelwayError, ProviderError, ProviderTimeoutError, StreamError
 from .providers.base import Adapter, StreamParser
 from .retry import RetryPolicy
 from .sse import SSEDecoder, SSEEvent
@@ -26,13 +27,21 @@ from .types import (
 
 T = TypeVar("T")
 
+#: what a parser raises on a well-formed JSON document of an unexpected shape (a list where an object was due, ...)
+_SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError)
+
+
+def _shape_error(exc: BaseException, provider: str, payload: bytes | str) -> StreamError:
+    snippet = payload[:200] if isinstance(payload, str) else payload[:200].decode("utf-8", errors="replace")
+    return StreamError(f"unexpected response from the provider ({exc!r}): {snippet!r}", provider=provider)
+
 __all__ = [
     "complete",
     "complete_once",
     "embed",
     "flatten",
     "list_models",
-    "relay",
+    "open_stream",
     "stream",
     "stream_batches",
     "stream_once",
@@ -46,7 +55,10 @@ async def complete_once(
     resp = await transport.send(adapter.chat_request(req), timeout=timeout)
     if resp.status >= 400:
         raise adapter.parse_error(resp.status, resp.headers, resp.body)
-    return adapter.parse_chat(resp.body, resp.headers, req)
+    try:
+        return adapter.parse_chat(resp.body, resp.headers, req)
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(exc, adapter.name, resp.body) from exc
 
 
 async def stream_once(
@@ -93,17 +105,52 @@ def _parse(parser: StreamParser, events: list[SSEEvent]) -> tuple[list[ChatCompl
             batch += event(ev)
         except ModelwayError as exc:
             return batch, exc
+        except _SHAPE_ERRORS as exc:
+            return batch, _shape_error(exc, parser.provider, ev.data)
     return batch, None
 
 
-async def relay(first: T, it: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
-    """``first``, then the rest of ``it``; ``it`` is closed however the consumer stops."""
+def _has_output(chunk: ChatCompletionChunk) -> bool:
+    """Whether a chunk commits a stream: text, reasoning, a tool call, a finish reason or usage (an opening
+    ``{"role": "assistant", "content": ""}`` chunk does not)."""
+    if chunk.usage is not None:
+        return True
+    for c in chunk.choices:
+        d = c.delta
+        if c.finish_reason is not None or d.content or d.reasoning_content or d.tool_calls:
+            return True
+    return False
+
+
+async def open_stream(
+    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
+) -> tuple[list[ChatCompletionChunk], AsyncGenerator[list[ChatCompletionChunk], None]]:
+    """Start a stream and read it up to its commit point, the first chunk with output.
+
+    Returns the chunks read so far and the iterator of the rest (the caller must close it). Until the commit point
+    nothing has reached the caller, so an error raised here may be retried or failed over: the provider's own
+    errors, :class:`~modelway.errors.ProviderTimeoutError` when no output came within ``timeout`` (keep-alive
+    comments do not count), :class:`~modelway.errors.StreamError` when the stream ended with no output at all.
+    """
+    it = stream_once(transport, adapter, req, timeout=timeout)
+    held: list[ChatCompletionChunk] = []
     try:
-        yield first
-        async for item in it:
-            yield item
-    finally:
+        async with asyncio.timeout(timeout):
+            async for batch in it:
+                held += batch
+                if any(_has_output(c) for c in batch):
+                    return held, it
+    except ModelwayError:
         await it.aclose()
+        raise
+    except TimeoutError as exc:  # the deadline above (a provider timeout is a ModelwayError, handled first)
+        await it.aclose()
+        raise ProviderTimeoutError(f"no output from the provider within {timeout:g}s", provider=adapter.name) from exc
+    except BaseException:
+        await it.aclose()
+        raise
+    await it.aclose()
+    raise StreamError("the provider ended the stream without any output", provider=adapter.name)
 
 
 async def flatten(batches: AsyncGenerator[list[T], None]) -> AsyncGenerator[T, None]:
@@ -138,25 +185,23 @@ async def complete(
 async def stream_batches(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
 ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
-    """Batches of chunks, retried before the first one (the stream has not committed to the caller until then)."""
+    """Batches of chunks, retried until the stream commits (see :func:`open_stream`): the caller sees nothing of a
+    failed attempt. Closing this iterator closes the upstream connection at once."""
     attempt = 0
     while True:
-        it = stream_once(transport, adapter, req, timeout=timeout)
         try:
-            first = await it.__anext__()
-        except StopAsyncIteration:
-            return
+            held, it = await open_stream(transport, adapter, req, timeout=timeout)
         except ProviderError as exc:
-            await it.aclose()
             if not await _retrying(retry, attempt, exc):
                 raise
             attempt += 1
             continue
-        except BaseException:
+        try:
+            yield held
+            async for batch in it:
+                yield batch
+        finally:
             await it.aclose()
-            raise
-        async for batch in relay(first, it):
-            yield batch
         return
 
 
@@ -176,7 +221,10 @@ async def embed(
             resp = await transport.send(adapter.embed_request(req), timeout=timeout)
             if resp.status >= 400:
                 raise adapter.parse_error(resp.status, resp.headers, resp.body)
-            return adapter.parse_embed(resp.body, resp.headers, req)
+            try:
+                return adapter.parse_embed(resp.body, resp.headers, req)
+            except _SHAPE_ERRORS as exc:
+                raise _shape_error(exc, adapter.name, resp.body) from exc
         except ProviderError as exc:
             if not await _retrying(retry, attempt, exc):
                 raise
@@ -188,4 +236,7 @@ async def list_models(transport: Transport, adapter: Adapter, *, timeout: float 
     resp = await transport.send(adapter.models_request(), timeout=timeout)
     if resp.status >= 400:
         raise adapter.parse_error(resp.status, resp.headers, resp.body)
-    return adapter.parse_models(resp.body)
+    try:
+        return adapter.parse_models(resp.body)
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(exc, adapter.name, resp.body) from exc

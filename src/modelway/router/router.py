@@ -126,8 +126,12 @@ class Router:
             except BaseException:
                 await it.aclose()
                 raise
-            async for batch in calls.relay(first, it):
-                yield batch
+            try:
+                yield first
+                async for batch in it:
+                    yield batch
+            finally:
+                await it.aclose()  # also when the consumer stops early: the upstream closes now, not at GC
             return
         raise self._give_up(model, attempts)
 
