@@ -194,6 +194,19 @@ class TestRetries:
             assert r.content == "You said: hi" and len(sim.requests) == 3
             assert time.monotonic() - t0 >= 0.3
 
+    def test_a_long_retry_after_is_not_waited_for(self) -> None:
+        with (
+            ZhipuSimulator() as sim,
+            modelway.Client(
+                providers={"zhipu": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=3
+            ) as client,
+        ):
+            sim.push(Fault.http(429, retry_after=90))
+            t0 = time.monotonic()
+            with pytest.raises(errors.RateLimitError) as ei:
+                client.chat("zhipu/glm-4-flash", "hi")
+            assert time.monotonic() - t0 < 5 and len(sim.requests) == 1 and ei.value.retry_after == 90
+
     def test_stream_retried_before_first_chunk_only(self) -> None:
         with (
             OpenAISimulator() as sim,

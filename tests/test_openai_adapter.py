@@ -304,3 +304,45 @@ class TestErrors:
         assert err.code == code and err.status_code == status and err.provider == name
         assert err.request_id == "req-9" and err.retry_after == 3.0
         assert err.message
+
+
+class TestLogprobs:
+    def test_logprobs_pass_through(self) -> None:
+        lp = {"content": [{"token": "hi", "logprob": -0.1, "top_logprobs": []}]}
+        body = orjson.dumps(
+            {
+                "id": "c",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "hi"},
+                        "logprobs": lp,
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+        req = chat_request("m", "hi", params={"logprobs": True, "top_logprobs": 2})
+        http = adapter().chat_request(req)
+        assert orjson.loads(http.body or b"")["top_logprobs"] == 2
+        r = adapter().parse_chat(body, {}, req)
+        assert r.choices[0].logprobs == lp and r.to_dict()["choices"][0]["logprobs"] == lp
+        raw = sse(
+            {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "logprobs": lp, "finish_reason": "stop"}]}
+        )
+        chunks = run_stream(adapter(), chat_request("m", "hi", stream=True), raw)
+        assert chunks[-1].choices[0].logprobs == lp and chunks[-1].to_dict()["choices"][0]["logprobs"] == lp
+
+    def test_n_choices_must_all_finish_when_the_stream_closes_without_done(self) -> None:
+        raw = sse(
+            {
+                "id": "c",
+                "choices": [
+                    {"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"},
+                    {"index": 1, "delta": {"content": "b"}},
+                ],
+            },
+            done=False,
+        )
+        with pytest.raises(errors.StreamError):
+            run_stream(adapter(), chat_request("m", "hi", stream=True, params={"n": 2}), raw)

@@ -195,9 +195,16 @@ class Choice:
     index: int
     message: ChatMessage
     finish_reason: str | None = None
+    #: the provider's log probabilities, as it sent them (when the caller asked with ``logprobs``)
+    logprobs: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "message": self.message.to_dict(), "finish_reason": self.finish_reason}
+        return {
+            "index": self.index,
+            "message": self.message.to_dict(),
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason,
+        }
 
 
 @dataclass(slots=True)
@@ -282,9 +289,13 @@ class ChunkChoice:
     index: int
     delta: Delta
     finish_reason: str | None = None
+    logprobs: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "delta": self.delta.to_dict(), "finish_reason": self.finish_reason}
+        d: dict[str, Any] = {"index": self.index, "delta": self.delta.to_dict(), "finish_reason": self.finish_reason}
+        if self.logprobs is not None:
+            d["logprobs"] = self.logprobs
+        return d
 
 
 @dataclass(slots=True)

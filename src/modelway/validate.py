@@ -35,7 +35,7 @@ def normalize_messages(messages: str | list[Message] | Any) -> list[Message]:
         if not isinstance(m, Mapping):
             raise InvalidRequestError(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = m.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise InvalidRequestError(
                 f"messages[{i}].role must be one of system, user, assistant, tool (got {role!r})",
                 param=f"messages[{i}].role",
@@ -64,8 +64,12 @@ def _check_params(params: Mapping[str, Any]) -> None:
     ):
         raise InvalidRequestError("stop must be a string or a list of strings", param="stop")
     tools = params.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise InvalidRequestError("tools must be a list", param="tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, Mapping) for t in tools)):
+        raise InvalidRequestError("tools must be a list of objects", param="tools")
+    for name in ("stream_options", "response_format", "logit_bias"):
+        v = params.get(name)
+        if v is not None and not isinstance(v, Mapping):
+            raise InvalidRequestError(f"{name} must be an object", param=name)
 
 
 def chat_request(

@@ -169,9 +169,7 @@ class TestRequest:
         assert body["parameters"] == {"result_format": "message", "incremental_output": True}
 
     def test_caller_may_ask_cumulative_and_text_format(self) -> None:
-        req = ChatRequest(
-            "qwen-plus", [], stream=True, extra={"incremental_output": False, "result_format": "text"}
-        )
+        req = ChatRequest("qwen-plus", [], stream=True, extra={"incremental_output": False, "result_format": "text"})
         assert body_of(req)["parameters"] == {"result_format": "text", "incremental_output": False}
 
     def test_max_completion_tokens(self) -> None:
@@ -188,9 +186,7 @@ class TestRequest:
         assert "X-DashScope-WorkSpace" not in make().chat_request(ChatRequest("qwen-plus", [])).headers
 
     def test_base_url_override(self) -> None:
-        a = DashScopeAdapter(
-            ProviderSettings(api_key=KEY, base_url="https://dashscope-intl.aliyuncs.com/api/v1/")
-        )
+        a = DashScopeAdapter(ProviderSettings(api_key=KEY, base_url="https://dashscope-intl.aliyuncs.com/api/v1/"))
         url = a.chat_request(ChatRequest("qwen-plus", [])).url
         assert url == "https://dashscope-intl.aliyuncs.com/api/v1/services/aigc/text-generation/generation"
 
@@ -425,9 +421,7 @@ class TestStream:
         assert (ei.value.code, ei.value.request_id) == ("Throttling.RateQuota", RID)
 
     def test_data_frame_with_code_and_no_output_is_an_error(self) -> None:
-        raw = frame(
-            1, {"code": "InternalError.Algo", "message": "inference failed", "request_id": "x1"}
-        ).encode()
+        raw = frame(1, {"code": "InternalError.Algo", "message": "inference failed", "request_id": "x1"}).encode()
         with pytest.raises(UpstreamServerError) as ei:
             feed(REQ, raw)
         assert (ei.value.code, ei.value.request_id) == ("InternalError.Algo", "x1")
@@ -451,18 +445,14 @@ class TestStream:
         def f(i: int, text: str, fr: str, out: int) -> dict[str, Any]:
             return {
                 "output": {
-                    "choices": [
-                        {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": fr}
-                    ]
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": fr}]
                 },
                 "usage": {"input_tokens": 10, "output_tokens": out, "total_tokens": 10 + out},
                 "request_id": RID,
             }
 
         req = ChatRequest("qwen-plus", [], stream=True, params={"n": 2})
-        chunks = feed(
-            req, stream(f(0, "A", "null", 1), f(1, "B", "null", 1), f(0, "", "stop", 2), f(1, "", "stop", 3))
-        )
+        chunks = feed(req, stream(f(0, "A", "null", 1), f(1, "B", "null", 1), f(0, "", "stop", 2), f(1, "", "stop", 3)))
         assert [c.usage is not None for c in chunks] == [False, False, False, True]
         u = chunks[-1].usage
         assert u is not None and (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (10, 5, 15)
@@ -488,9 +478,7 @@ class TestCumulativeGuard:
 
     def test_long_text_tail_check(self) -> None:
         a = "甲" * 100
-        chunks = feed(
-            CUMULATIVE, stream(msg_frame(a), msg_frame(a + "乙"), msg_frame(a + "乙", finish="stop"))
-        )
+        chunks = feed(CUMULATIVE, stream(msg_frame(a), msg_frame(a + "乙"), msg_frame(a + "乙", finish="stop")))
         assert text_of(chunks) == a + "乙"
 
     def test_rewritten_text_raises(self) -> None:

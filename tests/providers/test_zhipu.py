@@ -110,9 +110,7 @@ class TestRequest:
 
     def test_system_message_is_sent_not_rejected(self) -> None:
         # seed bug: DB-GPT's Zhipu client raised on any system message
-        req = ChatRequest(
-            "glm-4-flash", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-        )
+        req = ChatRequest("glm-4-flash", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
         assert body_of(make(), req)["messages"][0] == {"role": "system", "content": "be brief"}
 
     def test_developer_role_becomes_system_without_mutating_caller(self) -> None:
@@ -181,9 +179,7 @@ class TestRequest:
 
     def test_base_url_override_and_trailing_slash(self) -> None:
         a = ZhipuAdapter(ProviderSettings(api_key=KEY, base_url="https://api.z.ai/api/paas/v4/"))
-        assert (
-            a.chat_request(ChatRequest("glm-4.6", [])).url == "https://api.z.ai/api/paas/v4/chat/completions"
-        )
+        assert a.chat_request(ChatRequest("glm-4.6", [])).url == "https://api.z.ai/api/paas/v4/chat/completions"
 
     def test_class_attributes(self) -> None:
         assert ZhipuAdapter.name == "zhipu"
@@ -352,9 +348,7 @@ class TestParseChat:
             "id": "r1",
             "created": 1,
             "model": "glm-4-flash",
-            "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "你好"}}
-            ],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "你好"}}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         }
         resp = make().parse_chat(orjson.dumps(body), {}, ChatRequest("glm-4-flash", []))
@@ -496,9 +490,7 @@ class TestStream:
             },
             {
                 "id": "t",
-                "choices": [
-                    {"index": 0, "finish_reason": "tool_calls", "delta": {"role": "assistant", "content": ""}}
-                ],
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "delta": {"role": "assistant", "content": ""}}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
             },
             "[DONE]",
@@ -657,6 +649,4 @@ class TestEmbeddings:
 
     def test_error_body_on_200(self) -> None:
         with pytest.raises(AuthenticationError):
-            make().parse_embed(
-                b'{"error":{"code":"1001","message":"no"}}', {}, EmbeddingRequest("embedding-3", "a")
-            )
+            make().parse_embed(b'{"error":{"code":"1001","message":"no"}}', {}, EmbeddingRequest("embedding-3", "a"))

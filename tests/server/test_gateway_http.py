@@ -43,6 +43,51 @@ class TestErrors:
         status, _, body = await post(gateway, "/v1/chat/completions", chat(messages=[{"role": "bot", "content": "x"}]))
         assert status == 400 and body["error"]["param"] == "messages[0].role"
 
+    @pytest.mark.parametrize(
+        ("path", "body", "param"),
+        [
+            (
+                "/v1/chat/completions",
+                {"model": "gpt", "stream": True, "stream_options": "x", "messages": [{"role": "user", "content": "x"}]},
+                "stream_options",
+            ),
+            (
+                "/v1/chat/completions",
+                {"model": "gpt", "messages": [{"role": ["user"], "content": "x"}]},
+                "messages[0].role",
+            ),
+            (
+                "/v1/chat/completions",
+                {"model": "gpt", "tools": ["f"], "messages": [{"role": "user", "content": "x"}]},
+                "tools",
+            ),
+            ("/api/v2/chat/completions", {"model": "gpt", "messages": "x", "stream": "false"}, "stream"),
+        ],
+    )
+    async def test_malformed_fields_are_400_not_500(
+        self, gateway: RunningGateway, path: str, body: dict[str, Any], param: str
+    ) -> None:
+        status, _, resp = await post(gateway, path, body)
+        assert status == 400 and resp["error"]["param"] == param
+
+    async def test_embeddings_on_a_chat_only_provider_is_400(
+        self, start_gateway: Callable[[dict[str, Any]], RunningGateway]
+    ) -> None:
+        gw = start_gateway(
+            {
+                "models": [
+                    {
+                        "name": "kimi",
+                        "deployments": [
+                            {"model": "moonshot/moonshot-v1-8k", "api_key": "sk-x", "api_base": "http://127.0.0.1:9/v1"}
+                        ],
+                    }
+                ]
+            }
+        )
+        status, _, body = await post(gw, "/v1/embeddings", {"model": "kimi", "input": "x"})
+        assert status == 400 and body["error"]["code"] == "embeddings_not_supported"
+
     async def test_body_over_limit_is_413(
         self, start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator
     ) -> None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ..errors import ConfigError, ProviderError, StreamError, error_for_status
+from ..errors import ConfigError, InvalidRequestError, ProviderError, StreamError, error_for_status
 from ..sse import SSEEvent
 from ..types import (
     ChatCompletion,
@@ -170,10 +170,14 @@ class Adapter(ABC):
 
     # -- embeddings -----------------------------------------------------------------------------
     def embed_request(self, req: EmbeddingRequest) -> HTTPRequest:
-        raise ConfigError(f"provider {self.name!r} does not serve embeddings in modelway")
+        raise InvalidRequestError(
+            f"provider {self.name!r} does not serve embeddings", param="model", code="embeddings_not_supported"
+        )
 
     def parse_embed(self, body: bytes, headers: Mapping[str, str], req: EmbeddingRequest) -> EmbeddingResponse:
-        raise ConfigError(f"provider {self.name!r} does not serve embeddings in modelway")
+        raise InvalidRequestError(
+            f"provider {self.name!r} does not serve embeddings", param="model", code="embeddings_not_supported"
+        )
 
     # -- models ---------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

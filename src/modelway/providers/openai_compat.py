@@ -171,6 +171,7 @@ class OpenAICompatAdapter(Adapter):
                         reasoning_content=msg.get("reasoning_content"),
                     ),
                     finish_reason=self.finish(c.get("finish_reason"), request_id=request_id),
+                    logprobs=c.get("logprobs"),
                 )
             )
         usage = data.get("usage")
@@ -282,7 +283,10 @@ class OpenAIStreamParser(StreamParser):
         self.model = req.model
         self.held: ChatCompletionChunk | None = None
         self.usage: Usage | None = None
-        self.finished = False
+        #: choices that reached their finish reason; a stream that closes without [DONE] is complete only when
+        #: every requested choice (``n``) finished
+        self.finished: set[int] = set()
+        self.expected = int(req.params.get("n") or 1)
         self.done = False
         rid = req.extra.get("request_id")  # Zhipu echoes a caller's request_id as the stream's id
         #: the stream's id, given to an error frame that carries none, so every error names its request
@@ -317,8 +321,9 @@ class OpenAIStreamParser(StreamParser):
             if isinstance(cu, dict):
                 self.usage = Usage.from_openai(cu)
             fr = self.adapter.finish(c.get("finish_reason"), request_id=str(rid) if rid else None)
-            finished = finished or fr is not None
-            self.finished = self.finished or fr is not None
+            if fr is not None:
+                finished = True
+                self.finished.add(c.get("index", i))
             choices.append(
                 ChunkChoice(
                     index=c.get("index", i),
@@ -329,6 +334,7 @@ class OpenAIStreamParser(StreamParser):
                         tool_calls=[_tool_delta(t, j) for j, t in enumerate(tcs)] if tcs else None,
                     ),
                     finish_reason=fr,
+                    logprobs=c.get("logprobs"),
                 )
             )
         u = obj.get("usage")
@@ -378,7 +384,7 @@ class OpenAIStreamParser(StreamParser):
     def close(self) -> list[ChatCompletionChunk]:
         if self.done:
             return []
-        if self.finished:
+        if len(self.finished) >= self.expected:
             # no [DONE], but every choice finished: some compatible servers just close
             self.done = True
             return self._release()

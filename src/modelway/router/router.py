@@ -75,9 +75,10 @@ class Router:
         if isinstance(exc, BadRequestError):
             raise exc  # the request's fault: every deployment would refuse it
         attempts.append(exc)
-        if exc.retryable:
-            wait = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else self.cooldown
-            dep.cool_down(wait)
+        # the deployment's fault (rate limit, outage, refused key, missing model): skip it for a while, as long as
+        # the provider asked, else the configured cooldown
+        wait = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else self.cooldown
+        dep.cool_down(wait)
 
     @staticmethod
     def _give_up(model: str, attempts: list[ModelwayError]) -> ModelwayError:

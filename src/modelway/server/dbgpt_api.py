@@ -73,8 +73,13 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
         )
     if "messages" not in data:
         raise InvalidRequestError("messages is required", param="messages")
-    stream = bool(data.get("stream", False))
-    incremental = data.get("incremental", True) is not False
+    stream = data.get("stream", False)
+    incremental = data.get("incremental", True)
+    for name, value in (("stream", stream), ("incremental", incremental)):
+        if value is not None and not isinstance(value, bool):
+            raise InvalidRequestError(f"{name} must be true or false", param=name)
+    stream = bool(stream)
+    incremental = incremental is not False
     creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
     conv_id = data.get("conv_uid") or req.request_id
     if not stream:

@@ -31,7 +31,9 @@ class Gateway:
         self.router = Router(
             groups,
             transport=self.transport,
-            retry=RetryPolicy(s.max_retries),
+            # the gateway retries a deployment only for short waits: a longer Retry-After fails over, or goes back
+            # to the caller (with its Retry-After), whose own client decides how long to wait
+            retry=RetryPolicy(s.max_retries, max_retry_after=1.0),
             timeout=s.timeout,
             cooldown=s.cooldown,
             direct=self._direct if s.allow_direct else None,
