@@ -4,6 +4,7 @@ errors and faults, and regression tests for the seed code's bugs (shared/referen
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import threading
@@ -430,3 +431,21 @@ class TestLifecycle:
             assert client.chat("zhipu/glm-4-flash", "gw").content == "You said: gw"
             assert sim.requests[-1].json["model"] == "zhipu/glm-4-flash"
             assert [m.id for m in client.models()]
+
+
+# the scenario leaks by construction (the first loop ended without closing the client): aiohttp says so at GC
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_async_client_used_in_a_second_event_loop_says_what_to_do() -> None:
+    def scenario(sim: OpenAISimulator) -> None:
+        client = modelway.AsyncClient(providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}})
+
+        async def call() -> str | None:
+            return (await client.chat("openai/m", "x")).content
+
+        assert asyncio.run(call()) == "You said: x"
+        with pytest.raises(errors.ConfigError, match="another event loop"):
+            asyncio.run(call())
+
+    with OpenAISimulator() as sim:
+        scenario(sim)
+    gc.collect()  # the leaked session is reported now, inside this test, where the warnings are expected

@@ -35,6 +35,7 @@ def _shape_error(exc: BaseException, provider: str, payload: bytes | str) -> Str
     snippet = payload[:200] if isinstance(payload, str) else payload[:200].decode("utf-8", errors="replace")
     return StreamError(f"unexpected response from the provider ({exc!r}): {snippet!r}", provider=provider)
 
+
 __all__ = [
     "complete",
     "complete_once",

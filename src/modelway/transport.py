@@ -6,6 +6,7 @@ client (or per gateway process), shared by every provider and every key. Adapter
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import aiohttp
 
-from .errors import ProviderConnectionError, ProviderTimeoutError, StreamError
+from .errors import ConfigError, ProviderConnectionError, ProviderTimeoutError, StreamError
 from .providers.base import HTTPRequest
 
 __all__ = ["Response", "StreamResponse", "Transport"]
@@ -97,12 +98,21 @@ class Transport:
         self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._aio = _aiohttp()
         self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         s = self._session
+        loop = asyncio.get_running_loop()
+        if s is not None and not s.closed and self._loop is not loop:
+            raise ConfigError(
+                "this client's connections belong to another event loop (a client was used under one asyncio.run() "
+                "and then under another): create the AsyncClient inside the loop that uses it, e.g. "
+                "`async with modelway.AsyncClient() as client:` in your main coroutine"
+            )
         if s is None or s.closed:
+            self._loop = loop
             aiohttp = self._aio
             connector = aiohttp.TCPConnector(
                 limit=self._limit,

@@ -53,3 +53,36 @@ def test_client_disconnect_closes_upstream_within_a_second(
         time.sleep(0.01)
     assert sim.disconnects, "the upstream stream was still running 3 s after the client left"
     assert sim.disconnects[0] - closed_at < 1.0
+
+
+def test_client_disconnect_cancels_a_non_streaming_upstream_call(
+    gateway: RunningGateway, openai_sim: OpenAISimulator
+) -> None:
+    from modelway.testing import Fault
+
+    openai_sim.push(Fault.slow_first_byte(2.0))
+    payload = orjson.dumps({"model": "gpt", "messages": [{"role": "user", "content": "slow"}]})
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    deadline = time.monotonic() + 3
+    while not openai_sim.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert openai_sim.requests, "the upstream call did not start"
+    sock.close()
+    closed_at = time.monotonic()
+    # the simulator notices when its (slow) answer finds the connection gone; the gateway must have hung up at once,
+    # so a second request is served at once rather than queued behind work for nobody
+    gw_pool = gateway.app.gateway
+    assert gw_pool is not None
+    deadline = closed_at + 0.5
+    while time.monotonic() < deadline:
+        conns = gw_pool.transport._session.connector._acquired if gw_pool.transport._session else set()  # type: ignore[union-attr]
+        if not conns:
+            break
+        time.sleep(0.01)
+    assert not conns, "the upstream connection was still in use 0.5 s after the client left"
+    time.sleep(max(0.0, closed_at + 2.2 - time.monotonic()))  # let the simulator finish its slow answer cleanly

@@ -14,6 +14,7 @@ from typing import Any
 from ..config import Config
 from ..errors import InvalidRequestError, ModelwayError
 from . import dbgpt_api, openai_api
+from .disconnect import ClientGone
 from .errors import GatewayAuthError, render_error
 from .gateway import Gateway
 from .http import Receive, Request, Scope, Send, send_json
@@ -148,6 +149,8 @@ class GatewayApp:
         except ModelwayError as exc:
             status, body, headers = render_error(exc, req.request_id)
             await send_json(send, status, body, request_id=req.request_id, headers=headers)
+        except ClientGone:
+            log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
         except Exception:
             # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet
             log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)

@@ -15,6 +15,7 @@ import orjson
 from ..errors import InvalidRequestError
 from ..types import ChatCompletionChunk, Usage
 from ..validate import chat_request
+from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
 from .streaming import stream_sse
@@ -83,7 +84,7 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
     conv_id = data.get("conv_uid") or req.request_id
     if not stream:
-        resp = await gw.router.complete(model, creq)
+        resp = await watched(req, gw.router.complete(model, creq))
         usage = resp.usage or Usage()
         body = {
             "id": conv_id,

@@ -12,6 +12,7 @@ import orjson
 from ..errors import InvalidRequestError, UnknownModelError
 from ..types import ChatCompletionChunk
 from ..validate import chat_request, embedding_request
+from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
 from .streaming import stream_sse
@@ -40,7 +41,7 @@ async def chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     creq = chat_request(model, data["messages"], stream=bool(stream), params=params)
     router = gw.router
     if not stream:
-        resp = await router.complete(model, creq)
+        resp = await watched(req, router.complete(model, creq))
         resp.model = model
         await send_json(send, 200, resp.to_dict(), request_id=req.request_id)
         return
@@ -87,7 +88,7 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
         raise InvalidRequestError("encoding_format must be 'float' or 'base64'", param="encoding_format")
     params = {k: v for k, v in data.items() if k not in ("model", "input", "encoding_format")}
     ereq = embedding_request(model, data["input"], params)
-    resp = await gw.router.embed(model, ereq)
+    resp = await watched(req, gw.router.embed(model, ereq))
     body = resp.to_dict()
     body["model"] = model
     if fmt == "base64":

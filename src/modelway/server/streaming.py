@@ -8,24 +8,15 @@ closed in ``finally``, which closes the upstream connection at once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 
 from ..errors import ModelwayError
 from ..types import ChatCompletionChunk
+from .disconnect import ClientGone, Watcher
 from .errors import render_error, sse_error
-from .http import Receive, Request, Send, send_json, start_sse
+from .http import Request, Send, send_json, start_sse
 
 __all__ = ["stream_sse"]
-
-
-async def _watch(receive: Receive, task: asyncio.Task[None], fired: list[bool]) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            fired.append(True)
-            task.cancel()
-            return
 
 
 async def stream_sse(
@@ -36,39 +27,42 @@ async def stream_sse(
     *,
     done: bytes | None = b"data: [DONE]\n\n",
 ) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    fired: list[bool] = []
-    watcher = asyncio.create_task(_watch(req.receive, task, fired)) if not req.disconnected else None
     try:
-        try:
-            first = await batches.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except ModelwayError as exc:
-            status, body, headers = render_error(exc, req.request_id)
-            await send_json(send, status, body, request_id=req.request_id, headers=headers)
-            return
-        await start_sse(send, request_id=req.request_id)
-        if first is not None:
-            # one write per upstream read: the chunks that arrived together leave together
-            body = b"".join([render(c) for c in first])
-            if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            try:
-                async for batch in batches:
-                    body = b"".join([render(c) for c in batch])
-                    if body:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-            except ModelwayError as exc:
-                await send({"type": "http.response.body", "body": sse_error(exc, req.request_id), "more_body": False})
-                return
-        await send({"type": "http.response.body", "body": done or b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not fired:
-            raise
-        task.uncancel()  # the client went away: nothing more to send, nothing to report
+        with Watcher(req):
+            await _pump(req, send, batches, render, done)
+    except ClientGone:
+        pass  # the client went away: nothing more to send, nothing to report; the upstream is closed below
     finally:
-        if watcher is not None:
-            watcher.cancel()
         await batches.aclose()
+
+
+async def _pump(
+    req: Request,
+    send: Send,
+    batches: AsyncGenerator[list[ChatCompletionChunk], None],
+    render: Callable[[ChatCompletionChunk], bytes],
+    done: bytes | None,
+) -> None:
+    try:
+        first = await batches.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except ModelwayError as exc:
+        status, body, headers = render_error(exc, req.request_id)
+        await send_json(send, status, body, request_id=req.request_id, headers=headers)
+        return
+    await start_sse(send, request_id=req.request_id)
+    if first is not None:
+        # one write per upstream read: the chunks that arrived together leave together
+        body = b"".join([render(c) for c in first])
+        if body:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        try:
+            async for batch in batches:
+                body = b"".join([render(c) for c in batch])
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+        except ModelwayError as exc:
+            await send({"type": "http.response.body", "body": sse_error(exc, req.request_id), "more_body": False})
+            return
+    await send({"type": "http.response.body", "body": done or b"", "more_body": False})
