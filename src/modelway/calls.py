@@ -8,11 +8,11 @@ an unexpected shape become :class:`~modelway.errors.StreamError`, never an untyp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from .errors import ModelwayError, ProviderError, ProviderTimeoutError, StreamError
-from .providers.base import Adapter, StreamParser
+from .providers.base import Adapter, HTTPRequest, StreamParser
 from .retry import RetryPolicy
 from .sse import SSEDecoder, SSEEvent
 from .transport import Transport
@@ -26,6 +26,7 @@ from .types import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: what a parser raises on a well-formed JSON document of an unexpected shape (a list where an object was due, ...)
 _SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError)
@@ -49,17 +50,42 @@ __all__ = [
 ]
 
 
+async def _exchange(
+    transport: Transport,
+    adapter: Adapter,
+    http: HTTPRequest,
+    parse: Callable[[bytes, Mapping[str, str]], R],
+    *,
+    timeout: float | None,
+) -> R:
+    """Send one request and parse the whole answer; HTTP errors and odd payloads become typed errors."""
+    resp = await transport.send(http, timeout=timeout)
+    if resp.status >= 400:
+        raise adapter.parse_error(resp.status, resp.headers, resp.body)
+    try:
+        return parse(resp.body, resp.headers)
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(exc, adapter.name, resp.body) from exc
+
+
+async def _with_retries(retry: RetryPolicy, attempt: Callable[[], Awaitable[R]]) -> R:
+    n = 0
+    while True:
+        try:
+            return await attempt()
+        except ProviderError as exc:
+            if not await _retrying(retry, n, exc):
+                raise
+            n += 1
+
+
 async def complete_once(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
 ) -> ChatCompletion:
     """One non-streaming chat request, no retry."""
-    resp = await transport.send(adapter.chat_request(req), timeout=timeout)
-    if resp.status >= 400:
-        raise adapter.parse_error(resp.status, resp.headers, resp.body)
-    try:
-        return adapter.parse_chat(resp.body, resp.headers, req)
-    except _SHAPE_ERRORS as exc:
-        raise _shape_error(exc, adapter.name, resp.body) from exc
+    return await _exchange(
+        transport, adapter, adapter.chat_request(req), lambda b, h: adapter.parse_chat(b, h, req), timeout=timeout
+    )
 
 
 async def stream_once(
@@ -173,14 +199,7 @@ async def _retrying(policy: RetryPolicy, attempt: int, error: BaseException) -> 
 async def complete(
     transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None, retry: RetryPolicy
 ) -> ChatCompletion:
-    attempt = 0
-    while True:
-        try:
-            return await complete_once(transport, adapter, req, timeout=timeout)
-        except ProviderError as exc:
-            if not await _retrying(retry, attempt, exc):
-                raise
-            attempt += 1
+    return await _with_retries(retry, lambda: complete_once(transport, adapter, req, timeout=timeout))
 
 
 async def stream_batches(
@@ -216,28 +235,16 @@ def stream(
 async def embed(
     transport: Transport, adapter: Adapter, req: EmbeddingRequest, *, timeout: float | None, retry: RetryPolicy
 ) -> EmbeddingResponse:
-    attempt = 0
-    while True:
-        try:
-            resp = await transport.send(adapter.embed_request(req), timeout=timeout)
-            if resp.status >= 400:
-                raise adapter.parse_error(resp.status, resp.headers, resp.body)
-            try:
-                return adapter.parse_embed(resp.body, resp.headers, req)
-            except _SHAPE_ERRORS as exc:
-                raise _shape_error(exc, adapter.name, resp.body) from exc
-        except ProviderError as exc:
-            if not await _retrying(retry, attempt, exc):
-                raise
-            attempt += 1
+    def parse(body: bytes, headers: Mapping[str, str]) -> EmbeddingResponse:
+        return adapter.parse_embed(body, headers, req)
+
+    return await _with_retries(
+        retry, lambda: _exchange(transport, adapter, adapter.embed_request(req), parse, timeout=timeout)
+    )
 
 
 async def list_models(transport: Transport, adapter: Adapter, *, timeout: float | None) -> list[ModelInfo]:
     """The provider's (or gateway's) own model list."""
-    resp = await transport.send(adapter.models_request(), timeout=timeout)
-    if resp.status >= 400:
-        raise adapter.parse_error(resp.status, resp.headers, resp.body)
-    try:
-        return adapter.parse_models(resp.body)
-    except _SHAPE_ERRORS as exc:
-        raise _shape_error(exc, adapter.name, resp.body) from exc
+    return await _exchange(
+        transport, adapter, adapter.models_request(), lambda b, h: adapter.parse_models(b), timeout=timeout
+    )

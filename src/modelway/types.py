@@ -225,16 +225,7 @@ class ChatCompletion:
         return self.choices[0].message.content if self.choices else None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "choices": [c.to_dict() for c in self.choices],
-        }
-        if self.usage is not None:
-            d["usage"] = self.usage.to_dict()
-        return d
+        return _envelope(self.id, self.object, self.created, self.model, self.choices, self.usage)
 
 
 @dataclass(slots=True)
@@ -317,16 +308,22 @@ class ChatCompletionChunk:
         return self.choices[0].delta.content if self.choices else None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "choices": [c.to_dict() for c in self.choices],
-        }
-        if self.usage is not None:
-            d["usage"] = self.usage.to_dict()
-        return d
+        return _envelope(self.id, self.object, self.created, self.model, self.choices, self.usage)
+
+
+def _envelope(
+    id: str, object: str, created: int, model: str, choices: list[Choice] | list[ChunkChoice], usage: Usage | None
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": id,
+        "object": object,
+        "created": created,
+        "model": model,
+        "choices": [c.to_dict() for c in choices],
+    }
+    if usage is not None:
+        d["usage"] = usage.to_dict()
+    return d
 
 
 @dataclass(slots=True)
