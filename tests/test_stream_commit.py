@@ -148,3 +148,35 @@ async def test_odd_payloads_are_typed_errors(upstream: Callable[[Handler], Await
             s = await c.chat("openai/m", "hi", stream=True)
             async for _ in s:
                 pass
+
+
+async def test_a_stream_that_stalls_after_its_first_output_times_out(
+    upstream: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"ab"}}]}\n\n')
+        await asyncio.sleep(2.0)  # then silence, not even keep-alives
+        return resp
+
+    url = await upstream(stalls)
+    async with client(url, max_retries=0, timeout=0.3) as c:
+        got: list[str] = []
+        t0 = time.monotonic()
+        with pytest.raises(errors.ProviderTimeoutError, match="stopped sending"):
+            s = await c.chat("openai/m", "hi", stream=True)
+            async for ch in s:
+                got.append(ch.content or "")
+        assert time.monotonic() - t0 < 1.5
+    assert got == ["ab"]
+
+
+def test_sync_client_close_leaves_no_pending_task() -> None:
+    with OpenAISimulator() as sim:
+        client = modelway.Client(providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}, timeout=5)
+        assert "".join(c.content or "" for c in client.chat("openai/m", "x", stream=True)) == "You said: x"
+        loop = client._runner.loop
+        client.close()
+        assert loop.is_closed()
+        assert client._async._transport._idle.task is None

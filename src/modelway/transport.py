@@ -36,43 +36,102 @@ class Response:
     body: bytes
 
 
+class _IdleWatch:
+    """One periodic sweep over every open stream's read gap, instead of a timer re-armed on every read (which
+    aiohttp's ``sock_read`` timeout does: a measurable cost at thousands of events per second)."""
+
+    __slots__ = ("streams", "task", "tick")
+
+    def __init__(self) -> None:
+        self.streams: set[StreamResponse] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.tick = 1.0
+
+    def add(self, stream: StreamResponse, idle: float) -> None:
+        self.streams.add(stream)
+        self.tick = min(self.tick, max(0.02, idle / 4))  # a stalled stream is noticed within idle * 1.25
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.streams:
+            await asyncio.sleep(self.tick)
+            now = loop.time()
+            for stream in [s for s in self.streams if now - s.last > s.idle]:
+                stream.expire()
+        self.tick = 1.0
+
+    async def aclose(self) -> None:
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])  # let it finish here, not be destroyed pending with its loop
+
+
 class StreamResponse:
-    """An open streaming response. Iterate ``iter_bytes()``; ``aclose()`` releases the connection at once."""
+    """An open streaming response. Iterate ``iter_bytes()``; ``aclose()`` releases the connection at once.
 
-    __slots__ = ("_aio", "_resp", "_timeout", "provider", "status", "headers")
+    With a timeout, a gap between reads longer than it ends the stream with
+    :class:`~modelway.errors.ProviderTimeoutError`."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None) -> None:
+    __slots__ = ("_aio", "_resp", "_watch", "expired", "headers", "idle", "last", "provider", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None, watch: _IdleWatch) -> None:
         self._aio = _aiohttp()
         self._resp = resp
-        self._timeout = timeout
         self.provider = provider
         self.status = resp.status
         self.headers: Mapping[str, str] = _lower(resp.headers)
+        self.expired = False
+        self.last = asyncio.get_running_loop().time()
+        self.idle = timeout or 0.0
+        self._watch = watch
+        if timeout:
+            watch.add(self, timeout)
 
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
 
+    def expire(self) -> None:
+        """The provider stopped sending: close the connection (a pending read fails, and says timeout)."""
+        self.expired = True
+        self._watch.streams.discard(self)
+        self._resp.close()
+
+    def _timed_out(self) -> ProviderTimeoutError:
+        return ProviderTimeoutError(f"the provider stopped sending for {self.idle:g}s", provider=self.provider)
+
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
         except (TimeoutError, self._aio.ClientError) as exc:
+            if self.expired:
+                raise self._timed_out() from exc
             raise _map(exc, self.provider, reading=True) from exc
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         content = self._resp.content
+        now = asyncio.get_running_loop().time
         try:
             while True:
                 data = await content.readany()
                 if not data:
+                    if self.expired:
+                        raise self._timed_out()
                     return
+                self.last = now()
                 yield data
         except (TimeoutError, self._aio.ClientError) as exc:
+            if self.expired:
+                raise self._timed_out() from exc
             raise _map(exc, self.provider, reading=True) from exc
 
     async def aclose(self) -> None:
         """Release the connection: back to the pool if the body was read to its end, else closed at once
         (an unfinished upstream stream must not go back to the pool half-read, and must stop now)."""
+        self._watch.streams.discard(self)
         resp = self._resp
         if resp.closed:
             return
@@ -101,6 +160,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aio = _aiohttp()
         self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
+        self._idle = _IdleWatch()
 
     def _get_session(self) -> aiohttp.ClientSession:
         s = self._session
@@ -140,8 +200,9 @@ class Transport:
         if timeout is None:
             return ClientTimeout(total=None, sock_connect=self._connect_timeout)
         if stream:
-            # a stream may run long: bound the wait for the first byte and every gap between reads
-            return ClientTimeout(total=None, sock_connect=min(timeout, self._connect_timeout), sock_read=timeout)
+            # a stream may run long: the wait for its headers is bounded in stream(), every gap between reads by
+            # the idle watch
+            return ClientTimeout(total=None, sock_connect=min(timeout, self._connect_timeout))
         return ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
 
     async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
@@ -160,14 +221,16 @@ class Transport:
         """Send a request and return once the response headers arrived; the caller must ``aclose()`` it."""
         session = self._get_session()
         try:
-            resp = await session.request(
-                req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=True)
-            )
+            async with asyncio.timeout(timeout):
+                resp = await session.request(
+                    req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=True)
+                )
         except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
-        return StreamResponse(resp, req.provider, timeout)
+        return StreamResponse(resp, req.provider, timeout, self._idle)
 
     async def aclose(self) -> None:
+        await self._idle.aclose()
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
