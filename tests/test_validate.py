@@ -69,3 +69,8 @@ def test_embedding_input_checked() -> None:
         embedding_request("m", [])
     with pytest.raises(InvalidRequestError):
         embedding_request("m", [1, 2])  # type: ignore[list-item]
+
+
+def test_integral_floats_are_integers_and_seed_may_be_negative() -> None:
+    req = chat_request("m", "hi", params={"max_tokens": 16.0, "seed": -3})
+    assert req.params == {"max_tokens": 16, "seed": -3} and isinstance(req.params["max_tokens"], int)

@@ -45,7 +45,7 @@ def normalize_messages(messages: str | list[Message] | Any) -> list[Message]:
     return messages if all(type(m) is dict for m in messages) else [dict(m) for m in messages]
 
 
-def _check_params(params: Mapping[str, Any]) -> None:
+def _check_params(params: dict[str, Any]) -> None:
     for name, (lo, hi) in _NUMERIC.items():
         v = params.get(name)
         if v is None:
@@ -56,7 +56,13 @@ def _check_params(params: Mapping[str, Any]) -> None:
             raise InvalidRequestError(f"{name} must be between {lo:g} and {hi:g} (got {v})", param=name)
     for name in _INTS:
         v = params.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1)):
+        if v is None:
+            continue
+        if isinstance(v, float) and v.is_integer():  # JSON 16.0 is the integer 16
+            v = params[name] = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidRequestError(f"{name} must be an integer", param=name)
+        if name != "seed" and v < 1:
             raise InvalidRequestError(f"{name} must be a positive integer", param=name)
     stop = params.get("stop")
     if stop is not None and not (

@@ -142,8 +142,11 @@ class TestErrors:
     async def test_unknown_route_and_method(self, gateway: RunningGateway) -> None:
         status, _, body = await post(gateway, "/v1/nothing", chat())
         assert status == 404 and body["error"]["code"] == "not_found"
-        async with aiohttp.ClientSession() as s, s.get(gateway.url + "/v1/chat/completions", headers=AUTH) as r:
-            assert r.status == 405
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gateway.url + "/v1/chat/completions", headers=AUTH) as r:
+                assert r.status == 405 and r.headers["Allow"] == "POST"
+            async with s.post(gateway.url + "/health/liveness") as r:
+                assert r.status == 405 and r.headers["Allow"] == "GET, HEAD"
 
     async def test_stream_error_before_first_chunk_is_a_plain_http_error(
         self, gateway: RunningGateway, openai_sim: OpenAISimulator
@@ -167,6 +170,7 @@ class TestErrors:
             async with s.get(gateway.url + "/openapi.json") as r:
                 spec = await r.json()
         assert spec["openapi"].startswith("3.") and "/v1/chat/completions" in spec["paths"]
+        assert spec["security"] == [{"bearer": []}]  # this gateway has a master key
         assert "/api/v2/chat/completions" in spec["paths"]
 
 

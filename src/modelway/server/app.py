@@ -116,6 +116,8 @@ class GatewayApp:
         path = req.path
         try:
             if path in _PUBLIC:
+                if req.method not in ("GET", "HEAD"):
+                    raise _MethodNotAllowed(req.method, path, "GET, HEAD")
                 await self._public(req, send)
                 return
             gw = self.gateway
@@ -143,11 +145,14 @@ class GatewayApp:
                 self._check_key(req)
                 await openai_api.retrieve_model(gw, req, send, path.split("/models/", 1)[1])
                 return
-            if any(p == path for _, p in _ROUTES):
-                raise _MethodNotAllowed(f"{req.method} is not allowed on {path}")
+            allowed = [m for m, p in _ROUTES if p == path]
+            if allowed:
+                raise _MethodNotAllowed(req.method, path, ", ".join(allowed))
             raise _NotFound(f"no route {req.method} {path}")
         except ModelwayError as exc:
             status, body, headers = render_error(exc, req.request_id)
+            if isinstance(exc, _MethodNotAllowed):
+                headers.append((b"allow", exc.allow.encode()))
             await send_json(send, status, body, request_id=req.request_id, headers=headers)
         except ClientGone:
             log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
@@ -171,7 +176,7 @@ class GatewayApp:
     async def _public(self, req: Request, send: Send) -> None:
         path = req.path
         if path == "/openapi.json":
-            await send_json(send, 200, openapi_schema(), request_id=req.request_id)
+            await send_json(send, 200, openapi_schema(self._key is not None), request_id=req.request_id)
         elif path in ("/health/liveness", "/health"):
             await send_json(send, 200, {"status": "ok"}, request_id=req.request_id)
         else:
@@ -193,8 +198,9 @@ class _NotFound(InvalidRequestError):
 class _MethodNotAllowed(InvalidRequestError):
     http_status = 405
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="method_not_allowed")
+    def __init__(self, method: str, path: str, allow: str) -> None:
+        super().__init__(f"{method} is not allowed on {path} (allowed: {allow})", code="method_not_allowed")
+        self.allow = allow
 
 
 def create_app(config: Config | None = None, *, env: dict[str, str] | None = None, demo: bool = False) -> GatewayApp:

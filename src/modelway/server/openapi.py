@@ -28,10 +28,11 @@ _ERROR = {
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
+    "anyOf": [{"required": ["content"]}, {"required": ["tool_calls"]}],
     "properties": {
         "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
         "content": {},
-        "tool_calls": {"type": "array", "items": {"type": "object"}},
+        "tool_calls": {"type": "array", "minItems": 1, "items": {"type": "object"}},
         "tool_call_id": {"type": "string"},
     },
 }
@@ -41,7 +42,7 @@ _CHAT_REQUEST = {
     "required": ["model", "messages"],
     "additionalProperties": True,
     "properties": {
-        "model": {"type": "string", "description": "an alias from the config, or provider/model"},
+        "model": {"type": "string", "minLength": 1, "description": "an alias from the config, or provider/model"},
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "stream": {"type": "boolean"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
@@ -66,14 +67,21 @@ _DBGPT_REQUEST = {
     "required": ["model", "messages"],
     "additionalProperties": True,
     "properties": {
-        "model": {"type": "string"},
-        "messages": {"oneOf": [{"type": "string"}, {"type": "array", "items": {}}]},
+        "model": {"type": "string", "minLength": 1},
+        "messages": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": _MESSAGE},
+            ]
+        },
         "stream": {"type": "boolean"},
         "incremental": {"type": "boolean"},
         "chat_mode": {"type": ["string", "null"], "enum": ["chat_normal", None]},
         "conv_uid": {"type": ["string", "null"]},
-        "temperature": {"type": ["number", "null"]},
-        "max_new_tokens": {"type": ["integer", "null"]},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "max_new_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1},
     },
 }
 
@@ -95,22 +103,28 @@ def _op(summary: str, body: dict[str, Any] | None = None, stream: bool = False) 
 
 
 @cache
-def openapi_schema() -> dict[str, Any]:
+def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
+    """The schema; ``auth_required`` is whether this gateway has a master key (without one, no auth is asked)."""
     embed = {
         "type": "object",
         "required": ["model", "input"],
         "properties": {
-            "model": {"type": "string"},
-            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "model": {"type": "string", "minLength": 1},
+            "input": {
+                "oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                ]
+            },
             "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-            "dimensions": {"type": "integer"},
+            "dimensions": {"type": "integer", "minimum": 1},
         },
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelway gateway", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}] if auth_required else [],
         "paths": {
             "/v1/chat/completions": {"post": _op("Chat completion (OpenAI)", _CHAT_REQUEST, stream=True)},
             "/v1/embeddings": {"post": _op("Embeddings (OpenAI)", embed)},
