@@ -43,6 +43,8 @@ from .base import Adapter, HTTPRequest, StreamParser, decode_json, parse_retry_a
 
 __all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_class"]
 
+_EMPTY: dict[str, Any] = {}
+
 #: error codes/types that mean the same thing at every OpenAI-compatible provider
 COMMON_CODES: dict[str, type[ProviderError]] = {
     "content_filter": ContentFilterError,
@@ -282,6 +284,7 @@ class OpenAIStreamParser(StreamParser):
         self.provider = adapter.name
         self.model = req.model
         self.held: ChatCompletionChunk | None = None
+        self.created = int(time.time())  # for providers whose chunks carry no "created"
         self.usage: Usage | None = None
         #: choices that reached their finish reason; a stream that closes without [DONE] is complete only when
         #: every requested choice (``n``) finished
@@ -308,53 +311,59 @@ class OpenAIStreamParser(StreamParser):
         return self.chunk(obj)
 
     def chunk(self, obj: dict[str, Any]) -> list[ChatCompletionChunk]:
-        out: list[ChatCompletionChunk] = []
+        # the hot path of every stream: one call per event, so lookups are kept to what the event carries
         rid = obj.get("id")
         if rid and self.request_id is None:
             self.request_id = str(rid)
         choices: list[ChunkChoice] = []
         finished = False
         for i, c in enumerate(obj.get("choices") or ()):
-            d = c.get("delta") or {}
+            d = c.get("delta") or _EMPTY
             tcs = d.get("tool_calls")
-            cu = c.get("usage")  # Moonshot puts usage inside the finishing choice
-            if isinstance(cu, dict):
-                self.usage = Usage.from_openai(cu)
-            fr = self.adapter.finish(c.get("finish_reason"), request_id=str(rid) if rid else None)
+            index = c.get("index", i)
+            fr = c.get("finish_reason")
             if fr is not None:
-                finished = True
-                self.finished.add(c.get("index", i))
+                fr = self.adapter.finish(fr, request_id=self.request_id)
+                if fr is not None:
+                    finished = True
+                    self.finished.add(index)
+                cu = c.get("usage")  # Moonshot puts usage inside the finishing choice
+                if isinstance(cu, dict):
+                    self.usage = Usage.from_openai(cu)
             choices.append(
                 ChunkChoice(
-                    index=c.get("index", i),
-                    delta=Delta(
-                        content=d.get("content"),
-                        role=d.get("role"),
-                        reasoning_content=d.get("reasoning_content"),
-                        tool_calls=[_tool_delta(t, j) for j, t in enumerate(tcs)] if tcs else None,
+                    index,
+                    Delta(
+                        d.get("content"),
+                        d.get("role"),
+                        d.get("reasoning_content"),
+                        [_tool_delta(t, j) for j, t in enumerate(tcs)] if tcs else None,
                     ),
-                    finish_reason=fr,
-                    logprobs=c.get("logprobs"),
+                    fr,
+                    c.get("logprobs"),
                 )
             )
         u = obj.get("usage")
-        if isinstance(u, dict):
+        if u is not None and isinstance(u, dict):
             # a top-level usage (OpenAI include_usage, Zhipu, DeepSeek) is the final count; Moonshot sends the same
             # numbers twice (in the choice, then here): keeping one value, never a sum, counts it once
             self.usage = Usage.from_openai(u)
+        held = self.held
         if not choices:
-            if self.held is not None and self.usage is not None:
-                self.held.usage = self.usage
-            return out
+            if held is not None and self.usage is not None:
+                held.usage = self.usage
+            return []
         chunk = ChatCompletionChunk(
-            id=str(rid or ""),
-            created=int(obj.get("created") or time.time()),
-            model=str(obj.get("model") or self.model),
-            choices=choices,
-            provider=self.provider,
+            rid if type(rid) is str else str(rid or ""),
+            obj.get("created") or self.created,
+            obj.get("model") or self.model,
+            choices,
+            None,
+            self.provider,
         )
-        if self.held is not None:
-            out.append(self.held)
+        out: list[ChatCompletionChunk] = []
+        if held is not None:
+            out.append(held)
             self.held = None
         if finished:
             self.held = chunk  # wait: the usage may come in the next event
