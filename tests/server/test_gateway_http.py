@@ -180,6 +180,15 @@ def two_sims() -> Iterator[tuple[OpenAISimulator, OpenAISimulator]]:
         yield a, b
 
 
+def preferring_a(a: OpenAISimulator, b: OpenAISimulator, *, b_key: str | None = None, **server: Any) -> dict[str, Any]:
+    """Model ``m`` over deployment a (weight 1000: nearly always first) and b (weight 0.001)."""
+    deps = [
+        {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
+        {"model": "openai/b", "api_key": b_key or b.api_key, "api_base": b.base_url, "weight": 0.001},
+    ]
+    return {"server": {"max_retries": 0, **server}, "models": [{"name": "m", "deployments": deps}]}
+
+
 class TestRouting:
     async def test_failover_to_next_deployment(
         self,
@@ -187,20 +196,7 @@ class TestRouting:
         two_sims: tuple[OpenAISimulator, OpenAISimulator],
     ) -> None:
         a, b = two_sims
-        gw = start_gateway(
-            {
-                "server": {"max_retries": 0},
-                "models": [
-                    {
-                        "name": "m",
-                        "deployments": [
-                            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-                            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001},
-                        ],
-                    }
-                ],
-            }
-        )
+        gw = start_gateway(preferring_a(a, b))
         a.push(Fault.http(503))
         status, _, body = await post(gw, "/v1/chat/completions", chat("m"))
         assert status == 200 and body["choices"][0]["message"]["content"] == "You said: hi"
@@ -215,13 +211,7 @@ class TestRouting:
         two_sims: tuple[OpenAISimulator, OpenAISimulator],
     ) -> None:
         a, b = two_sims
-        deps = [
-            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001},
-        ]
-        gw = start_gateway(
-            {"server": {"max_retries": 0, "cooldown": 0}, "models": [{"name": "m", "deployments": deps}]}
-        )
+        gw = start_gateway(preferring_a(a, b, cooldown=0))
         a.push(Fault.http(429))
         async with modelway.AsyncClient(base_url=gw.base_url, api_key=MASTER_KEY, max_retries=0) as client:
             stream = await client.chat("m", "hi", stream=True)
@@ -234,20 +224,7 @@ class TestRouting:
         two_sims: tuple[OpenAISimulator, OpenAISimulator],
     ) -> None:
         a, b = two_sims
-        gw = start_gateway(
-            {
-                "server": {"max_retries": 0},
-                "models": [
-                    {
-                        "name": "m",
-                        "deployments": [
-                            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-                            {"model": "openai/b", "api_key": "sk-wrong-key", "api_base": b.base_url, "weight": 0.001},
-                        ],
-                    }
-                ],
-            }
-        )
+        gw = start_gateway(preferring_a(a, b, b_key="sk-wrong-key"))
         a.push(Fault.http(429))
         # a is rate limited, b refuses the key: the last failure decides the status
         async with (
@@ -265,20 +242,7 @@ class TestRouting:
         two_sims: tuple[OpenAISimulator, OpenAISimulator],
     ) -> None:
         a, b = two_sims
-        gw = start_gateway(
-            {
-                "server": {"max_retries": 0},
-                "models": [
-                    {
-                        "name": "m",
-                        "deployments": [
-                            {"model": "openai/a", "api_key": a.api_key, "api_base": a.base_url, "weight": 1000},
-                            {"model": "openai/b", "api_key": b.api_key, "api_base": b.base_url, "weight": 0.001},
-                        ],
-                    }
-                ],
-            }
-        )
+        gw = start_gateway(preferring_a(a, b))
         a.push(Fault.http(400, code="context_length_exceeded"))
         status, _, body = await post(gw, "/v1/chat/completions", chat("m"))
         assert status == 400 and body["error"]["type"] == "context_length_exceeded"
