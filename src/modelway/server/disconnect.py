@@ -11,15 +11,11 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from .http import Receive, Request
+from .http import ClientGone, Receive, Request
 
 __all__ = ["ClientGone", "Watcher", "watched"]
 
 T = TypeVar("T")
-
-
-class ClientGone(Exception):
-    """The client disconnected; there is no one to answer."""
 
 
 async def _watch(receive: Receive, task: asyncio.Task[object], fired: list[bool]) -> None:

@@ -11,7 +11,17 @@ import orjson
 
 from ..errors import InvalidRequestError
 
-__all__ = ["Receive", "Request", "RequestTooLarge", "Scope", "Send", "new_request_id", "send_json", "start_sse"]
+__all__ = [
+    "ClientGone",
+    "Receive",
+    "Request",
+    "RequestTooLarge",
+    "Scope",
+    "Send",
+    "new_request_id",
+    "send_json",
+    "start_sse",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,6 +45,10 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
+class ClientGone(Exception):
+    """The client disconnected; there is no one to answer."""
+
+
 class RequestTooLarge(InvalidRequestError):
     """The request body is over the configured limit (answered 413)."""
 
@@ -42,7 +56,7 @@ class RequestTooLarge(InvalidRequestError):
 
 
 class Request:
-    __slots__ = ("scope", "receive", "headers", "request_id", "path", "method", "disconnected")
+    __slots__ = ("scope", "receive", "headers", "request_id", "path", "method")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -52,7 +66,6 @@ class Request:
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         rid = self.headers.get(b"x-request-id")
         self.request_id = rid.decode("latin-1")[:128] if rid else new_request_id()
-        self.disconnected = False
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -69,8 +82,7 @@ class Request:
         while True:
             msg = await self.receive()
             if msg["type"] == "http.disconnect":
-                self.disconnected = True
-                break
+                raise ClientGone("the client went away while sending its request")
             chunk = msg.get("body", b"")
             if chunk:
                 size += len(chunk)
