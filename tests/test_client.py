@@ -235,6 +235,19 @@ class TestRetries:
             assert len(sim.requests) == 1
 
 
+def test_dashscope_error_frame_status_comes_from_its_http_status_line() -> None:
+    with (
+        DashScopeSimulator() as sim,
+        modelway.Client(
+            providers={"dashscope": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=0
+        ) as client,
+    ):
+        sim.push(Fault.error_frame(after_chunks=2, code="Some.NewCode", message="slow down", status=429))
+        with pytest.raises(errors.RateLimitError) as ei:
+            list(client.chat("dashscope/qwen-plus", "hi", stream=True))
+    assert ei.value.status_code == 429 and ei.value.code == "Some.NewCode"
+
+
 class TestEmbeddings:
     @pytest.mark.parametrize(
         ("provider", "cls", "model"),

@@ -73,3 +73,8 @@ class TestEncode:
 
     def test_plain_data_bytes(self) -> None:
         assert encode_event(b"[DONE]") == b"data: [DONE]\n\n"
+
+
+def test_last_comment_rides_on_its_event() -> None:
+    evs = decode_all([b"id:1\nevent:error\n:HTTP_STATUS/429\ndata:{}\n\n: keep-alive\n\ndata: x\n\n"])
+    assert [(e.event, e.comment) for e in evs] == [("error", "HTTP_STATUS/429"), (None, None)]

@@ -29,12 +29,14 @@ class SSEEvent:
     event: str | None = None
     id: str | None = None
     retry: int | None = None
+    #: the last comment line of the event, without the colon (DashScope says ``HTTP_STATUS/400`` there)
+    comment: str | None = None
 
 
 class SSEDecoder:
     """Incremental SSE decoder: ``feed(bytes) -> list[SSEEvent]``, then ``flush()`` when the stream ends."""
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_retry", "_has_data", "_pending_cr")
+    __slots__ = ("_buf", "_data", "_event", "_id", "_retry", "_has_data", "_pending_cr", "_comment")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -44,6 +46,7 @@ class SSEDecoder:
         self._retry: int | None = None
         self._has_data = False
         self._pending_cr = False
+        self._comment: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Add bytes from the network; return the events they complete, in order."""
@@ -90,7 +93,8 @@ class SSEDecoder:
             return self._dispatch()
         line = raw.decode("utf-8", errors="replace")
         if line[0] == ":":
-            return None  # comment: ":HTTP_STATUS/200", ": keep-alive"
+            self._comment = line[1:].strip()  # ":HTTP_STATUS/200", ": keep-alive": kept for the event, if any
+            return None
         name, sep, value = line.partition(":")
         if sep and value[:1] == " ":
             value = value[1:]
@@ -112,13 +116,15 @@ class SSEDecoder:
         if not self._has_data and self._event is None:
             self._id = None
             self._retry = None
+            self._comment = None
             return None
-        ev = SSEEvent("\n".join(self._data), self._event, self._id, self._retry)
+        ev = SSEEvent("\n".join(self._data), self._event, self._id, self._retry, self._comment)
         self._data = []
         self._event = None
         self._id = None
         self._retry = None
         self._has_data = False
+        self._comment = None
         return ev
 
 

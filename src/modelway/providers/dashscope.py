@@ -277,7 +277,7 @@ class DashScopeStreamParser(StreamParser):
 
     def event(self, ev: SSEEvent) -> list[ChatCompletionChunk]:
         if ev.event == "error":
-            raise self._error(_error_body(ev.data.encode()))
+            raise self._error(_error_body(ev.data.encode()), _frame_status(ev.comment))
         if not ev.data.strip():
             return []
         obj = decode_json(ev.data.encode(), provider=self.provider, what="stream event")
@@ -326,8 +326,8 @@ class DashScopeStreamParser(StreamParser):
             )
         ]
 
-    def _error(self, data: Any) -> ProviderError:
-        err = self.adapter.error_from_payload(None, {}, data)
+    def _error(self, data: Any, status: int | None = None) -> ProviderError:
+        err = self.adapter.error_from_payload(status, {}, data)
         if err.request_id is None:
             err.request_id = self.request_id
         return err
@@ -437,6 +437,15 @@ def _usage(u: Any) -> Usage | None:
 def _rid(data: dict[str, Any], headers: Mapping[str, str]) -> str | None:
     rid = data.get("request_id") or headers.get("x-request-id")
     return str(rid) if rid else None
+
+
+def _frame_status(comment: str | None) -> int | None:
+    """The status an error frame claims in its ``:HTTP_STATUS/429`` comment line, if any."""
+    if comment and comment.startswith("HTTP_STATUS/"):
+        code = comment[12:]
+        if code.isdigit():
+            return int(code)
+    return None
 
 
 def _error_body(body: bytes) -> Any:
