@@ -346,3 +346,27 @@ class TestLogprobs:
         )
         with pytest.raises(errors.StreamError):
             run_stream(adapter(), chat_request("m", "hi", stream=True, params={"n": 2}), raw)
+
+
+class TestChunkFields:
+    def test_created_and_model_are_normalised(self) -> None:
+        raw = sse(
+            {
+                "id": 7,
+                "created": "1700000000",
+                "model": 5,
+                "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}],
+            }
+        )
+        chunks = run_stream(adapter(), chat_request("m", "hi", stream=True), raw)
+        c = chunks[-1]
+        assert (c.id, c.created, c.model) == ("7", 1700000000, "5")
+
+    def test_usage_in_a_choice_without_finish_reason_is_kept(self) -> None:
+        usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        raw = sse(
+            {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "usage": usage}]},
+            {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        )
+        chunks = run_stream(adapter("moonshot"), chat_request("m", "hi", stream=True), raw)
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 3

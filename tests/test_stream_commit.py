@@ -180,3 +180,55 @@ def test_sync_client_close_leaves_no_pending_task() -> None:
         client.close()
         assert loop.is_closed()
         assert client._async._transport._idle.task is None
+
+
+async def test_a_slow_consumer_is_not_a_silent_provider() -> None:
+    with OpenAISimulator() as sim:
+        sim.push(Reply("abcdefgh", chunk_size=2))
+        async with modelway.AsyncClient(
+            providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=0, timeout=0.3
+        ) as c:
+            s = await c.chat("openai/m", "hi", stream=True)
+            got = []
+            async for ch in s:
+                got.append(ch.content or "")
+                await asyncio.sleep(0.5)  # slower than the timeout, while the provider has long finished
+    assert "".join(got) == "abcdefgh"
+
+
+def test_a_slow_sync_consumer_is_not_a_silent_provider() -> None:
+    with (
+        OpenAISimulator() as sim,
+        modelway.Client(
+            providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}}, max_retries=0, timeout=0.3
+        ) as c,
+    ):
+        sim.push(Reply("abcdefgh", chunk_size=2))
+        got = []
+        for ch in c.chat("openai/m", "hi", stream=True):
+            got.append(ch.content or "")
+            time.sleep(0.5)
+    assert "".join(got) == "abcdefgh"
+
+
+async def test_a_short_timeout_is_kept_while_a_long_one_is_open(upstream: Callable[[Handler], Awaitable[str]]) -> None:
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"ab"}}]}\n\n')
+        await asyncio.sleep(3.0)
+        return resp
+
+    url = await upstream(stalls)
+    async with client(url, max_retries=0, timeout=600) as slow, client(url, max_retries=0, timeout=0.2) as quick:
+        # both clients share nothing but the machine; use one transport to share the sweep
+        quick._transport = slow._transport
+        long_stream = await slow.chat("openai/m", "hi", stream=True)
+        assert (await long_stream.__anext__()).content == "ab"  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        with pytest.raises(errors.ProviderTimeoutError):
+            s = await quick.chat("openai/m", "hi", stream=True)
+            async for _ in s:
+                pass
+        assert time.monotonic() - t0 < 0.6
+        await long_stream.aclose()  # type: ignore[attr-defined]

@@ -49,18 +49,24 @@ class _IdleWatch:
 
     def add(self, stream: StreamResponse, idle: float) -> None:
         self.streams.add(stream)
-        self.tick = min(self.tick, max(0.02, idle / 4))  # a stalled stream is noticed within idle * 1.25
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._sweep())
+        tick = max(0.02, idle / 4)  # a stalled stream is noticed within idle * 1.25
+        running = self.task is not None and not self.task.done()
+        if running and tick >= self.tick:
+            return
+        if running:
+            assert self.task is not None
+            self.task.cancel()  # it sleeps for the old, longer tick: start again at the new one
+        self.tick = min(self.tick, tick) if running else tick
+        self.task = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while self.streams:
             await asyncio.sleep(self.tick)
             now = loop.time()
-            for stream in [s for s in self.streams if now - s.last > s.idle]:
+            # only a reader waiting on an empty buffer counts: a slow consumer is not a silent provider
+            for stream in [s for s in self.streams if s.waiting and now - s.last > s.idle]:
                 stream.expire()
-        self.tick = 1.0
 
     async def aclose(self) -> None:
         task, self.task = self.task, None
@@ -75,7 +81,7 @@ class StreamResponse:
     With a timeout, a gap between reads longer than it ends the stream with
     :class:`~modelway.errors.ProviderTimeoutError`."""
 
-    __slots__ = ("_aio", "_resp", "_watch", "expired", "headers", "idle", "last", "provider", "status")
+    __slots__ = ("_aio", "_resp", "_watch", "expired", "headers", "idle", "last", "provider", "status", "waiting")
 
     def __init__(self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None, watch: _IdleWatch) -> None:
         self._aio = _aiohttp()
@@ -84,6 +90,7 @@ class StreamResponse:
         self.status = resp.status
         self.headers: Mapping[str, str] = _lower(resp.headers)
         self.expired = False
+        self.waiting = False
         self.last = asyncio.get_running_loop().time()
         self.idle = timeout or 0.0
         self._watch = watch
@@ -104,24 +111,30 @@ class StreamResponse:
         return ProviderTimeoutError(f"the provider stopped sending for {self.idle:g}s", provider=self.provider)
 
     async def read(self) -> bytes:
+        self.last = asyncio.get_running_loop().time()
+        self.waiting = True
         try:
             return await self._resp.read()
         except (TimeoutError, self._aio.ClientError) as exc:
             if self.expired:
                 raise self._timed_out() from exc
             raise _map(exc, self.provider, reading=True) from exc
+        finally:
+            self.waiting = False
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         content = self._resp.content
         now = asyncio.get_running_loop().time
         try:
             while True:
+                self.last = now()
+                self.waiting = True  # the idle clock runs only while we wait for the provider
                 data = await content.readany()
+                self.waiting = False
                 if not data:
                     if self.expired:
                         raise self._timed_out()
                     return
-                self.last = now()
                 yield data
         except (TimeoutError, self._aio.ClientError) as exc:
             if self.expired:

@@ -86,3 +86,29 @@ def test_client_disconnect_cancels_a_non_streaming_upstream_call(
         time.sleep(0.01)
     assert not conns, "the upstream connection was still in use 0.5 s after the client left"
     time.sleep(max(0.0, closed_at + 2.2 - time.monotonic()))  # let the simulator finish its slow answer cleanly
+
+
+async def test_a_shutdown_cancel_near_a_disconnect_is_not_swallowed() -> None:
+    import asyncio
+
+    from modelway.server.disconnect import watched
+    from modelway.server.http import Request
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    req = Request({"type": "http", "path": "/", "method": "POST", "headers": []}, receive)
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    async def handler() -> None:
+        await watched(req, work())
+
+    task = asyncio.create_task(handler())
+    await started.wait()
+    task.cancel()  # e.g. the server shutting down, in the same tick as the disconnect
+    with pytest.raises(asyncio.CancelledError):
+        await task

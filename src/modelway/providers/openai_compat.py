@@ -327,9 +327,9 @@ class OpenAIStreamParser(StreamParser):
                 if fr is not None:
                     finished = True
                     self.finished.add(index)
-                cu = c.get("usage")  # Moonshot puts usage inside the finishing choice
-                if isinstance(cu, dict):
-                    self.usage = Usage.from_openai(cu)
+            cu = c.get("usage")  # Moonshot puts usage inside the finishing choice
+            if cu is not None and isinstance(cu, dict):
+                self.usage = Usage.from_openai(cu)
             choices.append(
                 ChunkChoice(
                     index,
@@ -353,10 +353,12 @@ class OpenAIStreamParser(StreamParser):
             if held is not None and self.usage is not None:
                 held.usage = self.usage
             return []
+        created = obj.get("created")
+        model = obj.get("model")
         chunk = ChatCompletionChunk(
             rid if type(rid) is str else str(rid or ""),
-            obj.get("created") or self.created,
-            obj.get("model") or self.model,
+            created if type(created) is int else int(created or self.created),
+            model if type(model) is str and model else str(model or self.model),
             choices,
             None,
             self.provider,

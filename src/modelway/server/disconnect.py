@@ -48,8 +48,8 @@ class Watcher:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-        if et is asyncio.CancelledError and self._fired:
-            self._task.uncancel()
+        # our cancel, and only ours (a server shutdown may cancel too): the client is gone, nothing else happened
+        if et is asyncio.CancelledError and self._fired and self._task.uncancel() == 0:
             raise ClientGone from e
 
     @property
