@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ..errors import ConfigError, InvalidRequestError, ProviderError, StreamError, error_for_status
+from ..errors import ConfigError, InvalidRequestError, ProviderError, StreamError
 from ..sse import SSEEvent
 from ..types import (
     ChatCompletion,
@@ -192,20 +192,9 @@ class Adapter(ABC):
         raise ConfigError(f"provider {self.name!r} has no model list endpoint")
 
     # -- errors ---------------------------------------------------------------------------------
+    @abstractmethod
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        """Build the typed error for an HTTP error response (the default reads an OpenAI-shaped body)."""
-        message, code, param, request_id = _read_openai_error(body)
-        cls = error_for_status(status)
-        return cls(
-            message or f"HTTP {status}",
-            provider=self.name,
-            status_code=status,
-            code=code,
-            param=param,
-            request_id=request_id or headers.get("x-request-id"),
-            retry_after=parse_retry_after(headers),
-            body=_maybe_json(body),
-        )
+        """The typed error for an HTTP error response (status, provider code, request id, retry-after)."""
 
     # -- helpers --------------------------------------------------------------------------------
     def json_request(self, path: str, payload: dict[str, Any], headers: dict[str, str] | None = None) -> HTTPRequest:
@@ -213,38 +202,3 @@ class Adapter(ABC):
         if headers:
             h.update(headers)
         return HTTPRequest("POST", self.base_url + path, h, orjson.dumps(payload), self.name)
-
-
-def _maybe_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", errors="replace")
-
-
-def _read_openai_error(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
-    data = _maybe_json(body)
-    if not isinstance(data, dict):
-        return (data.strip()[:500] if isinstance(data, str) and data.strip() else None), None, None, None
-    err = data.get("error")
-    request_id = data.get("request_id") or data.get("id")
-    if isinstance(err, dict):
-        code = err.get("code")
-        if code is None:
-            code = err.get("type")
-        return (
-            err.get("message") or None,
-            str(code) if code is not None else None,
-            err.get("param"),
-            str(request_id) if request_id else None,
-        )
-    if isinstance(err, str):
-        return err, None, None, str(request_id) if request_id else None
-    msg = data.get("message") or data.get("msg")
-    code = data.get("code")
-    return (
-        str(msg) if msg else None,
-        str(code) if code is not None else None,
-        None,
-        str(request_id) if request_id else None,
-    )
