@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import builtins
+from datetime import UTC
 
 import pytest
 
@@ -57,3 +58,19 @@ def test_public_all_is_sorted_and_complete() -> None:
     for name in modelway.__all__:
         assert hasattr(modelway, name), name
     assert errors.__all__ == sorted(errors.__all__)
+
+
+def test_parse_retry_after_forms() -> None:
+    from datetime import datetime, timedelta
+    from email.utils import format_datetime
+
+    from modelway.providers.base import parse_retry_after
+
+    assert parse_retry_after({"retry-after-ms": "1500"}) == 1.5
+    assert parse_retry_after({"retry-after": "7"}) == 7.0
+    assert parse_retry_after({"retry-after-ms": "junk", "retry-after": "2"}) == 2.0
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    wait = parse_retry_after({"retry-after": soon})
+    assert wait is not None and 25 <= wait <= 31
+    assert parse_retry_after({"retry-after": "not a date"}) is None
+    assert parse_retry_after({}) is None
