@@ -370,3 +370,22 @@ class TestChunkFields:
         )
         chunks = run_stream(adapter("moonshot"), chat_request("m", "hi", stream=True), raw)
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 3
+
+
+def test_deepseek_cache_hits_become_cached_tokens() -> None:
+    from modelway.types import Usage
+
+    u = Usage.from_openai(
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 2,
+            "total_tokens": 12,
+            "prompt_cache_hit_tokens": 8,
+            "prompt_cache_miss_tokens": 2,
+        }
+    )
+    assert u.prompt_tokens_details == {"cached_tokens": 8}
+    kept = Usage.from_openai(
+        {"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": 1}, "prompt_cache_hit_tokens": 0}
+    )
+    assert kept.prompt_tokens_details == {"cached_tokens": 1}

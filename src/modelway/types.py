@@ -124,11 +124,15 @@ class Usage:
         prompt = int(d.get("prompt_tokens") or 0)
         completion = int(d.get("completion_tokens") or 0)
         total = d.get("total_tokens")
+        prompt_details = d.get("prompt_tokens_details")
+        hit = d.get("prompt_cache_hit_tokens")  # DeepSeek's name for cached prompt tokens
+        if hit is not None and not prompt_details:
+            prompt_details = {"cached_tokens": hit}
         return cls(
             prompt,
             completion,
             int(total) if total is not None else prompt + completion,
-            d.get("prompt_tokens_details"),
+            prompt_details,
             d.get("completion_tokens_details"),
         )
 
