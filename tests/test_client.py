@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import pytest
 import modelway
 from modelway import errors
 from modelway.testing import (
+    AnthropicSimulator,
     BaseSimulator,
     DashScopeCompatibleSimulator,
     DashScopeSimulator,
@@ -36,6 +38,7 @@ CASES = [
     ("deepseek", DeepSeekSimulator, "deepseek-chat"),
     ("moonshot", MoonshotSimulator, "moonshot-v1-8k"),
     ("dashscope-compatible", DashScopeCompatibleSimulator, "qwen-plus"),
+    ("anthropic", AnthropicSimulator, "claude-haiku-4-5"),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -98,6 +101,10 @@ class TestEveryProvider:
             seed=7,
         )
         body = sim.requests[-1].json
+        if isinstance(sim, AnthropicSimulator):  # Messages API: top-level system, stop_sequences, no seed
+            assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.3, 0.5, 33)
+            assert body["stop_sequences"] == ["\n\n"] and body["system"] == "简短回答" and "seed" not in body
+            return
         p = body.get("parameters", body)  # DashScope native nests them
         msgs = body["input"]["messages"] if "input" in body else body["messages"]
         assert (p["temperature"], p["top_p"], p["max_tokens"], p["stop"], p["seed"]) == (0.3, 0.5, 33, ["\n\n"], 7)
@@ -108,10 +115,20 @@ class TestEveryProvider:
         sim.push(Reply(tool_calls=[{"name": "get_weather", "arguments": '{"city": "杭州"}'}]))
         r = client.chat(model, "杭州天气", tools=TOOLS, tool_choice="auto")
         calls = r.choices[0].message.tool_calls
-        assert calls and calls[0].function.name == "get_weather" and calls[0].function.arguments == '{"city": "杭州"}'
+        assert (
+            calls
+            and calls[0].function.name == "get_weather"
+            and json.loads(calls[0].function.arguments) == {"city": "杭州"}
+        )
         assert calls[0].id and r.choices[0].finish_reason == "tool_calls"
         body = sim.requests[-1].json
-        assert body.get("parameters", body)["tools"] == TOOLS
+        if isinstance(sim, AnthropicSimulator):
+            fn = TOOLS[0]["function"]
+            assert body["tools"] == [
+                {"name": fn["name"], "description": fn["description"], "input_schema": fn["parameters"]}
+            ]
+        else:
+            assert body.get("parameters", body)["tools"] == TOOLS
 
     def test_tools_stream(self, case: tuple[BaseSimulator, modelway.Client, str]) -> None:
         sim, client, model = case
@@ -147,7 +164,9 @@ class TestEveryProvider:
         self, case: tuple[BaseSimulator, modelway.Client, str]
     ) -> None:
         sim, client, model = case
-        sim.push(Fault.error_frame(after_chunks=2, reply=Reply("abcdefghijklmnop", chunk_size=2)))
+        # Anthropic opens with message_start, ping and content_block_start before any text
+        after = 5 if isinstance(sim, AnthropicSimulator) else 2
+        sim.push(Fault.error_frame(after_chunks=after, reply=Reply("abcdefghijklmnop", chunk_size=2)))
         got: list[str] = []
         with pytest.raises(errors.ProviderError) as ei:
             for c in client.chat(model, "hi", stream=True):

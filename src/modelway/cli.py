@@ -12,7 +12,7 @@ import click
 
 from .errors import ModelwayError
 
-_DEMO_PROVIDERS = ("zhipu", "dashscope", "openai", "deepseek", "moonshot", "dashscope-compatible")
+_DEMO_PROVIDERS = ("zhipu", "dashscope", "openai", "deepseek", "moonshot", "dashscope-compatible", "anthropic")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +39,7 @@ def _demo_provider(provider: str) -> Iterator[dict[str, Any]]:
         "deepseek": testing.DeepSeekSimulator,
         "moonshot": testing.MoonshotSimulator,
         "dashscope-compatible": testing.DashScopeCompatibleSimulator,
+        "anthropic": testing.AnthropicSimulator,
     }
     if provider not in sims:
         raise click.UsageError(f"--demo simulates {', '.join(_DEMO_PROVIDERS)}; not {provider!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
+from .anthropic import AnthropicAdapter
 from .base import Adapter, HTTPRequest, ProviderSettings, StreamParser
 from .dashscope import DashScopeAdapter
 from .openai_compat import OpenAICompatAdapter, OpenAISpec, make_adapter_class
@@ -28,6 +29,7 @@ __all__ = [
 PROVIDERS: dict[str, type[Adapter]] = {spec.name: make_adapter_class(spec) for spec in SPECS}
 PROVIDERS[ZhipuAdapter.name] = ZhipuAdapter
 PROVIDERS[DashScopeAdapter.name] = DashScopeAdapter
+PROVIDERS[AnthropicAdapter.name] = AnthropicAdapter
 
 
 def register(adapter: type[Adapter] | OpenAISpec) -> type[Adapter]:

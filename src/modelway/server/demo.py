@@ -19,6 +19,7 @@ DEMO_MODELS: dict[str, tuple[str, str, str]] = {
     "demo/gpt-4o-mini": ("OpenAISimulator", "openai", "gpt-4o-mini"),
     "demo/deepseek-chat": ("DeepSeekSimulator", "deepseek", "deepseek-chat"),
     "demo/moonshot-v1-8k": ("MoonshotSimulator", "moonshot", "moonshot-v1-8k"),
+    "demo/claude-haiku-4-5": ("AnthropicSimulator", "anthropic", "claude-haiku-4-5"),
     "demo/embedding-3": ("ZhipuSimulator", "zhipu", "embedding-3"),
     "demo/text-embedding-3-small": ("OpenAISimulator", "openai", "text-embedding-3-small"),
 }

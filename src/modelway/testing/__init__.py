@@ -16,12 +16,14 @@ astart()``/``await astop()`` (or ``async with``) serve inside the running event 
 """
 
 from ._server import BaseSimulator, RecordedRequest, count_tokens, fake_embedding
+from .anthropic import AnthropicSimulator
 from .dashscope import DashScopeSimulator
 from .openai import DashScopeCompatibleSimulator, DeepSeekSimulator, MoonshotSimulator, OpenAISimulator
 from .script import Fault, Reply
 from .zhipu import ZhipuSimulator
 
 __all__ = [
+    "AnthropicSimulator",
     "BaseSimulator",
     "DashScopeCompatibleSimulator",
     "DashScopeSimulator",
