@@ -66,7 +66,7 @@ from ..types import (
     ToolCallDelta,
     Usage,
 )
-from .base import Adapter, HTTPRequest, StreamParser, decode_json, parse_retry_after
+from .base import Adapter, HTTPRequest, StreamParser, decode_json
 
 __all__ = ["AnthropicAdapter", "AnthropicStreamParser", "classify_anthropic_error"]
 
@@ -239,15 +239,7 @@ class AnthropicAdapter(Adapter):
             message = data.strip()[:500]
         rid = rid or headers.get("request-id") or headers.get("x-request-id")
         cls = classify_anthropic_error(status, etype, message)
-        return cls(
-            message or (f"HTTP {status}" if status else "the provider reported an error"),
-            provider=self.name,
-            status_code=status,
-            code=etype,
-            request_id=str(rid) if rid else None,
-            retry_after=parse_retry_after(headers),
-            body=data,
-        )
+        return self.provider_error(cls, status, headers, message=message, code=etype, request_id=rid, body=data)
 
 
 class AnthropicStreamParser(StreamParser):

@@ -196,6 +196,30 @@ class Adapter(ABC):
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """The typed error for an HTTP error response (status, provider code, request id, retry-after)."""
 
+    def provider_error(
+        self,
+        cls: type[ProviderError],
+        status: int | None,
+        headers: Mapping[str, str],
+        *,
+        message: str | None,
+        code: str | None,
+        request_id: Any,
+        body: Any,
+        param: str | None = None,
+    ) -> ProviderError:
+        """Build the typed error every adapter raises: provider, status, code, request id, Retry-After, body."""
+        return cls(
+            message or (f"HTTP {status}" if status else "the provider reported an error"),
+            provider=self.name,
+            status_code=status,
+            code=code,
+            param=param,
+            request_id=str(request_id) if request_id else None,
+            retry_after=parse_retry_after(headers),
+            body=body,
+        )
+
     # -- helpers --------------------------------------------------------------------------------
     def json_request(self, path: str, payload: dict[str, Any], headers: dict[str, str] | None = None) -> HTTPRequest:
         h = self.base_headers()

@@ -57,7 +57,7 @@ from ..types import (
     ToolCallDelta,
     Usage,
 )
-from .base import Adapter, HTTPRequest, StreamParser, decode_json, developer_to_system, parse_retry_after
+from .base import Adapter, HTTPRequest, StreamParser, decode_json, developer_to_system
 
 __all__ = ["DashScopeAdapter", "DashScopeStreamParser", "classify_dashscope_error"]
 
@@ -244,15 +244,7 @@ class DashScopeAdapter(Adapter):
             message = data.strip()[:500]
         rid = rid or headers.get("x-request-id")
         cls = classify_dashscope_error(status, code, message)
-        return cls(
-            message or (f"HTTP {status}" if status else "the provider reported an error"),
-            provider=self.name,
-            status_code=status,
-            code=code,
-            request_id=str(rid) if rid else None,
-            retry_after=parse_retry_after(headers),
-            body=data,
-        )
+        return self.provider_error(cls, status, headers, message=message, code=code, request_id=rid, body=data)
 
 
 class DashScopeStreamParser(StreamParser):

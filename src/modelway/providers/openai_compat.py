@@ -39,7 +39,7 @@ from ..types import (
     ToolCallDelta,
     Usage,
 )
-from .base import Adapter, HTTPRequest, StreamParser, decode_json, parse_retry_after
+from .base import Adapter, HTTPRequest, StreamParser, decode_json
 
 __all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_class"]
 
@@ -264,15 +264,8 @@ class OpenAICompatAdapter(Adapter):
         elif isinstance(data, str) and data.strip():
             message = data.strip()[:500]
         cls = classify_error(self.spec.codes, status, code, err_type)
-        return cls(
-            message or (f"HTTP {status}" if status else "the provider reported an error"),
-            provider=self.name,
-            status_code=status,
-            code=code or err_type,
-            param=param,
-            request_id=request_id,
-            retry_after=parse_retry_after(headers),
-            body=data,
+        return self.provider_error(
+            cls, status, headers, message=message, code=code or err_type, request_id=request_id, body=data, param=param
         )
 
 
