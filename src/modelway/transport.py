@@ -83,8 +83,10 @@ class StreamResponse:
 
     __slots__ = ("_aio", "_resp", "_watch", "expired", "headers", "idle", "last", "provider", "status", "waiting")
 
-    def __init__(self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None, watch: _IdleWatch) -> None:
-        self._aio = _aiohttp()
+    def __init__(
+        self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None, watch: _IdleWatch, aio: ModuleType
+    ) -> None:
+        self._aio = aio
         self._resp = resp
         self.provider = provider
         self.status = resp.status
@@ -240,7 +242,7 @@ class Transport:
                 )
         except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
-        return StreamResponse(resp, req.provider, timeout, self._idle)
+        return StreamResponse(resp, req.provider, timeout, self._idle, self._aio)
 
     async def aclose(self) -> None:
         await self._idle.aclose()
@@ -260,7 +262,6 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 def _map(
     exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
 ) -> ProviderConnectionError | ProviderTimeoutError | StreamError:
-    aiohttp = _aiohttp()
     aiohttp = _aiohttp()
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         what = "stopped sending" if reading else "did not answer"

@@ -52,10 +52,6 @@ class Watcher:
         if et is asyncio.CancelledError and self._fired and self._task.uncancel() == 0:
             raise ClientGone from e
 
-    @property
-    def fired(self) -> bool:
-        return bool(self._fired)
-
 
 async def watched(req: Request, aw: Awaitable[T]) -> T:
     """Await ``aw``; if the client disconnects meanwhile, cancel it and raise :class:`ClientGone`."""
