@@ -73,18 +73,7 @@ class TestErrors:
     async def test_embeddings_on_a_chat_only_provider_is_400(
         self, start_gateway: Callable[[dict[str, Any]], RunningGateway]
     ) -> None:
-        gw = start_gateway(
-            {
-                "models": [
-                    {
-                        "name": "kimi",
-                        "deployments": [
-                            {"model": "moonshot/moonshot-v1-8k", "api_key": "sk-x", "api_base": "http://127.0.0.1:9/v1"}
-                        ],
-                    }
-                ]
-            }
-        )
+        gw = start_gateway(one_model("kimi", "moonshot/moonshot-v1-8k", "sk-x", "http://127.0.0.1:9/v1"))
         status, _, body = await post(gw, "/v1/embeddings", {"model": "kimi", "input": "x"})
         assert status == 400 and body["error"]["code"] == "embeddings_not_supported"
 
@@ -92,17 +81,7 @@ class TestErrors:
         self, start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator
     ) -> None:
         gw = start_gateway(
-            {
-                "server": {"max_body_bytes": 1000},
-                "models": [
-                    {
-                        "name": "gpt",
-                        "deployments": [
-                            {"model": "openai/m", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url}
-                        ],
-                    }
-                ],
-            }
+            one_model("gpt", "openai/m", openai_sim.api_key, openai_sim.base_url, server={"max_body_bytes": 1000})
         )
         status, _, body = await post(
             gw, "/v1/chat/completions", chat(messages=[{"role": "user", "content": "x" * 2000}])
@@ -117,22 +96,9 @@ class TestErrors:
         start_gateway: Callable[[dict[str, Any]], RunningGateway],
     ) -> None:
         gw = start_gateway(
-            {
-                "server": {"max_retries": 0},
-                "models": [
-                    {
-                        "name": "slow",
-                        "deployments": [
-                            {
-                                "model": "zhipu/glm-4",
-                                "api_key": zhipu_sim.api_key,
-                                "api_base": zhipu_sim.base_url,
-                                "timeout": 0.2,
-                            }
-                        ],
-                    }
-                ],
-            }
+            one_model(
+                "slow", "zhipu/glm-4", zhipu_sim.api_key, zhipu_sim.base_url, server={"max_retries": 0}, timeout=0.2
+            )
         )
         zhipu_sim.push(Fault.slow_first_byte(1.0))
         status, headers, body = await post(gw, "/v1/chat/completions", chat("slow"))
@@ -178,6 +144,14 @@ class TestErrors:
 def two_sims() -> Iterator[tuple[OpenAISimulator, OpenAISimulator]]:
     with OpenAISimulator() as a, OpenAISimulator() as b:
         yield a, b
+
+
+def one_model(
+    name: str, model: str, api_key: str, api_base: str, *, server: dict[str, Any] | None = None, **deployment: Any
+) -> dict[str, Any]:
+    """A gateway config with one model ``name`` over one deployment."""
+    dep = {"model": model, "api_key": api_key, "api_base": api_base, **deployment}
+    return {"server": server or {}, "models": [{"name": name, "deployments": [dep]}]}
 
 
 def preferring_a(a: OpenAISimulator, b: OpenAISimulator, *, b_key: str | None = None, **server: Any) -> dict[str, Any]:
@@ -286,21 +260,7 @@ class TestRouting:
         self, start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator
     ) -> None:
         gw = start_gateway(
-            {
-                "models": [
-                    {
-                        "name": "m",
-                        "deployments": [
-                            {
-                                "model": "openai/m",
-                                "api_key": openai_sim.api_key,
-                                "api_base": openai_sim.base_url,
-                                "params": {"temperature": 0.2, "top_k": 5},
-                            }
-                        ],
-                    }
-                ]
-            }
+            one_model("m", "openai/m", openai_sim.api_key, openai_sim.base_url, params={"temperature": 0.2, "top_k": 5})
         )
         await post(gw, "/v1/chat/completions", chat("m"))
         assert openai_sim.requests[-1].json["temperature"] == 0.2 and openai_sim.requests[-1].json["top_k"] == 5
@@ -355,18 +315,7 @@ class TestInternalErrors:
         monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        gw = start_gateway(
-            {
-                "models": [
-                    {
-                        "name": "m",
-                        "deployments": [
-                            {"model": "openai/m", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url}
-                        ],
-                    }
-                ]
-            }
-        )
+        gw = start_gateway(one_model("m", "openai/m", openai_sim.api_key, openai_sim.base_url))
         assert gw.app.gateway is not None
 
         async def broken(*args: Any, **kwargs: Any) -> None:
