@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .limits_phase import LimitsResult
 from .measure import Plan, RowResult
 from .phases import ScaleResult, StartupResult, WorkersResult
 from .profile import Profile
@@ -26,6 +27,7 @@ class RunResult:
     scale: ScaleResult | None = None
     startup: StartupResult | None = None
     workers: WorkersResult | None = None
+    limits: LimitsResult | None = None
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # phases that were skipped or failed, and why
     wall_s: float = 0.0
@@ -404,6 +406,22 @@ def evaluate_targets(res: RunResult) -> list[list[str]]:
         r is not None and r > 1.2,
         f"{_f(r, 2)}×",
         "workers phase not run",
+    )
+    lim = res.limits
+    add(
+        "limits exact across workers",
+        "admitted = the key's rpm",
+        float(lim.admitted) if lim else None,
+        bool(lim and lim.exact),
+        (
+            f"{lim.admitted} of {lim.sent} admitted with rpm {lim.rpm} ({lim.workers} workers, Redis; "
+            f"admitted per worker: {' / '.join(map(str, lim.per_worker))}; 429: {lim.refused}"
+            + (f"; other statuses {lim.other}" if lim.other else "")
+            + ")"
+            if lim
+            else ""
+        ),
+        "limits phase not run",
     )
     return out
 

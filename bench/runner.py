@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from .limits_phase import measure_limits
 from .machine import background_cpu_percent, machine_info
 from .measure import MB, Live, Plan, RowResult, measure_rows
 from .payloads import MODEL
@@ -27,7 +28,7 @@ from .wrk import wrk_path
 
 __all__ = ["main"]
 
-_PHASES = ("scale", "startup", "workers")
+_PHASES = ("scale", "startup", "workers", "limits")
 _RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -193,7 +194,15 @@ def _run(
             ctx, seconds=plan.seconds, warmup=plan.warmup, rounds=plan.rounds, say=progress("workers")
         )
 
-    phase_runs: list[tuple[str, Callable[[], None]]] = [("scale", scale), ("startup", startup), ("workers", workers)]
+    def limits() -> None:
+        res.limits = measure_limits(ctx, say=progress("limits"))
+
+    phase_runs: list[tuple[str, Callable[[], None]]] = [
+        ("scale", scale),
+        ("startup", startup),
+        ("workers", workers),
+        ("limits", limits),
+    ]
     for name, fn in phase_runs:
         if name not in phases:
             continue

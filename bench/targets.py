@@ -28,6 +28,7 @@ __all__ = [
     "Server",
     "Target",
     "modelway_config",
+    "create_virtual_key",
     "modelway_control_plane_config",
     "start_modelway",
     "start_server",
@@ -122,22 +123,35 @@ def warm_bytecode(procs: ProcessTable) -> None:
 
 
 # -- availability ------------------------------------------------------------------------------------------------------
-def modelway_control_plane_config(ctx: Context) -> dict[str, object] | None:
-    """The config for the ``modelway+cp`` row: modelway with virtual keys, a rate limit, the usage ledger and metrics.
+def modelway_control_plane_config(ctx: Context, name: str = "modelway-cp") -> dict[str, object]:
+    """The config for the ``modelway+cp`` row: modelway's with the control plane on — the store (SQLite) holding
+    virtual keys and the usage ledger, a price on the model so every request is costed, metrics (on by default)."""
+    config = modelway_config(ctx)
+    config["store"] = {"url": f"sqlite:///{ctx.work / (name + '.db')}"}
+    config["usage"] = {"spill_path": str(ctx.work / f"{name}-spill.jsonl")}
+    models = config["models"]
+    assert isinstance(models, list)
+    models[0]["price"] = {"input": 0.15, "output": 0.6}
+    return config
 
-    HOOK: those features do not exist yet. When they do, return ``modelway_config(ctx)`` extended with them (a
-    virtual key sent by the load instead of the master key, a rate limit far above the load, the ledger writing
-    to SQLite, ``/metrics`` on), and the row is measured like the others.
-    """
-    return None
+
+def create_virtual_key(ctx: Context, config_file: Path, **limits: object) -> str:
+    """``modelway keys create`` against the config's store; the key's secret."""
+    argv = [*_modelway_argv(), "keys", "create", "-c", str(config_file), "--name", "bench", "--json"]
+    for k, v in limits.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    proc = subprocess.run(argv, env=ctx.procs.python_env(), cwd=ctx.work, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"modelway keys create failed:\n{proc.stderr[-2000:]}")
+    secret = orjson.loads(proc.stdout)["key"]
+    assert isinstance(secret, str)
+    return secret
 
 
 def unavailable(target: Target, ctx: Context) -> str | None:
     """Why ``target`` cannot run here (a reason shown in its row), or None."""
     if target.server == "nginx" and _nginx() is None:
         return "nginx is not installed: apt-get install -y nginx-light"
-    if target.server == CONTROL_PLANE and modelway_control_plane_config(ctx) is None:
-        return "control plane (virtual keys, rate limits, usage ledger, metrics) not implemented yet"
     if target.server == "litellm" and not ctx.with_litellm:
         return "opt-in: --with-litellm"
     return None
@@ -267,10 +281,20 @@ def start_modelway(
     return Server(port, child.pid, ready, label, child, {"Authorization": f"Bearer {ctx.master_key}"})
 
 
+# the bench key's limits: checked on every request, far above what the load can reach
+_BENCH_LIMITS = {"rpm": 100_000_000, "tpm": 10**12, "max_parallel": 100_000, "budget": 1e9, "budget_period": "month"}
+
+
 def _start_control_plane(ctx: Context) -> Server:
-    config = modelway_control_plane_config(ctx)
-    assert config is not None
-    return start_modelway(ctx, config=config, name="modelway-cp")
+    """modelway with the control plane on; the load sends a virtual key with rate limits and a budget."""
+    name = "modelway-cp"
+    config = modelway_control_plane_config(ctx, name)
+    cfg = ctx.work / f"{name}.yaml"
+    cfg.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+    secret = create_virtual_key(ctx, cfg, **_BENCH_LIMITS)
+    server = start_modelway(ctx, config=config, name=name)
+    server.headers = {"Authorization": f"Bearer {secret}"}
+    return server
 
 
 def _start_litellm(ctx: Context) -> Server:

@@ -53,6 +53,16 @@ def test_env_references() -> None:
         ),
         ({"providers": {"zhipuu": {}}}, r"providers.zhipuu: unknown provider"),
         ([1, 2], r"the top level must be a mapping"),
+        ({"store": {"url": "mysql://x"}}, r"store.url: must be sqlite:///path.db or postgresql://"),
+        ({"store": {"url": "sqlite:///x.db", "redis_url": "http://x"}}, r"store.redis_url: must be redis://"),
+        ({"store": {"key_refresh": 0}}, r"store.key_refresh: must be a positive number"),
+        ({"usage": {"batch_size": 1.5}}, r"usage.batch_size: must be a positive integer"),
+        ({"metrics": {"enabled": "yes"}}, r"metrics.enabled: must be true or false"),
+        ({"prices": {"zhipu/glm-4": {"input": -1}}}, r"prices.zhipu/glm-4.input: must be a non-negative number"),
+        (
+            {"models": [{"name": "a", "price": {"in": 1}, "deployments": ["zhipu/x"]}]},
+            r"models\[0\].price: unknown field 'in'",
+        ),
     ],
 )
 def test_invalid_config_names_the_field(doc: object, message: str) -> None:
@@ -67,6 +77,32 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("server: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_control_plane_sections_and_prices() -> None:
+    cfg = parse_config(
+        {
+            "store": {"url": "${DB:-sqlite:///x.db}", "redis_url": "redis://127.0.0.1:6379/1"},
+            "usage": {"currency": "CNY"},
+            "metrics": {"public": False},
+            "prices": {"deepseek/deepseek-chat": {"input": 2, "output": 8}},
+            "models": [
+                {
+                    "name": "m",
+                    "price": {"input": 1},
+                    "deployments": ["zhipu/glm-4-flash", {"model": "dashscope/qwen-plus", "price": {"output": 3}}],
+                }
+            ],
+        },
+        env={},
+    )
+    assert cfg.control_plane and cfg.store.url == "sqlite:///x.db" and cfg.store.redis_url.endswith("/1")
+    assert cfg.usage.currency == "CNY" and cfg.metrics.public is False and cfg.metrics.enabled is True
+    assert cfg.prices["deepseek/deepseek-chat"].cost(1_000_000, 500_000) == 6.0
+    assert cfg.models[0].price is not None and cfg.models[0].price.cost(2_000_000, 7) == 2.0
+    assert cfg.models[0].deployments[1].price is not None and cfg.models[0].deployments[1].price.input == 0.0
+    # an empty store URL (an unset ${VAR:-}) means no control plane
+    assert not parse_config({"store": {"url": "${DB:-}"}}, env={}).control_plane
 
 
 def test_string_deployments_shorthand() -> None:

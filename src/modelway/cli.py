@@ -203,6 +203,15 @@ def serve(
     except ImportError:
         click.secho("error: the server needs uvicorn: pip install 'modelway[server]'", fg="red", err=True)
         sys.exit(2)
+    if workers > 1 and config.control_plane and config.store.redis_url is None:
+        click.secho(
+            f"error: --workers {workers} with a store needs store.redis_url: without Redis every worker would count "
+            "rate limits and budgets on its own, letting through up to "
+            f"{workers}x what a key is allowed. Set store.redis_url, or run one worker.",
+            fg="red",
+            err=True,
+        )
+        sys.exit(2)
     os.environ["MODELWAY_CONFIG"] = os.path.abspath(config_path) if config_path else ""
     os.environ["MODELWAY_DEMO"] = "1" if demo else "0"
     level = log_level or config.server.log_level
@@ -232,7 +241,20 @@ def serve(
         kwargs["loop"] = "uvloop"
     except ImportError:
         pass
-    uvicorn.run("modelway.server.main:app_factory", **kwargs)
+    metrics_dir = None
+    if workers > 1 and config.metrics.enabled and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # every worker writes its metrics here, and any worker's /metrics answers for all of them
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="modelway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("modelway.server.main:app_factory", **kwargs)
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()
@@ -279,6 +301,11 @@ def providers() -> None:
         colour = "green" if status.startswith("key found") else None
         click.echo(f"{name:<{w0}}  {label:<{w1}}  " + click.style(status, fg=colour))
 
+
+from . import cli_admin  # noqa: E402  (registers ``keys`` and ``usage``)
+
+main.add_command(cli_admin.keys)
+main.add_command(cli_admin.usage)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

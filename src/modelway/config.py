@@ -17,9 +17,31 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["Config", "DeploymentConfig", "ModelConfig", "ServerConfig", "load_config", "parse_config"]
+__all__ = [
+    "Config",
+    "DeploymentConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "Price",
+    "ServerConfig",
+    "StoreConfig",
+    "UsageConfig",
+    "load_config",
+    "parse_config",
+]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(slots=True, frozen=True)
+class Price:
+    """What a model costs, in the gateway's currency per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
 
 @dataclass(slots=True)
@@ -36,6 +58,8 @@ class DeploymentConfig:
     #: adapter options, e.g. ``{"auth": "jwt"}`` for Zhipu, ``{"workspace": "..."}`` for DashScope
     options: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    #: overrides the model's price for this deployment
+    price: Price | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +73,7 @@ class ModelConfig:
     #: the upstream model has no system role: merge system text into the first user message
     merge_system: bool = False
     description: str | None = None
+    price: Price | None = None
 
 
 @dataclass(slots=True)
@@ -70,11 +95,50 @@ class ServerConfig:
 
 
 @dataclass(slots=True)
+class StoreConfig:
+    """Where the control plane keeps its state. Without ``url`` there are no virtual keys and no usage ledger."""
+
+    #: ``sqlite:///modelway.db`` (embedded) or ``postgresql://user@host/db`` (shared by replicas)
+    url: str | None = None
+    #: ``redis://host:6379/0``: rate limits and budgets shared by every worker and replica (else in-process)
+    redis_url: str | None = None
+    #: seconds between reloads of the keys (keys created or revoked by another worker or the CLI)
+    key_refresh: float = 5.0
+
+
+@dataclass(slots=True)
+class UsageConfig:
+    flush_interval: float = 1.0
+    batch_size: int = 500
+    #: records the database could not take at shutdown are appended here, and imported at the next start
+    spill_path: str = "modelway-usage-spill.jsonl"
+    #: the currency of prices, costs and budgets (a label: no conversion is made)
+    currency: str = "USD"
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    #: ``/metrics`` answers without a key (Prometheus scrapers); false: it needs the master key
+    public: bool = True
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: list[ModelConfig] = field(default_factory=list)
     #: per-provider credentials and options: ``{"zhipu": {"api_key": ..., "auth": "jwt"}}``
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: prices of ``provider/model`` names not priced in ``models`` (direct calls)
+    prices: dict[str, Price] = field(default_factory=dict)
+
+    @property
+    def control_plane(self) -> bool:
+        """Virtual keys, limits and the usage ledger are on (a store is configured)."""
+        return self.store.url is not None
 
 
 def _expand(value: Any, where: str, env: Mapping[str, str]) -> Any:
@@ -127,12 +191,29 @@ def _dict(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return v
 
 
+def _bool(d: dict[str, Any], key: str, where: str) -> bool:
+    v = d[key]
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where}.{key}: must be true or false (got {v!r})")
+    return v
+
+
+def _price(v: Any, where: str) -> Price:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where}: must be a mapping with input and output (per million tokens)")
+    _take(v, where, {"input", "output"})
+    return Price(
+        input=float(_num(v, "input", where, positive=False)) if "input" in v else 0.0,
+        output=float(_num(v, "output", where, positive=False)) if "output" in v else 0.0,
+    )
+
+
 def _deployment(d: Any, where: str) -> DeploymentConfig:
     if isinstance(d, str):
         d = {"model": d}
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: must be a mapping with at least 'model'")
-    fields = {"model", "api_key", "api_base", "base_url", "weight", "timeout", "params", "options", "headers"}
+    fields = {"model", "api_key", "api_base", "base_url", "weight", "timeout", "params", "options", "headers", "price"}
     _take(d, where, fields)
     if "model" not in d:
         raise ConfigError(f"{where}.model: required (provider/model, e.g. zhipu/glm-4-flash)")
@@ -159,13 +240,15 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
     dep.params = _dict(d, "params", where)
     dep.options = _dict(d, "options", where)
     dep.headers = {str(k): str(v) for k, v in _dict(d, "headers", where).items()}
+    if d.get("price") is not None:
+        dep.price = _price(d["price"], f"{where}.price")
     return dep
 
 
 def _model(m: Any, where: str) -> ModelConfig:
     if not isinstance(m, dict):
         raise ConfigError(f"{where}: must be a mapping with 'name' and 'deployments'")
-    _take(m, where, {"name", "deployments", "system_prompt", "merge_system", "description"})
+    _take(m, where, {"name", "deployments", "system_prompt", "merge_system", "description", "price"})
     for key in ("name", "deployments"):
         if key not in m:
             raise ConfigError(f"{where}.{key}: required")
@@ -187,6 +270,7 @@ def _model(m: Any, where: str) -> ModelConfig:
         system_prompt=sp,
         merge_system=ms,
         description=m.get("description"),
+        price=_price(m["price"], f"{where}.price") if m.get("price") is not None else None,
     )
 
 
@@ -217,16 +301,65 @@ def _server(s: dict[str, Any]) -> ServerConfig:
     return cfg
 
 
+def _store(s: dict[str, Any]) -> StoreConfig:
+    where = "store"
+    _take(s, where, set(StoreConfig.__slots__))
+    cfg = StoreConfig()
+    if s.get("url"):  # empty (an unset ${VAR:-}) means no store
+        url = _str(s, "url", where)
+        if not url.startswith(("sqlite:", "sqlite+aiosqlite:", "postgresql:", "postgres:", "postgresql+asyncpg:")):
+            raise ConfigError(f"{where}.url: must be sqlite:///path.db or postgresql://user@host/db (got {url!r})")
+        cfg.url = url
+    if s.get("redis_url"):
+        url = _str(s, "redis_url", where)
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{where}.redis_url: must be redis://host:port/db (got {url!r})")
+        cfg.redis_url = url
+    if "key_refresh" in s:
+        cfg.key_refresh = float(_num(s, "key_refresh", where))
+    return cfg
+
+
+def _usage(s: dict[str, Any]) -> UsageConfig:
+    where = "usage"
+    _take(s, where, set(UsageConfig.__slots__))
+    cfg = UsageConfig()
+    if "flush_interval" in s:
+        cfg.flush_interval = float(_num(s, "flush_interval", where))
+    if "batch_size" in s:
+        cfg.batch_size = int(_num(s, "batch_size", where, integer=True))
+    if "spill_path" in s:
+        cfg.spill_path = _str(s, "spill_path", where)
+    if "currency" in s:
+        cfg.currency = _str(s, "currency", where)
+    return cfg
+
+
+def _metrics(s: dict[str, Any]) -> MetricsConfig:
+    where = "metrics"
+    _take(s, where, set(MetricsConfig.__slots__))
+    cfg = MetricsConfig()
+    if "enabled" in s:
+        cfg.enabled = _bool(s, "enabled", where)
+    if "public" in s:
+        cfg.public = _bool(s, "public", where)
+    return cfg
+
+
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a decoded config document (``${VAR}`` references are expanded from ``env``)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("config: the top level must be a mapping with server, models, providers")
+        raise ConfigError("config: the top level must be a mapping (server, models, providers, store, ...)")
     data = _expand(data, "config", os.environ if env is None else env)
-    _take(data, "config", {"server", "models", "providers"})
+    _take(data, "config", {"server", "models", "providers", "store", "usage", "metrics", "prices"})
     cfg = Config()
     cfg.server = _server(_dict(data, "server", "config"))
+    cfg.store = _store(_dict(data, "store", "config"))
+    cfg.usage = _usage(_dict(data, "usage", "config"))
+    cfg.metrics = _metrics(_dict(data, "metrics", "config"))
+    cfg.prices = {str(k): _price(v, f"prices.{k}") for k, v in _dict(data, "prices", "config").items()}
     models = data.get("models") or []
     if not isinstance(models, list):
         raise ConfigError("models: must be a list")

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .deployments import Deployment, ModelGroup, merge_system_messages
-from .router import Router
+from .router import Router, Trace
 
-__all__ = ["Deployment", "ModelGroup", "Router", "merge_system_messages"]
+__all__ = ["Deployment", "ModelGroup", "Router", "Trace", "merge_system_messages"]

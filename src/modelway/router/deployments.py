@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Price
 from ..providers.base import Adapter
 from ..types import Message
 
@@ -22,6 +23,8 @@ class Deployment:
     weight: float = 1.0
     timeout: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: what a million tokens cost here (``None``: not priced, the usage ledger records cost 0)
+    price: Price | None = None
     cooldown_until: float = 0.0
 
     @property

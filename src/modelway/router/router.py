@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
+from typing import Protocol
 
 from .. import calls
 from ..errors import AllDeploymentsFailedError, BadRequestError, ModelwayError, ProviderError, UnknownModelError
@@ -25,7 +26,14 @@ from ..types import (
 )
 from .deployments import Deployment, ModelGroup
 
-__all__ = ["Router"]
+__all__ = ["Router", "Trace"]
+
+
+class Trace(Protocol):
+    """What the router tells its caller about one request: the deployment tried last (the one that answered,
+    when the call succeeded). The server's usage record and metrics read it."""
+
+    deployment: Deployment | None
 
 
 class Router:
@@ -38,6 +46,7 @@ class Router:
         timeout: float | None,
         cooldown: float = 5.0,
         direct: Callable[[str], ModelGroup | None] | None = None,
+        on_failure: Callable[[Deployment, ModelwayError], None] | None = None,
     ) -> None:
         self.groups = groups
         self.transport = transport
@@ -46,6 +55,8 @@ class Router:
         self.cooldown = cooldown
         self._direct = direct
         self._direct_cache: dict[str, ModelGroup] = {}
+        #: told of every failed attempt that fails over (metrics count them per deployment)
+        self.on_failure = on_failure
 
     def group(self, model: str) -> ModelGroup:
         """The group serving ``model`` (an alias, or ``provider/model`` when direct addressing is allowed)."""
@@ -75,6 +86,8 @@ class Router:
         if isinstance(exc, BadRequestError):
             raise exc  # the request's fault: every deployment would refuse it
         attempts.append(exc)
+        if self.on_failure is not None:
+            self.on_failure(dep, exc)
         # the deployment's fault (rate limit, outage, refused key, missing model): skip it for a while, as long as
         # the provider asked, else the configured cooldown
         wait = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else self.cooldown
@@ -88,10 +101,12 @@ class Router:
             f"all {len(attempts)} deployments of {model!r} failed; last: {attempts[-1]}", attempts
         )
 
-    async def complete(self, model: str, req: ChatRequest) -> ChatCompletion:
+    async def complete(self, model: str, req: ChatRequest, trace: Trace | None = None) -> ChatCompletion:
         group = self.group(model)
         attempts: list[ModelwayError] = []
         for dep in group.order():
+            if trace is not None:
+                trace.deployment = dep
             try:
                 return await calls.complete(
                     self.transport,
@@ -104,11 +119,15 @@ class Router:
                 self._failed(dep, exc, attempts)
         raise self._give_up(model, attempts)
 
-    async def stream(self, model: str, req: ChatRequest) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+    async def stream(
+        self, model: str, req: ChatRequest, trace: Trace | None = None
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
         """Batches of chunks from the first deployment that produced one; earlier failures fail over silently."""
         group = self.group(model)
         attempts: list[ModelwayError] = []
         for dep in group.order():
+            if trace is not None:
+                trace.deployment = dep
             it = calls.stream_batches(
                 self.transport,
                 dep.adapter,
@@ -136,10 +155,12 @@ class Router:
             return
         raise self._give_up(model, attempts)
 
-    async def embed(self, model: str, req: EmbeddingRequest) -> EmbeddingResponse:
+    async def embed(self, model: str, req: EmbeddingRequest, trace: Trace | None = None) -> EmbeddingResponse:
         group = self.group(model)
         attempts: list[ModelwayError] = []
         for dep in group.order():
+            if trace is not None:
+                trace.deployment = dep
             try:
                 return await calls.embed(
                     self.transport,

@@ -6,16 +6,17 @@ Plain ASGI (no framework) keeps the per-request cost low; uvicorn serves it (``m
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config
-from ..errors import InvalidRequestError, ModelwayError
+from ..errors import ModelwayError
 from . import dbgpt_api, openai_api
+from .admin_api import ADMIN_PREFIX, handle_admin
+from .control import ControlPlane
 from .disconnect import ClientGone
-from .errors import GatewayAuthError, render_error
+from .errors import Forbidden, MethodNotAllowed, NotFound, render_error
 from .gateway import Gateway
 from .http import Receive, Request, Scope, Send, send_json
 from .openapi import openapi_schema
@@ -36,6 +37,7 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/api/v2/chat/completions"): dbgpt_api.dbgpt_chat_completions,
 }
 _PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
+_METRICS = "/metrics"
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
 
 
@@ -56,13 +58,17 @@ class GatewayApp:
         self.ready = False
         self.on_startup = list(on_startup or [])
         self.on_shutdown = list(on_shutdown or [])
-        key = config.server.master_key
-        self._key = f"Bearer {key}".encode() if key else None
+        self._auth_required = bool(config.server.master_key) or config.control_plane
 
     async def startup(self) -> None:
         for hook in self.on_startup:
             await hook(self)
-        self.gateway = Gateway(self.config, self.env)
+        control = await ControlPlane.start(self.config)
+        try:
+            self.gateway = Gateway(self.config, self.env, control)
+        except BaseException:
+            await control.aclose()
+            raise
         # everything built so far lives as long as the process: move it out of the collector's way, so that full
         # collections stay short (they stall every request in flight)
         gc.collect()
@@ -99,17 +105,13 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _check_key(self, req: Request) -> None:
-        if self._key is None:
-            return
+    @staticmethod
+    async def _authenticate(gw: Gateway, req: Request) -> None:
         got = req.headers.get(b"authorization")
         if got is None:
             api_key = req.headers.get(b"x-api-key")
             got = b"Bearer " + api_key if api_key else None
-        if got is None:
-            raise GatewayAuthError("missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
-        if not hmac.compare_digest(got, self._key):
-            raise GatewayAuthError("invalid API key", code="invalid_api_key")
+        req.caller = await gw.control.auth.authenticate(got)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive)
@@ -117,7 +119,7 @@ class GatewayApp:
         try:
             if path in _PUBLIC:
                 if req.method not in ("GET", "HEAD"):
-                    raise _MethodNotAllowed(req.method, path, "GET, HEAD")
+                    raise MethodNotAllowed(req.method, path, "GET, HEAD")
                 await self._public(req, send)
                 return
             gw = self.gateway
@@ -138,21 +140,26 @@ class GatewayApp:
                 return
             handler = _ROUTES.get((req.method, path))
             if handler is not None:
-                self._check_key(req)
+                await self._authenticate(gw, req)
                 await handler(gw, req, send)
                 return
             if req.method == "GET" and path.startswith(_MODEL_PREFIXES):
-                self._check_key(req)
+                await self._authenticate(gw, req)
                 await openai_api.retrieve_model(gw, req, send, path.split("/models/", 1)[1])
+                return
+            if path.startswith(ADMIN_PREFIX):
+                await self._authenticate(gw, req)
+                await handle_admin(gw, req, send)
+                return
+            if path == _METRICS:
+                await self._metrics(gw, req, send)
                 return
             allowed = [m for m, p in _ROUTES if p == path]
             if allowed:
-                raise _MethodNotAllowed(req.method, path, ", ".join(allowed))
-            raise _NotFound(f"no route {req.method} {path}")
+                raise MethodNotAllowed(req.method, path, ", ".join(allowed))
+            raise NotFound(f"no route {req.method} {path}")
         except ModelwayError as exc:
             status, body, headers = render_error(exc, req.request_id)
-            if isinstance(exc, _MethodNotAllowed):
-                headers.append((b"allow", exc.allow.encode()))
             await send_json(send, status, body, request_id=req.request_id, headers=headers)
         except ClientGone:
             log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
@@ -173,10 +180,25 @@ class GatewayApp:
             except Exception:  # the response had already started: the server closes the connection
                 log.debug("request %s: could not send the 500 answer", req.request_id)
 
+    async def _metrics(self, gw: Gateway, req: Request, send: Send) -> None:
+        if req.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(req.method, req.path, "GET, HEAD")
+        metrics = gw.control.metrics
+        if metrics is None:
+            raise NotFound("metrics are off (metrics.enabled: false)")
+        if not self.config.metrics.public:
+            await self._authenticate(gw, req)
+            if not req.caller.admin:
+                raise Forbidden("/metrics needs the master key (metrics.public is false)", code="admin_only")
+        body, content_type = metrics.render()
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def _public(self, req: Request, send: Send) -> None:
         path = req.path
         if path == "/openapi.json":
-            await send_json(send, 200, openapi_schema(self._key is not None), request_id=req.request_id)
+            await send_json(send, 200, openapi_schema(self._auth_required), request_id=req.request_id)
         elif path in ("/health/liveness", "/health"):
             await send_json(send, 200, {"status": "ok"}, request_id=req.request_id)
         else:
@@ -186,21 +208,6 @@ class GatewayApp:
             else:
                 body: dict[str, Any] = {"status": "ready", **gw.describe()}
                 await send_json(send, 200, body, request_id=req.request_id)
-
-
-class _NotFound(InvalidRequestError):
-    http_status = 404
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="not_found")
-
-
-class _MethodNotAllowed(InvalidRequestError):
-    http_status = 405
-
-    def __init__(self, method: str, path: str, allow: str) -> None:
-        super().__init__(f"{method} is not allowed on {path} (allowed: {allow})", code="method_not_allowed")
-        self.allow = allow
 
 
 def create_app(config: Config | None = None, *, env: dict[str, str] | None = None, demo: bool = False) -> GatewayApp:

@@ -15,10 +15,8 @@ import orjson
 from ..errors import InvalidRequestError
 from ..types import ChatCompletionChunk, Usage
 from ..validate import chat_request
-from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
-from .streaming import stream_sse
 
 __all__ = ["dbgpt_chat_completions"]
 
@@ -83,8 +81,9 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     incremental = incremental is not False
     creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
     conv_id = data.get("conv_uid") or req.request_id
+    ticket = await gw.control.begin(req.request_id, req.caller, model, "dbgpt", stream)
     if not stream:
-        resp = await watched(req, gw.router.complete(model, creq))
+        resp = await ticket.run(req, gw.router.complete(model, creq, ticket))
         usage = resp.usage or Usage()
         body = {
             "id": conv_id,
@@ -106,8 +105,10 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
             "usage": usage.to_dict(),
         }
         await send_json(send, 200, body, request_id=req.request_id)
+        await ticket.finish(200, resp.usage)
         return
-    await stream_sse(req, send, gw.router.stream(model, creq), _Renderer(model, f"chatcmpl-{conv_id}", incremental))
+    renderer = _Renderer(model, f"chatcmpl-{conv_id}", incremental)
+    await ticket.respond_stream(req, send, gw.router.stream(model, creq, ticket), renderer)
 
 
 class _Renderer:

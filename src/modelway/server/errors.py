@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ..auth.authenticator import GatewayAuthError
 from ..errors import (
     AllDeploymentsFailedError,
     AuthenticationError,
@@ -23,16 +24,33 @@ from ..errors import (
     ProviderError,
     RateLimitError,
 )
+from ..limits.base import LimitExceededError
 
-__all__ = ["GatewayAuthError", "render_error", "sse_error"]
+__all__ = ["Forbidden", "GatewayAuthError", "MethodNotAllowed", "NotFound", "render_error", "sse_error"]
 
 log = logging.getLogger("modelway.server")
 
 
-class GatewayAuthError(InvalidRequestError):
-    """The caller's gateway key is missing or wrong (answered 401)."""
+class Forbidden(InvalidRequestError):
+    http_status = 403
+    error_type = "permission_error"
 
-    http_status = 401
+
+class NotFound(InvalidRequestError):
+    http_status = 404
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = "not_found") -> None:
+        super().__init__(message, param=param, code=code)
+
+
+class MethodNotAllowed(InvalidRequestError):
+    """Answered 405 with an ``Allow`` header."""
+
+    http_status = 405
+
+    def __init__(self, method: str, path: str, allow: str) -> None:
+        super().__init__(f"{method} is not allowed on {path} (allowed: {allow})", code="method_not_allowed")
+        self.allow = allow
 
 
 def _describe(exc: ModelwayError) -> tuple[int, str, str | None, str | None, float | None]:
@@ -43,6 +61,8 @@ def _describe(exc: ModelwayError) -> tuple[int, str, str | None, str | None, flo
             waits = [a.retry_after for a in exc.attempts if isinstance(a, ProviderError) and a.retry_after]
             retry_after = min(waits) if waits else retry_after
         return status, etype, param, code, retry_after
+    if isinstance(exc, LimitExceededError):
+        return exc.http_status, exc.error_type, exc.param, exc.code, exc.retry_after
     if isinstance(exc, InvalidRequestError):
         return exc.http_status, exc.error_type, exc.param, exc.code, None
     if isinstance(exc, ProviderError):
@@ -76,6 +96,8 @@ def render_error(exc: ModelwayError, request_id: str | None) -> tuple[int, bytes
     """HTTP status, JSON body and extra headers (``Retry-After``) for an error before any response was sent."""
     status, body, retry_after = error_payload(exc, request_id)
     headers: list[tuple[bytes, bytes]] = []
+    if isinstance(exc, MethodNotAllowed):
+        headers.append((b"allow", exc.allow.encode()))
     if status == 429 and retry_after is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     level = logging.WARNING if status < 500 else logging.ERROR

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import Config, DeploymentConfig, ModelConfig
+from ..auth.authenticator import Authenticator
+from ..config import Config, DeploymentConfig, ModelConfig, Price
 from ..errors import ModelwayError
 from ..providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
 from ..providers.base import Adapter, ProviderSettings
@@ -14,6 +15,7 @@ from ..retry import RetryPolicy
 from ..router import Deployment, ModelGroup, Router
 from ..transport import Transport
 from ..types import ModelInfo
+from .control import ControlPlane
 
 __all__ = ["Gateway"]
 
@@ -21,8 +23,12 @@ __all__ = ["Gateway"]
 class Gateway:
     """Everything a request needs, shared by all requests of one worker process."""
 
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Config, env: Mapping[str, str] | None = None, control: ControlPlane | None = None
+    ) -> None:
         self.config = config
+        #: keys, limits, usage ledger, metrics (built by the app at start-up; auth only when built here)
+        self.control = control or ControlPlane(config, Authenticator(config.server.master_key))
         self.env = dict(os.environ if env is None else env)
         self.transport = Transport()
         self._provider_adapters: dict[str, Adapter | None] = {}
@@ -37,6 +43,7 @@ class Gateway:
             timeout=s.timeout,
             cooldown=s.cooldown,
             direct=self._direct if s.allow_direct else None,
+            on_failure=self._attempt_failed if self.control.metrics is not None else None,
         )
 
     # -- building -------------------------------------------------------------------------------
@@ -58,7 +65,7 @@ class Gateway:
             return None
         return settings
 
-    def _deployment(self, d: DeploymentConfig) -> Deployment:
+    def _deployment(self, d: DeploymentConfig, price: Price | None = None) -> Deployment:
         provider, model = split_model(d.model)
         cls = get_adapter_class(provider)
         base = self._provider_settings(provider) or ProviderSettings()
@@ -68,12 +75,19 @@ class Gateway:
             headers={**base.headers, **d.headers},
             options={**base.options, **d.options},
         )
-        return Deployment(cls(settings), model, weight=d.weight, timeout=d.timeout, params=dict(d.params))
+        return Deployment(
+            cls(settings),
+            model,
+            weight=d.weight,
+            timeout=d.timeout,
+            params=dict(d.params),
+            price=d.price or price or self.config.prices.get(d.model),
+        )
 
     def _group(self, m: ModelConfig) -> ModelGroup:
         return ModelGroup(
             m.name,
-            [self._deployment(d) for d in m.deployments],
+            [self._deployment(d, m.price) for d in m.deployments],
             system_prompt=m.system_prompt,
             merge_system=m.merge_system,
         )
@@ -91,7 +105,12 @@ class Gateway:
         adapter = self._provider_adapters[provider]
         if adapter is None:
             return None
-        return ModelGroup(model, [Deployment(adapter, name)], owned_by=provider)
+        return ModelGroup(model, [Deployment(adapter, name, price=self.config.prices.get(model))], owned_by=provider)
+
+    def _attempt_failed(self, dep: Deployment, exc: ModelwayError) -> None:
+        metrics = self.control.metrics
+        if metrics is not None:
+            metrics.failovers.labels(dep.address, type(exc).__name__).inc()
 
     # -- queries --------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:
@@ -118,7 +137,12 @@ class Gateway:
         return ModelInfo(id=g.name, owned_by=g.owned_by)
 
     def describe(self) -> dict[str, Any]:
-        return {"models": len(self.router.groups), "direct": self.config.server.allow_direct}
+        return {
+            "models": len(self.router.groups),
+            "direct": self.config.server.allow_direct,
+            **self.control.describe(),
+        }
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+        await self.control.aclose()

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ..auth.authenticator import ANONYMOUS, Caller
 from ..errors import InvalidRequestError
 
 __all__ = [
@@ -56,7 +57,7 @@ class RequestTooLarge(InvalidRequestError):
 
 
 class Request:
-    __slots__ = ("scope", "receive", "headers", "request_id", "path", "method")
+    __slots__ = ("scope", "receive", "headers", "request_id", "path", "method", "caller")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -66,6 +67,8 @@ class Request:
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         rid = self.headers.get(b"x-request-id")
         self.request_id = rid.decode("latin-1")[:128] if rid else new_request_id()
+        #: who is calling, once the app has checked the key
+        self.caller: Caller = ANONYMOUS
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)

@@ -12,10 +12,8 @@ import orjson
 from ..errors import InvalidRequestError, UnknownModelError
 from ..types import ChatCompletionChunk
 from ..validate import chat_request, embedding_request
-from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
-from .streaming import stream_sse
 
 __all__ = ["chat_completions", "embeddings", "list_models", "retrieve_model"]
 
@@ -40,12 +38,15 @@ async def chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     params = {k: v for k, v in data.items() if k not in _TOP}
     creq = chat_request(model, data["messages"], stream=bool(stream), params=params)
     router = gw.router
+    ticket = await gw.control.begin(req.request_id, req.caller, model, "chat", bool(stream))
     if not stream:
-        resp = await watched(req, router.complete(model, creq))
+        resp = await ticket.run(req, router.complete(model, creq, ticket))
         resp.model = model
         await send_json(send, 200, resp.to_dict(), request_id=req.request_id)
+        await ticket.finish(200, resp.usage)
         return
-    await stream_sse(req, send, router.stream(model, creq), ChunkRenderer(model, creq.include_usage, req.request_id))
+    renderer = ChunkRenderer(model, creq.include_usage, req.request_id)
+    await ticket.respond_stream(req, send, router.stream(model, creq, ticket), renderer)
 
 
 class ChunkRenderer:
@@ -88,7 +89,8 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
         raise InvalidRequestError("encoding_format must be 'float' or 'base64'", param="encoding_format")
     params = {k: v for k, v in data.items() if k not in ("model", "input", "encoding_format")}
     ereq = embedding_request(model, data["input"], params)
-    resp = await watched(req, gw.router.embed(model, ereq))
+    ticket = await gw.control.begin(req.request_id, req.caller, model, "embeddings", False)
+    resp = await ticket.run(req, gw.router.embed(model, ereq, ticket))
     body = resp.to_dict()
     body["model"] = model
     if fmt == "base64":
@@ -96,6 +98,7 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
             vec = item["embedding"]
             item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
     await send_json(send, 200, body, request_id=req.request_id)
+    await ticket.finish(200, resp.usage)
 
 
 async def list_models(gw: Gateway, req: Request, send: Send) -> None:

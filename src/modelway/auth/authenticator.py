@@ -1,0 +1,158 @@
+"""Who is calling: the master key, a virtual key, or nobody (a gateway without auth).
+
+The active keys are held in memory by hash, so checking a key costs one SHA-256 and a dict lookup. They are
+reloaded every ``refresh`` seconds, which is how keys created or revoked by another worker, another replica or
+the ``modelway keys`` command reach this one. A key not in memory is looked up in the store once (a key created
+a moment ago works at once); unknown hashes are remembered for a few seconds so random keys cannot flood the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidRequestError
+from ..limits.base import Limits
+from .keys import ApiKey, hash_secret
+
+if TYPE_CHECKING:
+    from ..store.sql import SQLStore
+
+__all__ = ["Authenticator", "Caller", "GatewayAuthError"]
+
+log = logging.getLogger("modelway.auth")
+
+_NEGATIVE_TTL = 5.0
+_NEGATIVE_MAX = 10_000
+
+
+class GatewayAuthError(InvalidRequestError):
+    """The caller's gateway key is missing, wrong, revoked or expired (answered 401)."""
+
+    http_status = 401
+
+
+@dataclass(slots=True, frozen=True)
+class Caller:
+    """An authenticated caller: the master key (``admin``), a virtual key, or anyone (no auth configured)."""
+
+    key: ApiKey | None = None
+    admin: bool = False
+    limits: Limits | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key is not None else None
+
+
+ANONYMOUS = Caller()
+MASTER = Caller(admin=True)
+
+
+def _limits(key: ApiKey) -> Limits | None:
+    limits = Limits(key.rpm, key.tpm, key.max_parallel, key.budget, key.budget_period)
+    return limits if limits.any else None
+
+
+class Authenticator:
+    def __init__(self, master_key: str | None, store: SQLStore | None = None, *, refresh: float = 5.0) -> None:
+        self._master = f"Bearer {master_key}".encode() if master_key else None
+        self.store = store
+        self.refresh = refresh
+        #: a key is required when a master key is set or virtual keys exist (a store is configured)
+        self.required = self._master is not None or store is not None
+        self._by_hash: dict[str, Caller] = {}
+        #: hashes that are no (active) key, until when, and what to answer
+        self._unknown: dict[str, tuple[float, str, str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- keys in memory --------------------------------------------------------------------------
+    def remember(self, key: ApiKey) -> None:
+        """Take a created or changed key into account at once (the admin API calls this)."""
+        self._unknown.pop(key.key_hash, None)
+        if key.active(time.time()):
+            self._by_hash[key.key_hash] = Caller(key=key, limits=_limits(key))
+        else:
+            self._by_hash.pop(key.key_hash, None)
+
+    async def load(self) -> None:
+        """Replace the keys in memory with the store's active keys."""
+        if self.store is None:
+            return
+        now = time.time()
+        keys = await self.store.list_keys()
+        self._by_hash = {k.key_hash: Caller(key=k, limits=_limits(k)) for k in keys if k.active(now)}
+
+    async def start(self) -> None:
+        await self.load()
+        if self.store is not None:
+            self._task = asyncio.get_running_loop().create_task(self._refresh_loop(), name="modelway-key-refresh")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh)
+            try:
+                await self.load()
+            except Exception as exc:  # the store is down: keep serving the keys we know, say so, try again
+                log.warning("could not reload the virtual keys (keeping %d known): %s", len(self._by_hash), exc)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    @property
+    def known(self) -> int:
+        return len(self._by_hash)
+
+    # -- the check of every request ---------------------------------------------------------------
+    async def authenticate(self, authorization: bytes | None) -> Caller:
+        """``authorization`` is the ``Authorization`` header (or ``Bearer`` + ``x-api-key``)."""
+        if not self.required:
+            return ANONYMOUS
+        if authorization is None:
+            raise GatewayAuthError("missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
+        if self._master is not None and hmac.compare_digest(authorization, self._master):
+            return MASTER
+        scheme, _, secret = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not secret:
+            raise GatewayAuthError("invalid API key", code="invalid_api_key")
+        digest = hash_secret(secret.decode("latin-1").strip())
+        caller = self._by_hash.get(digest)
+        if caller is None:
+            caller = await self._lookup(digest)
+        key = caller.key
+        if key is not None and key.expires_at is not None and key.expires_at <= time.time():
+            self._by_hash.pop(digest, None)
+            raise GatewayAuthError(f"the API key {key.prefix}… ({key.id}) has expired", code="expired_api_key")
+        return caller
+
+    async def _lookup(self, digest: str) -> Caller:
+        now = time.monotonic()
+        known = self._unknown.get(digest)
+        if known is not None and known[0] > now:
+            raise GatewayAuthError(known[1], code=known[2])
+        if self.store is None:
+            raise GatewayAuthError("invalid API key", code="invalid_api_key")
+        key = await self.store.key_by_hash(digest)
+        if key is not None and key.active(time.time()):
+            self.remember(key)
+            return self._by_hash[digest]
+        if key is None:
+            message, code = "invalid API key", "invalid_api_key"
+        elif key.revoked_at is not None:
+            message, code = f"the API key {key.prefix}… ({key.id}) was revoked", "revoked_api_key"
+        else:
+            message, code = f"the API key {key.prefix}… ({key.id}) has expired", "expired_api_key"
+        if len(self._unknown) >= _NEGATIVE_MAX:
+            self._unknown.clear()
+        self._unknown[digest] = (now + _NEGATIVE_TTL, message, code)
+        raise GatewayAuthError(message, code=code)

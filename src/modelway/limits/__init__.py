@@ -1,0 +1,29 @@
+"""Rate limits and budgets of virtual keys: requests and tokens per minute, requests in flight, spend per period.
+
+:class:`MemoryLimiter` counts in one process; ``modelway.limits.redis.RedisLimiter`` counts in Redis for any number
+of workers and replicas (import it from its module: importing :mod:`modelway.limits` does not import redis).
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Limiter,
+    LimiterUnavailableError,
+    LimitExceededError,
+    Limits,
+    Permit,
+    minute_window,
+    period_window,
+)
+from .memory import MemoryLimiter
+
+__all__ = [
+    "LimitExceededError",
+    "Limiter",
+    "LimiterUnavailableError",
+    "Limits",
+    "MemoryLimiter",
+    "Permit",
+    "minute_window",
+    "period_window",
+]

@@ -1,0 +1,267 @@
+"""The Redis limiter: the in-process limiter's semantics, exact across any number of worker processes and replicas.
+
+Each acquire and each release is one Lua script (one round trip) that checks and counts atomically, so concurrent
+workers can never admit more than a limit between a check and its count. Keys, all of one subject in one hash
+slot (``{subject}``)::
+
+    {prefix}{subject}:m:{minute start}   hash: req, tok            expires 120 s after its last write
+    {prefix}{subject}:p                  sorted set: permit tokens in flight, scored by when they expire
+    {prefix}{subject}:s:{period}:{start} spend (INCRBYFLOAT)       expires a day after the period ends ("total": never)
+
+As in :mod:`.memory`, only what a key's limits check is counted (spend always), and a call with nothing to check
+or count (a key without limits) does not touch Redis. A place in flight expires ``parallel_ttl`` seconds after its
+acquire, so a worker that crashed before releasing cannot hold places forever; the next acquire removes expired
+places. Time comes from the caller (``now``), not from Redis. When Redis fails, requests are refused with
+:class:`LimiterUnavailableError`, never admitted unlimited.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis.asyncio
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ..errors import ConfigError
+from .base import Limiter, LimiterUnavailableError, Limits, Permit, period_window
+from .memory import budget_exceeded, max_parallel_exceeded, rate_exceeded
+
+__all__ = ["RedisLimiter"]
+
+# KEYS: minute hash, in-flight set, spend counter
+# ARGV: now, rpm, tpm, max_parallel, budget ('' when not set), permit token, its expiry, in-flight set ttl
+# returns {0, requests in the window after this one, tokens in the window} or {1 max_parallel | 2 rpm | 3 tpm,
+# count} or {4, spend} when a limit is reached (nothing is counted then)
+_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_parallel, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+if max_parallel then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local n = redis.call('ZCARD', KEYS[2])
+  if n >= max_parallel then return {1, n} end
+end
+local req, tok = 0, 0
+if rpm or tpm then
+  local c = redis.call('HMGET', KEYS[1], 'req', 'tok')
+  req, tok = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+  if rpm and req >= rpm then return {2, req} end
+  if tpm and tok >= tpm then return {3, tok} end
+end
+if budget then
+  local spent = redis.call('GET', KEYS[3])
+  if spent and tonumber(spent) >= budget then return {4, spent} end
+end
+if rpm or tpm then
+  redis.call('HINCRBY', KEYS[1], 'req', 1)
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+if max_parallel then
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+end
+return {0, req + 1, tok}
+"""
+
+# KEYS: minute hash, in-flight set, spend counter
+# ARGV: permit token ('' when not in flight), tokens, cost ('' for none), spend ttl ('' for none)
+_RELEASE = """
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+local tokens = tonumber(ARGV[2])
+if tokens ~= 0 then
+  redis.call('HINCRBY', KEYS[1], 'tok', tokens)
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+if ARGV[3] ~= '' then
+  redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
+  if ARGV[4] ~= '' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+end
+return 0
+"""
+
+
+class RedisLimiter(Limiter):
+    """Counts in Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), under keys starting with ``prefix``.
+
+    The connection pool is made on first use, in the running event loop: at most 64 connections, a command waits
+    up to 2 s for a free one and for Redis to answer (the URL's ``max_connections``, ``timeout``,
+    ``socket_timeout`` and ``socket_connect_timeout`` win). A bounded pool keeps a slow Redis from being flooded
+    with new connections. A command is retried once, at once, only when its connection was broken (a stale pooled
+    connection after a Redis restart), never after a timeout: the script may have run.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "mw:", parallel_ttl: float = 900.0) -> None:
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {redact_url(url)}: {exc}") from exc
+        self.url = url
+        self.prefix = prefix
+        self.parallel_ttl = parallel_ttl
+        self._safe_url = redact_url(url)
+        self._set_ttl = math.ceil(parallel_ttl) + 60
+        self._client: redis.asyncio.Redis | None = None
+        self._acquire: AsyncScript | None = None
+        self._release: AsyncScript | None = None
+        # permit tokens are unique across processes: a random id per limiter, then a counter
+        self._id = secrets.token_hex(6) + ":"
+        self._seq = 0
+
+    def _connect(self) -> redis.asyncio.Redis:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=64,
+            timeout=2.0,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        client = redis.asyncio.Redis.from_pool(pool)
+        self._client = client
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        return client
+
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[str | int | float]) -> Any:
+        try:
+            return await script(keys, args)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> LimiterUnavailableError:
+        return LimiterUnavailableError(
+            f"rate limits and budgets cannot be checked: Redis at {self._safe_url} is unavailable "
+            f"({type(exc).__name__}: {exc})"
+        )
+
+    def _spend_key(self, subject: str, period: str, now: float) -> tuple[str, int | None]:
+        """The spend counter of the period holding ``now`` and its time to live (``None``: keep it)."""
+        start, end = period_window(period, now)
+        ttl = None if end is None else max(1, math.ceil(end + 86400 - now))
+        return f"{self.prefix}{{{subject}}}:s:{period}:{start}", ttl
+
+    async def acquire(self, subject: str, limits: Limits, *, now: float | None = None) -> Permit:
+        if now is None:
+            now = time.time()
+        sec = int(now)
+        window = sec - sec % 60
+        self._seq += 1
+        token = f"{self._id}{self._seq}"
+        if not limits.any:
+            return Permit(subject, limits, token, window, None, None, window + 60 - now)
+        if self._acquire is None:
+            self._connect()
+        script = cast(AsyncScript, self._acquire)
+        rpm, tpm, max_parallel, budget = limits.rpm, limits.tpm, limits.max_parallel, limits.budget
+        head = f"{self.prefix}{{{subject}}}:"
+        spend_key, end = head + "s", None
+        if budget is not None:
+            start, end = period_window(limits.budget_period, now)
+            spend_key = f"{head}s:{limits.budget_period}:{start}"
+        result = await self._call(
+            script,
+            [f"{head}m:{window}", head + "p", spend_key],
+            [
+                repr(now),
+                "" if rpm is None else rpm,
+                "" if tpm is None else tpm,
+                "" if max_parallel is None else max_parallel,
+                "" if budget is None else repr(float(budget)),
+                token,
+                repr(now + self.parallel_ttl),
+                self._set_ttl,
+            ],
+        )
+        status = int(result[0])
+        if status == 0:
+            req, tok = int(result[1]), int(result[2])
+            return Permit(
+                subject,
+                limits,
+                token,
+                window,
+                None if rpm is None else rpm - req,
+                None if tpm is None else tpm - tok,
+                window + 60 - now,
+            )
+        if status == 1:
+            raise max_parallel_exceeded(subject, cast(int, max_parallel))
+        if status == 2:
+            raise rate_exceeded(subject, "rpm", cast(int, rpm), window, now)
+        if status == 3:
+            raise rate_exceeded(subject, "tpm", cast(int, tpm), window, now)
+        raise budget_exceeded(subject, limits.budget_period, cast(float, budget), float(result[1]), end, now)
+
+    async def release(self, permit: Permit, *, tokens: int = 0, cost: float = 0.0, now: float | None = None) -> None:
+        if permit.released:
+            return
+        permit.released = True
+        limits = permit.limits
+        inflight = limits.max_parallel is not None
+        tokens = tokens if limits.tpm is not None else 0
+        if not inflight and not tokens and not cost:
+            return
+        if now is None:
+            now = time.time()
+        sec = int(now)
+        head = f"{self.prefix}{{{permit.subject}}}:"
+        spend_key, ttl = head + "s", None
+        if cost:
+            spend_key, ttl = self._spend_key(permit.subject, limits.budget_period, now)
+        if self._release is None:
+            self._connect()
+        script = cast(AsyncScript, self._release)
+        await self._call(
+            script,
+            [f"{head}m:{sec - sec % 60}", head + "p", spend_key],
+            [
+                permit.token if inflight else "",
+                tokens,
+                repr(float(cost)) if cost else "",
+                "" if ttl is None else ttl,
+            ],
+        )
+
+    async def seed_spend(self, subject: str, period: str, amount: float, *, now: float | None = None) -> None:
+        key, ttl = self._spend_key(subject, period, time.time() if now is None else now)
+        client = self._client if self._client is not None else self._connect()
+        try:
+            await client.set(key, repr(float(amount)), nx=True, ex=ttl)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def spent(self, subject: str, period: str, *, now: float | None = None) -> float:
+        key, _ = self._spend_key(subject, period, time.time() if now is None else now)
+        client = self._client if self._client is not None else self._connect()
+        try:
+            value = await client.get(key)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return 0.0 if value is None else float(value)
+
+    async def aclose(self) -> None:
+        client, self._client, self._acquire, self._release = self._client, None, None, None
+        if client is not None:
+            await client.aclose()
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (in the user part or the query), for messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = parts.query
+    if "password" in query:
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

@@ -1,0 +1,179 @@
+"""The admin API (master key only): virtual keys and usage.
+
+::
+
+    POST   /admin/keys                 create a key; the answer holds its secret, shown this once
+    GET    /admin/keys                 list keys (?include_revoked=true)
+    GET    /admin/keys/{id}            one key, with its spend in the current budget period
+    PATCH  /admin/keys/{id}            change models, limits, budget, expiry, name, metadata
+    DELETE /admin/keys/{id}            revoke
+    GET    /admin/usage                totals ?group_by=key|model|deployment|day &since= &until= &key_id= &model=
+    GET    /admin/usage/records        the newest records ?limit= &key_id= &since=
+
+Times are Unix seconds. Without a store (``store.url``) there are no keys or records: every route answers 404,
+saying so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..auth.keys import key_fields, new_key
+from ..errors import InvalidRequestError
+from ..limits.base import period_window
+from .errors import Forbidden, MethodNotAllowed, NotFound
+from .gateway import Gateway
+from .http import Request, Send, send_json
+
+__all__ = ["ADMIN_PREFIX", "handle_admin"]
+
+ADMIN_PREFIX = "/admin/"
+
+
+def _query(req: Request) -> dict[str, str]:
+    qs = req.scope.get("query_string") or b""
+    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1")).items()}
+
+
+def _float(q: dict[str, str], name: str) -> float | None:
+    v = q.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise InvalidRequestError(f"{name} must be a Unix time in seconds (got {v!r})", param=name) from None
+
+
+async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
+    """Dispatch ``/admin/...``; the caller's key has been checked (it must be the master key)."""
+    if not req.caller.admin:
+        raise Forbidden("the admin API needs the master key (server.master_key)", code="admin_only")
+    control = gw.control
+    if control.store is None:
+        raise NotFound(
+            "the admin API needs a store for keys and usage: set store.url in the config (e.g. sqlite:///modelway.db)",
+            code="no_store",
+        )
+    parts = req.path[len(ADMIN_PREFIX) :].strip("/").split("/")
+    method = req.method
+    route: Callable[[], Awaitable[None]] | None = None
+    if parts == ["keys"]:
+        route = {"POST": lambda: _create_key(gw, req, send), "GET": lambda: _list_keys(gw, req, send)}.get(method)
+        allow = "GET, POST"
+    elif len(parts) == 2 and parts[0] == "keys":
+        key_id = parts[1]
+        route = {
+            "GET": lambda: _get_key(gw, req, send, key_id),
+            "PATCH": lambda: _update_key(gw, req, send, key_id),
+            "DELETE": lambda: _revoke_key(gw, req, send, key_id),
+        }.get(method)
+        allow = "DELETE, GET, PATCH"
+    elif parts == ["usage"]:
+        route = (lambda: _usage(gw, req, send)) if method == "GET" else None
+        allow = "GET"
+    elif parts == ["usage", "records"]:
+        route = (lambda: _records(gw, req, send)) if method == "GET" else None
+        allow = "GET"
+    else:
+        raise NotFound(f"no route {method} {req.path}")
+    if route is None:
+        raise MethodNotAllowed(method, req.path, allow)
+    await route()
+
+
+async def _create_key(gw: Gateway, req: Request, send: Send) -> None:
+    fields = key_fields(await req.json(gw.config.server.max_body_bytes), creating=True)
+    name = fields.pop("name").strip()
+    secret, key = new_key(name, **fields)
+    store = gw.control.store
+    assert store is not None
+    await store.insert_key(key)
+    gw.control.auth.remember(key)
+    await send_json(send, 201, {"key": secret, **key.to_dict()}, request_id=req.request_id)
+
+
+async def _list_keys(gw: Gateway, req: Request, send: Send) -> None:
+    store = gw.control.store
+    assert store is not None
+    include = _query(req).get("include_revoked", "false").lower() in ("1", "true", "yes")
+    keys = await store.list_keys(include_revoked=include)
+    await send_json(send, 200, {"object": "list", "data": [k.to_dict() for k in keys]}, request_id=req.request_id)
+
+
+async def _get_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
+    store = gw.control.store
+    assert store is not None
+    key = await store.get_key(key_id)
+    if key is None:
+        raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
+    start, end = period_window(key.budget_period, time.time())
+    if gw.control.ledger is not None:
+        await gw.control.ledger.flush()  # so the spend includes the records still in memory
+    spend = await store.spend(key.id, since=float(start))
+    body: dict[str, Any] = {**key.to_dict(), "spend": spend, "period_start": start, "period_end": end}
+    await send_json(send, 200, body, request_id=req.request_id)
+
+
+async def _update_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
+    store = gw.control.store
+    assert store is not None
+    fields = key_fields(await req.json(gw.config.server.max_body_bytes), creating=False)
+    if not fields:
+        raise InvalidRequestError("nothing to change: send the fields to set (null clears a limit)")
+    if "name" in fields:
+        fields["name"] = fields["name"].strip()
+    key = await store.update_key(key_id, **fields)
+    if key is None:
+        raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
+    gw.control.auth.remember(key)
+    await send_json(send, 200, key.to_dict(), request_id=req.request_id)
+
+
+async def _revoke_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
+    store = gw.control.store
+    assert store is not None
+    if not await store.revoke_key(key_id, at=time.time()):
+        key = await store.get_key(key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
+    key = await store.get_key(key_id)
+    assert key is not None
+    gw.control.auth.remember(key)
+    await send_json(send, 200, {"id": key.id, "revoked_at": key.revoked_at}, request_id=req.request_id)
+
+
+async def _usage(gw: Gateway, req: Request, send: Send) -> None:
+    store = gw.control.store
+    assert store is not None
+    q = _query(req)
+    group_by = q.get("group_by", "model")
+    if group_by not in ("key", "model", "deployment", "day"):
+        raise InvalidRequestError("group_by must be key, model, deployment or day", param="group_by")
+    if gw.control.ledger is not None:
+        await gw.control.ledger.flush()
+    rows = await store.usage_summary(
+        group_by=group_by,
+        since=_float(q, "since"),
+        until=_float(q, "until"),
+        key_id=q.get("key_id") or None,
+        model=q.get("model") or None,
+    )
+    body = {"object": "list", "group_by": group_by, "currency": gw.config.usage.currency, "data": rows}
+    await send_json(send, 200, body, request_id=req.request_id)
+
+
+async def _records(gw: Gateway, req: Request, send: Send) -> None:
+    store = gw.control.store
+    assert store is not None
+    q = _query(req)
+    raw_limit = q.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+        raise InvalidRequestError("limit must be an integer from 1 to 10000", param="limit")
+    if gw.control.ledger is not None:
+        await gw.control.ledger.flush()
+    records = await store.usage_records(limit=int(raw_limit), key_id=q.get("key_id") or None, since=_float(q, "since"))
+    await send_json(send, 200, {"object": "list", "data": [r.to_dict() for r in records]}, request_id=req.request_id)

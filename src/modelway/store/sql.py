@@ -1,0 +1,403 @@
+"""The SQL store: virtual keys and usage records in SQLite (one host) or PostgreSQL (shared by replicas).
+
+SQLAlchemy Core with the async engine, and the drivers aiosqlite and asyncpg. The schema is created and upgraded
+by :mod:`.migrations` when the store is opened. Floats are double precision; a key's ``models`` and ``metadata``
+are JSON text, so both backends store them the same way.
+
+SQLite notes: the file is put in WAL mode (readers never wait for the writer) and every connection waits up to
+5 s for a lock instead of failing at once. pysqlite's own transaction handling is switched off, because it does
+not begin a transaction before a ``SELECT``; the store emits ``BEGIN`` itself, and ``BEGIN IMMEDIATE`` for writes,
+so a transaction that reads and then writes (the migration) holds the write lock from its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Double,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    case,
+    event,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..auth.keys import ApiKey
+from ..errors import ConfigError
+from ..usage.records import UsageRecord
+from .migrations import SCHEMA_VERSION, migrate, quote_schema
+
+__all__ = ["GROUP_BY", "SQLStore"]
+
+log = logging.getLogger("modelway.store")
+
+#: the URL schemes accepted, and the async driver each one uses
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+#: what :meth:`SQLStore.usage_summary` can group by
+GROUP_BY = ("key", "model", "deployment", "day")
+#: ApiKey fields fixed at creation: the id and the secret's hash and prefix identify the key
+_FIXED_KEY_FIELDS = frozenset({"id", "key_hash", "prefix", "created_at"})
+_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(ApiKey))
+_UPDATABLE = frozenset(_KEY_FIELDS) - _FIXED_KEY_FIELDS
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
+
+# Column types here are what values are bound and read as; the DDL is in .migrations.
+_meta = MetaData()
+_keys = Table(
+    "mw_keys",
+    _meta,
+    Column("id", String, primary_key=True),
+    Column("name", String),
+    Column("key_hash", String),
+    Column("prefix", String),
+    Column("models", String),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("max_parallel", Integer),
+    Column("budget", Double),
+    Column("budget_period", String),
+    Column("created_at", Double),
+    Column("expires_at", Double),
+    Column("revoked_at", Double),
+    Column("metadata", String),
+)
+_usage = Table(
+    "mw_usage",
+    _meta,
+    Column("id", Integer, primary_key=True),
+    Column("ts", Double),
+    Column("request_id", String),
+    Column("key_id", String),
+    Column("model", String),
+    Column("deployment", String),
+    Column("endpoint", String),
+    Column("stream", Boolean),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("total_tokens", Integer),
+    Column("cost", Double),
+    Column("status", Integer),
+    Column("error", String),
+    Column("latency_ms", Double),
+    Column("ttft_ms", Double),
+)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _key_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """ApiKey field values as columns: ``models`` and ``metadata`` become JSON text."""
+    out = dict(fields)
+    if "models" in out and out["models"] is not None:
+        out["models"] = _json(out["models"])
+    if "metadata" in out:
+        out["metadata"] = _json(out["metadata"])
+    return out
+
+
+def _key_from_row(row: Any) -> ApiKey:
+    values = {name: row[name] for name in _KEY_FIELDS}
+    if values["models"] is not None:
+        values["models"] = orjson.loads(values["models"])
+    values["metadata"] = orjson.loads(values["metadata"])
+    return ApiKey(**values)
+
+
+def _parse_url(url: str) -> tuple[URL, str | None]:
+    """The async-driver URL for ``url``, and the PostgreSQL schema its ``?schema=`` names."""
+    scheme = url.partition(":")[0]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"the store URL (scheme {scheme!r}) is not a valid database URL: {exc}") from exc
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ConfigError(
+            f"the store URL scheme {parsed.drivername!r} is not supported; use sqlite:///path.db, "
+            "sqlite:///:memory:, postgresql://user@host:port/db (or postgres://, sqlite+aiosqlite://, "
+            "postgresql+asyncpg://)"
+        )
+    schema = parsed.query.get("schema")
+    if isinstance(schema, tuple):
+        raise ConfigError("the store URL names more than one ?schema=")
+    if schema is not None:
+        if driver != "postgresql+asyncpg":
+            raise ConfigError("?schema= in the store URL is for PostgreSQL only")
+        quote_schema(schema)  # validates the name now, not at open()
+        parsed = parsed.difference_update_query(["schema"])
+    return parsed.set(drivername=driver), schema
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # pysqlite's implicit BEGIN off; see _sqlite_begin
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("mw_write") else "BEGIN")
+
+
+class SQLStore:
+    """Keys and usage in a SQL database. Create it (no I/O), :meth:`open` it, :meth:`aclose` it."""
+
+    def __init__(self, url: str) -> None:
+        self._url, self._schema = _parse_url(url)
+        self._sqlite = self._url.drivername.startswith("sqlite")
+        self._memory = self._sqlite and self._url.database in (None, "", ":memory:")
+        self._engine: AsyncEngine | None = None
+        self._open_lock = asyncio.Lock()
+        # an in-memory SQLite database is one connection, shared: one operation at a time on it
+        self._serial = asyncio.Lock() if self._memory else None
+
+    @property
+    def url(self) -> str:
+        """The URL the store connects to, password hidden (for logs and errors)."""
+        if self._sqlite:  # render_as_string would escape ":memory:" to "%3Amemory%3A"
+            return f"{self._url.drivername}:///{self._url.database or ':memory:'}"
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return "sqlite" if self._sqlite else "postgresql"
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date. Calling it again does nothing."""
+        async with self._open_lock:
+            if self._engine is not None:
+                return
+            engine = self._create_engine()
+            try:
+                async with engine.connect() as conn:
+                    await conn.execution_options(mw_write=True)
+                    async with conn.begin():
+                        before = await migrate(conn, schema=self._schema)
+            except BaseException:
+                await engine.dispose()
+                raise
+            self._engine = engine
+            if before < SCHEMA_VERSION:
+                log.info("store %s: schema migrated from version %d to %d", self.url, before, SCHEMA_VERSION)
+
+    def _create_engine(self) -> AsyncEngine:
+        if self._sqlite:
+            if not self._memory and self._url.database:
+                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(self._url)
+            event.listen(engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
+            return engine
+        connect_args: dict[str, Any] = {}
+        if self._schema is not None:
+            connect_args["server_settings"] = {"search_path": quote_schema(self._schema)}
+        return create_async_engine(self._url, connect_args=connect_args, pool_pre_ping=True)
+
+    async def aclose(self) -> None:
+        """Close every connection. The store can be opened again."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed when the block ends without an error."""
+        if self._engine is None:
+            raise RuntimeError("the store is not open: call SQLStore.open() first")
+        async with contextlib.AsyncExitStack() as stack:
+            if self._serial is not None:
+                await stack.enter_async_context(self._serial)
+            conn = await stack.enter_async_context(self._engine.connect())
+            if write:
+                await conn.execution_options(mw_write=True)
+            await stack.enter_async_context(conn.begin())
+            yield conn
+
+    # -- keys -------------------------------------------------------------------------------------------------
+    async def insert_key(self, key: ApiKey) -> None:
+        """Store a new key. A duplicate id or hash raises :class:`sqlalchemy.exc.IntegrityError`."""
+        values = _key_values({name: getattr(key, name) for name in _KEY_FIELDS})
+        async with self._connect(write=True) as conn:
+            await conn.execute(_keys.insert().values(values))
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        async with self._connect() as conn:
+            row = (await conn.execute(select(_keys).where(_keys.c.id == key_id))).mappings().first()
+        return None if row is None else _key_from_row(row)
+
+    async def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key whose secret hashes to ``key_hash``, revoked or expired included (the caller decides)."""
+        async with self._connect() as conn:
+            row = (await conn.execute(select(_keys).where(_keys.c.key_hash == key_hash))).mappings().first()
+        return None if row is None else _key_from_row(row)
+
+    async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        """Keys oldest first; expired keys are listed, revoked ones only with ``include_revoked``."""
+        query = select(_keys).order_by(_keys.c.created_at, _keys.c.id)
+        if not include_revoked:
+            query = query.where(_keys.c.revoked_at.is_(None))
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_key_from_row(row) for row in rows]
+
+    async def update_key(self, key_id: str, **fields: Any) -> ApiKey | None:
+        """Change some fields of a key; the key as stored afterwards, or ``None`` when there is no such key.
+
+        Raises :class:`ValueError` for a field that is not an :class:`ApiKey` field or that is fixed at
+        creation (``id``, ``key_hash``, ``prefix``, ``created_at``).
+        """
+        wrong = sorted(set(fields) - _UPDATABLE)
+        if wrong:
+            raise ValueError(
+                f"cannot update the key field(s) {', '.join(wrong)}; updatable: {', '.join(sorted(_UPDATABLE))}"
+            )
+        async with self._connect(write=True) as conn:
+            if fields:
+                result = await conn.execute(_keys.update().where(_keys.c.id == key_id).values(_key_values(fields)))
+                if result.rowcount == 0:
+                    return None
+            row = (await conn.execute(select(_keys).where(_keys.c.id == key_id))).mappings().first()
+        return None if row is None else _key_from_row(row)
+
+    async def revoke_key(self, key_id: str, *, at: float) -> bool:
+        """Mark a key revoked at ``at``; ``False`` when there is no such key or it was revoked already."""
+        query = _keys.update().where(_keys.c.id == key_id, _keys.c.revoked_at.is_(None)).values(revoked_at=at)
+        async with self._connect(write=True) as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount == 1)
+
+    # -- usage ------------------------------------------------------------------------------------------------
+    async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Store ``records`` in one transaction: all of them or, on an error, none."""
+        if not records:
+            return
+        rows = [{name: getattr(rec, name) for name in _USAGE_FIELDS} for rec in records]
+        async with self._connect(write=True) as conn:
+            await conn.execute(_usage.insert(), rows)
+
+    async def spend(self, key_id: str, *, since: float) -> float:
+        """What ``key_id`` spent in requests that arrived at ``since`` or later."""
+        query = select(func.coalesce(func.sum(_usage.c.cost), 0.0)).where(
+            _usage.c.key_id == key_id, _usage.c.ts >= since
+        )
+        async with self._connect() as conn:
+            total = (await conn.execute(query)).scalar_one()
+        return float(total)
+
+    def _group_column(self, group_by: str) -> ColumnElement[Any]:
+        if group_by == "key":
+            return _usage.c.key_id
+        if group_by == "model":
+            return _usage.c.model
+        if group_by == "deployment":
+            return _usage.c.deployment
+        if group_by == "day":
+            # the UTC date; constants are inlined (not bound) so that PostgreSQL sees the SELECT and GROUP BY
+            # expressions as the same expression
+            if self._sqlite:
+                return func.strftime(literal_column("'%Y-%m-%d'"), _usage.c.ts, literal_column("'unixepoch'"))
+            utc = func.timezone(literal_column("'UTC'"), func.to_timestamp(_usage.c.ts))
+            return func.to_char(utc, literal_column("'YYYY-MM-DD'"))
+        raise ValueError(f"cannot group usage by {group_by!r}; use one of: {', '.join(GROUP_BY)}")
+
+    @staticmethod
+    def _filters(
+        since: float | None, until: float | None, key_id: str | None, model: str | None
+    ) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if since is not None:
+            out.append(_usage.c.ts >= since)
+        if until is not None:
+            out.append(_usage.c.ts < until)
+        if key_id is not None:
+            out.append(_usage.c.key_id == key_id)
+        if model is not None:
+            out.append(_usage.c.model == model)
+        return out
+
+    async def usage_summary(
+        self,
+        *,
+        group_by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Totals per key, model, deployment or UTC day (``YYYY-MM-DD``), most expensive first.
+
+        ``since`` is inclusive and ``until`` exclusive. Each row: ``group``, ``requests``, ``errors`` (status 400
+        or more), ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, ``cost``. Rows of equal cost are
+        ordered by group (``None`` last) in Python, so both backends order them alike whatever their collation.
+        Raises :class:`ValueError` for another ``group_by``.
+        """
+        group = self._group_column(group_by).label("grp")
+        query = select(
+            group,
+            func.count().label("requests"),
+            func.sum(case((_usage.c.status >= 400, 1), else_=0)).label("errors"),
+            func.sum(_usage.c.prompt_tokens).label("prompt_tokens"),
+            func.sum(_usage.c.completion_tokens).label("completion_tokens"),
+            func.sum(_usage.c.total_tokens).label("total_tokens"),
+            func.sum(_usage.c.cost).label("cost"),
+        ).group_by(group)
+        filters = self._filters(since, until, key_id, model)
+        if filters:
+            query = query.where(and_(*filters))
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        out = [
+            {
+                "group": row["grp"],
+                "requests": int(row["requests"]),
+                "errors": int(row["errors"]),
+                "prompt_tokens": int(row["prompt_tokens"]),
+                "completion_tokens": int(row["completion_tokens"]),
+                "total_tokens": int(row["total_tokens"]),
+                "cost": float(row["cost"]),
+            }
+            for row in rows
+        ]
+        out.sort(key=lambda r: (-r["cost"], r["group"] is None, r["group"] or ""))
+        return out
+
+    async def usage_records(
+        self, *, limit: int = 100, key_id: str | None = None, since: float | None = None
+    ) -> list[UsageRecord]:
+        """The newest ``limit`` records (of ``key_id``, from ``since`` on), newest first."""
+        query = select(_usage).order_by(_usage.c.ts.desc(), _usage.c.id.desc()).limit(limit)
+        filters = self._filters(since, None, key_id, None)
+        if filters:
+            query = query.where(and_(*filters))
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [UsageRecord(**{name: row[name] for name in _USAGE_FIELDS}) for row in rows]
