@@ -84,6 +84,7 @@ def test_control_plane_sections_and_prices() -> None:
         {
             "store": {"url": "${DB:-sqlite:///x.db}", "redis_url": "redis://127.0.0.1:6379/1"},
             "usage": {"currency": "CNY"},
+            "server": {"master_key": "m"},
             "metrics": {"public": False},
             "prices": {"deepseek/deepseek-chat": {"input": 2, "output": 8}},
             "models": [
@@ -101,6 +102,8 @@ def test_control_plane_sections_and_prices() -> None:
     assert cfg.prices["deepseek/deepseek-chat"].cost(1_000_000, 500_000) == 6.0
     assert cfg.models[0].price is not None and cfg.models[0].price.cost(2_000_000, 7) == 2.0
     assert cfg.models[0].deployments[1].price is not None and cfg.models[0].deployments[1].price.input == 0.0
+    with pytest.raises(ConfigError, match="metrics.public: false needs server.master_key"):
+        parse_config({"metrics": {"public": False}}, env={})
     # an empty store URL (an unset ${VAR:-}) means no control plane
     assert not parse_config({"store": {"url": "${DB:-}"}}, env={}).control_plane
 

@@ -360,6 +360,8 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     cfg.usage = _usage(_dict(data, "usage", "config"))
     cfg.metrics = _metrics(_dict(data, "metrics", "config"))
     cfg.prices = {str(k): _price(v, f"prices.{k}") for k, v in _dict(data, "prices", "config").items()}
+    if not cfg.metrics.public and cfg.metrics.enabled and cfg.server.master_key is None:
+        raise ConfigError("metrics.public: false needs server.master_key (/metrics would answer no one)")
     models = data.get("models") or []
     if not isinstance(models, list):
         raise ConfigError("models: must be a list")

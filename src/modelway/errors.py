@@ -4,6 +4,7 @@ Every error modelway raises derives from :class:`ModelwayError`::
 
     ModelwayError
     ├── ConfigError                    bad configuration, unknown provider, missing credentials
+    ├── ServiceUnavailableError        the gateway's store or limiter is down (503)
     ├── InvalidRequestError            the caller's request is malformed (raised before any I/O)
     │   └── UnknownModelError          the model or alias is not served
     ├── ProviderError                  the upstream provider answered with an error, or could not be reached
@@ -47,6 +48,7 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "RoutingError",
+    "ServiceUnavailableError",
     "StreamError",
     "UnknownModelError",
     "UpstreamServerError",
@@ -70,6 +72,14 @@ class ModelwayError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ServiceUnavailableError(ModelwayError):
+    """A service the gateway depends on (its store, its limiter) is unavailable; the request is refused, never
+    admitted unchecked (answered 503)."""
+
+    http_status = 503
+    error_type = "unavailable"
 
 
 class ConfigError(ModelwayError):

@@ -13,7 +13,7 @@ from uuid import uuid4
 
 import pytest
 
-from modelway.limits import Limiter, LimitExceededError, Limits, MemoryLimiter
+from modelway.limits import Limiter, LimitExceededError, Limits, MemoryLimiter, SpendNotSeeded
 
 REDIS_URL = os.environ.get("MODELWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: the start of a minute window (1_000_000_020 % 60 == 0)
@@ -182,9 +182,16 @@ class TestMaxParallel:
         await refused(limiter, limits, T)
 
 
+async def not_seeded(lim: Limiter, limits: Limits, now: float, subject: str = KEY) -> SpendNotSeeded:
+    with pytest.raises(SpendNotSeeded) as info:
+        await lim.acquire(subject, limits, now=now)
+    return info.value
+
+
 class TestBudget:
     async def test_total(self, limiter: Limiter) -> None:
         limits = Limits(budget=1.0)
+        await limiter.seed_spend(KEY, "total", 0.0, now=T)
         p = await limiter.acquire(KEY, limits, now=T)
         await limiter.release(p, cost=0.75, now=T)
         p = await limiter.acquire(KEY, limits, now=T + 1)
@@ -200,6 +207,7 @@ class TestBudget:
 
     async def test_day_rolls_over_at_utc_midnight(self, limiter: Limiter) -> None:
         limits = Limits(budget=2.0, budget_period="day")
+        await limiter.seed_spend(KEY, "day", 0.0, now=utc(2024, 3, 10, 8))
         p = await limiter.acquire(KEY, limits, now=utc(2024, 3, 10, 8))
         await limiter.release(p, cost=2.0, now=utc(2024, 3, 10, 9))
         assert await limiter.spent(KEY, "day", now=utc(2024, 3, 10, 23, 59, 30)) == 2.0
@@ -209,13 +217,17 @@ class TestBudget:
         assert str(err) == (
             "key key_ab12 reached its daily budget of 2 (spent 2); it resets at midnight UTC; try again in 30 s"
         )
-        p = await limiter.acquire(KEY, limits, now=utc(2024, 3, 11))
+        err2 = await not_seeded(limiter, limits, utc(2024, 3, 11))
+        assert (err2.subject, err2.period, err2.period_start) == (KEY, "day", int(utc(2024, 3, 11)))
         assert await limiter.spent(KEY, "day", now=utc(2024, 3, 11)) == 0.0
+        await limiter.seed_spend(KEY, "day", 0.0, now=utc(2024, 3, 11))
+        p = await limiter.acquire(KEY, limits, now=utc(2024, 3, 11))
         await limiter.release(p, cost=0.25, now=utc(2024, 3, 11, 0, 1))
         assert await limiter.spent(KEY, "day", now=utc(2024, 3, 11, 23, 59, 59)) == 0.25
 
     async def test_month_rolls_over_december_to_january(self, limiter: Limiter) -> None:
         limits = Limits(budget=10.0, budget_period="month")
+        await limiter.seed_spend(KEY, "month", 0.0, now=utc(2023, 12, 1))
         p = await limiter.acquire(KEY, limits, now=utc(2023, 12, 1))
         await limiter.release(p, cost=6.0, now=utc(2023, 12, 1))
         p = await limiter.acquire(KEY, limits, now=utc(2023, 12, 15))
@@ -226,16 +238,34 @@ class TestBudget:
             "key key_ab12 reached its monthly budget of 10 (spent 10.5); "
             "it resets on the 1st of the month at midnight UTC; try again in 3600 s"
         )
-        await limiter.acquire(KEY, limits, now=utc(2024, 1, 1))
-        assert await limiter.spent(KEY, "month", now=utc(2024, 1, 31, 23, 59)) == 0.0
+        err2 = await not_seeded(limiter, limits, utc(2024, 1, 1))
+        assert (err2.period, err2.period_start) == ("month", int(utc(2024, 1, 1)))
+        await limiter.seed_spend(KEY, "month", 1.0, now=utc(2024, 1, 1))
+        p = await limiter.acquire(KEY, limits, now=utc(2024, 1, 1))
+        await limiter.release(p, cost=2.0, now=utc(2024, 1, 2))
+        assert await limiter.spent(KEY, "month", now=utc(2024, 1, 31, 23, 59)) == 3.0
 
-    async def test_spend_is_counted_without_a_budget(self, limiter: Limiter) -> None:
+    async def test_spend_is_counted_without_a_budget_once_seeded(self, limiter: Limiter) -> None:
+        await limiter.seed_spend(KEY, "total", 0.25, now=T)
         p = await limiter.acquire(KEY, Limits(rpm=100), now=T)
         await limiter.release(p, cost=0.5, now=T)
         p = await limiter.acquire(KEY, Limits(), now=T)
         await limiter.release(p, cost=0.25, now=T)
-        assert await limiter.spent(KEY, "total", now=T) == 0.75
-        assert (await refused(limiter, Limits(budget=0.75), T)).limit == "budget"
+        assert await limiter.spent(KEY, "total", now=T) == 1.0
+        assert (await refused(limiter, Limits(budget=1.0), T)).limit == "budget"
+
+    async def test_a_budget_added_later_starts_from_the_seed(self, limiter: Limiter) -> None:
+        # spend released before any seed is not counted (the ledger has it): a budget added later is seeded
+        # from the ledger's sum, which is not ignored
+        p = await limiter.acquire(KEY, Limits(rpm=100), now=T)
+        await limiter.release(p, cost=5.0, now=T)
+        assert await limiter.spent(KEY, "total", now=T) == 0.0
+        limits = Limits(budget=6.0)
+        await not_seeded(limiter, limits, T + 1)
+        await limiter.seed_spend(KEY, "total", 5.0, now=T + 1)
+        p = await limiter.acquire(KEY, limits, now=T + 1)
+        await limiter.release(p, cost=1.0, now=T + 2)
+        assert (await refused(limiter, limits, T + 3)).limit == "budget"
 
     async def test_seed_spend_sets_only_an_absent_counter(self, limiter: Limiter) -> None:
         await limiter.seed_spend(KEY, "day", 5.0, now=utc(2024, 3, 10, 12))
@@ -246,20 +276,86 @@ class TestBudget:
         p = await limiter.acquire(KEY, limits, now=utc(2024, 3, 10, 14))
         await limiter.release(p, cost=0.25, now=utc(2024, 3, 10, 14))
         assert (await refused(limiter, limits, utc(2024, 3, 10, 15))).limit == "budget"
-        # a counter that release started is not overwritten either
+        # releases since the seed are kept by a later seed too
+        await limiter.seed_spend("key_b", "total", 1.0, now=T)
         p = await limiter.acquire("key_b", Limits(), now=T)
         await limiter.release(p, cost=1.5, now=T)
         await limiter.seed_spend("key_b", "total", 100.0, now=T)
-        assert await limiter.spent("key_b", "total", now=T) == 1.5
+        assert await limiter.spent("key_b", "total", now=T) == 2.5
         # nor does a seed of another period or day touch this one
         await limiter.seed_spend(KEY, "day", 9.0, now=utc(2024, 3, 11, 1))
         assert await limiter.spent(KEY, "day", now=utc(2024, 3, 11, 2)) == 9.0
         assert await limiter.spent(KEY, "month", now=utc(2024, 3, 11, 2)) == 0.0
 
 
+class TestSpendNotSeeded:
+    async def test_acquire_with_a_budget_on_an_unseeded_counter_counts_nothing(self, limiter: Limiter) -> None:
+        limits = Limits(rpm=2, max_parallel=1, budget=1.0, budget_period="day")
+        for _ in range(3):
+            err = await not_seeded(limiter, limits, T + 1)
+            assert (err.subject, err.period, err.period_start) == (KEY, "day", T - T % 86400)
+            assert not isinstance(err, LimitExceededError)
+        # no request and no place in flight were counted
+        p = await limiter.acquire(KEY, Limits(rpm=2, max_parallel=1), now=T + 2)
+        assert p.remaining_requests == 1
+        await limiter.release(p, now=T + 2)
+        await limiter.seed_spend(KEY, "day", 0.0, now=T + 3)
+        p = await limiter.acquire(KEY, limits, now=T + 3)
+        assert p.remaining_requests == 0
+        assert (await refused(limiter, limits, T + 3)).limit == "max_parallel"
+        await limiter.release(p, now=T + 3)
+        assert (await refused(limiter, limits, T + 3)).limit == "rpm"
+
+    async def test_other_limits_are_checked_first(self, limiter: Limiter) -> None:
+        await limiter.acquire(KEY, Limits(max_parallel=1), now=T)
+        assert (await refused(limiter, Limits(max_parallel=1, budget=1.0), T)).limit == "max_parallel"
+        await not_seeded(limiter, Limits(budget=1.0), T)
+
+    async def test_release_does_not_create_the_counter(self, limiter: Limiter) -> None:
+        limits = Limits(budget=1.0)
+        await limiter.seed_spend(KEY, "day", 0.0, now=T)  # another period's counter
+        p = await limiter.acquire(KEY, Limits(tpm=100, max_parallel=1), now=T)
+        await limiter.release(p, tokens=5, cost=2.0, now=T)
+        p = await limiter.acquire(KEY, Limits(), now=T)
+        await limiter.release(p, cost=2.0, now=T)
+        assert await limiter.spent(KEY, "total", now=T) == 0.0
+        assert await limiter.spent(KEY, "day", now=T) == 0.0
+        await not_seeded(limiter, limits, T)
+        # the request's place and tokens were still released and counted
+        p = await limiter.acquire(KEY, Limits(tpm=100, max_parallel=1), now=T)
+        assert p.remaining_tokens == 95
+
+    async def test_releases_add_once_seeded(self, limiter: Limiter) -> None:
+        limits = Limits(budget=1.0)
+        await limiter.seed_spend(KEY, "total", 0.25, now=T)
+        assert await limiter.spent(KEY, "total", now=T) == 0.25
+        p = await limiter.acquire(KEY, limits, now=T)
+        await limiter.release(p, cost=0.5, now=T)
+        assert await limiter.spent(KEY, "total", now=T) == 0.75
+        p = await limiter.acquire(KEY, limits, now=T)
+        await limiter.release(p, cost=0.25, now=T)
+        assert await limiter.spent(KEY, "total", now=T) == 1.0
+        assert (await refused(limiter, limits, T)).limit == "budget"
+
+    async def test_a_new_period_needs_a_new_seed(self, limiter: Limiter) -> None:
+        limits = Limits(budget=5.0, budget_period="day")
+        await limiter.seed_spend(KEY, "day", 1.0, now=utc(2024, 3, 10, 12))
+        p = await limiter.acquire(KEY, limits, now=utc(2024, 3, 10, 23, 59, 59))
+        # released in the new period, before its counter was seeded: not counted anywhere
+        await limiter.release(p, cost=2.0, now=utc(2024, 3, 11, 0, 0, 1))
+        assert await limiter.spent(KEY, "day", now=utc(2024, 3, 11, 0, 0, 2)) == 0.0
+        err = await not_seeded(limiter, limits, utc(2024, 3, 11, 0, 0, 2))
+        assert (err.period, err.period_start) == ("day", int(utc(2024, 3, 11)))
+        await limiter.seed_spend(KEY, "day", 2.0, now=utc(2024, 3, 11, 0, 0, 3))
+        p = await limiter.acquire(KEY, limits, now=utc(2024, 3, 11, 0, 0, 3))
+        await limiter.release(p, cost=0.5, now=utc(2024, 3, 11, 0, 0, 4))
+        assert await limiter.spent(KEY, "day", now=utc(2024, 3, 11, 0, 0, 5)) == 2.5
+
+
 class TestRelease:
     async def test_double_release_is_a_no_op(self, limiter: Limiter) -> None:
         limits = Limits(tpm=100, budget=10.0)
+        await limiter.seed_spend(KEY, "total", 0.0, now=T)
         p = await limiter.acquire(KEY, limits, now=T)
         await limiter.release(p, tokens=30, cost=1.5, now=T)
         await limiter.release(p, tokens=30, cost=1.5, now=T)
@@ -277,6 +373,7 @@ async def test_no_limits_admit_everything(limiter: Limiter) -> None:
 
 
 async def test_no_time_given_uses_the_clock(limiter: Limiter) -> None:
+    await limiter.seed_spend(KEY, "total", 0.0)
     p = await limiter.acquire(KEY, Limits(rpm=1))
     assert 0 < p.reset <= 60
     await limiter.release(p, cost=0.5)

@@ -15,7 +15,7 @@ from uuid import uuid4
 import pytest
 import redis
 
-from modelway.limits import LimiterUnavailableError, LimitExceededError, Limits
+from modelway.limits import LimiterUnavailableError, LimitExceededError, Limits, SpendNotSeeded
 from modelway.limits.redis import RedisLimiter, redact_url
 
 REDIS_URL = os.environ.get("MODELWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -138,6 +138,8 @@ class TestKeys:
         lim = RedisLimiter(REDIS_URL, prefix=prefix)
         now = time.time()
         try:
+            await lim.seed_spend("k", "day", 0.0, now=now)
+            await lim.seed_spend("k", "total", 0.0, now=now)
             p = await lim.acquire("k", Limits(rpm=5, max_parallel=2, budget=1.0, budget_period="day"), now=now)
             await lim.release(p, tokens=7, cost=0.5, now=now)
             p = await lim.acquire("k", Limits(max_parallel=2), now=now)
@@ -153,8 +155,56 @@ class TestKeys:
         assert sync_redis.get(f"{prefix}{{k}}:s:day:{day}") == b"0.5"
         assert 86400 < sync_redis.ttl(f"{prefix}{{k}}:s:day:{day}") <= 2 * 86400
         assert sync_redis.get(f"{prefix}{{k}}:s:total:0") == b"0.25"
+        assert len(list(sync_redis.scan_iter(match=f"{prefix}{{k}}:s:*"))) == 3
         assert sync_redis.ttl(f"{prefix}{{k}}:s:total:0") == -1
         assert 86400 < sync_redis.ttl(next(iter(sync_redis.scan_iter(match=f"{prefix}{{k}}:s:month:*")))) <= 32 * 86400
+
+    async def test_a_lost_spend_counter_is_seeded_again(self, prefix: str, sync_redis: redis.Redis) -> None:
+        lim = RedisLimiter(REDIS_URL, prefix=prefix)
+        limits = Limits(rpm=10, max_parallel=2, budget=5.0)
+        key = f"{prefix}{{k}}:s:total:0"
+        try:
+            await lim.seed_spend("k", "total", 4.0, now=T)
+            p = await lim.acquire("k", limits, now=T)
+            await lim.release(p, cost=0.5, now=T)
+            assert sync_redis.get(key) == b"4.5"
+            sync_redis.delete(key)  # Redis lost its data: restart without persistence, eviction, failover
+            p = await lim.acquire("k", Limits(rpm=10, max_parallel=2), now=T + 1)  # in flight when the data went
+            with pytest.raises(SpendNotSeeded) as info:
+                await lim.acquire("k", limits, now=T + 1)
+            assert (info.value.subject, info.value.period, info.value.period_start) == ("k", "total", 0)
+            await lim.release(p, cost=0.25, now=T + 1)  # does not start the counter again from 0
+            assert sync_redis.exists(key) == 0
+            assert await lim.spent("k", "total", now=T + 1) == 0.0
+            with pytest.raises(SpendNotSeeded):
+                await lim.acquire("k", limits, now=T + 2)
+            assert sync_redis.hget(f"{prefix}{{k}}:m:{T}", "req") == b"2"
+            assert sync_redis.zcard(f"{prefix}{{k}}:p") == 0
+            await lim.seed_spend("k", "total", 4.75, now=T + 3)  # the ledger's sum
+            p = await lim.acquire("k", limits, now=T + 3)
+            await lim.release(p, cost=0.25, now=T + 3)
+            with pytest.raises(LimitExceededError) as exceeded:
+                await lim.acquire("k", limits, now=T + 4)
+            assert exceeded.value.limit == "budget"
+            assert sync_redis.get(key) == b"5"
+        finally:
+            await lim.aclose()
+
+    async def test_release_keeps_the_seeded_expiry(self, prefix: str, sync_redis: redis.Redis) -> None:
+        lim = RedisLimiter(REDIS_URL, prefix=prefix)
+        now = time.time()
+        day = int(now) - int(now) % 86400
+        key = f"{prefix}{{k}}:s:day:{day}"
+        try:
+            await lim.seed_spend("k", "day", 1.0, now=now)
+            ttl = sync_redis.ttl(key)
+            assert 86400 < ttl <= 2 * 86400
+            p = await lim.acquire("k", Limits(budget=2.0, budget_period="day"), now=now)
+            await lim.release(p, cost=0.5, now=now)
+        finally:
+            await lim.aclose()
+        assert sync_redis.get(key) == b"1.5"
+        assert ttl - 2 <= sync_redis.ttl(key) <= ttl
 
 
 class TestRedisDown:

@@ -30,9 +30,9 @@ def cost(prompt: int, completion: int) -> float:
 
 
 async def call(
-    gw: RunningGateway, method: str, path: str, body: Any = None, key: str | None = None
+    gw: RunningGateway, method: str, path: str, body: Any = None, key: str | None = None, scheme: str = "Bearer"
 ) -> tuple[int, dict[str, str], Any]:
-    headers = {"Authorization": f"Bearer {key}"} if key else dict(ADMIN)
+    headers = {"Authorization": f"{scheme} {key or MASTER_KEY}"}
     async with aiohttp.ClientSession() as s, s.request(method, gw.url + path, json=body, headers=headers) as r:
         text = await r.read()
         try:
@@ -61,8 +61,10 @@ def cp_config(sim: OpenAISimulator, db: Path, **extra: Any) -> dict[str, Any]:
         "usage": {"flush_interval": 0.05, "spill_path": str(db.parent / "spill.jsonl")},
         "models": [
             {"name": "gpt", "price": {"input": PRICE_IN, "output": PRICE_OUT}, "deployments": [dep]},
-            {"name": "free", "deployments": [dep]},
+            {"name": "free", "deployments": [{**dep, "model": "openai/free-model"}]},
         ],
+        # direct provider/model calls go to the simulator too
+        "providers": {"openai": {"api_key": sim.api_key, "base_url": sim.base_url}},
         **extra,
     }
 
@@ -283,7 +285,7 @@ class TestMetrics:
         _, headers, text = await call(cp, "GET", "/metrics")
         assert headers["content-type"].startswith("text/plain")
         assert 'model="no-such-model"' not in text and 'model="(unknown)"' in text
-        assert "modelway_time_to_first_byte_seconds_bucket" in text and "modelway_requests_in_flight 0.0" in text
+        assert "modelway_time_to_first_token_seconds_bucket" in text and "modelway_requests_in_flight 0.0" in text
 
 
 def test_usage_is_flushed_at_shutdown(
@@ -327,3 +329,139 @@ def test_without_a_store_the_admin_api_says_how_to_get_one(
         assert r.status_code == 404 and "store.url" in r.json()["error"]["message"]
         assert client.get("/metrics").status_code == 200
     assert not (tmp_path / "x.db").exists()
+
+
+class TestAbuse:
+    """What a caller holding a key could do to the gateway's books, and why it does not work."""
+
+    async def test_a_stream_abandoned_before_its_usage_is_charged_an_estimate(
+        self, cp: RunningGateway, openai_sim: OpenAISimulator
+    ) -> None:
+        secret, key_id = await new_key(cp)
+        openai_sim.push(Reply("word " * 400, chunk_size=20, chunk_delay=0.005, usage=(1000, 1000)))
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(
+                cp.url + "/v1/chat/completions", json=chat(stream=True), headers={"Authorization": f"Bearer {secret}"}
+            )
+            for _ in range(40):
+                await r.content.readline()
+            r.close()
+        for _ in range(100):
+            _, _, records = await call(cp, "GET", f"/admin/usage/records?key_id={key_id}")
+            if records["data"]:
+                break
+            await asyncio.sleep(0.02)
+        [rec] = records["data"]
+        assert rec["status"] == 499 and rec["estimated"] is True
+        assert rec["completion_tokens"] > 0 and rec["prompt_tokens"] > 0 and rec["cost"] > 0
+
+    async def test_a_budget_set_later_counts_what_was_spent_before(
+        self, cp: RunningGateway, openai_sim: OpenAISimulator
+    ) -> None:
+        secret, key_id = await new_key(cp, rpm=1000)
+        openai_sim.push(Reply("x", usage=(1000, 1000)))
+        assert (await call(cp, "POST", "/v1/chat/completions", chat(), key=secret))[0] == 200  # spends 0.01
+        status, _, _ = await call(cp, "PATCH", f"/admin/keys/{key_id}", {"budget": 0.005, "budget_period": "total"})
+        assert status == 200
+        status, _, body = await call(cp, "POST", "/v1/chat/completions", chat(), key=secret)
+        assert status == 429 and body["error"]["code"] == "budget_exceeded"
+
+    async def test_a_budgeted_key_cannot_call_an_unpriced_model(self, cp: RunningGateway) -> None:
+        secret, _ = await new_key(cp, budget=1.0)
+        status, _, body = await call(cp, "POST", "/v1/chat/completions", chat("free"), key=secret)
+        assert status == 403 and body["error"]["code"] == "model_not_priced"
+        # the same upstream called directly costs what it costs behind its alias
+        assert (await call(cp, "POST", "/v1/chat/completions", chat("openai/gpt-4o-mini"), key=secret))[0] == 200
+        status, _, body = await call(cp, "POST", "/v1/chat/completions", chat("openai/unpriced-x"), key=secret)
+        assert status == 403 and body["error"]["code"] == "model_not_priced"
+
+    async def test_made_up_model_names_do_not_become_metric_labels(self, cp: RunningGateway) -> None:
+        secret, _ = await new_key(cp)
+        for i in range(3):
+            assert (await call(cp, "POST", "/v1/chat/completions", chat(f"openai/made-up-{i}"), key=secret))[0] == 200
+        _, _, text = await call(cp, "GET", "/metrics")
+        assert "made-up" not in text and 'model="openai/(other)"' in text
+
+    async def test_a_refusal_for_the_model_list_is_recorded(self, cp: RunningGateway) -> None:
+        secret, key_id = await new_key(cp, models=["gpt"])
+        assert (await call(cp, "POST", "/v1/chat/completions", chat("free"), key=secret))[0] == 403
+        _, _, records = await call(cp, "GET", f"/admin/usage/records?key_id={key_id}")
+        assert [(r["status"], r["error"]) for r in records["data"]] == [(403, "model_not_allowed")]
+
+    async def test_a_restricted_key_lists_only_its_models(self, cp: RunningGateway) -> None:
+        secret, _ = await new_key(cp, models=["gpt"])
+        status, _, body = await call(cp, "GET", "/v1/models", key=secret)
+        assert status == 200 and [m["id"] for m in body["data"]] == ["gpt"]
+
+    async def test_odd_admin_queries_are_400(self, cp: RunningGateway) -> None:
+        for q in ("since=nan", "until=inf", "since=yesterday", "group_by=colour"):
+            status, _, body = await call(cp, "GET", f"/admin/usage?{q}")
+            assert status == 400, (q, body)
+
+    async def test_the_master_key_works_with_a_lowercase_scheme(self, cp: RunningGateway) -> None:
+        status, _, _ = await call(cp, "GET", "/admin/keys", key=None, scheme="bearer")
+        assert status == 200
+
+
+def test_a_nul_in_a_model_name_cannot_poison_the_postgresql_ledger(
+    start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator, tmp_path: Path
+) -> None:
+    """PostgreSQL refuses NUL in text: a caller's model name with one must not block every later record."""
+    import secrets as _secrets
+
+    import httpx
+
+    schema = "mw_test_" + _secrets.token_hex(6)
+    cfg = cp_config(openai_sim, tmp_path / "unused.db")
+    cfg["store"]["url"] = f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
+    try:
+        gw = start_gateway(cfg)
+        with httpx.Client(base_url=gw.url, headers=ADMIN) as client:
+            key = client.post("/admin/keys", json={"name": "n", "budget": 100.0}).json()
+            r = client.post("/v1/chat/completions", json=chat("gpt\u0000"))
+            assert r.status_code == 404
+            time.sleep(0.2)  # a flush or two
+            victim = {"Authorization": f"Bearer {key['key']}"}
+            assert client.post("/v1/chat/completions", json=chat(), headers=victim).status_code == 200
+            summary = client.get("/admin/usage?group_by=model")
+            assert summary.status_code == 200
+            assert {row["group"]: row["requests"] for row in summary.json()["data"]} == {"gpt": 2}
+        gw.stop()
+    finally:
+
+        async def drop() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+def test_budgets_survive_redis_losing_its_data(
+    start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator, tmp_path: Path
+) -> None:
+    """After Redis restarts empty, a key's spend is seeded again from the ledger, not started from 0."""
+    import httpx
+    import redis
+
+    cfg = cp_config(openai_sim, tmp_path / "r.db")
+    cfg["store"]["redis_url"] = "redis://127.0.0.1:6379/14"
+    gw = start_gateway(cfg)
+    with httpx.Client(base_url=gw.url, headers=ADMIN) as client:
+        key = client.post("/admin/keys", json={"name": "r", "budget": 0.015, "budget_period": "day"}).json()
+        victim = {"Authorization": f"Bearer {key['key']}"}
+        for _ in range(2):
+            openai_sim.push(Reply("x", usage=(1000, 1000)))  # 0.01 each
+            assert client.post("/v1/chat/completions", json=chat(), headers=victim).status_code == 200
+        r = redis.Redis.from_url("redis://127.0.0.1:6379/14")
+        try:
+            lost = [k for k in r.scan_iter(f"mw:{{{key['id']}}}:*")]
+            assert lost and r.delete(*lost) == len(lost)
+        finally:
+            r.close()
+        r2 = client.post("/v1/chat/completions", json=chat(), headers=victim)
+        assert r2.status_code == 429 and r2.json()["error"]["code"] == "budget_exceeded"

@@ -283,7 +283,7 @@ class TestSpill:
         assert await stored(store) == ids(2)
         assert not exists(spill)
         assert spill_text(spill.with_name("usage.jsonl.rejected")) == b'{"ts": 1.0, "request_id": "cut sh\n'
-        assert any("1 lines of" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+        assert any("1 usage records set aside" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
     async def test_overflow_goes_to_the_spill_file_and_comes_back_after_recovery(
         self, store: SpyStore, spill: Path

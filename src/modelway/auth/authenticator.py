@@ -2,8 +2,9 @@
 
 The active keys are held in memory by hash, so checking a key costs one SHA-256 and a dict lookup. They are
 reloaded every ``refresh`` seconds, which is how keys created or revoked by another worker, another replica or
-the ``modelway keys`` command reach this one. A key not in memory is looked up in the store once (a key created
-a moment ago works at once); unknown hashes are remembered for a few seconds so random keys cannot flood the store.
+the ``modelway keys`` command reach this one. A key not in memory is looked up in the store (a key created a moment
+ago works at once); a hash found to be no active key is remembered for a few seconds, so repeating one wrong key
+costs one lookup, not one per request (each *different* wrong key still costs one indexed lookup).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ServiceUnavailableError
 from ..limits.base import Limits
 from .keys import ApiKey, hash_secret
 
@@ -28,6 +29,10 @@ log = logging.getLogger("modelway.auth")
 
 _NEGATIVE_TTL = 5.0
 _NEGATIVE_MAX = 10_000
+
+
+class KeyStoreUnavailableError(ServiceUnavailableError):
+    """The store could not be asked whether a key is valid (answered 503)."""
 
 
 class GatewayAuthError(InvalidRequestError):
@@ -60,7 +65,7 @@ def _limits(key: ApiKey) -> Limits | None:
 
 class Authenticator:
     def __init__(self, master_key: str | None, store: SQLStore | None = None, *, refresh: float = 5.0) -> None:
-        self._master = f"Bearer {master_key}".encode() if master_key else None
+        self._master = master_key.encode() if master_key else None
         self.store = store
         self.refresh = refresh
         #: a key is required when a master key is set or virtual keys exist (a store is configured)
@@ -69,10 +74,16 @@ class Authenticator:
         #: hashes that are no (active) key, until when, and what to answer
         self._unknown: dict[str, tuple[float, str, str]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: changes made here (admin API) while a reload may be reading older rows: re-applied after it
+        self._changes: list[tuple[float, ApiKey]] = []
 
     # -- keys in memory --------------------------------------------------------------------------
     def remember(self, key: ApiKey) -> None:
         """Take a created or changed key into account at once (the admin API calls this)."""
+        self._changes.append((time.monotonic(), key))
+        self._apply(key)
+
+    def _apply(self, key: ApiKey) -> None:
         self._unknown.pop(key.key_hash, None)
         if key.active(time.time()):
             self._by_hash[key.key_hash] = Caller(key=key, limits=_limits(key))
@@ -83,9 +94,14 @@ class Authenticator:
         """Replace the keys in memory with the store's active keys."""
         if self.store is None:
             return
-        now = time.time()
+        started = time.monotonic()
         keys = await self.store.list_keys()
+        now = time.time()
         self._by_hash = {k.key_hash: Caller(key=k, limits=_limits(k)) for k in keys if k.active(now)}
+        # a revoke or change made while the rows were read must not be undone by them
+        self._changes = [(t, k) for t, k in self._changes if t >= started]
+        for _, k in self._changes:
+            self._apply(k)
 
     async def start(self) -> None:
         await self.load()
@@ -120,12 +136,13 @@ class Authenticator:
             return ANONYMOUS
         if authorization is None:
             raise GatewayAuthError("missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
-        if self._master is not None and hmac.compare_digest(authorization, self._master):
-            return MASTER
         scheme, _, secret = authorization.partition(b" ")
+        secret = secret.strip()
         if scheme.lower() != b"bearer" or not secret:
-            raise GatewayAuthError("invalid API key", code="invalid_api_key")
-        digest = hash_secret(secret.decode("latin-1").strip())
+            raise GatewayAuthError("invalid API key: send Authorization: Bearer <key>", code="invalid_api_key")
+        if self._master is not None and hmac.compare_digest(secret, self._master):
+            return MASTER
+        digest = hash_secret(secret.decode("latin-1"))
         caller = self._by_hash.get(digest)
         if caller is None:
             caller = await self._lookup(digest)
@@ -142,7 +159,11 @@ class Authenticator:
             raise GatewayAuthError(known[1], code=known[2])
         if self.store is None:
             raise GatewayAuthError("invalid API key", code="invalid_api_key")
-        key = await self.store.key_by_hash(digest)
+        try:
+            key = await self.store.key_by_hash(digest)
+        except Exception as exc:  # cannot tell a good key from a bad one: refuse, and say it is temporary
+            log.error("cannot look up an API key in the store: %s", exc)
+            raise KeyStoreUnavailableError("the gateway cannot check API keys right now; try again shortly") from None
         if key is not None and key.active(time.time()):
             self.remember(key)
             return self._by_hash[digest]

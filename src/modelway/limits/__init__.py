@@ -12,6 +12,7 @@ from .base import (
     LimitExceededError,
     Limits,
     Permit,
+    SpendNotSeeded,
     minute_window,
     period_window,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Limits",
     "MemoryLimiter",
     "Permit",
+    "SpendNotSeeded",
     "minute_window",
     "period_window",
 ]

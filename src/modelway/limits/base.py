@@ -15,7 +15,7 @@ import calendar
 import time
 from dataclasses import dataclass
 
-from ..errors import InvalidRequestError, ModelwayError
+from ..errors import InvalidRequestError, ServiceUnavailableError
 
 __all__ = [
     "LimitExceededError",
@@ -23,6 +23,7 @@ __all__ = [
     "LimiterUnavailableError",
     "Limits",
     "Permit",
+    "SpendNotSeeded",
     "minute_window",
     "period_window",
 ]
@@ -77,12 +78,25 @@ class LimitExceededError(InvalidRequestError):
         self.retry_after = retry_after
 
 
-class LimiterUnavailableError(ModelwayError):
+class LimiterUnavailableError(ServiceUnavailableError):
     """The limiter's store (Redis) cannot be reached or failed (answered 503): the request is refused rather than
-    admitted unlimited. The message names the store (without its password) and the cause."""
+    admitted unlimited. The message names the store (without its password) and the cause; the gateway logs it and
+    tells its caller less."""
 
-    http_status = 503
-    error_type = "unavailable"
+
+class SpendNotSeeded(Exception):
+    """:meth:`Limiter.acquire` must check a budget, but the spend counter of ``subject`` for the period starting at
+    ``period_start`` (Unix seconds; 0 for ``total``) does not exist. Nothing was counted. The caller reads the
+    period's spend from the ledger, calls :meth:`Limiter.seed_spend` and acquires again.
+
+    An internal signal between the limiter and the control plane, never answered to a client.
+    """
+
+    def __init__(self, subject: str, period: str, period_start: int) -> None:
+        super().__init__(f"the {period} spend counter of key {subject} (period start {period_start}) is not seeded")
+        self.subject = subject
+        self.period = period
+        self.period_start = period_start
 
 
 def minute_window(now: float) -> int:
@@ -111,21 +125,26 @@ class Limiter(abc.ABC):
     @abc.abstractmethod
     async def acquire(self, subject: str, limits: Limits, *, now: float | None = None) -> Permit:
         """Check every limit and count the request, atomically; raise :class:`LimitExceededError` if one is
-        reached (nothing is counted then). Checks, in order: max_parallel, rpm, tpm, budget."""
+        reached (nothing is counted then). Checks, in order: max_parallel, rpm, tpm, budget. With a budget, raise
+        :class:`SpendNotSeeded` (nothing counted either) when the current period's spend counter does not exist:
+        seed it with :meth:`seed_spend` and call again."""
 
     @abc.abstractmethod
     async def release(self, permit: Permit, *, tokens: int = 0, cost: float = 0.0, now: float | None = None) -> None:
-        """The request is over: add its tokens to the current minute and its cost to the current budget period,
-        and free its place in flight. A second release of the same permit does nothing."""
+        """The request is over: add its tokens to the current minute and its cost to the spend counter of the
+        current budget period, and free its place in flight. The cost is added only if that counter exists (has
+        been seeded), whether or not the key has a budget: spend never creates a counter, since a counter started
+        from 0 would ignore the spend the ledger already holds. A second release of the same permit does nothing."""
 
     @abc.abstractmethod
     async def seed_spend(self, subject: str, period: str, amount: float, *, now: float | None = None) -> None:
-        """Start the current period's spend counter of ``subject`` at ``amount`` (the ledger's sum) unless the
-        limiter already counts it: called when a key is first seen, so a restart does not forget spend."""
+        """Create the current period's spend counter of ``subject`` at ``amount`` (the ledger's sum for the
+        period) unless it already exists, in which case nothing changes (another worker seeded it first, and
+        releases since then are in it). Called when :meth:`acquire` raised :class:`SpendNotSeeded`."""
 
     @abc.abstractmethod
     async def spent(self, subject: str, period: str, *, now: float | None = None) -> float:
-        """The spend counted in the current period."""
+        """The spend counted in the current period: 0.0 when its counter does not exist (is not seeded)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -3,8 +3,9 @@
 It runs on every request, so it stays cheap: no locks (one event loop, and :meth:`MemoryLimiter.acquire` never
 awaits between its checks and its counts), one ``[window, requests, tokens]`` list per subject that is reset when
 its minute changes, and the budget period's bounds cached until the period ends. Only what a key's limits check is
-counted (requests and tokens with rpm or tpm, places in flight with max_parallel), except spend, which is always
-counted: a budget set later must start from the true spend of the period.
+counted (requests and tokens with rpm or tpm, places in flight with max_parallel). Spend is counted whenever the
+period's counter exists, budget or not, and only then: the counter is created by :meth:`MemoryLimiter.seed_spend`
+from the ledger (see :mod:`.base`), and a budget check without it raises :class:`SpendNotSeeded`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 
-from .base import Limiter, LimitExceededError, Limits, Permit, period_window
+from .base import Limiter, LimitExceededError, Limits, Permit, SpendNotSeeded, period_window
 
 __all__ = ["MemoryLimiter"]
 
@@ -25,7 +26,7 @@ class MemoryLimiter(Limiter):
         self._minutes: dict[str, list[int]] = {}
         #: subject -> requests in flight (no entry: none)
         self._inflight: dict[str, int] = {}
-        #: (subject, period, period start) -> spend
+        #: (subject, period, period start) -> spend (no entry: not seeded)
         self._spend: dict[tuple[str, str, int], float] = {}
         #: period -> (start, end) of the period seen last
         self._periods: dict[str, tuple[int, float]] = {}
@@ -59,7 +60,9 @@ class MemoryLimiter(Limiter):
         if budget is not None:
             period = limits.budget_period
             start, end = self._period(period, now)
-            spent = self._spend.get((subject, period, start), 0.0)
+            spent = self._spend.get((subject, period, start))
+            if spent is None:
+                raise SpendNotSeeded(subject, period, start)
             if spent >= budget:
                 raise budget_exceeded(subject, period, budget, spent, end, now)
         # every check passed: count (nothing awaited since the checks)
@@ -104,7 +107,9 @@ class MemoryLimiter(Limiter):
         if cost:
             period = limits.budget_period
             key = (subject, period, self._period(period, now)[0])
-            self._spend[key] = self._spend.get(key, 0.0) + cost
+            spent = self._spend.get(key)
+            if spent is not None:  # not seeded: the ledger has it, the seed will read it
+                self._spend[key] = spent + cost
 
     async def seed_spend(self, subject: str, period: str, amount: float, *, now: float | None = None) -> None:
         key = (subject, period, self._period(period, time.time() if now is None else now)[0])

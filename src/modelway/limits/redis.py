@@ -6,10 +6,14 @@ slot (``{subject}``)::
 
     {prefix}{subject}:m:{minute start}   hash: req, tok            expires 120 s after its last write
     {prefix}{subject}:p                  sorted set: permit tokens in flight, scored by when they expire
-    {prefix}{subject}:s:{period}:{start} spend (INCRBYFLOAT)       expires a day after the period ends ("total": never)
+    {prefix}{subject}:s:{period}:{start} spend (float)             expires a day after the period ends ("total": never)
 
-As in :mod:`.memory`, only what a key's limits check is counted (spend always), and a call with nothing to check
-or count (a key without limits) does not touch Redis. A place in flight expires ``parallel_ttl`` seconds after its
+As in :mod:`.memory`, only what a key's limits check is counted, and a call with nothing to check or count (a key
+without limits) does not touch Redis. The spend counter is created only by :meth:`RedisLimiter.seed_spend` (SET NX,
+with its expiry); a release adds its cost only while the counter exists (INCRBYFLOAT keeps the expiry), and an
+acquire with a budget that finds no counter raises :class:`SpendNotSeeded` before counting anything. So when Redis
+loses the counter (a restart without persistence, eviction, a failover), the next budget check asks for a re-seed
+from the ledger instead of starting again from 0. A place in flight expires ``parallel_ttl`` seconds after its
 acquire, so a worker that crashed before releasing cannot hold places forever; the next acquire removes expired
 places. Time comes from the caller (``now``), not from Redis. When Redis fails, requests are refused with
 :class:`LimiterUnavailableError`, never admitted unlimited.
@@ -32,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..errors import ConfigError
-from .base import Limiter, LimiterUnavailableError, Limits, Permit, period_window
+from .base import Limiter, LimiterUnavailableError, Limits, Permit, SpendNotSeeded, period_window
 from .memory import budget_exceeded, max_parallel_exceeded, rate_exceeded
 
 __all__ = ["RedisLimiter"]
@@ -40,7 +44,8 @@ __all__ = ["RedisLimiter"]
 # KEYS: minute hash, in-flight set, spend counter
 # ARGV: now, rpm, tpm, max_parallel, budget ('' when not set), permit token, its expiry, in-flight set ttl
 # returns {0, requests in the window after this one, tokens in the window} or {1 max_parallel | 2 rpm | 3 tpm,
-# count} or {4, spend} when a limit is reached (nothing is counted then)
+# count} or {4, spend} when a limit is reached, or {5, 0} when a budget is set and the spend counter does not exist
+# (not seeded); nothing is counted then
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -59,7 +64,8 @@ if rpm or tpm then
 end
 if budget then
   local spent = redis.call('GET', KEYS[3])
-  if spent and tonumber(spent) >= budget then return {4, spent} end
+  if not spent then return {5, 0} end
+  if tonumber(spent) >= budget then return {4, spent} end
 end
 if rpm or tpm then
   redis.call('HINCRBY', KEYS[1], 'req', 1)
@@ -73,7 +79,8 @@ return {0, req + 1, tok}
 """
 
 # KEYS: minute hash, in-flight set, spend counter
-# ARGV: permit token ('' when not in flight), tokens, cost ('' for none), spend ttl ('' for none)
+# ARGV: permit token ('' when not in flight), tokens, cost ('' for none)
+# the cost is added only to an existing (seeded) spend counter; INCRBYFLOAT keeps its expiry
 _RELEASE = """
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 local tokens = tonumber(ARGV[2])
@@ -81,9 +88,8 @@ if tokens ~= 0 then
   redis.call('HINCRBY', KEYS[1], 'tok', tokens)
   redis.call('EXPIRE', KEYS[1], 120)
 end
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('INCRBYFLOAT', KEYS[3], ARGV[3])
-  if ARGV[4] ~= '' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 end
 return 0
 """
@@ -163,7 +169,7 @@ class RedisLimiter(Limiter):
         script = cast(AsyncScript, self._acquire)
         rpm, tpm, max_parallel, budget = limits.rpm, limits.tpm, limits.max_parallel, limits.budget
         head = f"{self.prefix}{{{subject}}}:"
-        spend_key, end = head + "s", None
+        spend_key, start, end = head + "s", 0, None
         if budget is not None:
             start, end = period_window(limits.budget_period, now)
             spend_key = f"{head}s:{limits.budget_period}:{start}"
@@ -199,6 +205,8 @@ class RedisLimiter(Limiter):
             raise rate_exceeded(subject, "rpm", cast(int, rpm), window, now)
         if status == 3:
             raise rate_exceeded(subject, "tpm", cast(int, tpm), window, now)
+        if status == 5:
+            raise SpendNotSeeded(subject, limits.budget_period, start)
         raise budget_exceeded(subject, limits.budget_period, cast(float, budget), float(result[1]), end, now)
 
     async def release(self, permit: Permit, *, tokens: int = 0, cost: float = 0.0, now: float | None = None) -> None:
@@ -214,9 +222,9 @@ class RedisLimiter(Limiter):
             now = time.time()
         sec = int(now)
         head = f"{self.prefix}{{{permit.subject}}}:"
-        spend_key, ttl = head + "s", None
+        spend_key = head + "s"
         if cost:
-            spend_key, ttl = self._spend_key(permit.subject, limits.budget_period, now)
+            spend_key = f"{head}s:{limits.budget_period}:{period_window(limits.budget_period, now)[0]}"
         if self._release is None:
             self._connect()
         script = cast(AsyncScript, self._release)
@@ -227,7 +235,6 @@ class RedisLimiter(Limiter):
                 permit.token if inflight else "",
                 tokens,
                 repr(float(cost)) if cost else "",
-                "" if ttl is None else ttl,
             ],
         )
 

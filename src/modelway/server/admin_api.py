@@ -16,6 +16,7 @@ saying so.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,9 +44,12 @@ def _float(q: dict[str, str], name: str) -> float | None:
     if v is None or v == "":
         return None
     try:
-        return float(v)
+        t = float(v)
     except ValueError:
-        raise InvalidRequestError(f"{name} must be a Unix time in seconds (got {v!r})", param=name) from None
+        t = math.nan
+    if not math.isfinite(t):
+        raise InvalidRequestError(f"{name} must be a Unix time in seconds (got {v!r})", param=name)
+    return t
 
 
 async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 
 from ..errors import InvalidRequestError
-from ..types import ChatCompletionChunk, Usage
+from ..types import ChatCompletion, ChatCompletionChunk, Usage
 from ..validate import chat_request
+from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
 
@@ -82,33 +83,39 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
     conv_id = data.get("conv_uid") or req.request_id
     ticket = await gw.control.begin(req.request_id, req.caller, model, "dbgpt", stream)
+    ticket.messages = creq.messages
     if not stream:
-        resp = await ticket.run(req, gw.router.complete(model, creq, ticket))
-        usage = resp.usage or Usage()
-        body = {
-            "id": conv_id,
-            "object": "chat.completion",
-            "created": resp.created,
-            "model": model,
-            "choices": [
-                {
-                    "index": c.index,
-                    "message": {
-                        "role": "assistant",
-                        "content": c.message.content or "",
-                        "reasoning_content": c.message.reasoning_content,
-                    },
-                    "finish_reason": _finish(c.finish_reason),
-                }
-                for c in resp.choices
-            ],
-            "usage": usage.to_dict(),
-        }
-        await send_json(send, 200, body, request_id=req.request_id)
-        await ticket.finish(200, resp.usage)
+        async with ticket:
+            resp = await watched(req, gw.router.complete(model, creq, ticket))
+            ticket.usage = resp.usage
+            await send_json(send, 200, _body(resp, model, conv_id), request_id=req.request_id)
         return
     renderer = _Renderer(model, f"chatcmpl-{conv_id}", incremental)
     await ticket.respond_stream(req, send, gw.router.stream(model, creq, ticket), renderer)
+
+
+def _body(resp: ChatCompletion, model: str, conv_id: str) -> dict[str, Any]:
+    usage = resp.usage or Usage()
+    body = {
+        "id": conv_id,
+        "object": "chat.completion",
+        "created": resp.created,
+        "model": model,
+        "choices": [
+            {
+                "index": c.index,
+                "message": {
+                    "role": "assistant",
+                    "content": c.message.content or "",
+                    "reasoning_content": c.message.reasoning_content,
+                },
+                "finish_reason": _finish(c.finish_reason),
+            }
+            for c in resp.choices
+        ],
+        "usage": usage.to_dict(),
+    }
+    return body
 
 
 class _Renderer:

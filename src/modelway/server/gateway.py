@@ -33,6 +33,10 @@ class Gateway:
         self.transport = Transport()
         self._provider_adapters: dict[str, Adapter | None] = {}
         groups = {m.name: self._group(m) for m in config.models}
+        # a provider/model called directly costs what the same upstream costs behind an alias
+        self._configured_prices = {
+            d.address: d.price for g in groups.values() for d in g.deployments if d.price is not None
+        }
         s = config.server
         self.router = Router(
             groups,
@@ -45,6 +49,7 @@ class Gateway:
             direct=self._direct if s.allow_direct else None,
             on_failure=self._attempt_failed if self.control.metrics is not None else None,
         )
+        self.control.resolve = self.router.group
 
     # -- building -------------------------------------------------------------------------------
     def _provider_settings(self, provider: str) -> ProviderSettings | None:
@@ -105,7 +110,8 @@ class Gateway:
         adapter = self._provider_adapters[provider]
         if adapter is None:
             return None
-        return ModelGroup(model, [Deployment(adapter, name, price=self.config.prices.get(model))], owned_by=provider)
+        price = self.config.prices.get(model) or self._configured_prices.get(model)
+        return ModelGroup(model, [Deployment(adapter, name, price=price)], owned_by=provider)
 
     def _attempt_failed(self, dep: Deployment, exc: ModelwayError) -> None:
         metrics = self.control.metrics

@@ -43,9 +43,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=reg,
         )
-        self.ttfb = pc.Histogram(
-            "modelway_time_to_first_byte_seconds",
-            "Streams: time from the request to the first bytes sent to the caller.",
+        self.ttft = pc.Histogram(
+            "modelway_time_to_first_token_seconds",
+            "Streams: time from the request to the upstream's first output (sent on to the caller at once).",
             ["model"],
             buckets=_TTFB_BUCKETS,
             registry=reg,
@@ -75,7 +75,7 @@ class Metrics:
         # children per label tuple: labels() takes a lock and builds a key on every call
         self._req: dict[tuple[str, str, int], Any] = {}
         self._dur: dict[tuple[str, str], Any] = {}
-        self._ttfb: dict[str, Any] = {}
+        self._ttft: dict[str, Any] = {}
         self._tok: dict[str, tuple[Any, Any, Any]] = {}
 
     def observe(
@@ -85,7 +85,7 @@ class Metrics:
         status: int,
         seconds: float,
         *,
-        ttfb: float | None,
+        ttft: float | None,
         prompt_tokens: int,
         completion_tokens: int,
         cost: float,
@@ -101,11 +101,11 @@ class Metrics:
         if h is None:
             h = self._dur[dk] = self.duration.labels(model, endpoint)
         h.observe(seconds)
-        if ttfb is not None:
-            t = self._ttfb.get(model)
+        if ttft is not None:
+            t = self._ttft.get(model)
             if t is None:
-                t = self._ttfb[model] = self.ttfb.labels(model)
-            t.observe(ttfb)
+                t = self._ttft[model] = self.ttft.labels(model)
+            t.observe(ttft)
         if prompt_tokens or completion_tokens or cost:
             tok = self._tok.get(model)
             if tok is None:
@@ -118,6 +118,13 @@ class Metrics:
             tok[1].inc(completion_tokens)
             if cost:
                 tok[2].inc(cost)
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this worker's live gauges (its requests in flight) from the sum."""
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -12,6 +12,7 @@ import orjson
 from ..errors import InvalidRequestError, UnknownModelError
 from ..types import ChatCompletionChunk
 from ..validate import chat_request, embedding_request
+from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
 
@@ -39,11 +40,13 @@ async def chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     creq = chat_request(model, data["messages"], stream=bool(stream), params=params)
     router = gw.router
     ticket = await gw.control.begin(req.request_id, req.caller, model, "chat", bool(stream))
+    ticket.messages = creq.messages
     if not stream:
-        resp = await ticket.run(req, router.complete(model, creq, ticket))
-        resp.model = model
-        await send_json(send, 200, resp.to_dict(), request_id=req.request_id)
-        await ticket.finish(200, resp.usage)
+        async with ticket:
+            resp = await watched(req, router.complete(model, creq, ticket))
+            ticket.usage = resp.usage
+            resp.model = model
+            await send_json(send, 200, resp.to_dict(), request_id=req.request_id)
         return
     renderer = ChunkRenderer(model, creq.include_usage, req.request_id)
     await ticket.respond_stream(req, send, router.stream(model, creq, ticket), renderer)
@@ -90,21 +93,25 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
     params = {k: v for k, v in data.items() if k not in ("model", "input", "encoding_format")}
     ereq = embedding_request(model, data["input"], params)
     ticket = await gw.control.begin(req.request_id, req.caller, model, "embeddings", False)
-    resp = await ticket.run(req, gw.router.embed(model, ereq, ticket))
-    body = resp.to_dict()
-    body["model"] = model
-    if fmt == "base64":
-        for item in body["data"]:
-            vec = item["embedding"]
-            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
-    await send_json(send, 200, body, request_id=req.request_id)
-    await ticket.finish(200, resp.usage)
+    async with ticket:
+        resp = await watched(req, gw.router.embed(model, ereq, ticket))
+        ticket.usage = resp.usage
+        body = resp.to_dict()
+        body["model"] = model
+        if fmt == "base64":
+            for item in body["data"]:
+                vec = item["embedding"]
+                item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+        await send_json(send, 200, body, request_id=req.request_id)
 
 
 async def list_models(gw: Gateway, req: Request, send: Send) -> None:
-    await send_json(
-        send, 200, {"object": "list", "data": [m.to_dict() for m in gw.models()]}, request_id=req.request_id
-    )
+    models = gw.models()
+    key = req.caller.key
+    if key is not None and key.models is not None:  # a key sees the models it may call
+        allowed = set(key.models)
+        models = [m for m in models if m.id in allowed]
+    await send_json(send, 200, {"object": "list", "data": [m.to_dict() for m in models]}, request_id=req.request_id)
 
 
 async def retrieve_model(gw: Gateway, req: Request, send: Send, model_id: str) -> None:

@@ -61,7 +61,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             status INTEGER NOT NULL,
             error TEXT,
             latency_ms DOUBLE PRECISION NOT NULL,
-            ttft_ms DOUBLE PRECISION
+            ttft_ms DOUBLE PRECISION,
+            estimated BOOLEAN NOT NULL DEFAULT FALSE
         )""",
         "CREATE INDEX mw_usage_key_ts ON mw_usage (key_id, ts)",
         "CREATE INDEX mw_usage_ts ON mw_usage (ts)",

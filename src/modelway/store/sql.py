@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ _usage = Table(
     Column("error", String),
     Column("latency_ms", Double),
     Column("ttft_ms", Double),
+    Column("estimated", Boolean),
 )
 
 
@@ -159,7 +161,17 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # pysqlite's implicit BEGIN off; see _sqlite_begin
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA busy_timeout = 5000")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # switching to WAL takes the file's lock without waiting on the busy timeout: while another process creates
+    # the same new database it can fail at once with "database is locked", so try again for a while (this runs
+    # only when a connection is made, and WAL, once set, stays set in the file)
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            break
+        except Exception as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.01)
     cursor.close()
 
 

@@ -18,17 +18,14 @@ import asyncio
 import itertools
 import logging
 import os
-import sys
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING
 
 import orjson
 
 from .records import UsageRecord
-
-if sys.platform != "win32":
-    import fcntl
+from .spill import append_lines, append_spill, claim_spill
 
 if TYPE_CHECKING:
     from ..store.sql import SQLStore
@@ -66,6 +63,8 @@ class Ledger:
         self.written = 0
         self.failures = 0
         self.spilled = 0
+        #: records the store refused for their data, set aside in ``<spill>.rejected``
+        self.rejected = 0
         # oldest first; a batch being written stays at the front until the store has committed it
         self._queue: deque[UsageRecord] = deque()
         self._inflight: tuple[asyncio.Task[None], int] | None = None
@@ -231,11 +230,44 @@ class Ledger:
     async def _drain(self) -> BaseException | None:
         """Write batches until none is pending; the store's error, once one fails."""
         exc = await self._settle()
+        if exc is not None and _refused(exc):
+            exc = await self._one_by_one(self.batch_size)
         while exc is None and self._queue:
             batch = list(itertools.islice(self._queue, self.batch_size))
             self._inflight = asyncio.ensure_future(self.store.insert_usage(batch)), len(batch)
             exc = await self._settle()
+            if exc is not None and _refused(exc):
+                exc = await self._one_by_one(len(batch))
         return exc
+
+    async def _one_by_one(self, n: int) -> BaseException | None:
+        """The store refused a batch for its data, not for an outage: write its ``n`` records one at a time and
+        set aside each one the store refuses on its own, so that one bad record cannot hold up the rest."""
+        for _ in range(min(n, len(self._queue))):
+            rec = self._queue[0]
+            self._inflight = asyncio.ensure_future(self.store.insert_usage([rec])), 1
+            exc = await self._settle()
+            if exc is None:
+                continue
+            if not _refused(exc):
+                return exc
+            self._queue.popleft()
+            await self._reject([orjson.dumps(rec.to_dict()) + b"\n"], f"the store refused it: {exc}")
+        return None
+
+    async def _reject(self, lines: list[bytes], why: str) -> None:
+        """Records the store will never take: to ``<spill>.rejected`` for a person to look at, and the log."""
+        self.rejected += len(lines)
+        if self.spill_path is None:
+            log.error("usage ledger: dropping %d usage records (%s): %s", len(lines), why, b"".join(lines).decode())
+            return
+        bad = self.spill_path.with_name(self.spill_path.name + ".rejected")
+        await asyncio.to_thread(append_lines, bad, lines)
+        log.error("usage ledger: %d usage records set aside in %s (%s)", len(lines), bad, why)
+
+    def pending_cost(self, key_id: str, *, since: float) -> float:
+        """The cost of ``key_id``'s records not written yet (in memory or in a write in flight), from ``since``."""
+        return sum(r.cost for r in self._queue if r.key_id == key_id and r.ts >= since)
 
     async def _settle(self) -> BaseException | None:
         """Wait for the write in flight (if any) without ever cancelling it, and account for its outcome."""
@@ -288,7 +320,7 @@ class Ledger:
         the records leave the queue.
         """
         data = b"".join(orjson.dumps(rec.to_dict()) + b"\n" for rec in itertools.islice(self._queue, count))
-        if not _append_spill(path, data):
+        if not append_spill(path, data):
             return False
         for _ in range(count):
             self._queue.popleft()
@@ -311,107 +343,39 @@ class Ledger:
         logged at ERROR, so that one bad line cannot keep the rest out of the store.
         """
         path = self.spill_path
-        claimed = None if path is None else await asyncio.to_thread(_claim_spill, path)
+        claimed = None if path is None else await asyncio.to_thread(claim_spill, path)
         self._spill_waiting = False
         if path is None or claimed is None:
             return  # no file, or another process is importing it
         f, records, rejected = claimed
         with f:  # locked until the records are in the store and the file is gone
-            await self.store.insert_usage(records)
+            try:
+                await self.store.insert_usage(records)
+            except Exception as exc:
+                if not _refused(exc):
+                    raise
+                # one record the store refuses must not keep the file out forever: one at a time
+                refused: list[UsageRecord] = []
+                for rec in records:
+                    try:
+                        await self.store.insert_usage([rec])
+                    except Exception as one:
+                        if not _refused(one):
+                            raise
+                        refused.append(rec)
+                        rejected.append(orjson.dumps(rec.to_dict()) + b"\n")
+                records = [r for r in records if r not in refused]
             if rejected:
-                bad = path.with_name(path.name + ".rejected")
-                await asyncio.to_thread(_append_lines, bad, rejected)
-                log.error(
-                    "usage ledger: %d lines of %s are not usage records; moved them to %s", len(rejected), path, bad
-                )
+                await self._reject(rejected, f"lines of {path} that are not usage records, or that the store refused")
             path.unlink()
         self.written += len(records)
         log.info("usage ledger: imported %d usage records from %s", len(records), path)
 
 
-# -- the spill file ---------------------------------------------------------------------------------------------
-# Several worker processes may share one spill file. Each holds an exclusive flock while it appends, and while it
-# imports the file, from reading it until it has removed it; a process that finds the file locked does not wait
-# (the event loop must not block) and tries again later. A process that opened the file and then got the lock
-# after another one removed it opens the new file instead.
-
-
-def _lock(f: BinaryIO) -> bool:
-    if sys.platform == "win32":  # no flock: one process per spill file
-        return True
+def _refused(exc: BaseException) -> bool:
+    """The store refused the data (an invalid value, a constraint), as opposed to being unreachable or down."""
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # pragma: no cover - the store needs SQLAlchemy
         return False
-    return True
-
-
-def _open_locked(path: Path, mode: str) -> BinaryIO | None:
-    """``path`` opened (``ab`` or ``rb``) and locked; ``None`` while another process holds it."""
-    while True:
-        f = cast(BinaryIO, open(path, mode))  # noqa: SIM115 (returned open, or closed here)
-        try:
-            if not _lock(f):
-                f.close()
-                return None
-            if os.path.samestat(os.fstat(f.fileno()), os.stat(path)):
-                return f
-        except FileNotFoundError:
-            pass
-        except BaseException:
-            f.close()
-            raise
-        f.close()  # imported and removed meanwhile: open the file that replaced it
-
-
-def _append_spill(path: Path, data: bytes) -> bool:
-    """Append ``data`` durably; ``False`` when the file is locked. On an error the file is cut back (no half line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = _open_locked(path, "ab")
-    if f is None:
-        return False
-    with f:
-        start = f.seek(0, os.SEEK_END)
-        try:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        except OSError:
-            f.truncate(start)
-            raise
-    return True
-
-
-def _claim_spill(path: Path) -> tuple[BinaryIO, list[UsageRecord], list[bytes]] | None:
-    """The spill file, locked, with its records and the lines that are not records; ``None``: no file, or locked."""
-    try:
-        f = _open_locked(path, "rb")
-    except FileNotFoundError:
-        return None
-    if f is None:
-        return None
-    records: list[UsageRecord] = []
-    rejected: list[bytes] = []
-    try:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                records.append(_record_from_json(orjson.loads(line)))
-            except (TypeError, ValueError):
-                rejected.append(line if line.endswith(b"\n") else line + b"\n")
-    except BaseException:
-        f.close()
-        raise
-    return f, records, rejected
-
-
-def _append_lines(path: Path, lines: list[bytes]) -> None:
-    with open(path, "ab") as f:
-        f.writelines(lines)
-
-
-def _record_from_json(obj: Any) -> UsageRecord:
-    if not isinstance(obj, dict):
-        raise TypeError("not a JSON object")
-    return UsageRecord(**obj)
+    return isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError)

@@ -32,8 +32,10 @@ class UsageRecord:
     #: the error code for failed requests
     error: str | None = None
     latency_ms: float = 0.0
-    #: streams: time to the first byte sent to the caller
+    #: streams: time to the upstream's first output (sent on to the caller at once)
     ttft_ms: float | None = None
+    #: the tokens are an estimate: the stream ended before the provider reported its usage
+    estimated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,246 @@
+"""A :class:`Ticket` travels with one admitted request and is finished exactly once, however the request ends.
+
+Finishing frees the key's place in flight, adds the tokens and cost to its limits, observes the metrics and hands a
+usage record to the ledger. A stream that ends before the provider reported its usage (the caller left, or the
+upstream failed half-way) is charged an estimate from the text that went through, marked as estimated, rather than
+nothing: a caller must not be able to use a budget for free by hanging up before the last chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ..errors import ModelwayError
+from ..limits.base import LimiterUnavailableError, Permit
+from ..router import Deployment
+from ..types import ChatCompletionChunk, Message, Usage
+from ..usage.estimate import estimate_tokens, prompt_chars
+from ..usage.records import UsageRecord
+from .disconnect import ClientGone
+from .errors import error_payload
+from .http import Request, Send
+from .streaming import stream_sse
+
+if TYPE_CHECKING:
+    from .control import ControlPlane
+
+__all__ = ["Ticket", "outcome"]
+
+log = logging.getLogger("modelway.server")
+
+
+def outcome(exc: BaseException) -> tuple[int, str | None]:
+    """The HTTP status and error code a request ending with ``exc`` is recorded with."""
+    if isinstance(exc, ModelwayError):
+        status, body, _ = error_payload(exc, None)
+        return status, body["error"]["code"] or body["error"]["type"]
+    if isinstance(exc, ClientGone | asyncio.CancelledError | GeneratorExit):
+        return 499, "client_gone"
+    return 500, "internal_error"
+
+
+class Ticket:
+    """One admitted request; the router sets ``deployment`` (a ticket is a :class:`~modelway.router.Trace`).
+
+    Non-streaming handlers use it as an async context manager around everything after ``begin``: leaving the
+    block normally finishes it with ``usage`` (set by the handler), an exception fails it.
+    """
+
+    __slots__ = (
+        "plane",
+        "request_id",
+        "key_id",
+        "model",
+        "endpoint",
+        "stream",
+        "ts",
+        "start",
+        "permit",
+        "deployment",
+        "ttft",
+        "in_flight",
+        "done",
+        "usage",
+        "messages",
+        "ascii_chars",
+        "other_chars",
+    )
+
+    def __init__(
+        self, plane: ControlPlane, request_id: str, key_id: str | None, model: str, endpoint: str, stream: bool
+    ) -> None:
+        self.plane = plane
+        self.request_id = request_id
+        self.key_id = key_id
+        self.model = model
+        self.endpoint = endpoint
+        self.stream = stream
+        self.ts = time.time()
+        self.start = time.perf_counter()
+        self.permit: Permit | None = None
+        self.deployment: Deployment | None = None
+        #: streams: seconds until the upstream's first output (sent on to the caller at once)
+        self.ttft: float | None = None
+        self.in_flight = True
+        self.done = False
+        #: what the provider reported; set by the handler before it answers
+        self.usage: Usage | None = None
+        #: the request's messages, to estimate prompt tokens if the provider never reports usage
+        self.messages: list[Message] | None = None
+        self.ascii_chars = 0
+        self.other_chars = 0
+
+    async def __aenter__(self) -> Ticket:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.finish(200, self.usage)
+        else:
+            await self.fail(exc)
+
+    def _estimate(self) -> Usage | None:
+        """Usage from the text that went through, for a stream cut before the provider's usage arrived."""
+        if not self.stream or self.deployment is None or self.ttft is None:
+            return None  # nothing reached the provider's output: nothing to charge
+        completion = estimate_tokens(self.ascii_chars, self.other_chars)
+        prompt = estimate_tokens(*prompt_chars(self.messages or []))
+        return Usage.of(prompt, completion)
+
+    async def finish(self, status: int = 200, usage: Usage | None = None, error: str | None = None) -> None:
+        """The request is over (once; later calls do nothing)."""
+        if self.done:
+            return
+        self.done = True
+        plane = self.plane
+        elapsed = time.perf_counter() - self.start
+        estimated = False
+        if usage is None:
+            usage = self.usage or self._estimate()
+            estimated = usage is not None and self.usage is None
+        prompt = usage.prompt_tokens if usage is not None else 0
+        completion = usage.completion_tokens if usage is not None else 0
+        total = usage.total_tokens if usage is not None else 0
+        dep = self.deployment
+        cost = dep.price.cost(prompt, completion) if dep is not None and dep.price is not None else 0.0
+        m = plane.metrics
+        if m is not None:
+            if self.in_flight:
+                m.in_flight.dec()
+            m.observe(
+                plane.label(self.model, dep),
+                self.endpoint,
+                status,
+                elapsed,
+                ttft=self.ttft,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost=cost,
+            )
+        if plane.ledger is not None:
+            plane.ledger.record(
+                UsageRecord(
+                    ts=self.ts,
+                    request_id=_clean(self.request_id),
+                    key_id=self.key_id,
+                    model=_clean(self.model),
+                    deployment=dep.address if dep is not None else None,
+                    endpoint=self.endpoint,
+                    stream=self.stream,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=total,
+                    cost=cost,
+                    status=status,
+                    error=error,
+                    latency_ms=elapsed * 1000.0,
+                    ttft_ms=self.ttft * 1000.0 if self.ttft is not None else None,
+                    estimated=estimated,
+                )
+            )
+        permit = self.permit
+        if permit is not None and plane.limiter is not None:
+            try:
+                await plane.limiter.release(permit, tokens=total, cost=cost)
+            except LimiterUnavailableError as exc:
+                # the answer is already out; the place in flight expires on its own (parallel_ttl)
+                log.error(
+                    "request %s: could not count %d tokens and %g spent for key %s: %s",
+                    self.request_id,
+                    total,
+                    cost,
+                    self.key_id,
+                    exc,
+                )
+
+    async def fail(self, exc: BaseException) -> None:
+        """Finish with the status ``exc`` is answered with (499 when the caller went away)."""
+        status, code = outcome(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            # this task is being cancelled: finish in a task of its own, so the limiter's release is not cut
+            self.plane.in_background(self.finish(status, None, code))
+            return
+        await self.finish(status, None, code)
+
+    async def track(
+        self, batches: AsyncGenerator[list[ChatCompletionChunk], None]
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+        """Pass a stream through, noting its first output, the text that went through and its usage; finish when
+        it ends, however it ends."""
+        status: int = 499
+        code: str | None = "client_gone"
+        try:
+            async for batch in batches:
+                if self.ttft is None:
+                    self.ttft = time.perf_counter() - self.start
+                for chunk in batch:
+                    if chunk.usage is not None:
+                        self.usage = chunk.usage
+                    for c in chunk.choices:
+                        self._count(c.delta.content)
+                        self._count(c.delta.reasoning_content)
+                yield batch
+            status, code = 200, None
+        except BaseException as exc:
+            status, code = outcome(exc)
+            raise
+        finally:
+            try:
+                await batches.aclose()
+            finally:
+                await self.finish(status, None, code)
+
+    def _count(self, text: str | None) -> None:
+        if text:
+            if text.isascii():
+                self.ascii_chars += len(text)
+            else:
+                self.other_chars += len(text)
+
+    async def respond_stream(
+        self,
+        req: Request,
+        send: Send,
+        batches: AsyncGenerator[list[ChatCompletionChunk], None],
+        render: Callable[[ChatCompletionChunk], bytes],
+    ) -> None:
+        """Send ``batches`` as SSE; the ticket finishes when the stream ends, fails, or its caller goes away."""
+        try:
+            await stream_sse(req, send, self.track(batches), render)
+        finally:
+            if not self.done:  # the stream never started (e.g. the caller left before it could)
+                await self.finish(499, None, "client_gone")
+
+
+def _clean(text: str) -> str:
+    """A caller-chosen string made safe to store: no NUL (PostgreSQL refuses it in text), bounded length."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text[:256]
