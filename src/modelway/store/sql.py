@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import operator
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -187,6 +188,7 @@ class SQLStore:
         self._sqlite = self._url.drivername.startswith("sqlite")
         self._memory = self._sqlite and self._url.database in (None, "", ":memory:")
         self._engine: AsyncEngine | None = None
+        self._insert_sql: tuple[str, tuple[str, ...]] | None = None
         self._open_lock = asyncio.Lock()
         # an in-memory SQLite database is one connection, shared: one operation at a time on it
         self._serial = asyncio.Lock() if self._memory else None
@@ -312,9 +314,25 @@ class SQLStore:
         """Store ``records`` in one transaction: all of them or, on an error, none."""
         if not records:
             return
-        rows = [{name: getattr(rec, name) for name in _USAGE_FIELDS} for rec in records]
+        sql, order = self._usage_insert()
+        # tuples in the driver's own parameter style: SQLAlchemy's per-row parameter processing cost three times
+        # more than the rest of the write (BENCHMARKS.md, decision 11); every value is already a plain type
+        get = operator.attrgetter(*order)
+        rows = [get(rec) for rec in records]
         async with self._connect(write=True) as conn:
-            await conn.execute(_usage.insert(), rows)
+            await conn.exec_driver_sql(sql, rows)
+
+    def _usage_insert(self) -> tuple[str, tuple[str, ...]]:
+        """The usage INSERT compiled for this database's driver, and the record fields in its parameter order."""
+        if self._insert_sql is None:
+            assert self._engine is not None
+            cols = list(_USAGE_FIELDS)
+            compiled = _usage.insert().compile(dialect=self._engine.dialect, column_keys=cols)
+            order = tuple(compiled.positiontup or ())
+            if sorted(order) != sorted(cols):  # a driver with named parameters: not expected for ours
+                raise RuntimeError(f"cannot build a positional usage INSERT for {self._engine.dialect.name}")
+            self._insert_sql = (str(compiled), order)
+        return self._insert_sql
 
     async def spend(self, key_id: str, *, since: float) -> float:
         """What ``key_id`` spent in requests that arrived at ``since`` or later."""
