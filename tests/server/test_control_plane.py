@@ -178,9 +178,17 @@ class TestKeys:
             ({"name": "x", "models": []}, "models"),
             ({"name": "x", "colour": "red"}, "colour"),
             ({"rpm": 5}, "name"),
+            ({"name": "x", "tpm": 2**31}, "tpm"),  # stored as a 32-bit integer
+            ({"name": "x", "models": ["a\u0000"]}, "models"),  # PostgreSQL cannot store NUL in text
+            ({"name": "x", "expires_at": 2e9, "expires_in": 60}, "expires_in"),
         ):
             status, _, err = await call(cp, "POST", "/admin/keys", body)
             assert status == 400 and err["error"]["param"] == param, (body, err)
+        status, _, body = await call(cp, "POST", "/admin/keys", {"name": "x", "rpm": 60.0})
+        assert status == 201 and body["rpm"] == 60 and isinstance(body["rpm"], int)
+        for q in ("/admin/keys?include_revoked=null", "/admin/usage/records?since=", "/admin/usage?group_by="):
+            status, _, err = await call(cp, "GET", q)
+            assert status == 400, (q, err)
         status, headers, _ = await call(cp, "PUT", "/admin/keys")
         assert status == 405 and headers["allow"] == "GET, POST"
         status, _, err = await call(cp, "GET", "/admin/keys/key_nope")

@@ -7,6 +7,7 @@ its SHA-256 hash and a short prefix to recognise it by.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,15 @@ def new_key(name: str, **fields: Any) -> tuple[str, ApiKey]:
 
 
 _INT_FIELDS = ("rpm", "tpm", "max_parallel")
+#: limits are stored as 32-bit integers (PostgreSQL INTEGER)
+_MAX_INT = 2**31 - 1
+
+
+def _text(v: Any) -> bool:
+    """A non-empty string a database can store (PostgreSQL refuses NUL in text)."""
+    return isinstance(v, str) and bool(v) and "\x00" not in v
+
+
 KEY_FIELDS = frozenset(
     {"name", "models", "rpm", "tpm", "max_parallel", "budget", "budget_period", "expires_at", "metadata"}
 )
@@ -102,6 +112,8 @@ def key_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     from ..errors import InvalidRequestError
 
     data = dict(data)
+    if "expires_in" in data and "expires_at" in data:
+        raise InvalidRequestError("give expires_at or expires_in, not both", param="expires_in")
     if "expires_in" in data:
         v = data.pop("expires_in")
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
@@ -115,26 +127,28 @@ def key_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         )
     if creating and not data.get("name"):
         raise InvalidRequestError("name is required: a label to recognise the key by", param="name")
-    if "name" in data and (not isinstance(data["name"], str) or not data["name"].strip()):
+    if "name" in data and (not _text(data["name"]) or not data["name"].strip()):
         raise InvalidRequestError("name must be a non-empty string", param="name")
     models = data.get("models")
-    if models is not None and (
-        not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models)
-    ):
+    if models is not None and (not isinstance(models, list) or not models or not all(_text(m) for m in models)):
         raise InvalidRequestError("models must be a non-empty list of model names, or null for all", param="models")
     for f in _INT_FIELDS:
         v = data.get(f)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            raise InvalidRequestError(f"{f} must be a positive integer, or null for no limit", param=f)
+        if isinstance(v, float) and v.is_integer():
+            v = data[f] = int(v)  # 60.0 is 60 (JSON does not tell them apart)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= _MAX_INT):
+            raise InvalidRequestError(f"{f} must be an integer from 1 to {_MAX_INT}, or null for no limit", param=f)
     budget = data.get("budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 <= budget < math.inf
+    ):
         raise InvalidRequestError("budget must be a non-negative number, or null for no budget", param="budget")
     if budget is not None:
         data["budget"] = float(budget)
     if "budget_period" in data and data["budget_period"] not in BUDGET_PERIODS:
         raise InvalidRequestError(f"budget_period must be one of {', '.join(BUDGET_PERIODS)}", param="budget_period")
     exp = data.get("expires_at")
-    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float)):
+    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp)):
         raise InvalidRequestError("expires_at must be a Unix time in seconds, or null", param="expires_at")
     if "metadata" in data:
         if data["metadata"] is None:

@@ -27,17 +27,10 @@ import time
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import redis.asyncio
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-
 from ..errors import ConfigError
 from .base import Limiter, LimiterUnavailableError, Limits, Permit, SpendNotSeeded, period_window
 from .memory import budget_exceeded, max_parallel_exceeded, rate_exceeded
+from .resp import Arg, RespClient, RespError, Script
 
 __all__ = ["RedisLimiter"]
 
@@ -95,19 +88,24 @@ return 0
 """
 
 
+_ACQUIRE_SCRIPT = Script(_ACQUIRE)
+_RELEASE_SCRIPT = Script(_RELEASE)
+
+
 class RedisLimiter(Limiter):
     """Counts in Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), under keys starting with ``prefix``.
 
-    The connection pool is made on first use, in the running event loop: at most 64 connections, a command waits
-    up to 2 s for a free one and for Redis to answer (the URL's ``max_connections``, ``timeout``,
-    ``socket_timeout`` and ``socket_connect_timeout`` win). A bounded pool keeps a slow Redis from being flooded
-    with new connections. A command is retried once, at once, only when its connection was broken (a stale pooled
-    connection after a Redis restart), never after a timeout: the script may have run.
+    Every command goes over one pipelined connection (:mod:`.resp`), made on first use in the running event loop
+    and again after it broke: a command waits up to 2 s for the connection and 2 s for Redis to answer (the URL's
+    ``socket_connect_timeout`` and ``socket_timeout`` win). One connection does tens of thousands of scripts a
+    second, so no pool is needed, and a slow Redis cannot be flooded with new connections. A connection found
+    broken before a command is written is replaced; a command is never retried after it was written (a timeout or a
+    connection lost while waiting): the script may have run.
     """
 
     def __init__(self, url: str, *, prefix: str = "mw:", parallel_ttl: float = 900.0) -> None:
         try:
-            parse_url(url)
+            self._client = RespClient(url, timeout=2.0, connect_timeout=2.0)
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {redact_url(url)}: {exc}") from exc
         self.url = url
@@ -115,32 +113,14 @@ class RedisLimiter(Limiter):
         self.parallel_ttl = parallel_ttl
         self._safe_url = redact_url(url)
         self._set_ttl = math.ceil(parallel_ttl) + 60
-        self._client: redis.asyncio.Redis | None = None
-        self._acquire: AsyncScript | None = None
-        self._release: AsyncScript | None = None
         # permit tokens are unique across processes: a random id per limiter, then a counter
         self._id = secrets.token_hex(6) + ":"
         self._seq = 0
 
-    def _connect(self) -> redis.asyncio.Redis:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=64,
-            timeout=2.0,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-        client = redis.asyncio.Redis.from_pool(pool)
-        self._client = client
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        return client
-
-    async def _call(self, script: AsyncScript, keys: list[str], args: list[str | int | float]) -> Any:
+    async def _call(self, script: Script, keys: list[str], args: list[Arg]) -> Any:
         try:
-            return await script(keys, args)
-        except (RedisError, OSError) as exc:
+            return await self._client.run_script(script, keys, args)
+        except (RespError, OSError) as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> LimiterUnavailableError:
@@ -164,9 +144,6 @@ class RedisLimiter(Limiter):
         token = f"{self._id}{self._seq}"
         if not limits.any:
             return Permit(subject, limits, token, window, None, None, window + 60 - now)
-        if self._acquire is None:
-            self._connect()
-        script = cast(AsyncScript, self._acquire)
         rpm, tpm, max_parallel, budget = limits.rpm, limits.tpm, limits.max_parallel, limits.budget
         head = f"{self.prefix}{{{subject}}}:"
         spend_key, start, end = head + "s", 0, None
@@ -174,7 +151,7 @@ class RedisLimiter(Limiter):
             start, end = period_window(limits.budget_period, now)
             spend_key = f"{head}s:{limits.budget_period}:{start}"
         result = await self._call(
-            script,
+            _ACQUIRE_SCRIPT,
             [f"{head}m:{window}", head + "p", spend_key],
             [
                 repr(now),
@@ -225,11 +202,8 @@ class RedisLimiter(Limiter):
         spend_key = head + "s"
         if cost:
             spend_key = f"{head}s:{limits.budget_period}:{period_window(limits.budget_period, now)[0]}"
-        if self._release is None:
-            self._connect()
-        script = cast(AsyncScript, self._release)
         await self._call(
-            script,
+            _RELEASE_SCRIPT,
             [f"{head}m:{sec - sec % 60}", head + "p", spend_key],
             [
                 permit.token if inflight else "",
@@ -240,25 +214,22 @@ class RedisLimiter(Limiter):
 
     async def seed_spend(self, subject: str, period: str, amount: float, *, now: float | None = None) -> None:
         key, ttl = self._spend_key(subject, period, time.time() if now is None else now)
-        client = self._client if self._client is not None else self._connect()
+        expiry: list[Arg] = [] if ttl is None else ["EX", ttl]
         try:
-            await client.set(key, repr(float(amount)), nx=True, ex=ttl)
-        except (RedisError, OSError) as exc:
+            await self._client.execute("SET", key, repr(float(amount)), "NX", *expiry)
+        except (RespError, OSError) as exc:
             raise self._unavailable(exc) from exc
 
     async def spent(self, subject: str, period: str, *, now: float | None = None) -> float:
         key, _ = self._spend_key(subject, period, time.time() if now is None else now)
-        client = self._client if self._client is not None else self._connect()
         try:
-            value = await client.get(key)
-        except (RedisError, OSError) as exc:
+            value = await self._client.execute("GET", key)
+        except (RespError, OSError) as exc:
             raise self._unavailable(exc) from exc
         return 0.0 if value is None else float(value)
 
     async def aclose(self) -> None:
-        client, self._client, self._acquire, self._release = self._client, None, None, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()
 
 
 def redact_url(url: str) -> str:

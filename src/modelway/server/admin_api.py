@@ -36,12 +36,12 @@ ADMIN_PREFIX = "/admin/"
 
 def _query(req: Request) -> dict[str, str]:
     qs = req.scope.get("query_string") or b""
-    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1")).items()}
+    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1"), keep_blank_values=True).items()}
 
 
 def _float(q: dict[str, str], name: str) -> float | None:
     v = q.get(name)
-    if v is None or v == "":
+    if v is None:
         return None
     try:
         t = float(v)
@@ -103,7 +103,10 @@ async def _create_key(gw: Gateway, req: Request, send: Send) -> None:
 async def _list_keys(gw: Gateway, req: Request, send: Send) -> None:
     store = gw.control.store
     assert store is not None
-    include = _query(req).get("include_revoked", "false").lower() in ("1", "true", "yes")
+    raw = _query(req).get("include_revoked", "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidRequestError("include_revoked must be true or false", param="include_revoked")
+    include = raw in ("true", "1")
     keys = await store.list_keys(include_revoked=include)
     await send_json(send, 200, {"object": "list", "data": [k.to_dict() for k in keys]}, request_id=req.request_id)
 

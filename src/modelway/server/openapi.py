@@ -86,6 +86,53 @@ _DBGPT_REQUEST = {
 }
 
 
+_KEY_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*\\S[^\\x00]*$"},
+    "models": {
+        "type": ["array", "null"],
+        "minItems": 1,
+        "items": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"},
+    },
+    "rpm": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**31 - 1},
+    "tpm": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**31 - 1},
+    "max_parallel": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**31 - 1},
+    "budget": {"type": ["number", "null"], "minimum": 0},
+    "budget_period": {"type": "string", "enum": ["total", "day", "month"]},
+    "expires_at": {"type": ["number", "null"]},
+    "expires_in": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "metadata": {"type": ["object", "null"]},
+}
+_ONE_EXPIRY = {"required": ["expires_at", "expires_in"]}
+_KEY_CREATE = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": _KEY_FIELDS,
+    "not": _ONE_EXPIRY,
+}
+_KEY_UPDATE = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "properties": _KEY_FIELDS,
+    "not": _ONE_EXPIRY,
+}
+_KEY_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_TIME = {"type": "number"}
+_USAGE_QUERY = [
+    {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": ["key", "model", "deployment", "day"]}},
+    {"name": "since", "in": "query", "schema": _TIME},
+    {"name": "until", "in": "query", "schema": _TIME},
+    {"name": "key_id", "in": "query", "schema": {"type": "string"}},
+    {"name": "model", "in": "query", "schema": {"type": "string"}},
+]
+_RECORDS_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"name": "key_id", "in": "query", "schema": {"type": "string"}},
+    {"name": "since", "in": "query", "schema": _TIME},
+]
+
+
 def _op(summary: str, body: dict[str, Any] | None = None, stream: bool = False) -> dict[str, Any]:
     ok: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
     if stream:
@@ -100,6 +147,11 @@ def _op(summary: str, body: dict[str, Any] | None = None, stream: bool = False) 
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return op
+
+
+def _created(op: dict[str, Any]) -> dict[str, Any]:
+    responses = {"201": {**op["responses"].pop("200"), "description": "Created"}, **op["responses"]}
+    return {**op, "responses": responses}
 
 
 @cache
@@ -136,6 +188,29 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
                 }
             },
             "/api/v2/chat/completions": {"post": _op("Chat completion (DB-GPT API v2)", _DBGPT_REQUEST, stream=True)},
+            "/admin/keys": {
+                "post": _created(_op("Create a virtual key (master key); the answer holds its secret", _KEY_CREATE)),
+                "get": {
+                    **_op("List virtual keys (master key)"),
+                    "parameters": [{"name": "include_revoked", "in": "query", "schema": {"type": "boolean"}}],
+                },
+            },
+            "/admin/keys/{id}": {
+                "get": {**_op("A virtual key and its spend in the current budget period"), "parameters": _KEY_ID},
+                "patch": {**_op("Change a virtual key", _KEY_UPDATE), "parameters": _KEY_ID},
+                "delete": {**_op("Revoke a virtual key"), "parameters": _KEY_ID},
+            },
+            "/admin/usage": {"get": {**_op("Usage totals (master key)"), "parameters": _USAGE_QUERY}},
+            "/admin/usage/records": {"get": {**_op("The newest usage records"), "parameters": _RECORDS_QUERY}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
             "/health/liveness": {"get": {**_op("Liveness"), "security": []}},
             "/health/readiness": {"get": {**_op("Readiness"), "security": []}},
         },

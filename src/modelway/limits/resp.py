@@ -1,0 +1,336 @@
+"""A minimal asyncio Redis client (RESP2) for the Redis limiter: one pipelined connection, no pool, no wait_for.
+
+redis-py's asyncio client costs ~150-200 µs of CPU per command (a pooled connection, a ``wait_for`` for the socket
+timeout, layers of parsing), more than the rest of a gateway request. The limiter needs only a few commands, each
+with a small reply, so this client does the least: commands are encoded to one ``bytes`` and written at once;
+every concurrent caller shares one connection (pipelining), and replies, which Redis sends in order, are matched
+first-in first-out to futures by an :class:`asyncio.Protocol` that parses them incrementally.
+
+Failures: when the connection cannot be made, is reset or closed, every pending command fails with
+:class:`RespConnectionError`; the next command connects again. A command not answered within ``timeout`` fails
+with :class:`RespTimeoutError` together with every other pending one, and the connection is closed (its later
+replies could no longer be matched). Commands are never retried once written: a script may have run. One timer per
+connection, set on the oldest pending command, keeps the timeout without a timer per command. A caller cancelled
+while waiting leaves its future in the queue, so the replies after it still go to the right callers.
+
+URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS, verified with the system's CA
+certificates) and ``unix:///path/to/socket``; the query may give ``db``, ``password``, ``username``,
+``socket_timeout`` (the command timeout) and ``socket_connect_timeout``; ``timeout`` and ``max_connections``
+(redis-py's pool settings) are accepted and ignored. Replies: simple strings are ``str``, bulk strings ``bytes``,
+null ``None``; an error inside an array is a :class:`RespError` value, an error reply raises it. A reply is parsed
+again from its start when it arrives in pieces, fine for small replies, slow for huge ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+from collections import deque
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = [
+    "Arg",
+    "RespClient",
+    "RespConnectionError",
+    "RespError",
+    "RespTimeoutError",
+    "Script",
+    "encode_command",
+    "parse_reply",
+]
+
+Arg = str | bytes | int | float
+
+
+class RespError(Exception):
+    """An error reply from Redis (``ERR ...``, ``NOSCRIPT ...``, ``WRONGPASS ...``): the message is Redis's."""
+
+
+class RespConnectionError(ConnectionError):
+    """Redis could not be reached, or the connection broke (reset, closed, a reply that cannot be parsed)."""
+
+
+class RespTimeoutError(TimeoutError):
+    """Redis did not answer in time; the connection was closed and the command may have run."""
+
+
+def encode_command(args: tuple[Arg, ...] | list[Arg]) -> bytes:
+    """``args`` as one RESP array of bulk strings; numbers as their ``repr`` (a bool is refused, as in redis-py)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            b = arg.encode()
+        elif isinstance(arg, bytes):
+            b = arg
+        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            b = repr(arg).encode()
+        else:
+            raise TypeError(f"a Redis command argument must be str, bytes, int or float, not {type(arg).__name__}")
+        out.append(b"$%d\r\n%b\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def parse_reply(buf: bytes, pos: int = 0) -> tuple[Any, int]:
+    """The reply starting at ``buf[pos]`` and the position after it, or ``(None, -1)`` when it is not complete yet."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None, -1
+    kind = buf[pos]
+    if kind == 58:  # ':' integer
+        return int(buf[pos + 1 : end]), end + 2
+    if kind == 42:  # '*' array
+        n = int(buf[pos + 1 : end])
+        if n < 0:
+            return None, end + 2
+        items = []
+        p = end + 2
+        for _ in range(n):
+            if p >= len(buf):
+                return None, -1
+            item, p = parse_reply(buf, p)
+            if p < 0:
+                return None, -1
+            items.append(item)
+        return items, p
+    if kind == 36:  # '$' bulk string
+        n = int(buf[pos + 1 : end])
+        if n < 0:
+            return None, end + 2
+        start = end + 2
+        if len(buf) < start + n + 2:
+            return None, -1
+        return buf[start : start + n], start + n + 2
+    if kind == 43:  # '+' simple string
+        return buf[pos + 1 : end].decode(), end + 2
+    if kind == 45:  # '-' error
+        return RespError(buf[pos + 1 : end].decode(errors="replace")), end + 2
+    raise RespConnectionError(f"invalid reply from Redis: {bytes(buf[pos : pos + 40])!r}")
+
+
+class Script:
+    """A Lua script run with EVALSHA; its SHA1 is computed here, so the first call needs no SCRIPT LOAD."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source.encode()
+        self.sha = hashlib.sha1(self.source).hexdigest().encode()
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection: writes commands, matches replies FIFO to futures, fails them all on loss or timeout."""
+
+    def __init__(self, where: str, timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.where = where
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self.broken = False  # no new command may be written
+        self.lost = self.loop.create_future()
+        self._pending: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._buf = b""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not derive from it
+
+    def send(self, data: bytes, count: int = 1) -> list[asyncio.Future[Any]]:
+        """Write ``data`` (``count`` commands) and return the futures of their replies, in order."""
+        assert self.transport is not None and not self.broken
+        self.transport.write(data)
+        deadline = self.loop.time() + self.timeout
+        futures = [self.loop.create_future() for _ in range(count)]
+        self._pending.extend((deadline, f) for f in futures)
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._check_timeout)
+        return futures
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        pos, size, pending = 0, len(buf), self._pending
+        try:
+            while pos < size:
+                reply, nxt = parse_reply(buf, pos)
+                if nxt < 0:
+                    break
+                pos = nxt
+                if not pending:
+                    raise RespConnectionError(f"Redis at {self.where} sent a reply nobody asked for")
+                future = pending.popleft()[1]
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, RespError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except (RespConnectionError, ValueError) as exc:
+            self.fail(exc if isinstance(exc, RespConnectionError) else RespConnectionError(str(exc)))
+            return
+        self._buf = buf[pos:] if pos < size else b""
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if not self._pending or self.broken:
+            return
+        deadline = self._pending[0][0]
+        if deadline > self.loop.time():
+            self._timer = self.loop.call_at(deadline, self._check_timeout)
+            return
+        self.fail(RespTimeoutError(f"Timeout reading from {self.where}: no answer within {self.timeout:g} s"))
+
+    def fail(self, exc: Exception) -> None:
+        """Fail every pending command with ``exc`` and close the connection at once."""
+        self.broken = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, deque()
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # a cancelled caller never retrieves it: no "never retrieved" warning
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "closed by the server"
+        self.fail(RespConnectionError(f"Connection to {self.where} lost ({reason})"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class RespClient:
+    """Runs commands on Redis at ``url`` over one pipelined connection, made on first use and again after a loss."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0, connect_timeout: float = 2.0) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.timeout = float(query.pop("socket_timeout", timeout))
+        self.connect_timeout = float(query.pop("socket_connect_timeout", connect_timeout))
+        query.pop("timeout", None)
+        query.pop("max_connections", None)
+        self.username = unquote(parts.username) if parts.username else query.pop("username", None)
+        self.password = unquote(parts.password) if parts.password else query.pop("password", None)
+        query.pop("username", None)
+        query.pop("password", None)
+        db = query.pop("db", None)
+        if query:
+            raise ValueError(f"unsupported URL parameter(s): {', '.join(sorted(query))}")
+        self.path: str | None = None
+        self.host, self.port, self.ssl = "", 0, False
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("a unix:// URL needs the socket's path")
+            self.path, self.where = parts.path, f"unix socket {parts.path}"
+        elif parts.scheme in ("redis", "rediss"):
+            self.host, self.port, self.ssl = parts.hostname or "localhost", parts.port or 6379, parts.scheme == "rediss"
+            self.where = f"{self.host}:{self.port}"
+            if db is None and parts.path.strip("/"):
+                db = parts.path.strip("/")
+        else:
+            raise ValueError("the scheme must be redis://, rediss:// or unix://")
+        try:
+            self.db = int(db or 0)
+        except ValueError:
+            raise ValueError(f"the database must be a number, not {db!r}") from None
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command; an error reply raises :class:`RespError`."""
+        proto = self._proto
+        if proto is None or proto.broken:
+            proto = await self._connection()
+        return await proto.send(encode_command(args))[0]
+
+    async def run_script(self, script: Script, keys: list[str], args: list[Arg]) -> Any:
+        """EVALSHA ``script``; when Redis does not know it (NOSCRIPT: a restart, SCRIPT FLUSH), load it and run it."""
+        proto = self._proto
+        if proto is None or proto.broken:
+            proto = await self._connection()
+        command = ["EVALSHA", script.sha, len(keys), *keys, *args]
+        try:
+            return await proto.send(encode_command(command))[0]
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # the script did not run; load it and run it in one round trip (SCRIPT LOAD: never evicted, unlike EVAL's)
+        proto = self._proto if self._proto is not None and not self._proto.broken else await self._connection()
+        loaded, result = proto.send(encode_command(["SCRIPT", "LOAD", script.source]) + encode_command(command), 2)
+        try:
+            await loaded
+        finally:
+            result.add_done_callback(_retrieve)
+        return await result
+
+    async def aclose(self) -> None:
+        """Close the connection (pending commands fail); a later command connects again."""
+        proto, self._proto = self._proto, None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if proto is not None:
+            proto.fail(RespConnectionError(f"Connection to {self.where} closed by the client"))
+            await proto.lost
+
+    async def _connection(self) -> _Protocol:
+        """The connection, made once for every caller waiting for it (one caller's cancellation does not stop it)."""
+        if self._connecting is None:
+            task = asyncio.ensure_future(self._open())
+            task.add_done_callback(self._opened)
+            self._connecting = task
+        return await asyncio.shield(self._connecting)
+
+    def _opened(self, task: asyncio.Task[_Protocol]) -> None:
+        self._connecting = None
+        if not task.cancelled() and task.exception() is None:
+            self._proto = task.result()
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        proto: _Protocol | None = None
+
+        def factory() -> _Protocol:
+            nonlocal proto
+            proto = _Protocol(self.where, self.timeout)
+            return proto
+
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.path is not None:
+                    await loop.create_unix_connection(factory, self.path)
+                else:
+                    context = ssl.create_default_context() if self.ssl else None
+                    await loop.create_connection(factory, self.host, self.port, ssl=context)
+                assert proto is not None
+                setup: list[list[Arg]] = []
+                if self.password is not None:
+                    user = [] if self.username is None else [self.username]
+                    setup.append(["AUTH", *user, self.password])
+                if self.db:
+                    setup.append(["SELECT", self.db])
+                if setup:
+                    for future in proto.send(b"".join(map(encode_command, setup)), len(setup)):
+                        await future
+        except BaseException as exc:
+            if proto is not None:
+                proto.fail(RespConnectionError(f"Connection to {self.where} not set up"))
+            if isinstance(exc, RespError | RespConnectionError | RespTimeoutError):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise RespTimeoutError(f"Timeout connecting to {self.where}") from exc
+            if isinstance(exc, OSError):
+                errno = exc.errno
+                reason = os.strerror(errno) if errno and errno > 0 else exc.strerror or str(exc)
+                if errno is None:
+                    raise RespConnectionError(f"Error connecting to {self.where}. {reason}.") from exc
+                raise RespConnectionError(f"Error {errno} connecting to {self.where}. {reason}.") from exc
+            raise
+        return proto
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
