@@ -375,3 +375,40 @@ class TestRecord:
         assert sum("after aclose()" in r.getMessage() for r in caplog.records) == 1
         await ledger.flush()
         assert await stored(store) == ids(3)
+
+
+class TestSpend:
+    async def test_spend_counts_written_and_pending_records_once(self, store: SpyStore) -> None:
+        ledger = Ledger(store, flush_interval=3600, batch_size=2)
+        await ledger.start()
+        try:
+            for i in range(3):
+                ledger.record(rec(i))
+            await ledger.flush()  # 3 written
+            for i in range(3, 5):
+                ledger.record(rec(i))  # 2 pending
+            assert await ledger.spend("k1", since=0) == 5 * 0.25
+            assert await ledger.spend("k1", since=1_700_000_000.0 + 4) == 0.25
+            assert await ledger.spend("other", since=0) == 0.0
+        finally:
+            await ledger.aclose()
+
+    async def test_a_write_in_flight_is_counted_once(self, store: SpyStore) -> None:
+        """A batch committed while spend() reads must be in the store's sum or the pending part, not both."""
+        ledger = Ledger(store, flush_interval=3600, batch_size=10)
+        await ledger.start()
+        try:
+            for i in range(4):
+                ledger.record(rec(i))
+            store.gate = asyncio.Event()
+            flushing = asyncio.ensure_future(ledger.flush())
+            await until(lambda: bool(store.calls))  # the batch is being written, still pending
+            reading = asyncio.ensure_future(ledger.spend("k1", since=0))
+            await asyncio.sleep(0.05)
+            assert not reading.done()  # waits for the write to settle
+            store.gate.set()
+            await flushing
+            assert await reading == 4 * 0.25
+        finally:
+            store.gate = None
+            await ledger.aclose()

@@ -24,6 +24,7 @@ again from its start when it arrives in pieces, fine for small replies, slow for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import ssl
@@ -61,16 +62,28 @@ def encode_command(args: tuple[Arg, ...] | list[Arg]) -> bytes:
     """``args`` as one RESP array of bulk strings; numbers as their ``repr`` (a bool is refused, as in redis-py)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, str):
-            b = arg.encode()
-        elif isinstance(arg, bytes):
+        kind = type(arg)
+        if kind is str:
+            b = arg.encode()  # type: ignore[union-attr]
+        elif kind is bytes:
             b = arg
-        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+        elif kind is int or kind is float:
             b = repr(arg).encode()
         else:
-            raise TypeError(f"a Redis command argument must be str, bytes, int or float, not {type(arg).__name__}")
+            b = _encode_other(arg)
         out.append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(out)
+
+
+def _encode_other(arg: object) -> bytes:
+    """Subclasses of str, bytes, int and float (an enum's value); a bool is refused."""
+    if isinstance(arg, str):
+        return str.encode(arg)
+    if isinstance(arg, bytes):
+        return bytes(arg)
+    if isinstance(arg, int | float) and not isinstance(arg, bool):
+        return repr(int(arg) if isinstance(arg, int) else float(arg)).encode()
+    raise TypeError(f"a Redis command argument must be str, bytes, int or float, not {type(arg).__name__}")
 
 
 def parse_reply(buf: bytes, pos: int = 0) -> tuple[Any, int]:
@@ -139,7 +152,8 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, data: bytes, count: int = 1) -> list[asyncio.Future[Any]]:
         """Write ``data`` (``count`` commands) and return the futures of their replies, in order."""
-        assert self.transport is not None and not self.broken
+        if self.broken or self.transport is None:
+            raise RespConnectionError(f"Connection to {self.where} lost before the command was sent")
         self.transport.write(data)
         deadline = self.loop.time() + self.timeout
         futures = [self.loop.create_future() for _ in range(count)]
@@ -243,14 +257,14 @@ class RespClient:
         """Run one command; an error reply raises :class:`RespError`."""
         proto = self._proto
         if proto is None or proto.broken:
-            proto = await self._connection()
+            proto = await self._ready()
         return await proto.send(encode_command(args))[0]
 
     async def run_script(self, script: Script, keys: list[str], args: list[Arg]) -> Any:
         """EVALSHA ``script``; when Redis does not know it (NOSCRIPT: a restart, SCRIPT FLUSH), load it and run it."""
         proto = self._proto
         if proto is None or proto.broken:
-            proto = await self._connection()
+            proto = await self._ready()
         command = ["EVALSHA", script.sha, len(keys), *keys, *args]
         try:
             return await proto.send(encode_command(command))[0]
@@ -258,7 +272,9 @@ class RespClient:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         # the script did not run; load it and run it in one round trip (SCRIPT LOAD: never evicted, unlike EVAL's)
-        proto = self._proto if self._proto is not None and not self._proto.broken else await self._connection()
+        proto = self._proto
+        if proto is None or proto.broken:
+            proto = await self._ready()
         loaded, result = proto.send(encode_command(["SCRIPT", "LOAD", script.source]) + encode_command(command), 2)
         try:
             await loaded
@@ -268,20 +284,31 @@ class RespClient:
 
     async def aclose(self) -> None:
         """Close the connection (pending commands fail); a later command connects again."""
+        if self._connecting is not None:  # let it finish (its waiters are not cancelled), then close it
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._connecting)
         proto, self._proto = self._proto, None
-        if self._connecting is not None:
-            self._connecting.cancel()
         if proto is not None:
             proto.fail(RespConnectionError(f"Connection to {self.where} closed by the client"))
             await proto.lost
 
-    async def _connection(self) -> _Protocol:
-        """The connection, made once for every caller waiting for it (one caller's cancellation does not stop it)."""
-        if self._connecting is None:
-            task = asyncio.ensure_future(self._open())
-            task.add_done_callback(self._opened)
-            self._connecting = task
-        return await asyncio.shield(self._connecting)
+    async def _ready(self) -> _Protocol:
+        """A connection to write to: a new one when there is none or it broke (tried twice: it may break at once).
+
+        Every caller waiting meanwhile shares the one attempt, which a caller's cancellation does not stop.
+        """
+        for _ in range(2):
+            proto = self._proto
+            if proto is not None and not proto.broken:
+                return proto
+            if self._connecting is None:
+                task = asyncio.ensure_future(self._open())
+                task.add_done_callback(self._opened)
+                self._connecting = task
+            proto = await asyncio.shield(self._connecting)
+            if not proto.broken:
+                return proto
+        raise RespConnectionError(f"Connection to {self.where} lost as soon as it was made")
 
     def _opened(self, task: asyncio.Task[_Protocol]) -> None:
         self._connecting = None

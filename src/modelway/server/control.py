@@ -210,12 +210,13 @@ class ControlPlane:
             return
         start, _ = period_window(limits.budget_period, time.time())
         try:
-            spent = await self.store.spend(key.id, since=float(start))
+            if self.ledger is not None:
+                spent = await self.ledger.spend(key.id, since=float(start))
+            else:
+                spent = await self.store.spend(key.id, since=float(start))
         except Exception as exc:  # no spend, no budget check: refuse rather than admit unchecked
             log.error("cannot read the spend of key %s from the store: %s", key.id, exc)
             raise _unavailable("this key's budget") from None
-        if self.ledger is not None:
-            spent += self.ledger.pending_cost(key.id, since=float(start))
         await self.limiter.seed_spend(key.id, limits.budget_period, spent)
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:

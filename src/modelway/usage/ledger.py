@@ -265,9 +265,17 @@ class Ledger:
         await asyncio.to_thread(append_lines, bad, lines)
         log.error("usage ledger: %d usage records set aside in %s (%s)", len(lines), bad, why)
 
-    def pending_cost(self, key_id: str, *, since: float) -> float:
-        """The cost of ``key_id``'s records not written yet (in memory or in a write in flight), from ``since``."""
-        return sum(r.cost for r in self._queue if r.key_id == key_id and r.ts >= since)
+    async def spend(self, key_id: str, *, since: float) -> float:
+        """What ``key_id`` spent from ``since``: the store's sum plus the records not written yet.
+
+        Taken with the writer's lock held, so a batch committed meanwhile is counted once, never twice or not at
+        all (a write in flight after a cancelled flush is settled first)."""
+        async with self._lock:
+            exc = await self._settle()
+            if exc is not None:
+                raise exc
+            stored = await self.store.spend(key_id, since=since)
+            return stored + sum(r.cost for r in self._queue if r.key_id == key_id and r.ts >= since)
 
     async def _settle(self) -> BaseException | None:
         """Wait for the write in flight (if any) without ever cancelling it, and account for its outcome."""
