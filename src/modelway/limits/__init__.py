@@ -1,7 +1,7 @@
 """Rate limits and budgets of virtual keys: requests and tokens per minute, requests in flight, spend per period.
 
 :class:`MemoryLimiter` counts in one process; ``modelway.limits.redis.RedisLimiter`` counts in Redis for any number
-of workers and replicas (import it from its module: importing :mod:`modelway.limits` does not import redis).
+of workers and replicas (import it from its module: it is loaded only when a Redis URL is configured).
 """
 
 from __future__ import annotations
