@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 from uuid import uuid4
 
 import pytest
 
 from modelway.limits import Limiter, LimitExceededError, Limits, MemoryLimiter, SpendNotSeeded
+from services import REDIS_URL
 
-REDIS_URL = os.environ.get("MODELWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: the start of a minute window (1_000_000_020 % 60 == 0)
 T = 1_000_000_020
 KEY = "key_ab12"
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> None:
-    """These tests need the Redis server (CI starts it): fail clearly, never skip, when it is down."""
-    url = urlsplit(REDIS_URL)
-    try:
-        socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=0.5).close()
-    except OSError as exc:
-        pytest.fail(f"no Redis server at {REDIS_URL} ({exc}): start it (see .ci/run) or set MODELWAY_TEST_REDIS_URL")
 
 
 async def delete_keys(prefix: str) -> None:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from urllib.parse import urlsplit
 from uuid import uuid4
 
 import pytest
@@ -17,22 +14,12 @@ import redis
 
 from modelway.limits import LimiterUnavailableError, LimitExceededError, Limits, SpendNotSeeded
 from modelway.limits.redis import RedisLimiter, redact_url
+from services import REDIS_URL
 
-REDIS_URL = os.environ.get("MODELWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T = 1_000_000_020
 PROCESSES = 4
 ATTEMPTS = 200
 Outcome = tuple[int, list[str], int, list[str]]
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> None:
-    """These tests need the Redis server (CI starts it): fail clearly, never skip, when it is down."""
-    url = urlsplit(REDIS_URL)
-    try:
-        socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=0.5).close()
-    except OSError as exc:
-        pytest.fail(f"no Redis server at {REDIS_URL} ({exc}): start it (see .ci/run) or set MODELWAY_TEST_REDIS_URL")
 
 
 needs_redis = pytest.mark.usefixtures("redis_server")

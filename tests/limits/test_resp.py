@@ -7,8 +7,6 @@ tests control (to close, stay silent, or answer late).
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
@@ -30,8 +28,8 @@ from modelway.limits.resp import (
     encode_command,
     parse_reply,
 )
+from services import REDIS_URL
 
-REDIS_URL = os.environ.get("MODELWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
 #: one of each reply type, and its value
@@ -60,15 +58,6 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         yield runner.run
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> None:
-    url = urlsplit(REDIS_URL)
-    try:
-        socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=0.5).close()
-    except OSError as exc:
-        pytest.fail(f"no Redis server at {REDIS_URL} ({exc}): start it (see .ci/run) or set MODELWAY_TEST_REDIS_URL")
 
 
 needs_redis = pytest.mark.usefixtures("redis_server")

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -21,20 +18,11 @@ from modelway.auth.keys import ApiKey
 from modelway.errors import ConfigError
 from modelway.store import SQLStore
 from modelway.usage import UsageRecord
+from services import PG_URL
 
-PG_URL = os.environ.get("MODELWAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 #: 2023-11-15 00:00:00 UTC
 MIDNIGHT = 1_700_006_400.0
 DAY = 86_400.0
-
-
-def require_postgres() -> None:
-    """These tests need the PostgreSQL server (CI starts it): fail clearly, never skip, when it is down."""
-    url = urlsplit(PG_URL)
-    try:
-        socket.create_connection((url.hostname or "127.0.0.1", url.port or 5432), timeout=0.5).close()
-    except OSError as exc:
-        pytest.fail(f"no PostgreSQL server at {PG_URL} ({exc}): start it (see .ci/run) or set MODELWAY_TEST_PG_URL")
 
 
 async def drop_schema(schema: str) -> None:
@@ -53,7 +41,7 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    require_postgres()
+    request.getfixturevalue("postgres_server")
     schema = "mw_test_" + secrets.token_hex(6)
     try:
         yield f"{PG_URL}?schema={schema}"
