@@ -56,7 +56,7 @@ async def _fire(url: str, key: str, n: int) -> tuple[Counter[int], Counter[str]]
     workers: Counter[str] = Counter()
     body = chat_body()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    conn = aiohttp.TCPConnector(limit=64)
+    conn = aiohttp.TCPConnector(limit=64, force_close=True)  # a connection each: both workers take part
     async with aiohttp.ClientSession(connector=conn) as s:
 
         async def one() -> None:

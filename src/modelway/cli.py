@@ -242,12 +242,12 @@ def serve(
     except ImportError:
         pass
     metrics_dir = None
-    if workers > 1 and config.metrics.enabled and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers > 1 and config.metrics.enabled and not os.environ.get("MODELWAY_METRICS_DIR"):
         # every worker writes its metrics here, and any worker's /metrics answers for all of them
         import tempfile
 
         metrics_dir = tempfile.mkdtemp(prefix="modelway-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ["MODELWAY_METRICS_DIR"] = metrics_dir
     try:
         uvicorn.run("modelway.server.main:app_factory", **kwargs)
     finally:

@@ -121,14 +121,20 @@ def test_rate_limits_metrics_and_usage_across_two_workers(
     assert statuses == {200: RPM, 429: SENT - RPM}
     assert len(workers) == 2, f"one worker answered everything: {workers}"
 
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    counts = {
-        line.split('status="')[1][:3]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("modelway_requests_total{")
-    }
-    assert counts == {"200": RPM, "429": SENT - RPM}  # summed over both workers, whichever one answered
+    # any worker answers for both: its own values and the other's snapshot (at most half a second old)
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        counts: Counter[str] = Counter()
+        for line in text.splitlines():
+            if line.startswith("modelway_requests_total{"):
+                counts[line.split('status="')[1][:3]] += int(float(line.rsplit(" ", 1)[1]))
+        if counts == {"200": RPM, "429": SENT - RPM} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert counts == {"200": RPM, "429": SENT - RPM}
+    assert "modelway_requests_in_flight 0.0" in text
 
     proc.terminate()
     _, err = proc.communicate(timeout=20)

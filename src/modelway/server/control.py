@@ -113,6 +113,8 @@ class ControlPlane:
                 await store.aclose()
             raise
         metrics = Metrics() if config.metrics.enabled else None
+        if metrics is not None:
+            await metrics.start()
         return cls(config, auth, metrics=metrics, store=store, ledger=ledger, limiter=limiter)
 
     async def aclose(self) -> None:
@@ -127,7 +129,7 @@ class ControlPlane:
         if self.store is not None:
             await self.store.aclose()
         if self.metrics is not None:
-            self.metrics.close()
+            await self.metrics.close()
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"auth": self.auth.required, "metrics": self.metrics is not None}
@@ -159,12 +161,12 @@ class ControlPlane:
                 ticket.permit = await self._acquire(key, limits)
         except (LimitExceededError, ModelNotAllowedError, LimiterUnavailableError) as exc:
             if isinstance(exc, LimitExceededError) and self.metrics is not None:
-                self.metrics.limited.labels(exc.limit).inc()
+                self.metrics.count_limited(exc.limit)
             ticket.in_flight = False
             await ticket.fail(exc)
             raise
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.in_flight += 1
         return ticket
 
     def _check_model(self, key: ApiKey, limits: Limits | None, model: str) -> None:

@@ -116,7 +116,7 @@ class Gateway:
     def _attempt_failed(self, dep: Deployment, exc: ModelwayError) -> None:
         metrics = self.control.metrics
         if metrics is not None:
-            metrics.failovers.labels(dep.address, type(exc).__name__).inc()
+            metrics.count_failure(dep.address, type(exc).__name__)
 
     # -- queries --------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

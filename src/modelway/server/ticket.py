@@ -133,7 +133,7 @@ class Ticket:
         m = plane.metrics
         if m is not None:
             if self.in_flight:
-                m.in_flight.dec()
+                m.in_flight -= 1
             m.observe(
                 plane.label(self.model, dep),
                 self.endpoint,
