@@ -218,6 +218,22 @@ class TestLimits:
         _, _, summary = await call(cp, "GET", "/admin/usage?group_by=key")
         assert any(r["requests"] == 4 and r["errors"] == 1 for r in summary["data"])
 
+    async def test_rate_limit_headers_say_what_is_left(self, cp: RunningGateway) -> None:
+        secret, _ = await new_key(cp, rpm=10, tpm=100_000)
+        if 60 - time.time() % 60 < 3:  # keep both requests in one calendar minute
+            await asyncio.sleep(60 - time.time() % 60 + 0.1)
+        status, headers, _ = await call(cp, "POST", "/v1/chat/completions", chat(), key=secret)
+        assert status == 200 and headers["x-ratelimit-limit-requests"] == "10"
+        assert headers["x-ratelimit-remaining-requests"] == "9"
+        assert headers["x-ratelimit-limit-tokens"] == "100000" and headers["x-ratelimit-remaining-tokens"] == "100000"
+        assert headers["x-ratelimit-reset-requests"].endswith("s")
+        status, headers, _ = await call(cp, "POST", "/v1/chat/completions", chat(stream=True), key=secret)
+        assert status == 200 and headers["x-ratelimit-remaining-requests"] == "8"
+        assert int(headers["x-ratelimit-remaining-tokens"]) < 100_000  # the first answer's tokens count
+        unlimited, _ = await new_key(cp)
+        _, headers, _ = await call(cp, "POST", "/v1/chat/completions", chat(), key=unlimited)
+        assert not any(h.startswith("x-ratelimit") for h in headers)
+
     async def test_the_sdk_sees_its_own_rate_limit_error(self, cp: RunningGateway) -> None:
         secret, _ = await new_key(cp, rpm=1)
         client = openai.AsyncOpenAI(api_key=secret, base_url=cp.base_url, max_retries=0)

@@ -77,3 +77,9 @@ async def test_a_ticket_finishes_when_its_handler_fails_after_begin() -> None:
     assert ticket.done
     again = await plane.begin("r3", caller, "gpt", "chat", False)
     await again.finish()
+
+
+def test_rate_limit_reset_reads_like_openai_s() -> None:
+    from modelway.server.ticket import _duration
+
+    assert [_duration(x) for x in (0.45, 0.0, 23.9, 60.0, 75.2)] == ["450ms", "0ms", "23s", "1m0s", "1m15s"]

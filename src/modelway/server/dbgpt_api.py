@@ -88,7 +88,8 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
         async with ticket:
             resp = await watched(req, gw.router.complete(model, creq, ticket))
             ticket.usage = resp.usage
-            await send_json(send, 200, _body(resp, model, conv_id), request_id=req.request_id)
+            body = _body(resp, model, conv_id)
+            await send_json(send, 200, body, request_id=req.request_id, headers=ticket.rate_headers())
         return
     renderer = _Renderer(model, f"chatcmpl-{conv_id}", incremental)
     await ticket.respond_stream(req, send, gw.router.stream(model, creq, ticket), renderer)

@@ -132,5 +132,8 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-async def start_sse(send: Send, *, request_id: str | None = None) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": _headers(list(SSE_HEADERS), request_id)})
+async def start_sse(
+    send: Send, *, request_id: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    h = _headers(SSE_HEADERS + headers if headers else list(SSE_HEADERS), request_id)
+    await send({"type": "http.response.start", "status": 200, "headers": h})

@@ -46,7 +46,7 @@ async def chat_completions(gw: Gateway, req: Request, send: Send) -> None:
             resp = await watched(req, router.complete(model, creq, ticket))
             ticket.usage = resp.usage
             resp.model = model
-            await send_json(send, 200, resp.to_dict(), request_id=req.request_id)
+            await send_json(send, 200, resp.to_dict(), request_id=req.request_id, headers=ticket.rate_headers())
         return
     renderer = ChunkRenderer(model, creq.include_usage, req.request_id)
     await ticket.respond_stream(req, send, router.stream(model, creq, ticket), renderer)
@@ -102,7 +102,7 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
             for item in body["data"]:
                 vec = item["embedding"]
                 item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
-        await send_json(send, 200, body, request_id=req.request_id)
+        await send_json(send, 200, body, request_id=req.request_id, headers=ticket.rate_headers())
 
 
 async def list_models(gw: Gateway, req: Request, send: Send) -> None:

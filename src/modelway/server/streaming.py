@@ -26,10 +26,12 @@ async def stream_sse(
     render: Callable[[ChatCompletionChunk], bytes],
     *,
     done: bytes | None = b"data: [DONE]\n\n",
+    headers: Callable[[], list[tuple[bytes, bytes]]] | None = None,
 ) -> None:
+    """``headers`` gives extra response headers when the response starts (after the first batch)."""
     try:
         with Watcher(req):
-            await _pump(req, send, batches, render, done)
+            await _pump(req, send, batches, render, done, headers)
     except ClientGone:
         pass  # the client went away: nothing more to send, nothing to report; the upstream is closed below
     finally:
@@ -42,16 +44,17 @@ async def _pump(
     batches: AsyncGenerator[list[ChatCompletionChunk], None],
     render: Callable[[ChatCompletionChunk], bytes],
     done: bytes | None,
+    headers: Callable[[], list[tuple[bytes, bytes]]] | None,
 ) -> None:
     try:
         first = await batches.__anext__()
     except StopAsyncIteration:
         first = None
     except ModelwayError as exc:
-        status, body, headers = render_error(exc, req.request_id)
-        await send_json(send, status, body, request_id=req.request_id, headers=headers)
+        status, body, error_headers = render_error(exc, req.request_id)
+        await send_json(send, status, body, request_id=req.request_id, headers=error_headers)
         return
-    await start_sse(send, request_id=req.request_id)
+    await start_sse(send, request_id=req.request_id, headers=headers() if headers is not None else None)
     if first is not None:
         # one write per upstream read: the chunks that arrived together leave together
         body = b"".join([render(c) for c in first])

@@ -95,6 +95,27 @@ class Ticket:
         self.ascii_chars = 0
         self.other_chars = 0
 
+    def rate_headers(self) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-*`` headers for a key with an rpm or tpm limit (what was left at admission)."""
+        p = self.permit
+        if p is None:
+            return []
+        out: list[tuple[bytes, bytes]] = []
+        reset = _duration(p.reset).encode()
+        if p.limits.rpm is not None and p.remaining_requests is not None:
+            out += [
+                (b"x-ratelimit-limit-requests", str(p.limits.rpm).encode()),
+                (b"x-ratelimit-remaining-requests", str(max(0, p.remaining_requests)).encode()),
+                (b"x-ratelimit-reset-requests", reset),
+            ]
+        if p.limits.tpm is not None and p.remaining_tokens is not None:
+            out += [
+                (b"x-ratelimit-limit-tokens", str(p.limits.tpm).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(0, p.remaining_tokens)).encode()),
+                (b"x-ratelimit-reset-tokens", reset),
+            ]
+        return out
+
     async def __aenter__(self) -> Ticket:
         return self
 
@@ -233,10 +254,18 @@ class Ticket:
     ) -> None:
         """Send ``batches`` as SSE; the ticket finishes when the stream ends, fails, or its caller goes away."""
         try:
-            await stream_sse(req, send, self.track(batches), render)
+            await stream_sse(req, send, self.track(batches), render, headers=self.rate_headers)
         finally:
             if not self.done:  # the stream never started (e.g. the caller left before it could)
                 await self.finish(499, None, "client_gone")
+
+
+def _duration(seconds: float) -> str:
+    """``23s``, ``1m0s``, ``450ms``: the form OpenAI uses in its rate-limit headers."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
 
 
 def _clean(text: str) -> str:
