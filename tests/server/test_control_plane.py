@@ -489,3 +489,26 @@ def test_budgets_survive_redis_losing_its_data(
             r.close()
         r2 = client.post("/v1/chat/completions", json=chat(), headers=victim)
         assert r2.status_code == 429 and r2.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_demo_models_are_free_so_budgeted_keys_can_try_them(tmp_path: Path) -> None:
+    import httpx
+
+    from modelway.config import parse_config
+    from modelway.server import create_app
+
+    cfg = {"server": {"master_key": MASTER_KEY}, "store": {"url": f"sqlite:///{tmp_path / 'd.db'}"}}
+    gw = RunningGateway(create_app(parse_config(cfg, env={}), env={}, demo=True)).start()
+    try:
+        with httpx.Client(base_url=gw.url, headers=ADMIN) as client:
+            key = client.post("/admin/keys", json={"name": "d", "budget": 1.0}).json()
+            r = client.post(
+                "/v1/chat/completions",
+                json=chat("demo/glm-4-flash"),
+                headers={"Authorization": f"Bearer {key['key']}"},
+            )
+            assert r.status_code == 200 and "You said" in r.json()["choices"][0]["message"]["content"]
+            info = client.get(f"/admin/keys/{key['id']}").json()
+            assert info["spend"] == 0.0
+    finally:
+        gw.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Config, DeploymentConfig, ModelConfig
+from ..config import Config, DeploymentConfig, ModelConfig, Price
 from .app import GatewayApp
 
 __all__ = ["DEMO_MODELS", "add_demo"]
@@ -47,6 +47,8 @@ def add_demo(config: Config, *, env: dict[str, str] | None = None) -> GatewayApp
                         DeploymentConfig(model=f"{provider}/{model}", api_key=sim.api_key, api_base=sim.base_url)
                     ],
                     description=f"simulated {provider} (modelway.testing.{sim_name}), not the real service",
+                    # a simulator costs nothing: priced at zero, so keys with a budget may call it too
+                    price=Price(0.0, 0.0),
                 )
             )
 
