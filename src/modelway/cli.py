@@ -184,7 +184,9 @@ def serve(
     config_path: str | None, host: str | None, port: int | None, workers: int, demo: bool, log_level: str | None
 ) -> None:
     """Run the gateway: the OpenAI-compatible API (/v1/chat/completions, /v1/embeddings, /v1/models),
-    DB-GPT API v2 (/api/v2/chat/completions) and health checks (/health/liveness, /health/readiness).
+    DB-GPT API v2 (/api/v2/chat/completions), health checks (/health/liveness, /health/readiness) and
+    Prometheus metrics (/metrics). With store.url in the config: virtual keys with rate limits and budgets,
+    the usage ledger, and the admin API (/admin/keys, /admin/usage); see `modelway keys --help`.
 
     \b
     Examples:
