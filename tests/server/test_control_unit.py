@@ -4,14 +4,16 @@ finish however their request ends."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from modelway.auth.authenticator import Authenticator, KeyStoreUnavailableError
+from modelway.auth.authenticator import ANONYMOUS, Authenticator, Caller, KeyStoreUnavailableError
 from modelway.auth.keys import ApiKey, new_key
 from modelway.config import parse_config
-from modelway.limits import LimitExceededError, MemoryLimiter
+from modelway.limits import LimitExceededError, Limits, MemoryLimiter
 from modelway.server.control import ControlPlane
+from modelway.server.disconnect import ClientGone
 
 
 class FakeStore:
@@ -83,3 +85,88 @@ def test_rate_limit_reset_reads_like_openai_s() -> None:
     from modelway.server.ticket import _duration
 
     assert [_duration(x) for x in (0.45, 0.0, 23.9, 60.0, 75.2)] == ["450ms", "0ms", "23s", "1m0s", "1m15s"]
+
+
+class RecordingLedger:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def record(self, rec: Any) -> None:
+        self.records.append(rec)
+
+
+def plane_with_ledger() -> tuple[ControlPlane, RecordingLedger]:
+    config = parse_config({}, env={})
+    plane = ControlPlane(config, Authenticator(None))
+    ledger = RecordingLedger()
+    plane.ledger = ledger  # type: ignore[assignment]
+    return plane, ledger
+
+
+def a_deployment() -> Any:
+    from modelway.config import Price
+    from modelway.providers import PROVIDERS
+    from modelway.providers.base import ProviderSettings
+    from modelway.router import Deployment
+
+    return Deployment(PROVIDERS["openai"](ProviderSettings(api_key="x")), "m", price=Price(1.0, 1.0))
+
+
+async def test_a_cut_tool_call_stream_is_charged_for_its_arguments() -> None:
+    from modelway.types import ChatCompletionChunk, ChunkChoice, Delta, ToolCallDelta
+
+    plane, ledger = plane_with_ledger()
+    ticket = await plane.begin("r", ANONYMOUS, "m", "chat", True)
+    ticket.deployment = a_deployment()
+    ticket.messages = [{"role": "user", "content": "call the tool"}]
+
+    async def upstream() -> Any:
+        for _ in range(100):
+            delta = Delta(tool_calls=[ToolCallDelta(index=0, arguments='{"x": "' + "a" * 40 + '"}')])
+            yield [ChatCompletionChunk("c", 0, "m", [ChunkChoice(0, delta)])]
+
+    stream = ticket.track(upstream())
+    for _ in range(50):
+        await stream.__anext__()
+    await stream.aclose()  # the caller went away before the usage chunk
+    [rec] = ledger.records
+    assert rec.status == 499 and rec.estimated and rec.completion_tokens > 400 and rec.prompt_tokens > 0
+
+
+async def test_a_caller_leaving_a_non_stream_request_is_charged_its_prompt() -> None:
+    plane, ledger = plane_with_ledger()
+    ticket = await plane.begin("r", ANONYMOUS, "m", "chat", False)
+    ticket.deployment = a_deployment()  # the router sent it upstream
+    ticket.messages = [{"role": "user", "content": "x" * 400}]
+    await ticket.fail(ClientGone())
+    [rec] = ledger.records
+    assert rec.status == 499 and rec.estimated and rec.prompt_tokens == 100 and rec.completion_tokens == 0
+
+
+async def test_a_request_the_provider_refused_is_not_charged() -> None:
+    from modelway.errors import UpstreamServerError
+
+    plane, ledger = plane_with_ledger()
+    ticket = await plane.begin("r", ANONYMOUS, "m", "chat", False)
+    ticket.deployment = a_deployment()
+    ticket.messages = [{"role": "user", "content": "x" * 400}]
+    await ticket.fail(UpstreamServerError("boom", provider="openai", status_code=500))
+    [rec] = ledger.records
+    assert rec.status == 502 and not rec.estimated and rec.prompt_tokens == 0
+
+
+async def test_an_unknown_model_for_a_budgeted_key_is_recorded() -> None:
+    from modelway.errors import UnknownModelError
+
+    plane, ledger = plane_with_ledger()
+    plane.limiter = MemoryLimiter()
+
+    def resolve(name: str) -> Any:
+        raise UnknownModelError(f"no {name}")
+
+    plane.resolve = resolve
+    _, key = new_key("k", budget=1.0)
+    caller = Caller(key=key, limits=Limits(budget=1.0))
+    with pytest.raises(UnknownModelError):
+        await plane.begin("r", caller, "nope", "chat", False)
+    assert [(r.status, r.key_id) for r in ledger.records] == [(404, key.id)]

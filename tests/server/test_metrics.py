@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import time
 from pathlib import Path
 
 import orjson
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelway.server.metrics import Metrics
@@ -26,13 +24,6 @@ def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def k(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return name, tuple(sorted(labels.items()))
-
-
-@pytest.fixture
-def dead() -> int:
-    """The pid of a process that has exited."""
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return int(done.stdout)
 
 
 def test_counters_histograms_and_the_gauge_parse_as_prometheus_text() -> None:
@@ -70,18 +61,20 @@ def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
     assert got[k("modelway_request_duration_seconds_bucket", endpoint="chat", model="m", le="0.5")] == 1
 
 
-async def test_workers_sum_through_their_snapshots(tmp_path: Path, dead: int) -> None:
-    """Another live worker's snapshot adds to every value; a dead worker's counters stay, its in-flight does not."""
+async def test_workers_sum_through_their_snapshots(tmp_path: Path) -> None:
+    """Another worker's snapshot adds to every value; a stale one (a worker that died) keeps its counters but not its
+    requests in flight, whatever process has its pid now."""
     other = Metrics(tmp_path)
     other.observe("glm", "chat", 200, 0.01, ttft=None, prompt_tokens=4, completion_tokens=6, cost=1.0)
     other.in_flight = 2
     snap = other._snapshot()
-    snap["pid"] = os.getppid()  # a process that is alive
     (tmp_path / "live.json").write_bytes(orjson.dumps(snap))
-    snap["pid"] = dead  # a process that has exited
     snap["in_flight"] = 5
+    snap["pid"] = os.getpid()  # a dead worker whose pid is reused, by this very process
     (tmp_path / "dead.json").write_bytes(orjson.dumps(snap))
-    (tmp_path / "torn.json").write_bytes(b'{"pid": 1, "val')  # being replaced: skipped, not an error
+    old = time.time() - 60
+    os.utime(tmp_path / "dead.json", (old, old))
+    (tmp_path / "torn.json").write_bytes(b'{"pid": 1, "val')  # not a snapshot (yet): skipped, not an error
 
     me = Metrics(tmp_path)
     await me.start()
@@ -95,5 +88,25 @@ async def test_workers_sum_through_their_snapshots(tmp_path: Path, dead: int) ->
     assert got[k("modelway_request_duration_seconds_count", endpoint="chat", model="glm")] == 3
     assert got[k("modelway_cost_total", model="glm")] == 2.5
     assert got[k("modelway_requests_in_flight")] == 3  # 1 here + 2 in the live worker; not the dead one's 5
-    mine = orjson.loads((tmp_path / f"{os.getpid()}.json").read_bytes())
-    assert mine["in_flight"] == 0  # close() wrote a last snapshot: nothing of this worker is in flight
+    mine = tmp_path / me._file
+    assert orjson.loads(mine.read_bytes())["in_flight"] == 0  # close() wrote a last snapshot
+
+
+def test_a_counter_never_goes_down_whichever_worker_answers(tmp_path: Path) -> None:
+    a, b = Metrics(tmp_path), Metrics(tmp_path)
+    for _ in range(5):
+        a.observe("glm", "chat", 200, 0.01, ttft=None, prompt_tokens=0, completion_tokens=0, cost=0.0)
+    key = k("modelway_requests_total", endpoint="chat", model="glm", status="200")
+    via_a = samples(a)[key]
+    a.observe("glm", "chat", 200, 0.01, ttft=None, prompt_tokens=0, completion_tokens=0, cost=0.0)  # not written yet
+    via_b = samples(b)[key]
+    assert via_a == 5 and via_b >= via_a
+
+
+def test_counter_families_are_typed_as_counters() -> None:
+    m = Metrics()
+    m.observe("glm", "chat", 200, 0.01, ttft=None, prompt_tokens=1, completion_tokens=1, cost=0.0)
+    families = {f.name: (f.type, len(f.samples)) for f in text_string_to_metric_families(m.render()[0].decode())}
+    assert families["modelway_requests"] == ("counter", 1)
+    assert families["modelway_tokens"] == ("counter", 2)
+    assert not any(t == "unknown" for t, _ in families.values())

@@ -21,6 +21,8 @@ places. Time comes from the caller (``now``), not from Redis. When Redis fails, 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import secrets
 import time
@@ -31,6 +33,11 @@ from ..errors import ConfigError
 from .base import Limiter, LimiterUnavailableError, Limits, Permit, SpendNotSeeded, period_window
 from .memory import budget_exceeded, max_parallel_exceeded, rate_exceeded
 from .resp import Arg, RespClient, RespError, Script
+
+log = logging.getLogger("modelway.limits")
+
+#: seconds before a place taken by a refused or cancelled acquire is given back
+GIVE_BACK_DELAY = 1.0
 
 __all__ = ["RedisLimiter"]
 
@@ -116,6 +123,7 @@ class RedisLimiter(Limiter):
         # permit tokens are unique across processes: a random id per limiter, then a counter
         self._id = secrets.token_hex(6) + ":"
         self._seq = 0
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def _call(self, script: Script, keys: list[str], args: list[Arg]) -> Any:
         try:
@@ -150,20 +158,28 @@ class RedisLimiter(Limiter):
         if budget is not None:
             start, end = period_window(limits.budget_period, now)
             spend_key = f"{head}s:{limits.budget_period}:{start}"
-        result = await self._call(
-            _ACQUIRE_SCRIPT,
-            [f"{head}m:{window}", head + "p", spend_key],
-            [
-                repr(now),
-                "" if rpm is None else rpm,
-                "" if tpm is None else tpm,
-                "" if max_parallel is None else max_parallel,
-                "" if budget is None else repr(float(budget)),
-                token,
-                repr(now + self.parallel_ttl),
-                self._set_ttl,
-            ],
-        )
+        try:
+            result = await self._call(
+                _ACQUIRE_SCRIPT,
+                [f"{head}m:{window}", head + "p", spend_key],
+                [
+                    repr(now),
+                    "" if rpm is None else rpm,
+                    "" if tpm is None else tpm,
+                    "" if max_parallel is None else max_parallel,
+                    "" if budget is None else repr(float(budget)),
+                    token,
+                    repr(now + self.parallel_ttl),
+                    self._set_ttl,
+                ],
+            )
+        except BaseException:
+            if max_parallel is not None:
+                # a timeout or a cancellation after the script was sent: it may have taken a place in flight for a
+                # request that will not run. Give it back (ZREM of this request's own token: harmless if it never
+                # ran); the rpm count it may have made stays, which errs on the side of admitting less.
+                self._give_back(head + "p", token)
+            raise
         status = int(result[0])
         if status == 0:
             req, tok = int(result[1]), int(result[2])
@@ -212,6 +228,18 @@ class RedisLimiter(Limiter):
             ],
         )
 
+    def _give_back(self, inflight_key: str, token: str) -> None:
+        async def give_back() -> None:
+            await asyncio.sleep(GIVE_BACK_DELAY)  # after the timed-out command, which Redis may still be running
+            try:
+                await self._client.execute("ZREM", inflight_key, token)
+            except (RespError, OSError) as exc:
+                log.warning("could not give back a place in flight (%s); it expires on its own: %s", token, exc)
+
+        task = asyncio.get_running_loop().create_task(give_back())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def seed_spend(self, subject: str, period: str, amount: float, *, now: float | None = None) -> None:
         key, ttl = self._spend_key(subject, period, time.time() if now is None else now)
         expiry: list[Arg] = [] if ttl is None else ["EX", ttl]
@@ -229,6 +257,9 @@ class RedisLimiter(Limiter):
         return 0.0 if value is None else float(value)
 
     async def aclose(self) -> None:
+        for task in list(self._pending):  # at shutdown, places not given back yet expire on their own (parallel_ttl)
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
         await self._client.aclose()
 
 

@@ -159,7 +159,7 @@ class ControlPlane:
                 self._check_model(key, limits, model)
             if key is not None and limits is not None and self.limiter is not None:
                 ticket.permit = await self._acquire(key, limits)
-        except (LimitExceededError, ModelNotAllowedError, LimiterUnavailableError) as exc:
+        except BaseException as exc:  # refused (limits, model list, price, unknown model) or cut short: recorded
             if isinstance(exc, LimitExceededError) and self.metrics is not None:
                 self.metrics.count_limited(exc.limit)
             ticket.in_flight = False

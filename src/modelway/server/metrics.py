@@ -6,8 +6,9 @@ request). Each app has its own :class:`Metrics`, so two apps in one process coun
 
 With ``modelway serve --workers N`` the CLI gives every worker a shared directory (``MODELWAY_METRICS_DIR``): each
 worker writes a snapshot of its values there every half second and when it stops, and any worker's ``/metrics``
-answers the sum of its own live values and the other workers' snapshots (so at most half a second behind). Counters
-and histograms of a worker that has exited still count; its requests in flight do not.
+answers the sum of all the snapshots, its own written first (so the others' are at most half a second behind, and
+a sum never goes down between two scrapes). Counters and histograms of a worker that has exited still count; its
+requests in flight do not.
 
 Label values are bounded: ``model`` is a configured model, a priced one or a provider's known model (else
 ``provider/(other)`` or ``(unknown)``), never an arbitrary name a caller sent; keys are not labels (the usage ledger
@@ -21,6 +22,8 @@ import bisect
 import contextlib
 import logging
 import os
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,8 @@ class Metrics:
         self.in_flight = 0
         self._values: Values = {name: {} for name in _FAMILIES if name != "modelway_requests_in_flight"}
         self._task: asyncio.Task[None] | None = None
+        # this worker's snapshot file: the pid and a random part (a later process may get the same pid)
+        self._file = f"{os.getpid()}-{secrets.token_hex(4)}.json"
 
     # -- counting (the request path) ----------------------------------------------------------------
     def observe(
@@ -146,7 +151,7 @@ class Metrics:
 
     def _write_snapshot(self) -> None:
         assert self.directory is not None
-        final = self.directory / f"{os.getpid()}.json"
+        final = self.directory / self._file
         tmp = final.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(self._snapshot()))
         tmp.replace(final)  # atomic: a reader sees the old snapshot or the new one, never half of one
@@ -166,24 +171,28 @@ class Metrics:
                 log.warning("could not write the last metrics snapshot to %s: %s", self.directory, exc)
 
     def _merged(self) -> tuple[Values, float]:
-        """This process's values plus the other workers' snapshots, and the requests in flight of live ones."""
+        """All workers' values, and the requests in flight of the live ones.
+
+        Counters are summed over the snapshot files only, this worker's written first: every file only grows, so
+        the sum never goes down from one scrape to the next, whichever worker answers them (a decrease would read
+        as a counter reset). Requests in flight count from this worker's live value and from snapshots fresh
+        enough to be a live worker's (written within the last few intervals), so a crashed worker's, or one whose
+        pid a new process reuses, stop counting.
+        """
         if self.directory is None:
             return self._values, float(self.in_flight)
-        merged: Values = {name: dict(series) for name, series in self._values.items()}
-        for name, series in merged.items():  # histogram lists are added to below: copy them
-            if name in _BUCKETS:
-                merged[name] = {k: list(val) for k, val in series.items()}
+        self._write_snapshot()
+        merged: Values = {}
         in_flight = float(self.in_flight)
-        me = os.getpid()
+        fresh_after = time.time() - 4 * SNAPSHOT_INTERVAL
         for path in self.directory.glob("*.json"):
             try:
-                snap = orjson.loads(path.read_bytes())
+                data = path.read_bytes()
+                mtime = path.stat().st_mtime
+                snap = orjson.loads(data)
             except (OSError, orjson.JSONDecodeError):
-                continue  # gone or being replaced: the next scrape reads it
-            pid = snap.get("pid")
-            if pid == me:
-                continue
-            if _alive(pid):
+                continue  # gone, or not one of ours
+            if path.name != self._file and mtime >= fresh_after:
                 in_flight += snap.get("in_flight", 0)
             for name, rows in snap.get("values", {}).items():
                 series = merged.setdefault(name, {})
@@ -203,8 +212,9 @@ class Metrics:
         values, in_flight = self._merged()
         out: list[str] = []
         for name, (kind, help_text, labels) in _FAMILIES.items():
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
+            family = name + "_total" if kind == "counter" else name
+            out.append(f"# HELP {family} {help_text}")
+            out.append(f"# TYPE {family} {kind}")
             if kind == "gauge":
                 out.append(f"{name} {in_flight!r}")
             elif kind == "counter":
@@ -241,15 +251,3 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...], **extra: str) -> st
     if not pairs:
         return ""
     return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in pairs) + "}"
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

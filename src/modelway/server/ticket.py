@@ -127,13 +127,15 @@ class Ticket:
         else:
             await self.fail(exc)
 
-    def _estimate(self) -> Usage | None:
-        """Usage from the text that went through, for a stream cut before the provider's usage arrived."""
-        if not self.stream or self.deployment is None or self.ttft is None:
-            return None  # nothing reached the provider's output: nothing to charge
+    def _estimate(self, status: int) -> Usage | None:
+        """Usage estimated from the text, when the provider never reported it: a stream cut after its first output
+        (prompt and the output that went through), or a request whose caller left while the provider worked on it
+        (the prompt: providers bill it). A request the provider refused is not charged."""
+        if self.deployment is None or (self.ttft is None and status != 499):
+            return None
         completion = estimate_tokens(self.ascii_chars, self.other_chars)
         prompt = estimate_tokens(*prompt_chars(self.messages or []))
-        return Usage.of(prompt, completion)
+        return Usage.of(prompt, completion) if prompt or completion else None
 
     async def finish(self, status: int = 200, usage: Usage | None = None, error: str | None = None) -> None:
         """The request is over (once; later calls do nothing)."""
@@ -144,7 +146,7 @@ class Ticket:
         elapsed = time.perf_counter() - self.start
         estimated = False
         if usage is None:
-            usage = self.usage or self._estimate()
+            usage = self.usage or self._estimate(status)
             estimated = usage is not None and self.usage is None
         prompt = usage.prompt_tokens if usage is not None else 0
         completion = usage.completion_tokens if usage is not None else 0
@@ -225,8 +227,13 @@ class Ticket:
                     if chunk.usage is not None:
                         self.usage = chunk.usage
                     for c in chunk.choices:
-                        self._count(c.delta.content)
-                        self._count(c.delta.reasoning_content)
+                        d = c.delta
+                        self._count(d.content)
+                        self._count(d.reasoning_content)
+                        if d.tool_calls:
+                            for tc in d.tool_calls:
+                                self._count(tc.name)
+                                self._count(tc.arguments)
                 yield batch
             status, code = 200, None
         except BaseException as exc:

@@ -27,9 +27,15 @@ def _add(text: str, counts: list[int]) -> None:
 
 
 def prompt_chars(messages: Iterable[Message]) -> tuple[int, int]:
-    """(ASCII, other) characters of the text in ``messages`` (string content and text parts)."""
+    """(ASCII, other) characters of the text in ``messages``: string content, text parts, tool call arguments."""
     counts = [0, 0]
     for m in messages:
+        for call in m.get("tool_calls") or ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                for field in ("name", "arguments"):
+                    if isinstance(fn.get(field), str):
+                        _add(fn[field], counts)
         content = m.get("content")
         if isinstance(content, str):
             _add(content, counts)
