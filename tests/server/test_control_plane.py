@@ -57,7 +57,7 @@ def cp_config(sim: OpenAISimulator, db: Path, **extra: Any) -> dict[str, Any]:
     dep = {"model": "openai/gpt-4o-mini", "api_key": sim.api_key, "api_base": sim.base_url}
     return {
         "server": {"master_key": MASTER_KEY, "max_retries": 0},
-        "store": {"url": f"sqlite:///{db}", "key_refresh": 0.2},
+        "store": {"url": f"sqlite:///{db}", "key_refresh": 3600},  # keys from elsewhere: looked up on a miss
         "usage": {"flush_interval": 0.05, "spill_path": str(db.parent / "spill.jsonl")},
         "models": [
             {"name": "gpt", "price": {"input": PRICE_IN, "output": PRICE_OUT}, "deployments": [dep]},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 
-from .base import Limiter, LimitExceededError, Limits, Permit, SpendNotSeeded, period_window
+from .base import Limiter, LimitExceededError, Limits, Permit, SpendNotSeeded, minute_window, period_window
 
 __all__ = ["MemoryLimiter"]
 
@@ -35,8 +35,7 @@ class MemoryLimiter(Limiter):
     async def acquire(self, subject: str, limits: Limits, *, now: float | None = None) -> Permit:
         if now is None:
             now = time.time()
-        sec = int(now)
-        window = sec - sec % 60
+        window = minute_window(now)
         self._seq += 1
         rpm, tpm, max_parallel, budget = limits.rpm, limits.tpm, limits.max_parallel, limits.budget
         inflight = 0
@@ -97,8 +96,7 @@ class MemoryLimiter(Limiter):
         if now is None:
             now = time.time()
         if tokens and limits.tpm is not None:
-            sec = int(now)
-            window = sec - sec % 60
+            window = minute_window(now)
             minute = self._minutes.get(subject)
             if minute is None or window > minute[0]:
                 self._minutes[subject] = [window, 0, tokens]

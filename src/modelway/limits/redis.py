@@ -30,7 +30,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError
-from .base import Limiter, LimiterUnavailableError, Limits, Permit, SpendNotSeeded, period_window
+from .base import Limiter, LimiterUnavailableError, Limits, Permit, SpendNotSeeded, minute_window, period_window
 from .memory import budget_exceeded, max_parallel_exceeded, rate_exceeded
 from .resp import Arg, RespClient, RespError, Script
 
@@ -146,8 +146,7 @@ class RedisLimiter(Limiter):
     async def acquire(self, subject: str, limits: Limits, *, now: float | None = None) -> Permit:
         if now is None:
             now = time.time()
-        sec = int(now)
-        window = sec - sec % 60
+        window = minute_window(now)
         self._seq += 1
         token = f"{self._id}{self._seq}"
         if not limits.any:
@@ -213,14 +212,13 @@ class RedisLimiter(Limiter):
             return
         if now is None:
             now = time.time()
-        sec = int(now)
         head = f"{self.prefix}{{{permit.subject}}}:"
         spend_key = head + "s"
         if cost:
             spend_key = f"{head}s:{limits.budget_period}:{period_window(limits.budget_period, now)[0]}"
         await self._call(
             _RELEASE_SCRIPT,
-            [f"{head}m:{sec - sec % 60}", head + "p", spend_key],
+            [f"{head}m:{minute_window(now)}", head + "p", spend_key],
             [
                 permit.token if inflight else "",
                 tokens,

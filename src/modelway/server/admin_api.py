@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from ..auth.keys import key_fields, new_key
@@ -28,6 +28,9 @@ from ..limits.base import period_window
 from .errors import Forbidden, MethodNotAllowed, NotFound
 from .gateway import Gateway
 from .http import Request, Send, send_json
+
+if TYPE_CHECKING:
+    from ..store.sql import SQLStore
 
 __all__ = ["ADMIN_PREFIX", "handle_admin"]
 
@@ -56,8 +59,8 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     """Dispatch ``/admin/...``; the caller's key has been checked (it must be the master key)."""
     if not req.caller.admin:
         raise Forbidden("the admin API needs the master key (server.master_key)", code="admin_only")
-    control = gw.control
-    if control.store is None:
+    store = gw.control.store
+    if store is None:
         raise NotFound(
             "the admin API needs a store for keys and usage: set store.url in the config (e.g. sqlite:///modelway.db)",
             code="no_store",
@@ -66,21 +69,24 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     method = req.method
     route: Callable[[], Awaitable[None]] | None = None
     if parts == ["keys"]:
-        route = {"POST": lambda: _create_key(gw, req, send), "GET": lambda: _list_keys(gw, req, send)}.get(method)
+        route = {
+            "POST": lambda: _create_key(gw, store, req, send),
+            "GET": lambda: _list_keys(gw, store, req, send),
+        }.get(method)
         allow = "GET, POST"
     elif len(parts) == 2 and parts[0] == "keys":
         key_id = parts[1]
         route = {
-            "GET": lambda: _get_key(gw, req, send, key_id),
-            "PATCH": lambda: _update_key(gw, req, send, key_id),
-            "DELETE": lambda: _revoke_key(gw, req, send, key_id),
+            "GET": lambda: _get_key(gw, store, req, send, key_id),
+            "PATCH": lambda: _update_key(gw, store, req, send, key_id),
+            "DELETE": lambda: _revoke_key(gw, store, req, send, key_id),
         }.get(method)
         allow = "DELETE, GET, PATCH"
     elif parts == ["usage"]:
-        route = (lambda: _usage(gw, req, send)) if method == "GET" else None
+        route = (lambda: _usage(gw, store, req, send)) if method == "GET" else None
         allow = "GET"
     elif parts == ["usage", "records"]:
-        route = (lambda: _records(gw, req, send)) if method == "GET" else None
+        route = (lambda: _records(gw, store, req, send)) if method == "GET" else None
         allow = "GET"
     else:
         raise NotFound(f"no route {method} {req.path}")
@@ -89,20 +95,16 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     await route()
 
 
-async def _create_key(gw: Gateway, req: Request, send: Send) -> None:
+async def _create_key(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     fields = key_fields(await req.json(gw.config.server.max_body_bytes), creating=True)
     name = fields.pop("name").strip()
     secret, key = new_key(name, **fields)
-    store = gw.control.store
-    assert store is not None
     await store.insert_key(key)
     gw.control.auth.remember(key)
     await send_json(send, 201, {"key": secret, **key.to_dict()}, request_id=req.request_id)
 
 
-async def _list_keys(gw: Gateway, req: Request, send: Send) -> None:
-    store = gw.control.store
-    assert store is not None
+async def _list_keys(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     raw = _query(req).get("include_revoked", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise InvalidRequestError("include_revoked must be true or false", param="include_revoked")
@@ -111,9 +113,7 @@ async def _list_keys(gw: Gateway, req: Request, send: Send) -> None:
     await send_json(send, 200, {"object": "list", "data": [k.to_dict() for k in keys]}, request_id=req.request_id)
 
 
-async def _get_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
-    store = gw.control.store
-    assert store is not None
+async def _get_key(gw: Gateway, store: SQLStore, req: Request, send: Send, key_id: str) -> None:
     key = await store.get_key(key_id)
     if key is None:
         raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
@@ -125,9 +125,7 @@ async def _get_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
     await send_json(send, 200, body, request_id=req.request_id)
 
 
-async def _update_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
-    store = gw.control.store
-    assert store is not None
+async def _update_key(gw: Gateway, store: SQLStore, req: Request, send: Send, key_id: str) -> None:
     fields = key_fields(await req.json(gw.config.server.max_body_bytes), creating=False)
     if not fields:
         raise InvalidRequestError("nothing to change: send the fields to set (null clears a limit)")
@@ -140,22 +138,16 @@ async def _update_key(gw: Gateway, req: Request, send: Send, key_id: str) -> Non
     await send_json(send, 200, key.to_dict(), request_id=req.request_id)
 
 
-async def _revoke_key(gw: Gateway, req: Request, send: Send, key_id: str) -> None:
-    store = gw.control.store
-    assert store is not None
-    if not await store.revoke_key(key_id, at=time.time()):
-        key = await store.get_key(key_id)
-        if key is None:
-            raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
+async def _revoke_key(gw: Gateway, store: SQLStore, req: Request, send: Send, key_id: str) -> None:
+    await store.revoke_key(key_id, at=time.time())  # False when revoked already: answered with its revocation
     key = await store.get_key(key_id)
-    assert key is not None
+    if key is None:
+        raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
     gw.control.auth.remember(key)
     await send_json(send, 200, {"id": key.id, "revoked_at": key.revoked_at}, request_id=req.request_id)
 
 
-async def _usage(gw: Gateway, req: Request, send: Send) -> None:
-    store = gw.control.store
-    assert store is not None
+async def _usage(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     q = _query(req)
     group_by = q.get("group_by", "model")
     if group_by not in ("key", "model", "deployment", "day"):
@@ -173,9 +165,7 @@ async def _usage(gw: Gateway, req: Request, send: Send) -> None:
     await send_json(send, 200, body, request_id=req.request_id)
 
 
-async def _records(gw: Gateway, req: Request, send: Send) -> None:
-    store = gw.control.store
-    assert store is not None
+async def _records(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     q = _query(req)
     raw_limit = q.get("limit", "100")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
