@@ -14,7 +14,7 @@ from typing import TypeVar
 from .errors import ModelwayError, ProviderError, ProviderTimeoutError, StreamError
 from .providers.base import Adapter, HTTPRequest, StreamParser
 from .retry import RetryPolicy
-from .sse import SSEDecoder, SSEEvent
+from .sse import SSEDecoder, SSEEvent, SSEEventTooLarge
 from .transport import Transport
 from .types import (
     ChatCompletion,
@@ -97,19 +97,23 @@ async def stream_once(
     try:
         if resp.status >= 400:
             raise adapter.parse_error(resp.status, resp.headers, await resp.read())
-        ctype = resp.content_type
-        if ctype.startswith("application/json"):
-            # a JSON body where a stream was expected: an error answered with 200 (MiniMax does this)
-            raise adapter.parse_error(resp.status, resp.headers, await resp.read())
+        if resp.content_type.startswith("application/json"):
+            # a JSON body where a stream was expected: a whole answer from a server that ignores "stream": true,
+            # or an error answered with 200 (MiniMax does this)
+            yield [_json_answer(adapter, req, resp.headers, await resp.read())]
+            return
         parser = adapter.stream_parser(req)
-        decoder = SSEDecoder()
-        async for data in resp.iter_bytes():
-            batch, error = _parse(parser, decoder.feed(data))
-            if batch:
-                yield batch
-            if error is not None:
-                raise error
-        batch, error = _parse(parser, decoder.flush())
+        decoder = SSEDecoder(transport.max_event_bytes)
+        try:
+            async for data in resp.iter_bytes():
+                batch, error = _parse(parser, decoder.feed(data))
+                if batch:
+                    yield batch
+                if error is not None:
+                    raise error
+            batch, error = _parse(parser, decoder.flush())
+        except SSEEventTooLarge as exc:
+            raise StreamError(f"the provider's stream is broken: {exc}", provider=adapter.name) from None
         if error is None:
             try:
                 batch += parser.close()
@@ -121,6 +125,19 @@ async def stream_once(
             raise error
     finally:
         await resp.aclose()
+
+
+def _json_answer(adapter: Adapter, req: ChatRequest, headers: Mapping[str, str], body: bytes) -> ChatCompletionChunk:
+    """The one chunk of a whole JSON answer to a stream request; the provider's error if the JSON is one."""
+    try:
+        resp = adapter.parse_chat(body, headers, req)
+    except ModelwayError as exc:
+        raise adapter.parse_error(502, headers, body) from exc
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(exc, adapter.name, body) from exc
+    if not resp.choices:
+        raise adapter.parse_error(502, headers, body)
+    return resp.to_chunk()
 
 
 def _parse(parser: StreamParser, events: list[SSEEvent]) -> tuple[list[ChatCompletionChunk], ModelwayError | None]:

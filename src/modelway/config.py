@@ -83,6 +83,20 @@ class ServerConfig:
     #: clients must send ``Authorization: Bearer <master_key>``; ``None`` means no auth (local use only)
     master_key: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
+    #: the request line and headers of one request, together (larger: 431, and the connection is closed)
+    max_header_bytes: int = 64 * 1024
+    #: header lines in one request (more: 431)
+    max_headers: int = 100
+    #: seconds a client has to send a request's line and headers, from its first byte (or from connecting)
+    header_timeout: float = 10.0
+    #: seconds a client has to send a request's body, once its headers arrived (later: 408)
+    body_timeout: float = 60.0
+    #: on SIGTERM: seconds to let requests and streams in flight finish before they are ended with an error
+    shutdown_timeout: float = 25.0
+    #: the largest decoded answer accepted from a provider (a JSON body, or a whole stream)
+    max_answer_bytes: int = 64 * 1024 * 1024
+    #: the largest single server-sent event accepted from a provider
+    max_event_bytes: int = 16 * 1024 * 1024
     #: default upstream timeout (seconds) for deployments that set none
     timeout: float = 600.0
     #: retries of one deployment before failing over to the next
@@ -112,6 +126,18 @@ class UsageConfig:
     batch_size: int = 500
     #: records the database could not take at shutdown are appended here, and imported at the next start
     spill_path: str = "modelway-usage-spill.jsonl"
+    #: every record is appended to a journal file before its request's answer completes, so a killed process
+    #: loses none (the next start imports what was not stored); in ``journal_dir``, by default a directory
+    #: ``modelway-usage-journal`` beside the spill file
+    journal: bool = True
+    journal_dir: str | None = None
+
+    @property
+    def journal_path(self) -> str | None:
+        """Where the journal is written; ``None`` when it is off."""
+        if not self.journal:
+            return None
+        return self.journal_dir or os.path.join(os.path.dirname(self.spill_path), "modelway-usage-journal")
     #: the currency of prices, costs and budgets (a label: no conversion is made)
     currency: str = "USD"
 
@@ -284,8 +310,12 @@ def _server(s: dict[str, Any]) -> ServerConfig:
         cfg.port = int(_num(s, "port", where, integer=True))
     if s.get("master_key"):  # an empty value (e.g. an unset ${VAR:-}) means no key
         cfg.master_key = _str(s, "master_key", where)
-    if "max_body_bytes" in s:
-        cfg.max_body_bytes = int(_num(s, "max_body_bytes", where, integer=True))
+    for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_answer_bytes", "max_event_bytes"):
+        if name in s:
+            setattr(cfg, name, int(_num(s, name, where, integer=True)))
+    for name in ("header_timeout", "body_timeout", "shutdown_timeout"):
+        if name in s:
+            setattr(cfg, name, float(_num(s, name, where)))
     if "timeout" in s:
         cfg.timeout = float(_num(s, "timeout", where))
     if "max_retries" in s:
@@ -330,6 +360,10 @@ def _usage(s: dict[str, Any]) -> UsageConfig:
         cfg.batch_size = int(_num(s, "batch_size", where, integer=True))
     if "spill_path" in s:
         cfg.spill_path = _str(s, "spill_path", where)
+    if "journal" in s:
+        cfg.journal = _bool(s, "journal", where)
+    if "journal_dir" in s:
+        cfg.journal_dir = _str(s, "journal_dir", where)
     if "currency" in s:
         cfg.currency = _str(s, "currency", where)
     return cfg

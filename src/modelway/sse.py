@@ -12,13 +12,26 @@ events. It is tolerant of every framing seen from LLM providers:
 * a final event not followed by a blank line when the stream closes (``flush()``).
 
 ``[DONE]`` is an ordinary event here; the adapters decide what it means.
+
+The work is linear in the bytes fed, however they are split: a line still waiting for its end is kept as a list of
+pieces and joined once, when its end arrives (joining on every read made a 64 MiB line without a newline cost
+seconds, stalling every other request of the worker). A single event (its pending line plus the data lines it
+has gathered) is bounded by ``max_event_bytes``: beyond it :class:`SSEEventTooLarge` is raised, and the stream
+must be abandoned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "SSEEvent", "encode_event"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEEvent", "SSEEventTooLarge", "encode_event"]
+
+#: the largest single event a decoder accepts by default (a tool call's arguments or an image can be large)
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class SSEEventTooLarge(ValueError):
+    """One event (or one line of it) is larger than the decoder's ``max_event_bytes``."""
 
 
 @dataclass(slots=True)
@@ -36,20 +49,38 @@ class SSEEvent:
 class SSEDecoder:
     """Incremental SSE decoder: ``feed(bytes) -> list[SSEEvent]``, then ``flush()`` when the stream ends."""
 
-    __slots__ = ("_buf", "_data", "_event", "_id", "_retry", "_has_data", "_pending_cr", "_comment")
+    __slots__ = (
+        "_parts",
+        "_pending",
+        "_data",
+        "_data_size",
+        "_event",
+        "_id",
+        "_retry",
+        "_has_data",
+        "_pending_cr",
+        "_comment",
+        "max_event_bytes",
+    )
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        #: pieces of the line that has not ended yet, and their total size
+        self._parts: list[bytes] = []
+        self._pending = 0
         self._data: list[str] = []
+        self._data_size = 0
         self._event: str | None = None
         self._id: str | None = None
         self._retry: int | None = None
         self._has_data = False
         self._pending_cr = False
         self._comment: str | None = None
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Add bytes from the network; return the events they complete, in order."""
+        """Add bytes from the network; return the events they complete, in order.
+
+        Raises :class:`SSEEventTooLarge` when the event being read grows over ``max_event_bytes``."""
         if not chunk:
             return []
         if self._pending_cr:
@@ -57,29 +88,61 @@ class SSEDecoder:
             self._pending_cr = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        buf = self._buf + chunk if self._buf else chunk
-        if b"\r" in buf:
-            if buf.endswith(b"\r"):
+                if not chunk:
+                    return []
+        has_cr = b"\r" in chunk
+        if not has_cr and b"\n" not in chunk:
+            # the line goes on: keep the piece (joined once, when the line ends)
+            self._parts.append(chunk)
+            self._pending += len(chunk)
+            self._check(0)
+            return []
+        if has_cr:
+            if chunk.endswith(b"\r"):
                 self._pending_cr = True
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._parts:
+            self._parts.append(chunk)
+            buf = b"".join(self._parts)
+            self._parts = []
+            self._pending = 0
+        else:
+            buf = chunk
         events: list[SSEEvent] = []
         start = 0
+        limit = self.max_event_bytes
         while True:
             end = buf.find(b"\n", start)
             if end < 0:
                 break
+            if end - start > limit:  # (data lines also count towards their event's size, in _line)
+                self._check(end - start)
             ev = self._line(buf[start:end])
             if ev is not None:
                 events.append(ev)
             start = end + 1
-        self._buf = buf[start:]
+        if start < len(buf):
+            rest = buf[start:]
+            self._parts.append(rest)
+            self._pending = len(rest)
+            self._check(0)
         return events
+
+    def _check(self, line: int) -> None:
+        if self._pending + line + self._data_size > self.max_event_bytes:
+            size = self._pending + line + self._data_size
+            self._parts = []
+            self._pending = 0
+            self._reset()
+            raise SSEEventTooLarge(f"a server-sent event is larger than {self.max_event_bytes} bytes ({size}+)")
 
     def flush(self) -> list[SSEEvent]:
         """The stream ended: return the last event if the server did not close it with a blank line."""
         events: list[SSEEvent] = []
-        if self._buf:
-            line, self._buf = self._buf, b""
+        if self._parts:
+            line = b"".join(self._parts)
+            self._parts = []
+            self._pending = 0
             ev = self._line(line)
             if ev is not None:
                 events.append(ev)
@@ -100,7 +163,10 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(raw)
             self._has_data = True
+            if self._data_size > self.max_event_bytes:
+                self._check(0)
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -119,13 +185,17 @@ class SSEDecoder:
             self._comment = None
             return None
         ev = SSEEvent("\n".join(self._data), self._event, self._id, self._retry, self._comment)
+        self._reset()
+        return ev
+
+    def _reset(self) -> None:
         self._data = []
+        self._data_size = 0
         self._event = None
         self._id = None
         self._retry = None
         self._has_data = False
         self._comment = None
-        return ev
 
 
 def encode_event(data: str | bytes, *, event: str | None = None, id: str | None = None) -> bytes:

@@ -2,6 +2,12 @@
 
 Everything that touches the network goes through :class:`Transport`: one pooled ``aiohttp.ClientSession`` per
 client (or per gateway process), shared by every provider and every key. Adapters never do I/O.
+
+Answers are bounded: a whole answer (a JSON body, an error body, or everything a stream sends) may not decode to
+more than ``max_answer_bytes``; past it the attempt fails with :class:`~modelway.errors.StreamError` and the
+connection is closed. The size counted is the decoded one: aiohttp inflates a compressed body a read's worth at a
+time (its decompression is bounded per read since 3.13.3), so a gzip bomb is stopped at the cap, not after it
+has filled memory.
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ if TYPE_CHECKING:
 
 from .errors import ConfigError, ProviderConnectionError, ProviderTimeoutError, StreamError
 from .providers.base import HTTPRequest
+from .sse import DEFAULT_MAX_EVENT_BYTES
 
-__all__ = ["Response", "StreamResponse", "Transport"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "Response", "StreamResponse", "Transport"]
+
+#: the largest decoded answer accepted from a provider by default (a whole JSON body, or a whole stream)
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 def _aiohttp() -> ModuleType:
@@ -81,12 +91,31 @@ class StreamResponse:
     With a timeout, a gap between reads longer than it ends the stream with
     :class:`~modelway.errors.ProviderTimeoutError`."""
 
-    __slots__ = ("_aio", "_resp", "_watch", "expired", "headers", "idle", "last", "provider", "status", "waiting")
+    __slots__ = (
+        "_aio",
+        "_resp",
+        "_watch",
+        "expired",
+        "headers",
+        "idle",
+        "last",
+        "max_bytes",
+        "provider",
+        "status",
+        "waiting",
+    )
 
     def __init__(
-        self, resp: aiohttp.ClientResponse, provider: str, timeout: float | None, watch: _IdleWatch, aio: ModuleType
+        self,
+        resp: aiohttp.ClientResponse,
+        provider: str,
+        timeout: float | None,
+        watch: _IdleWatch,
+        aio: ModuleType,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._aio = aio
+        self.max_bytes = max_bytes
         self._resp = resp
         self.provider = provider
         self.status = resp.status
@@ -113,10 +142,11 @@ class StreamResponse:
         return ProviderTimeoutError(f"the provider stopped sending for {self.idle:g}s", provider=self.provider)
 
     async def read(self) -> bytes:
+        """The whole (rest of the) body, at most ``max_bytes`` of it."""
         self.last = asyncio.get_running_loop().time()
         self.waiting = True
         try:
-            return await self._resp.read()
+            return await read_capped(self._resp, self.max_bytes, self.provider)
         except (TimeoutError, self._aio.ClientError) as exc:
             if self.expired:
                 raise self._timed_out() from exc
@@ -127,6 +157,7 @@ class StreamResponse:
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         content = self._resp.content
         now = asyncio.get_running_loop().time
+        left = self.max_bytes
         try:
             while True:
                 self.last = now()
@@ -137,6 +168,9 @@ class StreamResponse:
                     if self.expired:
                         raise self._timed_out()
                     return
+                left -= len(data)
+                if left < 0:
+                    raise answer_too_large(self.max_bytes, self.provider)
                 yield data
         except (TimeoutError, self._aio.ClientError) as exc:
             if self.expired:
@@ -167,7 +201,18 @@ class StreamResponse:
 class Transport:
     """Pooled HTTP client. Create inside a running event loop, or let it create its session lazily on first use."""
 
-    def __init__(self, *, limit: int = 4096, limit_per_host: int = 0, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int = 4096,
+        limit_per_host: int = 0,
+        connect_timeout: float = 10.0,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        #: the largest decoded answer accepted (a JSON body, or a whole stream), and the largest single SSE event
+        self.max_answer_bytes = max_answer_bytes
+        self.max_event_bytes = max_event_bytes
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout
@@ -227,7 +272,7 @@ class Transport:
             async with session.request(
                 req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=False)
             ) as resp:
-                body = await resp.read()
+                body = await read_capped(resp, self.max_answer_bytes, req.provider)
                 return Response(resp.status, _lower(resp.headers), body)
         except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
@@ -242,7 +287,7 @@ class Transport:
                 )
         except (TimeoutError, self._aio.ClientError) as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
-        return StreamResponse(resp, req.provider, timeout, self._idle, self._aio)
+        return StreamResponse(resp, req.provider, timeout, self._idle, self._aio, self.max_answer_bytes)
 
     async def aclose(self) -> None:
         await self._idle.aclose()
@@ -253,6 +298,31 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._session is None or self._session.closed
+
+
+def answer_too_large(limit: int, provider: str) -> StreamError:
+    return StreamError(f"the provider's answer is larger than the limit of {limit} bytes", provider=provider)
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int, provider: str) -> bytes:
+    """The rest of ``resp``'s body, decoded; :class:`StreamError` (and the connection closed) past ``limit`` bytes."""
+    declared = resp.content_length
+    if declared is not None and declared > limit and "content-encoding" not in resp.headers:
+        resp.close()
+        raise answer_too_large(limit, provider)
+    content = resp.content
+    parts: list[bytes] = []
+    left = limit
+    while True:
+        data = await content.readany()
+        if not data:
+            break
+        left -= len(data)
+        if left < 0:
+            resp.close()
+            raise answer_too_large(limit, provider)
+        parts.append(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:

@@ -231,6 +231,21 @@ class ChatCompletion:
     def to_dict(self) -> dict[str, Any]:
         return _envelope(self.id, self.object, self.created, self.model, self.choices, self.usage)
 
+    def to_chunk(self) -> ChatCompletionChunk:
+        """The whole answer as one stream chunk (for a server that answered a stream request with JSON)."""
+        choices = []
+        for c in self.choices:
+            m = c.message
+            calls = None
+            if m.tool_calls:
+                calls = [
+                    ToolCallDelta(i, t.id, t.function.name, t.function.arguments, t.type)
+                    for i, t in enumerate(m.tool_calls)
+                ]
+            delta = Delta(m.content, "assistant", m.reasoning_content, calls)
+            choices.append(ChunkChoice(c.index, delta, c.finish_reason, c.logprobs))
+        return ChatCompletionChunk(self.id, self.created, self.model, choices, self.usage, self.provider)
+
 
 @dataclass(slots=True)
 class ToolCallDelta:

@@ -19,6 +19,7 @@ import pytest
 from gw import MASTER_KEY, RunningGateway
 
 from modelway.testing import OpenAISimulator, Reply
+from services import PG_URL, redis_url
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 # per million tokens
@@ -427,6 +428,7 @@ class TestAbuse:
         assert status == 200
 
 
+@pytest.mark.usefixtures("postgres_server")
 def test_a_nul_in_a_model_name_cannot_poison_the_postgresql_ledger(
     start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator, tmp_path: Path
 ) -> None:
@@ -437,7 +439,7 @@ def test_a_nul_in_a_model_name_cannot_poison_the_postgresql_ledger(
 
     schema = "mw_test_" + _secrets.token_hex(6)
     cfg = cp_config(openai_sim, tmp_path / "unused.db")
-    cfg["store"]["url"] = f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
+    cfg["store"]["url"] = f"{PG_URL}?schema={schema}"
     try:
         gw = start_gateway(cfg)
         with httpx.Client(base_url=gw.url, headers=ADMIN) as client:
@@ -456,7 +458,7 @@ def test_a_nul_in_a_model_name_cannot_poison_the_postgresql_ledger(
         async def drop() -> None:
             import asyncpg
 
-            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+            conn = await asyncpg.connect(PG_URL)
             try:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             finally:
@@ -465,6 +467,7 @@ def test_a_nul_in_a_model_name_cannot_poison_the_postgresql_ledger(
         asyncio.run(drop())
 
 
+@pytest.mark.usefixtures("redis_server")
 def test_budgets_survive_redis_losing_its_data(
     start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator, tmp_path: Path
 ) -> None:
@@ -473,7 +476,7 @@ def test_budgets_survive_redis_losing_its_data(
     import redis
 
     cfg = cp_config(openai_sim, tmp_path / "r.db")
-    cfg["store"]["redis_url"] = "redis://127.0.0.1:6379/14"
+    cfg["store"]["redis_url"] = redis_url(14)
     gw = start_gateway(cfg)
     with httpx.Client(base_url=gw.url, headers=ADMIN) as client:
         key = client.post("/admin/keys", json={"name": "r", "budget": 0.015, "budget_period": "day"}).json()
@@ -481,7 +484,7 @@ def test_budgets_survive_redis_losing_its_data(
         for _ in range(2):
             openai_sim.push(Reply("x", usage=(1000, 1000)))  # 0.01 each
             assert client.post("/v1/chat/completions", json=chat(), headers=victim).status_code == 200
-        r = redis.Redis.from_url("redis://127.0.0.1:6379/14")
+        r = redis.Redis.from_url(redis_url(14))
         try:
             lost = [k for k in r.scan_iter(f"mw:{{{key['id']}}}:*")]
             assert lost and r.delete(*lost) == len(lost)
@@ -497,7 +500,11 @@ def test_demo_models_are_free_so_budgeted_keys_can_try_them(tmp_path: Path) -> N
     from modelway.config import parse_config
     from modelway.server import create_app
 
-    cfg = {"server": {"master_key": MASTER_KEY}, "store": {"url": f"sqlite:///{tmp_path / 'd.db'}"}}
+    cfg = {
+        "server": {"master_key": MASTER_KEY},
+        "store": {"url": f"sqlite:///{tmp_path / 'd.db'}"},
+        "usage": {"spill_path": str(tmp_path / "spill.jsonl")},
+    }
     gw = RunningGateway(create_app(parse_config(cfg, env={}), env={}, demo=True)).start()
     try:
         with httpx.Client(base_url=gw.url, headers=ADMIN) as client:

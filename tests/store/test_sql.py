@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from modelway.auth.keys import ApiKey
 from modelway.errors import ConfigError
 from modelway.store import SQLStore
+from modelway.store.migrations import SCHEMA_VERSION
 from modelway.usage import UsageRecord
 from services import PG_URL
 
@@ -215,7 +216,7 @@ class TestOpen:
         await s.aclose()
         with sqlite3.connect(path) as db:
             assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert db.execute("SELECT version FROM mw_schema_version").fetchall() == [(1,)]
+            assert db.execute("SELECT version FROM mw_schema_version").fetchall() == [(SCHEMA_VERSION,)]
         db.close()
 
     async def test_in_memory_database_serves_concurrent_calls(self) -> None:

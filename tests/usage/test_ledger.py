@@ -62,6 +62,7 @@ def rec(i: int) -> UsageRecord:
         stream=i % 2 == 0,
         total_tokens=i,
         cost=0.25,
+        record_id=f"rec-{i}",
     )
 
 

@@ -95,7 +95,11 @@ class ControlPlane:
                 await store.open()
                 u = config.usage
                 ledger = Ledger(
-                    store, flush_interval=u.flush_interval, batch_size=u.batch_size, spill_path=u.spill_path
+                    store,
+                    flush_interval=u.flush_interval,
+                    batch_size=u.batch_size,
+                    spill_path=u.spill_path,
+                    journal_dir=u.journal_path,
                 )
                 await ledger.start()
                 if sc.redis_url is not None:

@@ -17,7 +17,8 @@ from ..types import ChatCompletion, ChatCompletionChunk, Usage
 from ..validate import chat_request
 from .disconnect import watched
 from .gateway import Gateway
-from .http import Request, Send, send_json
+from .http import Request, Send
+from .openai_api import answer
 
 __all__ = ["dbgpt_chat_completions"]
 
@@ -87,9 +88,7 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     if not stream:
         async with ticket:
             resp = await watched(req, gw.router.complete(model, creq, ticket))
-            ticket.usage = resp.usage
-            body = _body(resp, model, conv_id)
-            await send_json(send, 200, body, request_id=req.request_id, headers=ticket.rate_headers())
+            await answer(ticket, req, send, resp.usage, orjson.dumps(_body(resp, model, conv_id)))
         return
     renderer = _Renderer(model, f"chatcmpl-{conv_id}", incremental)
     await ticket.respond_stream(req, send, gw.router.stream(model, creq, ticket), renderer)

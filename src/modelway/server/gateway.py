@@ -30,14 +30,14 @@ class Gateway:
         #: keys, limits, usage ledger, metrics (built by the app at start-up; auth only when built here)
         self.control = control or ControlPlane(config, Authenticator(config.server.master_key))
         self.env = dict(os.environ if env is None else env)
-        self.transport = Transport()
+        s = config.server
+        self.transport = Transport(max_answer_bytes=s.max_answer_bytes, max_event_bytes=s.max_event_bytes)
         self._provider_adapters: dict[str, Adapter | None] = {}
         groups = {m.name: self._group(m) for m in config.models}
         # a provider/model called directly costs what the same upstream costs behind an alias
         self._configured_prices = {
             d.address: d.price for g in groups.values() for d in g.deployments if d.price is not None
         }
-        s = config.server
         self.router = Router(
             groups,
             transport=self.transport,

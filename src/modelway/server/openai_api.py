@@ -10,13 +10,14 @@ from typing import Any
 import orjson
 
 from ..errors import InvalidRequestError, UnknownModelError
-from ..types import ChatCompletionChunk
+from ..types import ChatCompletionChunk, Usage
 from ..validate import chat_request, embedding_request
 from .disconnect import watched
 from .gateway import Gateway
 from .http import Request, Send, send_json
+from .ticket import Ticket
 
-__all__ = ["chat_completions", "embeddings", "list_models", "retrieve_model"]
+__all__ = ["answer", "chat_completions", "embeddings", "list_models", "retrieve_model"]
 
 _TOP = frozenset({"model", "messages", "stream"})
 
@@ -44,9 +45,8 @@ async def chat_completions(gw: Gateway, req: Request, send: Send) -> None:
     if not stream:
         async with ticket:
             resp = await watched(req, router.complete(model, creq, ticket))
-            ticket.usage = resp.usage
             resp.model = model
-            await send_json(send, 200, resp.to_dict(), request_id=req.request_id, headers=ticket.rate_headers())
+            await answer(ticket, req, send, resp.usage, orjson.dumps(resp.to_dict()))
         return
     renderer = ChunkRenderer(model, creq.include_usage, req.request_id)
     await ticket.respond_stream(req, send, router.stream(model, creq, ticket), renderer)
@@ -95,14 +95,20 @@ async def embeddings(gw: Gateway, req: Request, send: Send) -> None:
     ticket = await gw.control.begin(req.request_id, req.caller, model, "embeddings", False)
     async with ticket:
         resp = await watched(req, gw.router.embed(model, ereq, ticket))
-        ticket.usage = resp.usage
         body = resp.to_dict()
         body["model"] = model
         if fmt == "base64":
             for item in body["data"]:
                 vec = item["embedding"]
                 item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
-        await send_json(send, 200, body, request_id=req.request_id, headers=ticket.rate_headers())
+        await answer(ticket, req, send, resp.usage, orjson.dumps(body))
+
+
+async def answer(ticket: Ticket, req: Request, send: Send, usage: Usage | None, payload: bytes) -> None:
+    """Send a whole JSON answer, its request counted first: no answered request goes unrecorded."""
+    ticket.usage = usage
+    ticket.settle(200, usage)
+    await send_json(send, 200, payload, request_id=req.request_id, headers=ticket.rate_headers())
 
 
 async def list_models(gw: Gateway, req: Request, send: Send) -> None:

@@ -64,7 +64,10 @@ class Ticket:
         "deployment",
         "ttft",
         "in_flight",
+        "settled",
         "done",
+        "tokens",
+        "cost",
         "usage",
         "messages",
         "ascii_chars",
@@ -87,7 +90,12 @@ class Ticket:
         #: streams: seconds until the upstream's first output (sent on to the caller at once)
         self.ttft: float | None = None
         self.in_flight = True
+        #: counted (metrics, usage record), and finished (counted and its limits released)
+        self.settled = False
         self.done = False
+        #: what was settled, for the limiter's release
+        self.tokens = 0
+        self.cost = 0.0
         #: what the provider reported; set by the handler before it answers
         self.usage: Usage | None = None
         #: the request's messages, to estimate prompt tokens if the provider never reports usage
@@ -137,36 +145,48 @@ class Ticket:
         prompt = estimate_tokens(*prompt_chars(self.messages or []))
         return Usage.of(prompt, completion) if prompt or completion else None
 
-    async def finish(self, status: int = 200, usage: Usage | None = None, error: str | None = None) -> None:
-        """The request is over (once; later calls do nothing)."""
-        if self.done:
+    def settle(self, status: int = 200, usage: Usage | None = None, error: str | None = None) -> None:
+        """Count the request once (later calls do nothing): metrics, and the usage record, which the ledger has on
+        disk when this returns. Handlers settle before they send the last byte of an answer, so that no answered
+        request goes unrecorded, even if the process is killed a moment later. Never raises: a fault in counting is
+        logged, and the rest of the counting still happens."""
+        if self.settled:
             return
-        self.done = True
+        self.settled = True
         plane = self.plane
         elapsed = time.perf_counter() - self.start
         estimated = False
         if usage is None:
-            usage = self.usage or self._estimate(status)
-            estimated = usage is not None and self.usage is None
+            usage = self.usage
+            if usage is None:
+                try:
+                    usage = self._estimate(status)
+                except Exception:  # a bug of ours: charge nothing rather than leave the ticket half-finished
+                    log.exception("request %s: could not estimate its usage", self.request_id)
+                estimated = usage is not None
         prompt = usage.prompt_tokens if usage is not None else 0
         completion = usage.completion_tokens if usage is not None else 0
-        total = usage.total_tokens if usage is not None else 0
+        self.tokens = total = usage.total_tokens if usage is not None else 0
         dep = self.deployment
-        cost = dep.price.cost(prompt, completion) if dep is not None and dep.price is not None else 0.0
+        self.cost = cost = dep.price.cost(prompt, completion) if dep is not None and dep.price is not None else 0.0
         m = plane.metrics
         if m is not None:
             if self.in_flight:
+                self.in_flight = False
                 m.in_flight -= 1
-            m.observe(
-                plane.label(self.model, dep),
-                self.endpoint,
-                status,
-                elapsed,
-                ttft=self.ttft,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cost=cost,
-            )
+            try:
+                m.observe(
+                    plane.label(self.model, dep),
+                    self.endpoint,
+                    status,
+                    elapsed,
+                    ttft=self.ttft,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost=cost,
+                )
+            except Exception:
+                log.exception("request %s: could not count its metrics", self.request_id)
         if plane.ledger is not None:
             plane.ledger.record(
                 UsageRecord(
@@ -188,34 +208,52 @@ class Ticket:
                     estimated=estimated,
                 )
             )
-        permit = self.permit
-        if permit is not None and plane.limiter is not None:
-            try:
-                await plane.limiter.release(permit, tokens=total, cost=cost)
-            except LimiterUnavailableError as exc:
-                # the answer is already out; the place in flight expires on its own (parallel_ttl)
-                log.error(
-                    "request %s: could not count %d tokens and %g spent for key %s: %s",
-                    self.request_id,
-                    total,
-                    cost,
-                    self.key_id,
-                    exc,
-                )
+
+    async def release(self) -> None:
+        """Give the key's place in flight back and add the settled tokens and cost to its limits (once)."""
+        permit, self.permit = self.permit, None
+        if permit is None or self.plane.limiter is None:
+            return
+        try:
+            await self.plane.limiter.release(permit, tokens=self.tokens, cost=self.cost)
+        except LimiterUnavailableError as exc:
+            # the answer is already out; the place in flight expires on its own (parallel_ttl)
+            log.error(
+                "request %s: could not count %d tokens and %g spent for key %s: %s",
+                self.request_id,
+                self.tokens,
+                self.cost,
+                self.key_id,
+                exc,
+            )
+
+    async def finish(self, status: int = 200, usage: Usage | None = None, error: str | None = None) -> None:
+        """The request is over: settle it (if the handler has not) and release its limits. Once; later calls do
+        nothing."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.settle(status, usage, error)
+        finally:
+            await self.release()
 
     async def fail(self, exc: BaseException) -> None:
         """Finish with the status ``exc`` is answered with (499 when the caller went away)."""
         status, code = outcome(exc)
         if isinstance(exc, asyncio.CancelledError):
-            # this task is being cancelled: finish in a task of its own, so the limiter's release is not cut
-            self.plane.in_background(self.finish(status, None, code))
+            # this task is being cancelled: count it now, and release in a task of its own, so the limiter's
+            # release is not cut
+            self.done = True
+            self.settle(status, None, code)
+            self.plane.in_background(self.release())
             return
         await self.finish(status, None, code)
 
     async def track(
         self, batches: AsyncGenerator[list[ChatCompletionChunk], None]
     ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
-        """Pass a stream through, noting its first output, the text that went through and its usage; finish when
+        """Pass a stream through, noting its first output, the text that went through and its usage; settle when
         it ends, however it ends."""
         status: int = 499
         code: str | None = "client_gone"
@@ -243,7 +281,8 @@ class Ticket:
             try:
                 await batches.aclose()
             finally:
-                await self.finish(status, None, code)
+                # counted before the stream's end is sent; the limits are released once it is (respond_stream)
+                self.settle(status, None, code)
 
     def _count(self, text: str | None) -> None:
         if text:
@@ -263,8 +302,8 @@ class Ticket:
         try:
             await stream_sse(req, send, self.track(batches), render, headers=self.rate_headers)
         finally:
-            if not self.done:  # the stream never started (e.g. the caller left before it could)
-                await self.finish(499, None, "client_gone")
+            # settled by track() when the stream ran; 499 when it never started (the caller left before it could)
+            await self.finish(499, None, "client_gone")
 
 
 def _duration(seconds: float) -> str:

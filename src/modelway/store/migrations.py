@@ -68,6 +68,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX mw_usage_ts ON mw_usage (ts)",
         "CREATE INDEX mw_usage_model_ts ON mw_usage (model, ts)",
     ),
+    (
+        # one row per record: a record replayed from the journal or a spill file after a crash is stored once
+        "ALTER TABLE mw_usage ADD COLUMN record_id TEXT",
+        "CREATE UNIQUE INDEX mw_usage_record_id ON mw_usage (record_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

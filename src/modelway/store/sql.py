@@ -38,6 +38,8 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -108,6 +110,7 @@ _usage = Table(
     Column("latency_ms", Double),
     Column("ttft_ms", Double),
     Column("estimated", Boolean),
+    Column("record_id", String),
 )
 
 
@@ -311,7 +314,8 @@ class SQLStore:
 
     # -- usage ------------------------------------------------------------------------------------------------
     async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Store ``records`` in one transaction: all of them or, on an error, none."""
+        """Store ``records`` in one transaction: all of them or, on an error, none. A record whose ``record_id``
+        is stored already is skipped (a replay after a crash stores nothing twice)."""
         if not records:
             return
         sql, order = self._usage_insert()
@@ -327,7 +331,10 @@ class SQLStore:
         if self._insert_sql is None:
             assert self._engine is not None
             cols = list(_USAGE_FIELDS)
-            compiled = _usage.insert().compile(dialect=self._engine.dialect, column_keys=cols)
+            dialect = self._engine.dialect
+            insert = sqlite_insert if dialect.name == "sqlite" else pg_insert
+            stmt = insert(_usage).on_conflict_do_nothing(index_elements=["record_id"])
+            compiled = stmt.compile(dialect=dialect, column_keys=cols)
             order = tuple(compiled.positiontup or ())
             if sorted(order) != sorted(cols):  # a driver with named parameters: not expected for ours
                 raise RuntimeError(f"cannot build a positional usage INSERT for {self._engine.dialect.name}")

@@ -9,7 +9,11 @@ first successful write after an outage) imports the spill file into the store an
 A batch is written by a task of its own that nothing here cancels: if the flush loop or :meth:`Ledger.aclose` is
 cancelled while a batch is being written, the write still finishes, and its outcome is settled before the next
 one. So a batch is never both kept for a retry and committed, and never dropped without being committed.
-One window remains: a crash between importing the spill file and removing it imports it twice.
+
+With a ``journal_dir``, every record is also on disk from the moment :meth:`Ledger.record` returns (see
+:mod:`.journal`), so a process killed with records in memory loses none: the next start imports the journal
+segments of processes that are gone, as it imports the spill file. The store keeps one row per ``record_id``, so
+a crash between storing records and forgetting them (from the journal, or the spill file) stores nothing twice.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from .journal import Journal, orphans
 from .records import UsageRecord
 from .spill import append_lines, append_spill, claim_spill
 
@@ -51,6 +56,7 @@ class Ledger:
         batch_size: int = 500,
         max_pending: int = 100_000,
         spill_path: str | os.PathLike[str] | None = None,
+        journal_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if flush_interval <= 0 or batch_size < 1 or max_pending < 1:
             raise ValueError("flush_interval, batch_size and max_pending must be positive")
@@ -59,6 +65,8 @@ class Ledger:
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.spill_path = Path(spill_path) if spill_path is not None else None
+        #: every record is also appended here before the request's answer completes (see .journal)
+        self.journal = Journal(journal_dir) if journal_dir is not None else None
         #: records written to the store, store writes that failed, records appended to the spill file
         self.written = 0
         self.failures = 0
@@ -86,6 +94,8 @@ class Ledger:
         """Queue ``rec`` for writing. Never blocks and never raises; call it from the event loop's thread."""
         try:
             self._queue.append(rec)
+            if self.journal is not None and not self.journal.closed:
+                self.journal.append(rec)
             n = len(self._queue)
             # wake the loop once per threshold crossed, not once per record
             if n == self.batch_size or n == self.max_pending + 1:
@@ -120,7 +130,15 @@ class Ledger:
             raise exc
 
     async def aclose(self) -> None:
-        """Stop the loop and write everything; what the store will not take goes to the spill file (ERROR log)."""
+        """Stop the loop and write everything; what the store will not take goes to the spill file (ERROR log), and
+        stays in the journal for the next start."""
+        try:
+            await self._close()
+        finally:
+            if self.journal is not None:
+                self.journal.close()
+
+    async def _close(self) -> None:
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
@@ -251,7 +269,7 @@ class Ledger:
                 continue
             if not _refused(exc):
                 return exc
-            self._queue.popleft()
+            self._forget(1)
             await self._reject([orjson.dumps(rec.to_dict()) + b"\n"], f"the store refused it: {exc}")
         return None
 
@@ -291,12 +309,18 @@ class Ledger:
         if exc is not None:
             self.failures += 1
             return exc
-        for _ in range(n):
-            self._queue.popleft()
+        self._forget(n)
         self.written += n
         if len(self._queue) <= self.max_pending:
             self._overflow_warned = False
         return None
+
+    def _forget(self, n: int) -> None:
+        """The ``n`` oldest pending records are stored, spilled or set aside: out of memory and the journal."""
+        for _ in range(n):
+            self._queue.popleft()
+        if self.journal is not None:
+            self.journal.done(n)
 
     def _overflow(self) -> None:
         """The store fails and too many records are pending: move the oldest to the spill file."""
@@ -330,31 +354,43 @@ class Ledger:
         data = b"".join(orjson.dumps(rec.to_dict()) + b"\n" for rec in itertools.islice(self._queue, count))
         if not append_spill(path, data):
             return False
-        for _ in range(count):
-            self._queue.popleft()
+        self._forget(count)
         self.spilled += count
         self._spill_waiting = True
         return True
 
     async def _import(self) -> BaseException | None:
-        """Import the spill file in a task of its own (like a batch: never cancelled half-way); its error."""
+        """Import the spill file, then the journal segments of processes that are gone, each in a task of its own
+        (like a batch: never cancelled half-way); the store's error."""
         exc = await self._settle()
         if exc is not None:
             return exc
-        self._inflight = asyncio.ensure_future(self._import_spill()), 0
-        return await self._settle()
+        paths: list[Path] = []
+        if self.spill_path is not None:
+            paths.append(self.spill_path)
+            self._spill_waiting = False
+        if self.journal is not None:
+            own = set(self.journal.files)
+            paths += [p for p in await asyncio.to_thread(orphans, self.journal.directory) if p not in own]
+        for path in paths:
+            self._inflight = asyncio.ensure_future(self._import_file(path)), 0
+            exc = await self._settle()
+            if exc is not None:
+                if path == self.spill_path:
+                    self._spill_waiting = True
+                return exc
+        return None
 
-    async def _import_spill(self) -> None:
-        """Write the spill file's records to the store in one transaction, then remove the file.
+    async def _import_file(self, path: Path) -> None:
+        """Write the records of a spill file or orphaned journal segment to the store in one transaction, then
+        remove the file.
 
         Lines that are not a usage record (a line cut short by a crash) are moved to ``<spill>.rejected`` and
         logged at ERROR, so that one bad line cannot keep the rest out of the store.
         """
-        path = self.spill_path
-        claimed = None if path is None else await asyncio.to_thread(claim_spill, path)
-        self._spill_waiting = False
-        if path is None or claimed is None:
-            return  # no file, or another process is importing it
+        claimed = await asyncio.to_thread(claim_spill, path)
+        if claimed is None:
+            return  # no file, or another process holds it (importing it, or writing it: a live journal)
         f, records, rejected = claimed
         with f:  # locked until the records are in the store and the file is gone
             try:
@@ -375,9 +411,10 @@ class Ledger:
                 records = [r for r in records if r not in refused]
             if rejected:
                 await self._reject(rejected, f"lines of {path} that are not usage records, or that the store refused")
-            path.unlink()
+            await asyncio.to_thread(path.unlink)
         self.written += len(records)
-        log.info("usage ledger: imported %d usage records from %s", len(records), path)
+        if records:
+            log.info("usage ledger: imported %d usage records from %s", len(records), path)
 
 
 def _refused(exc: BaseException) -> bool:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import itertools
+import os
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["UsageRecord"]
+__all__ = ["UsageRecord", "new_record_id"]
+
+# record ids: a random per-process prefix and a counter, unique across processes and restarts
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
+
+
+def new_record_id() -> str:
+    """A new unique record id (the store keeps one row per id, so a record written twice is stored once)."""
+    return f"{_PREFIX}{next(_COUNTER):x}"
 
 
 @dataclass(slots=True)
@@ -36,6 +47,9 @@ class UsageRecord:
     ttft_ms: float | None = None
     #: the tokens are an estimate: the stream ended before the provider reported its usage
     estimated: bool = False
+    #: unique per record: a record replayed from the journal or a spill file after it was stored is not stored
+    #: again (``None`` only for rows stored before record ids existed)
+    record_id: str | None = field(default_factory=new_record_id)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
