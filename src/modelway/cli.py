@@ -201,7 +201,7 @@ def serve(
         click.secho(f"error: invalid configuration: {exc}", fg="red", err=True)
         sys.exit(2)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the server extra)
     except ImportError:
         click.secho("error: the server needs uvicorn: pip install 'modelway[server]'", fg="red", err=True)
         sys.exit(2)
@@ -225,17 +225,19 @@ def serve(
             fg="yellow",
             err=True,
         )
+    from .server.runner import run, serve_config
+
     kwargs: dict[str, Any] = {
         "factory": True,
         "host": h,
         "port": p,
         "workers": workers,
         "log_level": level,
-        "http": "httptools",
         "access_log": level == "debug",
         "lifespan": "on",
         # the gateway does not use the client address: skip uvicorn's X-Forwarded-* rewriting on every request
         "proxy_headers": False,
+        "ws": "none",
     }
     try:
         import uvloop  # noqa: F401
@@ -251,7 +253,7 @@ def serve(
         metrics_dir = tempfile.mkdtemp(prefix="modelway-metrics-")
         os.environ["MODELWAY_METRICS_DIR"] = metrics_dir
     try:
-        uvicorn.run("modelway.server.main:app_factory", **kwargs)
+        run(serve_config("modelway.server.main:app_factory", config, **kwargs))
     finally:
         if metrics_dir is not None:
             import shutil

@@ -138,6 +138,7 @@ class UsageConfig:
         if not self.journal:
             return None
         return self.journal_dir or os.path.join(os.path.dirname(self.spill_path), "modelway-usage-journal")
+
     #: the currency of prices, costs and budgets (a label: no conversion is made)
     currency: str = "USD"
 

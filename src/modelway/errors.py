@@ -5,6 +5,7 @@ Every error modelway raises derives from :class:`ModelwayError`::
     ModelwayError
     ├── ConfigError                    bad configuration, unknown provider, missing credentials
     ├── ServiceUnavailableError        the gateway's store or limiter is down (503)
+    │   └── GatewayShutdownError       the gateway is shutting down and ended the request (503)
     ├── InvalidRequestError            the caller's request is malformed (raised before any I/O)
     │   └── UnknownModelError          the model or alias is not served
     ├── ProviderError                  the upstream provider answered with an error, or could not be reached
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "ContentFilterError",
     "ContextLengthError",
+    "GatewayShutdownError",
     "InvalidRequestError",
     "ModelwayError",
     "NotFoundError",
@@ -80,6 +82,16 @@ class ServiceUnavailableError(ModelwayError):
 
     http_status = 503
     error_type = "unavailable"
+
+
+class GatewayShutdownError(ServiceUnavailableError):
+    """The gateway is shutting down and its deadline for requests in flight passed: the request was ended (a
+    stream with an error event). Another replica can serve it: retry."""
+
+    code = "shutting_down"
+
+    def __init__(self, message: str = "the gateway is shutting down; send the request again") -> None:
+        super().__init__(message)
 
 
 class ConfigError(ModelwayError):

@@ -8,9 +8,8 @@ import threading
 import time
 from typing import Any
 
-import uvicorn
-
 from modelway.server import GatewayApp
+from modelway.server.runner import GatewayServer, serve_config
 from modelway.testing import DashScopeSimulator, OpenAISimulator, ZhipuSimulator
 
 MASTER_KEY = "sk-gateway-test"
@@ -25,8 +24,8 @@ class RunningGateway:
         self.sock = sock
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.url + "/v1"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", http="httptools", loop="asyncio")
-        self.server = uvicorn.Server(config)
+        config = serve_config(app, app.config, log_level="warning", lifespan="on", loop="asyncio", ws="none")
+        self.server = GatewayServer(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:

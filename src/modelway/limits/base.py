@@ -146,5 +146,8 @@ class Limiter(abc.ABC):
     async def spent(self, subject: str, period: str, *, now: float | None = None) -> float:
         """The spend counted in the current period: 0.0 when its counter does not exist (is not seeded)."""
 
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`LimiterUnavailableError` if the limiter's store cannot answer (in-process: never)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

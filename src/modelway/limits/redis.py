@@ -131,6 +131,12 @@ class RedisLimiter(Limiter):
         except (RespError, OSError) as exc:
             raise self._unavailable(exc) from exc
 
+    async def ping(self) -> None:
+        try:
+            await self._client.execute("PING")
+        except (RespError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
     def _unavailable(self, exc: BaseException) -> LimiterUnavailableError:
         return LimiterUnavailableError(
             f"rate limits and budgets cannot be checked: Redis at {self._safe_url} is unavailable "

@@ -16,6 +16,7 @@ saying so.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -23,14 +24,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from ..auth.keys import key_fields, new_key
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ServiceUnavailableError
 from ..limits.base import period_window
+from ..store.errors import unreachable
 from .errors import Forbidden, MethodNotAllowed, NotFound
 from .gateway import Gateway
 from .http import Request, Send, send_json
 
 if TYPE_CHECKING:
     from ..store.sql import SQLStore
+
+log = logging.getLogger("modelway.server")
 
 __all__ = ["ADMIN_PREFIX", "handle_admin"]
 
@@ -92,7 +96,13 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
         raise NotFound(f"no route {method} {req.path}")
     if route is None:
         raise MethodNotAllowed(method, req.path, allow)
-    await route()
+    try:
+        await route()
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        log.error("admin API: the store failed on %s %s: %s", method, req.path, exc)
+        raise ServiceUnavailableError("the gateway's store is unavailable right now; try again shortly") from None
 
 
 async def _create_key(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:

@@ -5,20 +5,21 @@ Plain ASGI (no framework) keeps the per-request cost low; uvicorn serves it (``m
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config
-from ..errors import ModelwayError
+from ..errors import GatewayShutdownError, ModelwayError
 from . import dbgpt_api, openai_api
 from .admin_api import ADMIN_PREFIX, handle_admin
 from .control import ControlPlane
 from .disconnect import ClientGone
 from .errors import Forbidden, MethodNotAllowed, NotFound, render_error
 from .gateway import Gateway
-from .http import Receive, Request, Scope, Send, send_json
+from .http import Lifecycle, Receive, Request, Scope, Send, send_json
 from .openapi import openapi_schema
 
 __all__ = ["GatewayApp", "create_app"]
@@ -59,11 +60,18 @@ class GatewayApp:
         self.on_startup = list(on_startup or [])
         self.on_shutdown = list(on_shutdown or [])
         self._auth_required = bool(config.server.master_key) or config.control_plane
+        #: draining once a shutdown began, aborting once its deadline passed (the server sets them)
+        self.lifecycle = Lifecycle()
+
+    def abort(self) -> None:
+        """The shutdown deadline passed: requests still in flight are about to be cancelled; each one answers (or
+        ends its stream) with 503 ``shutting_down`` and is recorded so."""
+        self.lifecycle.aborting = True
 
     async def startup(self) -> None:
         for hook in self.on_startup:
             await hook(self)
-        control = await ControlPlane.start(self.config)
+        control = await ControlPlane.start(self.config, self.lifecycle)
         try:
             self.gateway = Gateway(self.config, self.env, control)
         except BaseException:
@@ -114,7 +122,7 @@ class GatewayApp:
         req.caller = await gw.control.auth.authenticate(got)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        req = Request(scope, receive)
+        req = Request(scope, receive, self.lifecycle, self.config.server.body_timeout)
         path = req.path
         try:
             if path in _PUBLIC:
@@ -159,10 +167,17 @@ class GatewayApp:
                 raise MethodNotAllowed(req.method, path, ", ".join(allowed))
             raise NotFound(f"no route {req.method} {path}")
         except ModelwayError as exc:
-            status, body, headers = render_error(exc, req.request_id)
-            await send_json(send, status, body, request_id=req.request_id, headers=headers)
+            await self._send_error(req, send, exc)
         except ClientGone:
             log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
+        except asyncio.CancelledError:
+            if not self.lifecycle.aborting:
+                raise
+            # ended at the shutdown deadline: say so (a stream that had started ended with an error event)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._send_error(req, send, GatewayShutdownError())
         except Exception:
             # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet
             log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)
@@ -179,6 +194,14 @@ class GatewayApp:
                 await send_json(send, 500, crash, request_id=req.request_id)
             except Exception:  # the response had already started: the server closes the connection
                 log.debug("request %s: could not send the 500 answer", req.request_id)
+
+    @staticmethod
+    async def _send_error(req: Request, send: Send, exc: ModelwayError) -> None:
+        status, body, headers = render_error(exc, req.request_id)
+        try:
+            await send_json(send, status, body, request_id=req.request_id, headers=headers)
+        except RuntimeError:  # the response had started (uvicorn refuses a second start): the connection closes
+            log.debug("request %s: could not send its error answer, the response had started", req.request_id)
 
     async def _metrics(self, gw: Gateway, req: Request, send: Send) -> None:
         if req.method not in ("GET", "HEAD"):
@@ -202,12 +225,32 @@ class GatewayApp:
         elif path in ("/health/liveness", "/health"):
             await send_json(send, 200, {"status": "ok"}, request_id=req.request_id)
         else:
-            gw = self.gateway
-            if not self.ready or gw is None:
-                await send_json(send, 503, {"status": "starting"}, request_id=req.request_id)
-            else:
-                body: dict[str, Any] = {"status": "ready", **gw.describe()}
-                await send_json(send, 200, body, request_id=req.request_id)
+            await self._readiness(req, send)
+
+    async def _readiness(self, req: Request, send: Send) -> None:
+        """200 ``ready`` when requests can be served; 503 while ``starting``, ``draining`` (shutting down), or
+        ``degraded`` (a service requests need does not answer: ``checks`` says which). Counts and settings only for
+        the master key."""
+        gw = self.gateway
+        if not self.ready or gw is None:
+            await send_json(send, 503, {"status": "starting"}, request_id=req.request_id)
+            return
+        if self.lifecycle.draining:
+            await send_json(send, 503, {"status": "draining"}, request_id=req.request_id)
+            return
+        checks = await gw.control.health()
+        ok = all(checks.values())
+        body: dict[str, Any] = {"status": "ready" if ok else "degraded"}
+        if checks:
+            body["checks"] = {name: "ok" if up else "down" for name, up in checks.items()}
+        if req.headers.get(b"authorization") or req.headers.get(b"x-api-key"):
+            try:
+                await self._authenticate(gw, req)
+            except ModelwayError:
+                pass  # a wrong or unusable key: the public answer
+            if req.caller.admin:
+                body.update(gw.describe())
+        await send_json(send, 200 if ok else 503, body, request_id=req.request_id)
 
 
 def create_app(config: Config | None = None, *, env: dict[str, str] | None = None, demo: bool = False) -> GatewayApp:

@@ -33,6 +33,7 @@ from ..providers import PROVIDERS
 from ..providers.base import ProviderSettings
 from ..router import Deployment, ModelGroup
 from .errors import Forbidden
+from .http import Lifecycle
 from .metrics import UNKNOWN_MODEL, Metrics
 from .ticket import Ticket
 
@@ -49,6 +50,16 @@ class ModelNotAllowedError(Forbidden):
     """A virtual key asked for a model outside its list, or for an unpriced model while it has a budget (403)."""
 
 
+async def _probe(what: str, check: Coroutine[Any, Any, None]) -> bool:
+    try:
+        async with asyncio.timeout(2.0):
+            await check
+    except Exception as exc:
+        log.warning("readiness: %s does not answer: %s", what, exc)
+        return False
+    return True
+
+
 def _unavailable(what: str) -> LimiterUnavailableError:
     return LimiterUnavailableError(f"the gateway cannot check {what} right now; try again shortly")
 
@@ -63,8 +74,11 @@ class ControlPlane:
         store: SQLStore | None = None,
         ledger: Ledger | None = None,
         limiter: Limiter | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.config = config
+        #: the app's life (a request cancelled while it shuts down is recorded as such)
+        self.lifecycle = lifecycle or Lifecycle()
         self.auth = auth
         self.metrics = metrics
         self.store = store
@@ -73,13 +87,14 @@ class ControlPlane:
         #: the model group a name resolves to (the gateway sets its router's); used for budgeted keys' prices
         self.resolve: Callable[[str], ModelGroup] | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._health: tuple[float, dict[str, bool]] | None = None
         # metric labels are bounded: configured aliases, priced names and the providers' known models
         self._labels = {m.name for m in config.models} | set(config.prices)
         for cls in PROVIDERS.values():
             self._labels.update(info.id for info in cls(ProviderSettings()).models())
 
     @classmethod
-    async def start(cls, config: Config) -> ControlPlane:
+    async def start(cls, config: Config, lifecycle: Lifecycle | None = None) -> ControlPlane:
         """Open the store, start the ledger and the key refresh, connect the limiter (as configured)."""
         store: SQLStore | None = None
         ledger: Ledger | None = None
@@ -119,7 +134,7 @@ class ControlPlane:
         metrics = Metrics() if config.metrics.enabled else None
         if metrics is not None:
             await metrics.start()
-        return cls(config, auth, metrics=metrics, store=store, ledger=ledger, limiter=limiter)
+        return cls(config, auth, metrics=metrics, store=store, ledger=ledger, limiter=limiter, lifecycle=lifecycle)
 
     async def aclose(self) -> None:
         """Stop the key refresh, flush the ledger (nothing is lost), close the limiter and the store."""
@@ -143,6 +158,20 @@ class ControlPlane:
         if self.ledger is not None:
             out["usage_pending"] = self.ledger.pending
         return out
+
+    async def health(self) -> dict[str, bool]:
+        """Whether each service requests depend on answers now: the store, and Redis for the limits (probed at most
+        once a second, each within 2 s)."""
+        now = time.monotonic()
+        if self._health is not None and now - self._health[0] < 1.0:
+            return self._health[1]
+        checks: dict[str, bool] = {}
+        if self.store is not None:
+            checks["store"] = await _probe("the store", self.store.ping())
+        if self.limiter is not None and self.config.store.redis_url is not None:
+            checks["limits"] = await _probe("Redis", self.limiter.ping())
+        self._health = (now, checks)
+        return checks
 
     def label(self, model: str, dep: Deployment | None) -> str:
         """The ``model`` label of a metric: never an arbitrary name a caller made up."""

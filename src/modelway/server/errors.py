@@ -78,7 +78,7 @@ def _describe(exc: ModelwayError) -> tuple[int, str, str | None, str | None, flo
         return exc.http_status, exc.error_type, exc.param, code, exc.retry_after
     if isinstance(exc, ConfigError):
         return 500, exc.error_type, None, "configuration_error", None
-    return exc.http_status, exc.error_type, None, None, None
+    return exc.http_status, exc.error_type, None, getattr(exc, "code", None), None
 
 
 def error_payload(exc: ModelwayError, request_id: str | None) -> tuple[int, dict[str, Any], float | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -14,8 +15,10 @@ from ..errors import InvalidRequestError
 
 __all__ = [
     "ClientGone",
+    "Lifecycle",
     "Receive",
     "Request",
+    "RequestTimeout",
     "RequestTooLarge",
     "Scope",
     "Send",
@@ -56,12 +59,49 @@ class RequestTooLarge(InvalidRequestError):
     http_status = 413
 
 
-class Request:
-    __slots__ = ("scope", "receive", "headers", "request_id", "path", "method", "caller")
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"the request body is larger than the limit of {limit} bytes", code="request_too_large")
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+
+class RequestTimeout(InvalidRequestError):
+    """The client took longer than ``server.body_timeout`` to send its request's body (answered 408)."""
+
+    http_status = 408
+
+
+class Lifecycle:
+    """Where one app is in its life, for the code serving its requests: ``draining`` once a shutdown began (no new
+    connections; readiness answers 503), ``aborting`` once its deadline passed and the requests still in flight
+    are being cancelled (a cancelled request is then answered, and recorded, as ``shutting_down``)."""
+
+    __slots__ = ("aborting", "draining")
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.aborting = False
+
+
+class Request:
+    __slots__ = (
+        "scope",
+        "receive",
+        "headers",
+        "request_id",
+        "path",
+        "method",
+        "caller",
+        "lifecycle",
+        "body_timeout",
+    )
+
+    def __init__(
+        self, scope: Scope, receive: Receive, lifecycle: Lifecycle | None = None, body_timeout: float = 60.0
+    ) -> None:
         self.scope = scope
         self.receive = receive
+        self.lifecycle = lifecycle or Lifecycle()
+        #: seconds the client may take to send the body, once the first part of it is read
+        self.body_timeout = body_timeout
         self.path: str = scope["path"]
         self.method: str = scope["method"]
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
@@ -77,11 +117,26 @@ class Request:
     async def body(self, limit: int) -> bytes:
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(
-                f"the request body is larger than the limit of {limit} bytes", code="request_too_large"
-            )
-        parts: list[bytes] = []
-        size = 0
+            raise _too_large(limit)
+        msg = await self.receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone("the client went away while sending its request")
+        first: bytes = msg.get("body", b"")
+        if len(first) > limit:
+            raise _too_large(limit)
+        if not msg.get("more_body", False):
+            return first  # the whole body in one read: nearly every request
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self._rest(first, limit)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout:g} s", code="request_timeout"
+            ) from None
+
+    async def _rest(self, first: bytes, limit: int) -> bytes:
+        parts = [first]
+        size = len(first)
         while True:
             msg = await self.receive()
             if msg["type"] == "http.disconnect":
@@ -90,13 +145,10 @@ class Request:
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    raise RequestTooLarge(
-                        f"the request body is larger than the limit of {limit} bytes", code="request_too_large"
-                    )
+                    raise _too_large(limit)
                 parts.append(chunk)
             if not msg.get("more_body", False):
-                break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+                return b"".join(parts)
 
     async def json(self, limit: int) -> Any:
         raw = await self.body(limit)

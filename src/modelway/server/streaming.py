@@ -3,14 +3,16 @@
 The first chunk is awaited before the response starts, so an error before it (no deployment could serve the
 request) is still answered with a normal HTTP error status. After that, an error becomes an SSE error event and
 the stream ends. A watcher task waits for ``http.disconnect`` and cancels the pump: the upstream iterator is
-closed in ``finally``, which closes the upstream connection at once.
+closed in ``finally``, which closes the upstream connection at once. A stream still running when the gateway's
+shutdown deadline passes ends with a ``shutting_down`` error event.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 
-from ..errors import ModelwayError
+from ..errors import GatewayShutdownError, ModelwayError
 from ..types import ChatCompletionChunk
 from .disconnect import ClientGone, Watcher
 from .errors import render_error, sse_error
@@ -67,5 +69,15 @@ async def _pump(
                     await send({"type": "http.response.body", "body": body, "more_body": True})
         except ModelwayError as exc:
             await send({"type": "http.response.body", "body": sse_error(exc, req.request_id), "more_body": False})
+            return
+        except asyncio.CancelledError:
+            if not req.lifecycle.aborting:
+                raise
+            # the gateway's shutdown deadline passed: end the stream with an error event, not a cut
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            end = sse_error(GatewayShutdownError(), req.request_id)
+            await send({"type": "http.response.body", "body": end, "more_body": False})
             return
     await send({"type": "http.response.body", "body": done or b"", "more_body": False})

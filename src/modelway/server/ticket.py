@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..errors import ModelwayError
+from ..errors import GatewayShutdownError, ModelwayError
 from ..limits.base import LimiterUnavailableError, Permit
 from ..router import Deployment
 from ..types import ChatCompletionChunk, Message, Usage
@@ -34,8 +34,11 @@ __all__ = ["Ticket", "outcome"]
 log = logging.getLogger("modelway.server")
 
 
-def outcome(exc: BaseException) -> tuple[int, str | None]:
-    """The HTTP status and error code a request ending with ``exc`` is recorded with."""
+def outcome(exc: BaseException, aborting: bool = False) -> tuple[int, str | None]:
+    """The HTTP status and error code a request ending with ``exc`` is recorded with (``aborting``: the app is
+    cancelling what is still in flight at its shutdown deadline)."""
+    if isinstance(exc, asyncio.CancelledError) and aborting:
+        exc = GatewayShutdownError()
     if isinstance(exc, ModelwayError):
         status, body, _ = error_payload(exc, None)
         return status, body["error"]["code"] or body["error"]["type"]
@@ -240,7 +243,7 @@ class Ticket:
 
     async def fail(self, exc: BaseException) -> None:
         """Finish with the status ``exc`` is answered with (499 when the caller went away)."""
-        status, code = outcome(exc)
+        status, code = outcome(exc, self.plane.lifecycle.aborting)
         if isinstance(exc, asyncio.CancelledError):
             # this task is being cancelled: count it now, and release in a task of its own, so the limiter's
             # release is not cut
@@ -275,7 +278,7 @@ class Ticket:
                 yield batch
             status, code = 200, None
         except BaseException as exc:
-            status, code = outcome(exc)
+            status, code = outcome(exc, self.plane.lifecycle.aborting)
             raise
         finally:
             try:

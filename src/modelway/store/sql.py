@@ -239,6 +239,11 @@ class SQLStore:
             connect_args["server_settings"] = {"search_path": quote_schema(self._schema)}
         return create_async_engine(self._url, connect_args=connect_args, pool_pre_ping=True)
 
+    async def ping(self) -> None:
+        """Raise the database's error if it cannot answer a trivial query."""
+        async with self._connect() as conn:
+            await conn.execute(select(literal_column("1")))
+
     async def aclose(self) -> None:
         """Close every connection. The store can be opened again."""
         engine, self._engine = self._engine, None

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ..store.errors import refused
 from .journal import Journal, orphans
 from .records import UsageRecord
 from .spill import append_lines, append_spill, claim_spill
@@ -248,13 +249,13 @@ class Ledger:
     async def _drain(self) -> BaseException | None:
         """Write batches until none is pending; the store's error, once one fails."""
         exc = await self._settle()
-        if exc is not None and _refused(exc):
+        if exc is not None and refused(exc):
             exc = await self._one_by_one(self.batch_size)
         while exc is None and self._queue:
             batch = list(itertools.islice(self._queue, self.batch_size))
             self._inflight = asyncio.ensure_future(self.store.insert_usage(batch)), len(batch)
             exc = await self._settle()
-            if exc is not None and _refused(exc):
+            if exc is not None and refused(exc):
                 exc = await self._one_by_one(len(batch))
         return exc
 
@@ -267,7 +268,7 @@ class Ledger:
             exc = await self._settle()
             if exc is None:
                 continue
-            if not _refused(exc):
+            if not refused(exc):
                 return exc
             self._forget(1)
             await self._reject([orjson.dumps(rec.to_dict()) + b"\n"], f"the store refused it: {exc}")
@@ -396,31 +397,23 @@ class Ledger:
             try:
                 await self.store.insert_usage(records)
             except Exception as exc:
-                if not _refused(exc):
+                if not refused(exc):
                     raise
                 # one record the store refuses must not keep the file out forever: one at a time
-                refused: list[UsageRecord] = []
+                kept: list[UsageRecord] = []
                 for rec in records:
                     try:
                         await self.store.insert_usage([rec])
                     except Exception as one:
-                        if not _refused(one):
+                        if not refused(one):
                             raise
-                        refused.append(rec)
                         rejected.append(orjson.dumps(rec.to_dict()) + b"\n")
-                records = [r for r in records if r not in refused]
+                    else:
+                        kept.append(rec)
+                records = kept
             if rejected:
                 await self._reject(rejected, f"lines of {path} that are not usage records, or that the store refused")
             await asyncio.to_thread(path.unlink)
         self.written += len(records)
         if records:
             log.info("usage ledger: imported %d usage records from %s", len(records), path)
-
-
-def _refused(exc: BaseException) -> bool:
-    """The store refused the data (an invalid value, a constraint), as opposed to being unreachable or down."""
-    try:
-        from sqlalchemy import exc as sa_exc
-    except ImportError:  # pragma: no cover - the store needs SQLAlchemy
-        return False
-    return isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError)
