@@ -15,7 +15,8 @@ an echo of the last user message by default) and injects :class:`Fault` objects 
 astart()``/``await astop()`` (or ``async with``) serve inside the running event loop.
 """
 
-from ._server import BaseSimulator, RecordedRequest, count_tokens, fake_embedding
+from ._common import RecordedRequest, count_tokens, fake_embedding
+from ._server import BaseSimulator
 from .anthropic import AnthropicSimulator
 from .dashscope import DashScopeSimulator
 from .openai import DashScopeCompatibleSimulator, DeepSeekSimulator, MoonshotSimulator, OpenAISimulator

@@ -2,197 +2,38 @@
 
 :class:`BaseSimulator` owns an aiohttp application on an ephemeral loopback port, either in a daemon
 thread with its own event loop (``start``/``stop``, ``with``) or inside the running loop
-(``astart``/``astop``, ``async with``). It records requests, checks credentials, hands each model request
-the next scripted :class:`~modelway.testing.script.Reply` or :class:`~modelway.testing.script.Fault`, and
-plays faults; the provider subclasses only render bodies and stream events.
+(``astart``/``astop``, ``async with``). It records requests, checks credentials and hands each model request
+the next scripted :class:`~modelway.testing.script.Reply` or :class:`~modelway.testing.script.Fault`, which
+:mod:`modelway.testing.faults` plays; the provider subclasses only render bodies and stream events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import secrets
 import socket
-import struct
 import threading
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import orjson
 from aiohttp import web
 
+from ._common import REC, RID, RecordedRequest, Stream
+from ._exchange import Exchange
+from .faults import play
 from .script import Fault, Reply
 
-__all__ = ["BaseSimulator", "Plan", "RecordedRequest", "Stream", "count_tokens", "fake_embedding"]
+__all__ = ["BaseSimulator"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Item = Reply | Fault
 
 
-@dataclass(slots=True)
-class RecordedRequest:
-    """One request as the simulator received it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    json: Any  # parsed body, or None when empty or not JSON
-    query: dict[str, str] = field(default_factory=dict)
-    #: how the caller authenticated: "key" (the raw key), "jwt" (Zhipu ``Bearer <JWT>``), "bare-jwt"
-    #: (Zhipu JWT without ``Bearer``); None when authentication failed or was not checked
-    auth_kind: str | None = None
-
-
-@dataclass(slots=True)
-class Stream:
-    """A rendered stream: ``events`` count as chunks for faults; ``tail`` ends a clean stream."""
-
-    events: list[bytes]
-    tail: bytes = b""
-
-
-def count_tokens(text: str | None) -> int:
-    """The simulators' deterministic token count: 1 per non-ASCII character plus 1 per 4 ASCII ones."""
-    if not text:
-        return 0
-    wide = sum(1 for ch in text if ord(ch) > 127)
-    return wide + (len(text) - wide + 3) // 4
-
-
-def fake_embedding(text: str, dim: int = 8) -> list[float]:
-    """The deterministic unit vector every simulator returns for ``text`` (float32-exact values, so the
-    ``float`` and ``base64`` encodings agree)."""
-    raw = b""
-    counter = 0
-    while len(raw) < 4 * dim:
-        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
-        counter += 1
-    ints = struct.unpack(f"<{dim}I", raw[: 4 * dim])
-    vec = [i / 2**31 - 1.0 for i in ints]
-    norm = sum(v * v for v in vec) ** 0.5 or 1.0
-    return list(struct.unpack(f"<{dim}f", struct.pack(f"<{dim}f", *(v / norm for v in vec))))
-
-
-def split(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] if text else []
-
-
-def text_of(content: Any) -> str:
-    """Plain text of a message content: a string, or a list of parts (OpenAI ``{"type":"text","text"}``,
-    DashScope ``{"text"}``)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-@dataclass(slots=True)
-class ToolCallPlan:
-    id: str
-    name: str
-    arguments: str
-    pieces: list[str]
-
-
-@dataclass(slots=True)
-class Plan:
-    """A reply resolved against a request: everything a renderer needs."""
-
-    model: str
-    text: str | None
-    pieces: list[str]
-    reasoning: str | None
-    reasoning_pieces: list[str]
-    tool_calls: list[ToolCallPlan]
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    @classmethod
-    def make(
-        cls,
-        reply: Reply,
-        messages: Iterable[Any],
-        model: str,
-        *,
-        default_reasoning: bool = False,
-        call_id: Callable[[], str] | None = None,
-    ) -> Plan:
-        msgs = [m for m in messages if isinstance(m, dict)]
-        last_user = next((text_of(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
-        text = reply.text
-        if text is None and reply.chunks is not None:
-            text = "".join(reply.chunks)
-        if text is None and not reply.tool_calls:
-            text = f"You said: {last_user}" if last_user else "Hello!"
-        pieces = list(reply.chunks) if reply.chunks is not None else split(text or "", reply.chunk_size)
-        reasoning = reply.reasoning
-        if reasoning is None and default_reasoning:
-            reasoning = f"The user said {last_user!r}; I will repeat it."
-        new_id = call_id or (lambda: "call_" + secrets.token_hex(12))
-        calls = []
-        for call in reply.tool_calls or ():
-            args = call.get("arguments", "{}")
-            if not isinstance(args, str):
-                args = orjson.dumps(args).decode()
-            calls.append(
-                ToolCallPlan(str(call.get("id") or new_id()), str(call["name"]), args, split(args, reply.chunk_size))
-            )
-        finish = reply.finish_reason or ("tool_calls" if calls else "stop")
-        reasoning_tokens = count_tokens(reasoning)
-        if reply.usage is not None:
-            prompt, completion = reply.usage
-            reasoning_tokens = min(reasoning_tokens, completion)
-        else:
-            prompt = max(1, sum(count_tokens(text_of(m.get("content"))) for m in msgs))
-            completion = count_tokens(text) + reasoning_tokens
-            completion += sum(count_tokens(c.name + c.arguments) for c in calls)
-            completion = max(1, completion)
-        return cls(
-            reply.model or model,
-            text,
-            pieces,
-            reasoning,
-            split(reasoning or "", reply.chunk_size),
-            calls,
-            finish,
-            prompt,
-            completion,
-            reasoning_tokens,
-        )
-
-
-def embedding_texts(value: Any) -> list[str] | None:
-    """Inputs of an embeddings request: str, [str], [int] (tokens) or [[int]]; None when invalid."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(v, str) for v in value):
-            return list(value)
-        if all(isinstance(v, int) for v in value):
-            return [" ".join(map(str, value))]
-        if all(isinstance(v, list) for v in value):
-            return [" ".join(map(str, v)) for v in value]
-    return None
-
-
 _ids = itertools.count(1)
-
-#: request storage keys: the request id, and the RecordedRequest (with the parsed body)
-RID = web.RequestKey("modelway_sim_rid", str)
-REC = web.RequestKey("modelway_sim_rec", RecordedRequest)
 
 
 class BaseSimulator:
@@ -226,7 +67,8 @@ class BaseSimulator:
         self._lock = threading.Lock()
         self._queue: deque[Item] = deque()
         self._requests: list[RecordedRequest] = []
-        #: ``time.monotonic()`` of each stream the client abandoned (a write found the connection gone)
+        #: ``time.monotonic()`` of each answer the client abandoned (a write found the connection gone, or the
+        #: client left during a :meth:`Fault.stall`)
         self.disconnects: list[float] = []
         self._runner: web.AppRunner | None = None
         self._sock: socket.socket | None = None
@@ -471,84 +313,10 @@ class BaseSimulator:
         prelude: bytes = b"",
     ) -> web.StreamResponse:
         """Serve the next scripted item for a model request (``render``/``render_stream`` build the
-        provider's non-stream body / stream events from a reply)."""
+        provider's non-stream body / stream events from a reply; ``prelude`` goes before either)."""
         item = self._next_item()
-        fault: Fault | None = None
-        reply = self.default_reply
-        if isinstance(item, Fault):
-            fault = item
-            if fault.kind == "http":
-                return self.error_response(
-                    request,
-                    fault.status or 500,
-                    code=fault.code,
-                    message=fault.message,
-                    retry_after=fault.retry_after,
-                    headers=fault.headers,
-                )
-            if fault.kind == "slow_first_byte":
-                await asyncio.sleep(fault.seconds)
-                fault = None
-            reply = item.reply or self.default_reply
-        else:
-            reply = item
-        kind = fault.kind if fault is not None else None
-        extra = dict(reply.headers or {})
-        if not stream:
-            if kind == "error_frame":
-                assert fault is not None
-                return self.error_response(request, fault.status or 500, code=fault.code, message=fault.message)
-            body = prelude + render(reply)
-            if kind == "malformed_json":
-                body = body[: max(2, len(body) // 2)]
-            if kind != "cut_stream":
-                return web.Response(body=body, content_type="application/json", headers=extra)
-            cut = web.StreamResponse(headers={"Content-Type": "application/json", **extra})
-            cut.content_length = len(body)
-            await cut.prepare(request)
-            await self._write(request, cut, body[: len(body) // 2])
-            self._drop(request)
-            return cut
-        rendered = render_stream(reply)
-        resp = web.StreamResponse(headers={"Content-Type": self.sse_content_type, "Cache-Control": "no-cache", **extra})
-        await resp.prepare(request)
-        if prelude and not await self._write(request, resp, prelude):
-            return resp
-        events = rendered.events
-        if fault is not None:
-            events = events[: fault.after_chunks]
-        for i, event in enumerate(events):
-            if i and reply.chunk_delay:
-                await asyncio.sleep(reply.chunk_delay)
-            if not await self._write(request, resp, event):
-                self.disconnects.append(time.monotonic())
-                return resp
-        if kind == "cut_stream":
-            self._drop(request)
-            return resp
-        if fault is not None and kind == "error_frame":
-            tail = self._stream_error(fault, request[RID], len(events) + 1)
-        elif kind == "malformed_json":
-            tail = self._malformed_event(len(events) + 1)
-        else:
-            tail = rendered.tail
-        if tail:
-            await self._write(request, resp, tail)
-        return resp  # aiohttp ends the body (write_eof)
-
-    @staticmethod
-    async def _write(request: web.Request, resp: web.StreamResponse, data: bytes) -> bool:
-        try:
-            await resp.write(data)
-        except ConnectionError:  # the client went away
-            return False
-        return True
-
-    @staticmethod
-    def _drop(request: web.Request) -> None:
-        """Close the connection without ending the HTTP body (buffered bytes are still flushed)."""
-        if request.transport is not None:
-            request.transport.close()
+        reply = (item.reply if isinstance(item, Fault) else item) or self.default_reply
+        return await play(Exchange(self, request, stream, render, render_stream, prelude, reply), item)
 
     # ----------------------------------------------------------------------------- provider hooks
 
@@ -577,11 +345,3 @@ class BaseSimulator:
 
     def _malformed_event(self, index: int) -> bytes:
         return b"data: {broken\n\n"
-
-
-def now() -> int:
-    return int(time.time())
-
-
-def no_stream(reply: Reply) -> Stream:
-    raise AssertionError("not a streaming endpoint")

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._server import REC, RID, BaseSimulator, Plan, RecordedRequest, Stream
+from ._common import REC, RID, Plan, RecordedRequest, Stream
+from ._server import BaseSimulator
 from .script import Fault, Reply
 
 __all__ = ["AnthropicSimulator"]

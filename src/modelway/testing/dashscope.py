@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._server import REC, RID, BaseSimulator, Plan, Stream, count_tokens, fake_embedding, no_stream
+from ._common import REC, RID, Plan, Stream, count_tokens, fake_embedding, no_stream
+from ._server import BaseSimulator
 from .script import Fault, Reply
 
 __all__ = ["DashScopeSimulator"]

@@ -13,17 +13,8 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from ._server import (
-    REC,
-    BaseSimulator,
-    Plan,
-    Stream,
-    count_tokens,
-    embedding_texts,
-    fake_embedding,
-    no_stream,
-    now,
-)
+from ._common import REC, Plan, Stream, count_tokens, embedding_texts, fake_embedding, no_stream, now
+from ._server import BaseSimulator
 from .script import Fault, Reply
 
 __all__ = ["DashScopeCompatibleSimulator", "DeepSeekSimulator", "MoonshotSimulator", "OpenAISimulator"]

@@ -13,10 +13,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._server import (
+from ._common import (
     REC,
     RID,
-    BaseSimulator,
     Plan,
     RecordedRequest,
     Stream,
@@ -26,6 +25,7 @@ from ._server import (
     no_stream,
     now,
 )
+from ._server import BaseSimulator
 from .script import Fault, Reply
 
 __all__ = ["ZhipuSimulator"]
