@@ -13,6 +13,8 @@ has filled memory.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -339,4 +341,18 @@ def _map(
         return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
     if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
-    return ProviderConnectionError(f"cannot reach the provider: {exc}", provider=provider)
+    # the message never names the host: a gateway shows it to its callers (the cause stays chained for logs)
+    return ProviderConnectionError(f"cannot reach the provider: {_reason(exc)}", provider=provider)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, without the address: ``connection refused``, ``name or service not known``, ..."""
+    err = getattr(exc, "os_error", exc)
+    if "certificate" in type(exc).__name__.lower():
+        return "the provider's TLS certificate was not accepted"
+    if isinstance(err, OSError):
+        if isinstance(err.errno, int) and err.errno > 0:
+            return os.strerror(err.errno).lower()  # (strerror may carry the address: "Connect call failed (...)")
+        if isinstance(err, socket.gaierror) and err.strerror:
+            return err.strerror.lower()
+    return type(exc).__name__

@@ -92,6 +92,7 @@ class ControlPlane:
         self._labels = {m.name for m in config.models} | set(config.prices)
         for cls in PROVIDERS.values():
             self._labels.update(info.id for info in cls(ProviderSettings()).models())
+        self._deployments = {d.model for m in config.models for d in m.deployments} | self._labels
 
     @classmethod
     async def start(cls, config: Config, lifecycle: Lifecycle | None = None) -> ControlPlane:
@@ -180,6 +181,12 @@ class ControlPlane:
         if dep is not None:
             return f"{dep.adapter.name}/(other)"
         return UNKNOWN_MODEL
+
+    def deployment_label(self, dep: Deployment) -> str:
+        """The ``deployment`` label of a metric: a configured deployment or a known model, else
+        ``provider/(other)`` (a name a caller chose for a direct call never becomes a series)."""
+        address = dep.address
+        return address if address in self._deployments else f"{dep.adapter.name}/(other)"
 
     # -- per request ------------------------------------------------------------------------------
     async def begin(self, request_id: str, caller: Caller, model: str, endpoint: str, stream: bool) -> Ticket:

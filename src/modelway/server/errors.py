@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 import orjson
@@ -26,7 +27,15 @@ from ..errors import (
 )
 from ..limits.base import LimitExceededError
 
-__all__ = ["Forbidden", "GatewayAuthError", "MethodNotAllowed", "NotFound", "render_error", "sse_error"]
+__all__ = [
+    "Forbidden",
+    "GatewayAuthError",
+    "MethodNotAllowed",
+    "NotFound",
+    "public_message",
+    "render_error",
+    "sse_error",
+]
 
 log = logging.getLogger("modelway.server")
 
@@ -81,11 +90,44 @@ def _describe(exc: ModelwayError) -> tuple[int, str, str | None, str | None, flo
     return exc.http_status, exc.error_type, None, getattr(exc, "code", None), None
 
 
+#: what looks like a credential (or a masked one: providers quote a key's first and last characters)
+_SECRET = re.compile(r"\b(?:sk|ak|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9*._\-]{6,}|\S*\*{3,}\S*", re.IGNORECASE)
+
+
+def public_message(exc: ModelwayError) -> str:
+    """The message a caller of the gateway may see: an upstream's refusal of the gateway's own credentials is told
+    without the provider's words (they may quote the key), and anything like a key is masked. The whole message
+    is logged for the operator."""
+    if isinstance(exc, AllDeploymentsFailedError) and exc.attempts:
+        return f"all {len(exc.attempts)} deployments failed; last: {_provider_message(exc.attempts[-1])}"
+    if isinstance(exc, ProviderError):
+        return _provider_message(exc)
+    return str(exc)
+
+
+def _provider_message(exc: ModelwayError) -> str:
+    if not isinstance(exc, ProviderError):
+        return str(exc)
+    if isinstance(exc, AuthenticationError):
+        message = (
+            f"the provider refused the gateway's credentials (HTTP {exc.status_code}); the gateway's operator must "
+            "check its key for this provider"
+        )
+    elif isinstance(exc, PermissionDeniedError):
+        message = (
+            f"the provider refused the gateway's account (HTTP {exc.status_code}: no permission, or the account is "
+            "in arrears); the gateway's operator must check it"
+        )
+    else:
+        message = _SECRET.sub("[redacted]", str(exc))
+    if exc.provider and not message.startswith("["):
+        message = f"[{exc.provider}] {message}"
+    return message
+
+
 def error_payload(exc: ModelwayError, request_id: str | None) -> tuple[int, dict[str, Any], float | None]:
     status, etype, param, code, retry_after = _describe(exc)
-    message = str(exc)
-    if isinstance(exc, ProviderError) and exc.provider and not message.startswith("["):
-        message = f"[{exc.provider}] {message}"
+    message = public_message(exc)
     body: dict[str, Any] = {"message": message, "type": etype, "param": param, "code": code}
     if request_id:
         body["request_id"] = request_id
@@ -101,7 +143,7 @@ def render_error(exc: ModelwayError, request_id: str | None) -> tuple[int, bytes
     if status == 429 and retry_after is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     level = logging.WARNING if status < 500 else logging.ERROR
-    log.log(level, "request %s failed: %s %s", request_id, status, body["error"]["message"])
+    log.log(level, "request %s failed: %s %s", request_id, status, exc)
     return status, orjson.dumps(body), headers
 
 
@@ -109,5 +151,5 @@ def sse_error(exc: ModelwayError, request_id: str | None) -> bytes:
     """The SSE event that ends a stream which failed after it started."""
     status, body, _ = error_payload(exc, request_id)
     body["error"]["status"] = status
-    log.error("request %s failed mid-stream: %s", request_id, body["error"]["message"])
+    log.error("request %s failed mid-stream: %s", request_id, exc)
     return b"data: " + orjson.dumps(body) + b"\n\n"

@@ -53,7 +53,12 @@ class Gateway:
 
     # -- building -------------------------------------------------------------------------------
     def _provider_settings(self, provider: str) -> ProviderSettings | None:
-        """Credentials for direct ``provider/model`` calls: the config's ``providers:`` section, else env."""
+        """Credentials for direct ``provider/model`` calls: the config's ``providers:`` section, else env.
+
+        ``None`` when the operator gave this provider nothing: no ``providers:`` entry and no key in the
+        environment (for a provider that needs no key, such as a local Ollama or vLLM: no base URL in the
+        environment either), so a caller cannot make the gateway dial a default local address it was never told
+        about."""
         cls = get_adapter_class(provider)
         p = self.config.providers.get(provider)
         if p is not None:
@@ -65,6 +70,8 @@ class Gateway:
                 options={k: v for k, v in p.items() if k not in known},
             )
         settings = settings_from_env(cls, self.env)
+        if settings.api_key is None and settings.base_url is None:
+            return None
         needs_key = getattr(getattr(cls, "spec", None), "key_required", True)
         if settings.api_key is None and needs_key:
             return None
@@ -116,7 +123,7 @@ class Gateway:
     def _attempt_failed(self, dep: Deployment, exc: ModelwayError) -> None:
         metrics = self.control.metrics
         if metrics is not None:
-            metrics.count_failure(dep.address, type(exc).__name__)
+            metrics.count_failure(self.control.deployment_label(dep), type(exc).__name__)
 
     # -- queries --------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

@@ -121,7 +121,9 @@ async def list_models(gw: Gateway, req: Request, send: Send) -> None:
 
 
 async def retrieve_model(gw: Gateway, req: Request, send: Send, model_id: str) -> None:
-    info = gw.model(model_id)
+    key = req.caller.key
+    # a model outside the caller's key's list does not exist for it (as in /v1/models)
+    info = None if key is not None and key.models is not None and model_id not in key.models else gw.model(model_id)
     if info is None:
         raise UnknownModelError(f"the model {model_id!r} does not exist or is not served by this gateway")
     await send_json(send, 200, info.to_dict(), request_id=req.request_id)
