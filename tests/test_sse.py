@@ -78,3 +78,31 @@ class TestEncode:
 def test_last_comment_rides_on_its_event() -> None:
     evs = decode_all([b"id:1\nevent:error\n:HTTP_STATUS/429\ndata:{}\n\n: keep-alive\n\ndata: x\n\n"])
     assert [(e.event, e.comment) for e in evs] == [("error", "HTTP_STATUS/429"), (None, None)]
+
+
+class TestBounds:
+    def test_an_event_over_the_limit_raises_and_lets_go_of_its_bytes(self) -> None:
+        from modelway.sse import SSEEventTooLarge
+
+        d = SSEDecoder(max_event_bytes=1000)
+        d.feed(b"data: ")
+        with pytest.raises(SSEEventTooLarge, match="larger than 1000 bytes"):
+            for _ in range(20):
+                d.feed(b"x" * 100)  # one line, no end yet
+        assert d._parts == [] and d._pending == 0
+
+    def test_many_data_lines_count_towards_one_event(self) -> None:
+        from modelway.sse import SSEEventTooLarge
+
+        d = SSEDecoder(max_event_bytes=1000)
+        assert d.feed(b"data: a\n\n") == [SSEEvent("a")]  # each event is counted on its own
+        with pytest.raises(SSEEventTooLarge):
+            d.feed((b"data: " + b"y" * 90 + b"\n") * 20)
+
+    def test_a_long_line_is_kept_in_pieces_and_joined_once(self) -> None:
+        d = SSEDecoder()
+        d.feed(b"data: ")
+        for _ in range(1000):
+            assert d.feed(b"z" * 1000) == []
+        assert len(d._parts) == 1001 and d._pending == 1_000_006  # no re-joining on every read
+        assert d.feed(b"\n\n") == [SSEEvent("z" * 1_000_000)]

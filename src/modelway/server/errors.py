@@ -95,9 +95,9 @@ _SECRET = re.compile(r"\b(?:sk|ak|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9*._\-]{6,}
 
 
 def public_message(exc: ModelwayError) -> str:
-    """The message a caller of the gateway may see: an upstream's refusal of the gateway's own credentials is told
-    without the provider's words (they may quote the key), and anything like a key is masked. The whole message
-    is logged for the operator."""
+    """The message a caller of the gateway may see: an upstream's refusal of the gateway's own key is told without
+    the provider's words (they quote the key), and anything like a key is masked in other upstream messages. The
+    whole message is logged for the operator."""
     if isinstance(exc, AllDeploymentsFailedError) and exc.attempts:
         return f"all {len(exc.attempts)} deployments failed; last: {_provider_message(exc.attempts[-1])}"
     if isinstance(exc, ProviderError):
@@ -112,11 +112,6 @@ def _provider_message(exc: ModelwayError) -> str:
         message = (
             f"the provider refused the gateway's credentials (HTTP {exc.status_code}); the gateway's operator must "
             "check its key for this provider"
-        )
-    elif isinstance(exc, PermissionDeniedError):
-        message = (
-            f"the provider refused the gateway's account (HTTP {exc.status_code}: no permission, or the account is "
-            "in arrears); the gateway's operator must check it"
         )
     else:
         message = _SECRET.sub("[redacted]", str(exc))

@@ -1,0 +1,93 @@
+"""Upstream answers are bounded: a whole answer (JSON or stream) by ``max_answer_bytes`` of decoded bytes, one SSE
+event by ``max_event_bytes``; past them the attempt fails with a StreamError, whatever the compression."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from modelway import AsyncClient, errors
+from modelway.testing import Fault, OpenAISimulator
+from modelway.transport import Transport
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[OpenAISimulator]:
+    with OpenAISimulator() as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def client(sim: OpenAISimulator, **limits: int) -> AsyncIterator[AsyncClient]:
+    transport = Transport(**limits)
+    try:
+        async with AsyncClient(
+            providers={"openai": {"api_key": sim.api_key, "base_url": sim.base_url}},
+            max_retries=0,
+            transport=transport,
+        ) as c:
+            yield c
+    finally:
+        await transport.aclose()
+
+
+@pytest.mark.parametrize("fault", [Fault.oversized(3 * MIB), Fault.gzip_bomb(3 * MIB)], ids=["plain", "gzip"])
+async def test_a_json_answer_over_the_limit_is_a_stream_error(sim: OpenAISimulator, fault: Fault) -> None:
+    sim.push(fault)
+    async with client(sim, max_answer_bytes=MIB) as c:
+        with pytest.raises(errors.StreamError, match=f"larger than the limit of {MIB} bytes"):
+            await c.chat("openai/m", "hi")
+
+
+@pytest.mark.parametrize("fault", [Fault.oversized(3 * MIB), Fault.gzip_bomb(3 * MIB)], ids=["plain", "gzip"])
+async def test_a_stream_over_the_limit_ends_with_a_stream_error(sim: OpenAISimulator, fault: Fault) -> None:
+    sim.push(fault)
+    got = 0
+    async with client(sim, max_answer_bytes=MIB) as c:
+        with pytest.raises(errors.StreamError, match="larger than the limit"):
+            async for chunk in await c.chat("openai/m", "hi", stream=True):
+                got += len(chunk.content or "")
+    assert 0 < got <= MIB
+
+
+async def test_an_event_over_the_limit_is_a_stream_error(sim: OpenAISimulator) -> None:
+    sim.push(Fault.long_line(2 * MIB, after_chunks=1))
+    async with client(sim, max_event_bytes=MIB) as c:
+        with pytest.raises(errors.StreamError, match="larger than 1048576 bytes"):
+            async for _ in await c.chat("openai/m", "hi", stream=True):
+                pass
+
+
+def test_a_gzip_bomb_does_not_inflate_in_memory(sim: OpenAISimulator) -> None:
+    """A 1 GiB bomb (about 1 MB on the wire) against the default 64 MiB cap: the client process stays far below
+    the decoded size (it peaked at 3.1 GiB when the whole body was read before any check)."""
+    sim.push(Fault.gzip_bomb(1024 * MIB))
+    child = textwrap.dedent(
+        f"""
+        import asyncio, resource
+        from modelway import AsyncClient, errors
+
+        async def main():
+            async with AsyncClient(
+                providers={{"openai": {{"api_key": {sim.api_key!r}, "base_url": {sim.base_url!r}}}}}, max_retries=0
+            ) as c:
+                try:
+                    await c.chat("openai/m", "hi")
+                except errors.StreamError as exc:
+                    print("error:", exc)
+            print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert "larger than the limit of 67108864 bytes" in out.stdout, out.stderr
+    maxrss_mib = int(out.stdout.rsplit("maxrss_kib", 1)[1]) / 1024
+    assert maxrss_mib < 400, maxrss_mib
