@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -150,9 +151,12 @@ class Gateway:
         return ModelInfo(id=g.name, owned_by=g.owned_by)
 
     def describe(self) -> dict[str, Any]:
+        """What the readiness check tells the master key: settings, counts, and the worker's live tasks (a number
+        that must come back down when the load stops: the soak test watches it)."""
         return {
             "models": len(self.router.groups),
             "direct": self.config.server.allow_direct,
+            "tasks": len(asyncio.all_tasks()),
             **self.control.describe(),
         }
 
