@@ -161,10 +161,11 @@ class Journal:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    n = os.write(fd, data)
+    if n < len(data):  # a short write (the disk is nearly full): the rest, or the OSError that explains it
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def orphans(directory: str | os.PathLike[str]) -> list[Path]:
