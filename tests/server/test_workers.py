@@ -24,6 +24,9 @@ import pytest
 
 from modelway.store.sql import SQLStore
 from modelway.testing import OpenAISimulator
+from services import redis_url
+
+pytestmark = pytest.mark.usefixtures("redis_server")
 
 MASTER = "sk-workers-test"
 RPM = 40
@@ -63,7 +66,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             json.dumps(
                 {
                     "server": {"master_key": MASTER},
-                    "store": {"url": f"sqlite:///{db}", "redis_url": "redis://127.0.0.1:6379/15"},
+                    "store": {"url": f"sqlite:///{db}", "redis_url": redis_url(15)},
                     "usage": {"spill_path": str(tmp / "spill.jsonl")},
                     "models": [{"name": "gpt", "deployments": [dep]}],
                 }
