@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown report path (default bench/results/latest.md; JSON next to it)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (configs, child logs)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="another checkout of modelway (e.g. a `git worktree` of the commit before a change): adds the rows "
+        "baseline and baseline+cp, the modelway rows served by its code, measured side by side",
+    )
     return ap
 
 
@@ -216,6 +223,9 @@ def _run(
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names, phases, with_litellm = _select(args)
+    if args.baseline is not None and not (args.baseline / "src" / "modelway").is_dir():
+        print(f"error: --baseline {args.baseline}: no src/modelway there", file=sys.stderr)
+        return 2
     if wrk_path() is None:
         print("error: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -259,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_bytecode(procs)
         say("starting the fake upstream")
         upstream, port = start_upstream(procs)
-        ctx = Context(procs, work, port, upstream, with_litellm=with_litellm)
+        baseline = args.baseline.resolve() if args.baseline is not None else None
+        ctx = Context(procs, work, port, upstream, with_litellm=with_litellm, baseline=baseline)
         _run(args, res, ctx, names, phases, progress, out_md.parent)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every child process", file=sys.stderr)

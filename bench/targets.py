@@ -52,6 +52,9 @@ class Context:
     upstream: Child | None
     master_key: str = field(default_factory=lambda: "sk-bench-" + secrets.token_hex(16))
     with_litellm: bool = False
+    #: another checkout of modelway (its ``src`` is put first on PYTHONPATH) for the ``baseline`` rows: the same
+    #: measurements, before and after a change, side by side in one run
+    baseline: Path | None = None
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Target:
 
 
 CONTROL_PLANE = "modelway+cp"
+BASELINE = "baseline"
+BASELINE_CP = "baseline+cp"
 
 TARGETS: list[Target] = [
     Target("direct", "direct", MODEL, "straight to the fake upstream (the floor)"),
@@ -83,6 +88,8 @@ TARGETS: list[Target] = [
     Target("modelway", "modelway", MODEL, "modelway serve, defaults, alias bench-model -> openai/bench-model"),
     Target("modelway-direct", "modelway", "openai/bench-model", "the same server, the model addressed directly"),
     Target(CONTROL_PLANE, CONTROL_PLANE, MODEL, "modelway + virtual key, rate limit, usage ledger, metrics"),
+    Target(BASELINE, BASELINE, MODEL, "the modelway row, served by the --baseline checkout"),
+    Target(BASELINE_CP, BASELINE_CP, MODEL, "the modelway+cp row, served by the --baseline checkout"),
     Target("litellm", "litellm", MODEL, f"LiteLLM proxy {litellm_env.LITELLM_VERSION}, 1 worker, no DB"),
 ]
 
@@ -135,12 +142,14 @@ def modelway_control_plane_config(ctx: Context, name: str = "modelway-cp") -> di
     return config
 
 
-def create_virtual_key(ctx: Context, config_file: Path, **limits: object) -> str:
+def create_virtual_key(ctx: Context, config_file: Path, *, baseline: bool = False, **limits: object) -> str:
     """``modelway keys create`` against the config's store; the key's secret."""
-    argv = [*_modelway_argv(), "keys", "create", "-c", str(config_file), "--name", "bench", "--json"]
+    argv = [*_modelway_argv(ctx.baseline if baseline else None), "keys", "create", "-c", str(config_file)]
+    argv += ["--name", "bench", "--json"]
     for k, v in limits.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    proc = subprocess.run(argv, env=ctx.procs.python_env(), cwd=ctx.work, capture_output=True, text=True, timeout=60)
+    env = _python_env(ctx, baseline)
+    proc = subprocess.run(argv, env=env, cwd=ctx.work, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"modelway keys create failed:\n{proc.stderr[-2000:]}")
     secret = orjson.loads(proc.stdout)["key"]
@@ -154,6 +163,8 @@ def unavailable(target: Target, ctx: Context) -> str | None:
         return "nginx is not installed: apt-get install -y nginx-light"
     if target.server == "litellm" and not ctx.with_litellm:
         return "opt-in: --with-litellm"
+    if target.server in (BASELINE, BASELINE_CP) and ctx.baseline is None:
+        return "opt-in: --baseline DIR"
     return None
 
 
@@ -246,11 +257,19 @@ def modelway_config(ctx: Context, upstream_port: int | None = None) -> dict[str,
     }
 
 
-def _modelway_argv() -> list[str]:
+def _modelway_argv(baseline: Path | None = None) -> list[str]:
     exe = Path(sys.executable).parent / "modelway"
-    if exe.exists():
+    if exe.exists() and baseline is None:
         return [str(exe)]
     return [sys.executable, "-c", "from modelway.cli import main; main()"]
+
+
+def _python_env(ctx: Context, baseline: bool) -> dict[str, str]:
+    env = ctx.procs.python_env()
+    if baseline:
+        assert ctx.baseline is not None
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ctx.baseline / "src"), env.get("PYTHONPATH")]))
+    return env
 
 
 def _modelway_version() -> str:
@@ -269,15 +288,19 @@ def start_modelway(
     workers: int = 1,
     name: str = "modelway",
     timeout: float = 30.0,
+    baseline: bool = False,
 ) -> Server:
     """``modelway serve -c <config> --port P --workers N``; ready when ``/health/readiness`` answers 200."""
     port = free_port()
     cfg = ctx.work / f"{name}.yaml"
     cfg.write_bytes(orjson.dumps(config or modelway_config(ctx), option=orjson.OPT_INDENT_2))  # JSON is YAML
-    argv = [*_modelway_argv(), "serve", "-c", str(cfg), "--port", str(port), "--workers", str(workers)]
-    child = ctx.procs.spawn(name, argv, env=ctx.procs.python_env(), cwd=ctx.work)
+    argv = [*_modelway_argv(ctx.baseline if baseline else None), "serve", "-c", str(cfg), "--port", str(port)]
+    argv += ["--workers", str(workers)]
+    child = ctx.procs.spawn(name, argv, env=_python_env(ctx, baseline), cwd=ctx.work)
     ready = wait_http_ok(child, port, "/health/readiness", timeout=timeout)
     label = _modelway_version() + (f", {workers} workers" if workers > 1 else "")
+    if baseline:
+        label += f" at {ctx.baseline}"
     return Server(port, child.pid, ready, label, child, {"Authorization": f"Bearer {ctx.master_key}"})
 
 
@@ -291,14 +314,14 @@ _BENCH_LIMITS = {
 }
 
 
-def _start_control_plane(ctx: Context) -> Server:
+def _start_control_plane(ctx: Context, *, baseline: bool = False) -> Server:
     """modelway with the control plane on; the load sends a virtual key with rate limits and a budget."""
-    name = "modelway-cp"
+    name = "baseline-cp" if baseline else "modelway-cp"
     config = modelway_control_plane_config(ctx, name)
     cfg = ctx.work / f"{name}.yaml"
     cfg.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
-    secret = create_virtual_key(ctx, cfg, **_BENCH_LIMITS)
-    server = start_modelway(ctx, config=config, name=name)
+    secret = create_virtual_key(ctx, cfg, baseline=baseline, **_BENCH_LIMITS)
+    server = start_modelway(ctx, config=config, name=name, baseline=baseline)
     server.headers = {"Authorization": f"Bearer {secret}"}
     return server
 
@@ -343,6 +366,8 @@ _STARTERS: dict[str, Callable[[Context], Server]] = {
     "minimal": _start_minimal,
     "modelway": start_modelway,
     CONTROL_PLANE: _start_control_plane,
+    BASELINE: lambda ctx: start_modelway(ctx, name="baseline", baseline=True),
+    BASELINE_CP: lambda ctx: _start_control_plane(ctx, baseline=True),
     "litellm": _start_litellm,
 }
 
