@@ -104,13 +104,20 @@ async def stream_once(
             return
         parser = adapter.stream_parser(req)
         decoder = SSEDecoder(transport.max_event_bytes)
+        clock = asyncio.get_running_loop().time
+        heard = clock()  # when the provider last sent an event (keep-alive comments do not count)
         try:
             async for data in resp.iter_bytes():
                 batch, error = _parse(parser, decoder.feed(data))
                 if batch:
+                    heard = clock()
                     yield batch
                 if error is not None:
                     raise error
+                if not batch and timeout is not None and clock() - heard > timeout:
+                    raise ProviderTimeoutError(
+                        f"the provider sent nothing but keep-alive comments for {timeout:g}s", provider=adapter.name
+                    )
             batch, error = _parse(parser, decoder.flush())
         except SSEEventTooLarge as exc:
             raise StreamError(f"the provider's stream is broken: {exc}", provider=adapter.name) from None

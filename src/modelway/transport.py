@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import aiohttp
 
-from .errors import ConfigError, ProviderConnectionError, ProviderTimeoutError, StreamError
+from .errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, StreamError
 from .providers.base import HTTPRequest
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
@@ -149,7 +149,7 @@ class StreamResponse:
         self.waiting = True
         try:
             return await read_capped(self._resp, self.max_bytes, self.provider)
-        except (TimeoutError, self._aio.ClientError) as exc:
+        except _failures(self._aio) as exc:
             if self.expired:
                 raise self._timed_out() from exc
             raise _map(exc, self.provider, reading=True) from exc
@@ -174,7 +174,7 @@ class StreamResponse:
                 if left < 0:
                     raise answer_too_large(self.max_bytes, self.provider)
                 yield data
-        except (TimeoutError, self._aio.ClientError) as exc:
+        except _failures(self._aio) as exc:
             if self.expired:
                 raise self._timed_out() from exc
             raise _map(exc, self.provider, reading=True) from exc
@@ -223,6 +223,7 @@ class Transport:
         self._aio = _aiohttp()
         self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
         self._idle = _IdleWatch()
+        self._failures = _failures(self._aio)
 
     def _get_session(self) -> aiohttp.ClientSession:
         s = self._session
@@ -270,13 +271,24 @@ class Transport:
     async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
         """Send a request and read the whole body."""
         session = self._get_session()
+        failures = self._failures
         try:
             async with session.request(
-                req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=False)
+                req.method,
+                req.url,
+                headers=req.headers,
+                data=req.body,
+                timeout=self._timeout(timeout, stream=False),
+                allow_redirects=False,
             ) as resp:
-                body = await read_capped(resp, self.max_answer_bytes, req.provider)
+                _refuse_redirect(resp, req.provider)
+                _watch_chunks(resp)
+                try:
+                    body = await read_capped(resp, self.max_answer_bytes, req.provider)
+                except failures as exc:  # the answer started, then broke
+                    raise _map(exc, req.provider, reading=True, timeout=timeout) from exc
                 return Response(resp.status, _lower(resp.headers), body)
-        except (TimeoutError, self._aio.ClientError) as exc:
+        except failures as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
 
     async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
@@ -285,10 +297,17 @@ class Transport:
         try:
             async with asyncio.timeout(timeout):
                 resp = await session.request(
-                    req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeout, stream=True)
+                    req.method,
+                    req.url,
+                    headers=req.headers,
+                    data=req.body,
+                    timeout=self._timeout(timeout, stream=True),
+                    allow_redirects=False,
                 )
-        except (TimeoutError, self._aio.ClientError) as exc:
+        except self._failures as exc:
             raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
+        _refuse_redirect(resp, req.provider)
+        _watch_chunks(resp)
         return StreamResponse(resp, req.provider, timeout, self._idle, self._aio, self.max_answer_bytes)
 
     async def aclose(self) -> None:
@@ -300,6 +319,48 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._session is None or self._session.closed
+
+
+def _failures(aio: ModuleType) -> tuple[type[BaseException], ...]:
+    """What the transport turns into our errors: timeouts, aiohttp's client errors, and the HTTP parsing errors
+    its pure-Python parser raises as they are (where aiohttp's C extension is not built)."""
+    return (TimeoutError, aio.ClientError, aio.http_exceptions.HttpProcessingError)
+
+
+def _watch_chunks(resp: aiohttp.ClientResponse) -> None:
+    """Fail a chunked body's pending read when its connection dies of a parse error.
+
+    aiohttp's C parser, meeting an invalid chunk-size line after the response has been handed out, records the
+    error on the connection's protocol and closes the connection, but never fails the body's reader: a read waits
+    for ever (its pure-Python parser fails the read). When the connection closes, an error left on the protocol
+    is passed on to the body, so the read raises it.
+    """
+    if resp.headers.get("Transfer-Encoding", "").lower() != "chunked" or resp.connection is None:
+        return
+    protocol = resp.connection.protocol
+    closed = protocol.closed if protocol is not None else None
+    if protocol is None or closed is None:
+        return
+    content = resp.content
+
+    def lost(_: asyncio.Future[None]) -> None:
+        exc = protocol.exception()
+        if exc is not None and not content.at_eof() and content.exception() is None:
+            content.set_exception(exc)
+
+    closed.add_done_callback(lost)
+
+
+def _refuse_redirect(resp: aiohttp.ClientResponse, provider: str) -> None:
+    """A provider's redirect is not followed: the caller's prompt goes only where the operator configured."""
+    if 300 <= resp.status < 400:
+        resp.close()
+        raise ProviderError(
+            f"the provider answered with a redirect (HTTP {resp.status}), which modelway does not follow: the "
+            "deployment's URL must name the API itself",
+            provider=provider,
+            status_code=resp.status,
+        )
 
 
 def answer_too_large(limit: int, provider: str) -> StreamError:
@@ -341,6 +402,11 @@ def _map(
         return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
     if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
+    if reading and isinstance(exc, aiohttp.ClientConnectionError | aiohttp.http_exceptions.HttpProcessingError):
+        # (messages of failures while reading name no address: "Connection reset by peer", a parser's complaint)
+        return StreamError(f"the provider's response broke off: {exc}", provider=provider)
+    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):
+        return StreamError(f"the provider's answer is not valid HTTP: {exc}", provider=provider)
     # the message never names the host: a gateway shows it to its callers (the cause stays chained for logs)
     return ProviderConnectionError(f"cannot reach the provider: {_reason(exc)}", provider=provider)
 

@@ -25,12 +25,6 @@ from fault_rig import Rig
 
 CUT = Broken(502, "stream_error", None)
 BROKEN_CHUNKS = raw.broken_chunked(openai_events(), b'{"id": "chatcmpl-x", "choi')
-UNMAPPED = (
-    "with aiohttp's pure-Python parser, an invalid chunk-size line raises TransferEncodingError (an "
-    "HttpProcessingError, not a ClientError) out of the body's reads: Transport does not map it, so a JSON request "
-    "is answered 500 'internal error in the gateway' without failing over, and a stream that had started is cut "
-    "(no error event, no end of the chunked body)"
-)
 
 
 @pytest.fixture
@@ -39,7 +33,6 @@ def pure_python_parser(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aiohttp.client_proto, "HttpResponseParser", aiohttp.http_parser.HttpResponseParserPy)
 
 
-@pytest.mark.xfail(strict=True, reason=UNMAPPED)
 @pytest.mark.parametrize("deployments", [1, 2], ids=["1dep", "2dep"])
 @pytest.mark.parametrize(
     ("stream", "one"),

@@ -19,6 +19,7 @@ from ..errors import (
     PermissionDeniedError,
     ProviderError,
     RateLimitError,
+    StreamError,
     UpstreamServerError,
     error_for_status,
 )
@@ -296,7 +297,11 @@ class OpenAIStreamParser(StreamParser):
         if not data.strip():
             return []
         obj = decode_json(data.encode(), provider=self.provider, what="stream event")
-        if not isinstance(obj, dict) or obj.get("error"):
+        if not isinstance(obj, dict):
+            raise StreamError(
+                f"unexpected stream event: {data[:200]!r}", provider=self.provider, request_id=self.request_id
+            )
+        if obj.get("error"):
             err = self.adapter.error_from_payload(None, {}, obj)
             if err.request_id is None:
                 err.request_id = self.request_id

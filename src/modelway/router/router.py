@@ -86,10 +86,13 @@ class Router:
         if isinstance(exc, BadRequestError):
             raise exc  # the request's fault: every deployment would refuse it
         attempts.append(exc)
+        self._fault(dep, exc)
+
+    def _fault(self, dep: Deployment, exc: ModelwayError) -> None:
+        """The deployment's fault (rate limit, outage, refused key, missing model, a stream broken half-way): tell
+        ``on_failure``, and skip it for a while: as long as the provider asked, else the configured cooldown."""
         if self.on_failure is not None:
             self.on_failure(dep, exc)
-        # the deployment's fault (rate limit, outage, refused key, missing model): skip it for a while, as long as
-        # the provider asked, else the configured cooldown
         wait = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else self.cooldown
         dep.cool_down(wait)
 
@@ -150,6 +153,10 @@ class Router:
                 yield first
                 async for batch in it:
                     yield batch
+            except ProviderError as exc:  # after the commit point: no failover, but the deployment is at fault
+                if not isinstance(exc, BadRequestError):
+                    self._fault(dep, exc)
+                raise
             finally:
                 await it.aclose()  # also when the consumer stops early: the upstream closes now, not at GC
             return
