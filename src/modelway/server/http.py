@@ -12,6 +12,7 @@ import orjson
 
 from ..auth.authenticator import ANONYMOUS, Caller
 from ..errors import InvalidRequestError
+from ..validate import check_json_depth
 
 __all__ = [
     "ClientGone",
@@ -160,6 +161,8 @@ class Request:
             raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(data, dict):
             raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
+        # orjson reads 1024 levels and writes 254: a body nested deeper than the writer takes would fail upstream
+        check_json_depth(data)
         return data
 
 

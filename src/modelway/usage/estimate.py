@@ -27,20 +27,31 @@ def _add(text: str, counts: list[int]) -> None:
 
 
 def prompt_chars(messages: Iterable[Message]) -> tuple[int, int]:
-    """(ASCII, other) characters of the text in ``messages``: string content, text parts, tool call arguments."""
+    """(ASCII, other) characters of the text in ``messages``: string content, text parts, tool call names and
+    arguments.
+
+    Never raises: it runs when a request has already gone wrong (to charge a cut stream), so anything of another
+    shape than the OpenAI one (which :mod:`modelway.validate` enforces on the way in) is simply not counted.
+    """
     counts = [0, 0]
     for m in messages:
-        for call in m.get("tool_calls") or ():
-            fn = call.get("function") if isinstance(call, dict) else None
-            if isinstance(fn, dict):
-                for field in ("name", "arguments"):
-                    if isinstance(fn.get(field), str):
-                        _add(fn[field], counts)
+        if not isinstance(m, dict):
+            continue
+        calls = m.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict):
+                    for field in ("name", "arguments"):
+                        text = fn.get(field)
+                        if isinstance(text, str):
+                            _add(text, counts)
         content = m.get("content")
         if isinstance(content, str):
             _add(content, counts)
         elif isinstance(content, list):
             for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    _add(part["text"], counts)
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str):
+                    _add(text, counts)
     return counts[0], counts[1]
