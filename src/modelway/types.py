@@ -105,6 +105,25 @@ class EmbeddingRequest:
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+#: the largest token count (or timestamp) taken from a provider: beyond it the answer is malformed
+_MAX_WHOLE = 2**53
+
+
+def whole(value: Any) -> int:
+    """A token count or timestamp a provider sent: a non-negative whole number (``None`` is 0), else
+    :class:`ValueError` (the answer is malformed: a count like ``1e300`` could not even be written on)."""
+    if value is None:
+        return 0
+    whole_float = isinstance(value, float) and value.is_integer()
+    digits = isinstance(value, str) and value.isascii() and value.isdigit()
+    if type(value) is not int and not whole_float and not digits:
+        raise ValueError(f"not a whole number: {value!r:.40}")
+    n = int(value)
+    if not 0 <= n < _MAX_WHOLE:
+        raise ValueError(f"out of range: {n:.3g}")
+    return n
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts. ``details`` keeps provider extras (cached tokens, reasoning tokens) in OpenAI's names."""
@@ -121,8 +140,8 @@ class Usage:
 
     @classmethod
     def from_openai(cls, d: dict[str, Any]) -> Usage:
-        prompt = int(d.get("prompt_tokens") or 0)
-        completion = int(d.get("completion_tokens") or 0)
+        prompt = whole(d.get("prompt_tokens"))
+        completion = whole(d.get("completion_tokens"))
         total = d.get("total_tokens")
         prompt_details = d.get("prompt_tokens_details")
         hit = d.get("prompt_cache_hit_tokens")  # DeepSeek's name for cached prompt tokens
@@ -131,7 +150,7 @@ class Usage:
         return cls(
             prompt,
             completion,
-            int(total) if total is not None else prompt + completion,
+            whole(total) if total is not None else prompt + completion,
             prompt_details,
             d.get("completion_tokens_details"),
         )

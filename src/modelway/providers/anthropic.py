@@ -65,6 +65,7 @@ from ..types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    whole,
 )
 from .base import Adapter, HTTPRequest, StreamParser, decode_json
 
@@ -504,9 +505,9 @@ def _finish(reason: Any) -> str | None:
 def _usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
-    created = int(u.get("cache_creation_input_tokens") or 0)
-    read = int(u.get("cache_read_input_tokens") or 0)
-    prompt = int(u.get("input_tokens") or 0) + created + read
+    created = whole(u.get("cache_creation_input_tokens"))
+    read = whole(u.get("cache_read_input_tokens"))
+    prompt = whole(u.get("input_tokens")) + created + read
     details = {"cached_tokens": read, "cache_creation_tokens": created} if created or read else None
-    completion = int(u.get("output_tokens") or 0)
+    completion = whole(u.get("output_tokens"))
     return Usage(prompt, completion, prompt + completion, details)

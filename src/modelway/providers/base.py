@@ -79,27 +79,38 @@ def decode_json(body: bytes, *, provider: str, what: str = "response") -> Any:
         raise StreamError(f"malformed JSON in {what}: {snippet!r}", provider=provider) from exc
 
 
+#: the longest wait a provider's Retry-After is taken for (a day): beyond it, a value is nonsense or hostile
+MAX_RETRY_AFTER = 86400.0
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), at most a day;
+    ``None`` when absent or not a finite number."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return max(0.0, float(ms) / 1000.0)
+            return _bounded(float(ms) / 1000.0)
         except ValueError:
             pass
     ra = headers.get("retry-after")
     if not ra:
         return None
     try:
-        return max(0.0, float(ra))
+        return _bounded(float(ra))
     except ValueError:
         from email.utils import parsedate_to_datetime
 
         try:
             when = parsedate_to_datetime(ra)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
-        return max(0.0, when.timestamp() - time.time())
+        return _bounded(when.timestamp() - time.time())
+
+
+def _bounded(seconds: float) -> float | None:
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, infinities
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 class StreamParser(ABC):

@@ -56,6 +56,7 @@ from ..types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    whole,
 )
 from .base import Adapter, HTTPRequest, StreamParser, decode_json, developer_to_system
 
@@ -218,7 +219,7 @@ class DashScopeAdapter(Adapter):
         ]
         items.sort(key=lambda e: e.index)
         u = data.get("usage")
-        total = int(u.get("total_tokens") or 0) if isinstance(u, dict) else None
+        total = whole(u.get("total_tokens")) if isinstance(u, dict) else None
         return EmbeddingResponse(
             data=items,
             model=req.model,
@@ -390,8 +391,8 @@ class DashScopeStreamParser(StreamParser):
     def _final_usage(self) -> Usage | None:
         if len(self.usage_by_choice) > 1:
             parts = list(self.usage_by_choice.values())
-            prompt = max(int(u.get("input_tokens") or 0) for u in parts)
-            return Usage.of(prompt, sum(int(u.get("output_tokens") or 0) for u in parts))
+            prompt = max(whole(u.get("input_tokens")) for u in parts)
+            return Usage.of(prompt, sum(whole(u.get("output_tokens")) for u in parts))
         return _usage(self.usage)
 
 
@@ -414,8 +415,8 @@ def _text(content: Any) -> str | None:
 def _usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
-    prompt = int(u.get("input_tokens") or 0)
-    completion = int(u.get("output_tokens") or 0)
+    prompt = whole(u.get("input_tokens"))
+    completion = whole(u.get("output_tokens"))
     total = u.get("total_tokens")
     return Usage(
         prompt,

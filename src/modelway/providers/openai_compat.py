@@ -39,6 +39,7 @@ from ..types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    whole,
 )
 from .base import Adapter, HTTPRequest, StreamParser, decode_json
 
@@ -89,6 +90,15 @@ class OpenAISpec:
     auth_header: str = "Authorization"
     #: self-hosted servers (Ollama, vLLM) may run without a key
     key_required: bool = True
+
+
+def _text(value: Any) -> str | None:
+    """A field of an error body as text: strings and numbers (codes are often numbers); anything else is noise."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def classify_error(
@@ -180,7 +190,7 @@ class OpenAICompatAdapter(Adapter):
         usage = data.get("usage")
         return ChatCompletion(
             id=str(data.get("id") or request_id or ""),
-            created=int(data.get("created") or time.time()),
+            created=whole(data.get("created")) or int(time.time()),
             model=str(data.get("model") or req.model),
             choices=choices,
             usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
@@ -251,17 +261,17 @@ class OpenAICompatAdapter(Adapter):
         if isinstance(data, dict):
             err = data.get("error")
             if isinstance(err, dict):
-                message = err.get("message")
-                code = None if err.get("code") is None else str(err.get("code"))
-                err_type = err.get("type")
-                param = err.get("param")
+                message = _text(err.get("message"))
+                code = _text(err.get("code"))
+                err_type = _text(err.get("type"))
+                param = _text(err.get("param"))
             elif isinstance(err, str):
                 message = err
             else:
-                message = data.get("message")
-                code = None if data.get("code") is None else str(data.get("code"))
-            rid = data.get("request_id") or data.get("id")
-            request_id = request_id or (str(rid) if rid else None)
+                message = _text(data.get("message"))
+                code = _text(data.get("code"))
+            rid = _text(data.get("request_id") or data.get("id"))
+            request_id = request_id or rid
         elif isinstance(data, str) and data.strip():
             message = data.strip()[:500]
         cls = classify_error(self.spec.codes, status, code, err_type)
@@ -355,7 +365,7 @@ class OpenAIStreamParser(StreamParser):
         model = obj.get("model")
         chunk = ChatCompletionChunk(
             rid if type(rid) is str else str(rid or ""),
-            created if type(created) is int else int(created or self.created),
+            created if type(created) is int and 0 <= created < 2**53 else whole(created) or self.created,
             model if type(model) is str and model else str(model or self.model),
             choices,
             None,
