@@ -4,6 +4,8 @@ without keep-alives), oversized answers, endless lines, gzip bombs and wrong con
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -125,6 +127,27 @@ async def test_stall_forever_until_the_client_leaves(target: Target, sim: BaseSi
     while len(sim.disconnects) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110 (a plain list)
         await asyncio.sleep(0.01)
     assert len(sim.disconnects) == 2 and sim.disconnects[0] - left < 0.2
+
+
+@TWO
+@pytest.mark.parametrize("stream", STREAM)
+async def test_a_client_gone_before_the_headers_is_a_disconnect(
+    target: Target, sim: BaseSimulator, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a caller that gives up at once (a gateway's timeout on a stalled deployment): the answer's headers find the
+    # connection closing, which is recorded like any other disconnect, with no "Error handling request" traceback
+    sim.push(Fault.stall())
+    payload = orjson.dumps(target.body(stream))
+    lines = [f"POST {target.url(sim)[len(sim.url) :]} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(payload)}"]
+    lines += [f"{k}: {v}" for k, v in target.headers(sim, stream).items()]
+    with socket.create_connection(("127.0.0.1", sim.port)) as client:  # the whole request, then closed at once
+        client.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + payload)
+    deadline = time.monotonic() + 2.0
+    while not sim.disconnects and time.monotonic() < deadline:  # noqa: ASYNC110 (a plain list)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # time for a second record, or for aiohttp to log the handler's error
+    assert len(sim.disconnects) == 1 and sim.pending == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
 
 
 @TWO

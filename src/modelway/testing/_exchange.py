@@ -3,7 +3,8 @@
 An :class:`Exchange` knows the request, whether it asked for a stream, how the provider renders a reply
 (``render``: the non-stream body; ``render_stream``: the stream events) and the reply to play. It opens
 responses with the right default headers (the reply's own ``headers`` win, compared case-insensitively),
-writes while noticing a client that went away, stalls, drops and resets connections.
+writes while noticing a client that went away (one disconnect recorded in the simulator's ``disconnects``,
+whether the headers, a write or a stall found it gone), stalls, drops and resets connections.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Exchange:
     prelude: bytes
     #: what to answer: the reply itself, or the fault's reply (or the simulator's default)
     reply: Reply
+    #: the client went away (its disconnect is recorded): nothing more is written
+    client_left: bool = False
 
     @property
     def rid(self) -> str:
@@ -93,23 +96,30 @@ class Exchange:
     ) -> web.StreamResponse:
         """Send the status line and headers of a 200 answer written piece by piece (chunked unless
         ``length`` is given). ``content_type`` defaults to SSE for a stream request, else JSON. ``close``:
-        close the connection once the body has ended."""
+        close the connection once the body has ended. When the client already went away, a disconnect is
+        recorded and the response is returned all the same: the writes that follow do nothing and return False
+        (and aiohttp, finishing the response, finds the connection gone)."""
         resp = web.StreamResponse(headers=self.headers(content_type, headers))
         if length is not None:
             resp.content_length = length
         if close:
             resp.force_close()
-        await resp.prepare(self.request)
+        try:
+            await resp.prepare(self.request)
+        except ConnectionError:  # the client left before the headers went out
+            self._left()
         return resp
 
     async def write(self, resp: web.StreamResponse, data: bytes) -> bool:
         """Write ``data``; False (and a disconnect recorded) when the client went away."""
+        if self.client_left:
+            return False
         if not data:
             return True
         try:
             await resp.write(data)
         except ConnectionError:
-            self.sim.disconnects.append(time.monotonic())
+            self._left()
             return False
         return True
 
@@ -144,6 +154,12 @@ class Exchange:
         transport = self.request.transport
         return transport is None or transport.is_closing()
 
+    def _left(self) -> None:
+        """The client went away: record its disconnect, once per answer."""
+        if not self.client_left:
+            self.client_left = True
+            self.sim.disconnects.append(time.monotonic())
+
     async def stall(self, resp: web.StreamResponse, seconds: float | None, every: float | None, beat: bytes) -> bool:
         """Send nothing but ``beat`` every ``every`` seconds (never when None) for ``seconds`` (until the
         client goes away when None). False (and a disconnect recorded) when the client went away."""
@@ -155,8 +171,8 @@ class Exchange:
             now = loop.time()
             if deadline is not None and now >= deadline:
                 return True
-            if self.gone():
-                self.sim.disconnects.append(time.monotonic())
+            if self.client_left or self.gone():
+                self._left()
                 return False
             if next_beat is not None and now >= next_beat:
                 if not await self.write(resp, beat):

@@ -67,8 +67,8 @@ class BaseSimulator:
         self._lock = threading.Lock()
         self._queue: deque[Item] = deque()
         self._requests: list[RecordedRequest] = []
-        #: ``time.monotonic()`` of each answer the client abandoned (a write found the connection gone, or the
-        #: client left during a :meth:`Fault.stall`)
+        #: ``time.monotonic()`` of each answer the client abandoned (its headers or a write found the connection
+        #: gone, or the client left during a :meth:`Fault.stall`), one per answer
         self.disconnects: list[float] = []
         self._runner: web.AppRunner | None = None
         self._sock: socket.socket | None = None

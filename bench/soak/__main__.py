@@ -1,0 +1,5 @@
+"""``python -m bench.soak``: see :mod:`bench.soak` and :mod:`bench.soak.cli`."""
+
+from .cli import main
+
+raise SystemExit(main())
