@@ -91,3 +91,42 @@ def test_a_gzip_bomb_does_not_inflate_in_memory(sim: OpenAISimulator) -> None:
     assert "larger than the limit of 67108864 bytes" in out.stdout, out.stderr
     maxrss_mib = int(out.stdout.rsplit("maxrss_kib", 1)[1]) / 1024
     assert maxrss_mib < 400, maxrss_mib
+
+
+async def test_chunked_answers_on_a_pooled_connection_leave_no_callbacks_behind() -> None:
+    """The guard that fails a chunked body's read when aiohttp's parser drops an error hangs a callback on the
+    connection; the connection outlives the answer, so the callback must go when the body ends."""
+    from aiohttp import web
+
+    from modelway.providers.base import HTTPRequest
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b'{"ok": ')
+        await resp.write(b"true}")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/x", chunked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    transport = Transport()
+    try:
+        req = HTTPRequest(method="POST", url=f"http://127.0.0.1:{port}/x", headers={}, body=b"{}", provider="p")
+        for _ in range(200):
+            assert (await transport.send(req, timeout=10)).status == 200
+        session = transport._session
+        assert session is not None
+        (conns,) = session.connector._conns.values()  # type: ignore[attr-defined]
+        ((protocol, _),) = conns  # one pooled connection served them all
+        closed = protocol._closed
+        assert closed is None or not closed._callbacks
+    finally:
+        await transport.aclose()
+        await runner.cleanup()

@@ -110,8 +110,8 @@ async def stream_once(
             async for data in resp.iter_bytes():
                 batch, error = _parse(parser, decoder.feed(data))
                 if batch:
-                    heard = clock()
                     yield batch
+                    heard = clock()  # (after the yield: time our own caller took is not the provider's silence)
                 if error is not None:
                     raise error
                 if not batch and timeout is not None and clock() - heard > timeout:

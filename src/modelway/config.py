@@ -132,15 +132,15 @@ class UsageConfig:
     journal: bool = True
     journal_dir: str | None = None
 
+    #: the currency of prices, costs and budgets (a label: no conversion is made)
+    currency: str = "USD"
+
     @property
     def journal_path(self) -> str | None:
         """Where the journal is written; ``None`` when it is off."""
         if not self.journal:
             return None
         return self.journal_dir or os.path.join(os.path.dirname(self.spill_path), "modelway-usage-journal")
-
-    #: the currency of prices, costs and budgets (a label: no conversion is made)
-    currency: str = "USD"
 
 
 @dataclass(slots=True)

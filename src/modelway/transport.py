@@ -348,7 +348,11 @@ def _watch_chunks(resp: aiohttp.ClientResponse) -> None:
         if exc is not None and not content.at_eof() and content.exception() is None:
             content.set_exception(exc)
 
+    def ended() -> None:  # the connection outlives the answer (it goes back to the pool): let go of the callback
+        closed.remove_done_callback(lost)
+
     closed.add_done_callback(lost)
+    content.on_eof(ended)
 
 
 def _refuse_redirect(resp: aiohttp.ClientResponse, provider: str) -> None:

@@ -99,7 +99,11 @@ def write_config(
 
 
 def segments(journal: Path) -> list[Path]:
-    """The journal's segment files (and segments being created), sorted."""
+    """The journal's segment files (and segments being created), sorted: in the store's own directory under the
+    journal directory (``store-<hash>``)."""
+    stores = sorted(journal.glob("store-*")) if journal.is_dir() else []
+    if stores:
+        journal = stores[0]
     if not journal.is_dir():
         return []
     return sorted(p for p in journal.iterdir() if p.name.startswith(("journal-", ".journal-")))

@@ -170,3 +170,37 @@ async def test_an_unknown_model_for_a_budgeted_key_is_recorded() -> None:
     with pytest.raises(UnknownModelError):
         await plane.begin("r", caller, "nope", "chat", False)
     assert [(r.status, r.key_id) for r in ledger.records] == [(404, key.id)]
+
+
+async def test_a_cancel_while_releasing_still_gives_the_key_its_place_back() -> None:
+    """The shutdown's abort cancelled a request while its limiter release waited for Redis: the release was lost
+    (the key's place stayed taken until it expired). It is retried in a task of its own."""
+    from modelway.limits.base import Permit
+    from modelway.server.ticket import Ticket
+
+    class SlowLimiter(MemoryLimiter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.released: list[str] = []
+
+        async def release(
+            self, permit: Permit, *, tokens: int = 0, cost: float = 0.0, now: float | None = None
+        ) -> None:
+            await asyncio.sleep(0.05)  # a Redis round trip; the first attempt is cut here
+            self.released.append(permit.token)
+
+    plane = ControlPlane(parse_config({}, env={}), Authenticator(None))
+    limiter = plane.limiter = SlowLimiter()
+    ticket = Ticket(plane, "r1", "k1", "m", "chat", False)
+    ticket.permit = Permit("k1", Limits(max_parallel=1), "tok-1", 0)
+
+    async def handler() -> None:
+        async with ticket:  # a non-stream request that answered: finish(200) → release()
+            ticket.settle(200)
+
+    task = asyncio.create_task(handler())
+    await asyncio.sleep(0.01)  # inside the release
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0.1)
+    assert limiter.released == ["tok-1"]

@@ -197,3 +197,60 @@ def test_record_ids_are_unique_and_default() -> None:
     a = UsageRecord(ts=0, request_id="x", key_id=None, model="m", deployment=None, endpoint="chat", stream=False)
     b = UsageRecord(ts=0, request_id="x", key_id=None, model="m", deployment=None, endpoint="chat", stream=False)
     assert a.record_id and b.record_id and a.record_id != b.record_id
+
+
+_SHORT_WRITE_CHILD = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    sys.path.insert(0, sys.argv[2])
+    from test_ledger import rec
+    from modelway.usage.journal import Journal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    j = Journal(sys.argv[1])
+    j.append(rec(0))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(j.files[0]) + 40, hard))  # the disk fills in r1
+    j.append(rec(1))  # a short write, then EFBIG: logged, kept in memory only
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space is back
+    j.append(rec(2))  # written whole
+    os._exit(0)  # killed: nothing stored, nothing closed
+    """
+)
+
+
+def test_a_failed_write_leaves_no_half_line_for_the_next_record(tmp_path: Path) -> None:
+    """A write that fails part-way (disk full) is cut back, so the record written after it survives a crash (it
+    was glued onto the half line, and both were rejected at replay)."""
+    from modelway.usage.spill import claim_spill
+
+    p = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE_CHILD, str(tmp_path / "j"), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0 and "cannot write" in p.stderr, p.stderr
+    (segment,) = orphans(tmp_path / "j")
+    claimed = claim_spill(segment)
+    assert claimed is not None
+    f, records, rejected = claimed
+    f.close()
+    assert [r.request_id for r in records] == ["r0", "r2"] and rejected == []
+
+
+def test_a_forked_process_draws_its_own_record_ids() -> None:
+    """Record ids are a per-process prefix and a counter: a process forked after the import (a pre-loading server)
+    drew its parent's ids, and the store dropped one of each pair as a replay."""
+    import os
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, (rec(0).record_id or "").encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 100).decode()
+    os.close(r)
+    os.close(w)
+    assert child and child[:16] != (rec(1).record_id or "")[:16]

@@ -210,12 +210,19 @@ class RedisLimiter(Limiter):
     async def release(self, permit: Permit, *, tokens: int = 0, cost: float = 0.0, now: float | None = None) -> None:
         if permit.released:
             return
-        permit.released = True
         limits = permit.limits
         inflight = limits.max_parallel is not None
         tokens = tokens if limits.tpm is not None else 0
         if not inflight and not tokens and not cost:
+            permit.released = True
             return
+        try:
+            await self._client.connect()
+        except (RespError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        # from here the script is written at once: a release cancelled while it waits for the reply has been
+        # counted (a cancel before this line left the permit unreleased, for a second release to do it)
+        permit.released = True
         if now is None:
             now = time.time()
         head = f"{self.prefix}{{{permit.subject}}}:"

@@ -253,6 +253,13 @@ class RespClient:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
 
+    async def connect(self) -> None:
+        """Make sure there is a connection: once this returns, the next command is written at once (unless the
+        connection breaks meanwhile), so a caller cancelled after it knows whether its command was sent."""
+        proto = self._proto
+        if proto is None or proto.broken:
+            await self._ready()
+
     async def execute(self, *args: Arg) -> Any:
         """Run one command; an error reply raises :class:`RespError`."""
         proto = self._proto

@@ -122,7 +122,7 @@ class GatewayApp:
         req.caller = await gw.control.auth.authenticate(got)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        req = Request(scope, receive, self.lifecycle, self.config.server.body_timeout)
+        req = Request(scope, receive, self.lifecycle)
         path = req.path
         try:
             if path in _PUBLIC:
@@ -171,12 +171,9 @@ class GatewayApp:
         except ClientGone:
             log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
         except asyncio.CancelledError:
-            if not self.lifecycle.aborting:
+            if not req.absorb_abort():
                 raise
-            # ended at the shutdown deadline: say so (a stream that had started ended with an error event)
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            # ended at the shutdown deadline before its answer started: say so
             await self._send_error(req, send, GatewayShutdownError())
         except Exception:
             # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet

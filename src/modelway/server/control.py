@@ -12,7 +12,9 @@ restarted); it is read from the store plus the records this worker has not writt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,15 @@ log = logging.getLogger("modelway.server")
 
 class ModelNotAllowedError(Forbidden):
     """A virtual key asked for a model outside its list, or for an unpriced model while it has a budget (403)."""
+
+
+def _journal_dir(base: str | None, store: SQLStore) -> str | None:
+    """The journal of this store's records: a directory per store under ``base``, so that a gateway never imports
+    another one's orphaned records into its own store (named by the store's address, without its password)."""
+    if base is None:
+        return None
+    tag = hashlib.sha256(store.url.encode()).hexdigest()[:12]
+    return os.path.join(base, f"store-{tag}")
 
 
 async def _probe(what: str, check: Coroutine[Any, Any, None]) -> bool:
@@ -115,7 +126,7 @@ class ControlPlane:
                     flush_interval=u.flush_interval,
                     batch_size=u.batch_size,
                     spill_path=u.spill_path,
-                    journal_dir=u.journal_path,
+                    journal_dir=_journal_dir(u.journal_path, store),
                 )
                 await ledger.start()
                 if sc.redis_url is not None:

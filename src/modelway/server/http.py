@@ -19,7 +19,6 @@ __all__ = [
     "Lifecycle",
     "Receive",
     "Request",
-    "RequestTimeout",
     "RequestTooLarge",
     "Scope",
     "Send",
@@ -64,12 +63,6 @@ def _too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"the request body is larger than the limit of {limit} bytes", code="request_too_large")
 
 
-class RequestTimeout(InvalidRequestError):
-    """The client took longer than ``server.body_timeout`` to send its request's body (answered 408)."""
-
-    http_status = 408
-
-
 class Lifecycle:
     """Where one app is in its life, for the code serving its requests: ``draining`` once a shutdown began (no new
     connections; readiness answers 503), ``aborting`` once its deadline passed and the requests still in flight
@@ -92,17 +85,15 @@ class Request:
         "method",
         "caller",
         "lifecycle",
-        "body_timeout",
+        "aborted",
     )
 
-    def __init__(
-        self, scope: Scope, receive: Receive, lifecycle: Lifecycle | None = None, body_timeout: float = 60.0
-    ) -> None:
+    def __init__(self, scope: Scope, receive: Receive, lifecycle: Lifecycle | None = None) -> None:
         self.scope = scope
         self.receive = receive
         self.lifecycle = lifecycle or Lifecycle()
-        #: seconds the client may take to send the body, once the first part of it is read
-        self.body_timeout = body_timeout
+        #: the shutdown's abort reached this request (it is answered ``shutting_down`` once)
+        self.aborted = False
         self.path: str = scope["path"]
         self.method: str = scope["method"]
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
@@ -119,26 +110,9 @@ class Request:
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
-        msg = await self.receive()
-        if msg["type"] == "http.disconnect":
-            raise ClientGone("the client went away while sending its request")
-        first: bytes = msg.get("body", b"")
-        if len(first) > limit:
-            raise _too_large(limit)
-        if not msg.get("more_body", False):
-            return first  # the whole body in one read: nearly every request
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                return await self._rest(first, limit)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body did not arrive within {self.body_timeout:g} s", code="request_timeout"
-            ) from None
-
-    async def _rest(self, first: bytes, limit: int) -> bytes:
-        parts = [first]
-        size = len(first)
-        while True:
+        parts: list[bytes] = []
+        size = 0
+        while True:  # (a body that stops arriving is ended by the protocol's body deadline: a disconnect here)
             msg = await self.receive()
             if msg["type"] == "http.disconnect":
                 raise ClientGone("the client went away while sending its request")
@@ -149,7 +123,19 @@ class Request:
                     raise _too_large(limit)
                 parts.append(chunk)
             if not msg.get("more_body", False):
-                return b"".join(parts)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def absorb_abort(self) -> bool:
+        """The task serving this request was cancelled. ``True`` when that is the gateway's shutdown abort reaching
+        it for the first time: the cancel is absorbed, and the caller answers (or ends its stream) with
+        ``shutting_down``. ``False`` (re-raise) for any other cancel, or a second one."""
+        if not self.lifecycle.aborting or self.aborted:
+            return False
+        self.aborted = True
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
 
     async def json(self, limit: int) -> Any:
         raw = await self.body(limit)

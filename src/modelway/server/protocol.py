@@ -1,19 +1,22 @@
-"""uvicorn's httptools protocol with the bounds it lacks: header size and count, and a deadline for headers.
+"""uvicorn's httptools protocol with the bounds it lacks: header size and count, and deadlines for headers and body.
 
 uvicorn's httptools protocol buffers a request's line and headers without limit (httptools gathers a header value
-until its line ends, however long), and gives a client all the time it wants to send them: four connections
-sending 64 MiB of headers took a worker from 42 to 314 MiB, and a connection trickling headers stayed open for
-ever. This subclass:
+until its line ends, however long), and gives a client all the time it wants to send them and its body: four
+connections sending 64 MiB of headers took a worker from 42 to 314 MiB, and a connection trickling headers, or
+declaring a body it never sends, stayed open for ever. This subclass:
 
 * counts the bytes of the request line and headers as they arrive: past ``max_header_bytes`` (or past
   ``max_headers`` header lines) the client gets ``431 Request Header Fields Too Large`` and the connection is
-  closed, so a connection holds at most the limit plus one read (256 KiB) of header bytes;
-* gives a request ``header_timeout`` seconds from its first byte (a new connection: from connecting) to finish its
-  headers, else ``408 Request Timeout`` (or, if it sent nothing, a plain close). The timer is armed only when a
-  read ends inside the headers: requests whose headers arrive in one read, nearly all of them, cost nothing.
+  closed, so a connection holds at most the limit plus two reads (256 KiB each) of header bytes;
+* gives a request ``header_timeout`` seconds from its first byte (a new connection: from connecting; a pipelined
+  request: from the end of the response before it) to finish its headers, else ``408 Request Timeout`` (or, if
+  it sent nothing, a plain close);
+* gives it ``body_timeout`` seconds from the end of its headers to finish its body, else ``408`` (the app, waiting
+  for the body, sees the client gone); the connection is closed.
 
-The time a client may take to send its body is bounded by the app (:meth:`.http.Request.body`), which can answer
-it in the request's own error format. Everything else is uvicorn's: keep-alive, pipelining, flow control.
+A timer is armed only when a read ends inside the headers or the body: requests that arrive in one read, nearly
+all of them, cost no timer (a new connection costs one). Everything else is uvicorn's: keep-alive, pipelining,
+flow control.
 """
 
 from __future__ import annotations
@@ -34,14 +37,21 @@ log = logging.getLogger("modelway.server")
 
 
 class HttpLimits:
-    """What one connection may send before the app sees a request (``server.*`` in the config)."""
+    """What one connection may send, and how fast (``server.*`` in the config)."""
 
-    __slots__ = ("header_timeout", "max_header_bytes", "max_headers")
+    __slots__ = ("body_timeout", "header_timeout", "max_header_bytes", "max_headers")
 
-    def __init__(self, max_header_bytes: int = 64 * 1024, max_headers: int = 100, header_timeout: float = 10.0):
+    def __init__(
+        self,
+        max_header_bytes: int = 64 * 1024,
+        max_headers: int = 100,
+        header_timeout: float = 10.0,
+        body_timeout: float = 60.0,
+    ) -> None:
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
 
 
 _DEFAULT = HttpLimits()
@@ -75,9 +85,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._max_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
         self._header_timeout = limits.header_timeout
-        #: inside a request's line and headers (a new connection counts as waiting for them)
+        self._body_timeout = limits.body_timeout
+        #: waiting for a request's line and headers (a new connection counts), and whether one of them has begun
         self._in_headers = True
-        #: bytes read while inside the headers (a whole read is counted), and the exact size and count parsed
+        self._begun = False
+        #: the headers are in, the body is not
+        self._in_body = False
+        #: bytes read while waiting for headers (whole reads), and the exact size and count of those parsed
         self._read = 0
         self._size = 0
         self._count = 0
@@ -109,17 +123,24 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 log.debug("invalid HTTP request received")
                 self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_headers and not self.transport.is_closing():
+        if self._timer is not None or self.transport.is_closing():
+            return
+        if self._in_headers:
             if self._read > self._max_bytes:
                 self._refuse_too_large()
-            elif self._timer is None:
+            elif self._responding():
+                return  # a pipelined request: its clock starts when the response before it is done
+            else:
                 self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
+        elif self._in_body:
+            self._timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
 
     # -- parser callbacks ----------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._read = self._size = self._count = 0
+        self._begun = True
+        self._size = self._count = 0
 
     def on_url(self, url: bytes) -> None:
         self._size += len(url)
@@ -137,11 +158,28 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
+        self._in_headers = self._begun = False
+        self._in_body = True
+        self._read = 0
         self._cancel_timer()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._cancel_timer()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_headers and self._timer is None and not self.transport.is_closing():
+            # a pipelined request whose headers were still coming: its clock starts now
+            self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
+
     # -- refusals --------------------------------------------------------------------------------------------------
+    def _responding(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -153,15 +191,30 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             f"the request's headers are larger than {self._max_bytes} bytes or more than {self._max_headers} lines"
         )
         log.warning("refused a request: %s", message)
-        self.transport.write(_answer(431, "Request Header Fields Too Large", "headers_too_large", message))
+        if not self._responding():
+            self.transport.write(_answer(431, "Request Header Fields Too Large", "headers_too_large", message))
         self.transport.close()
 
     def _headers_timed_out(self) -> None:
         self._timer = None
         if not self._in_headers or self.transport.is_closing():
             return
-        if self._read:
+        if self._begun and not self._responding():
             message = f"the request's headers did not arrive within {self._header_timeout:g} s"
             log.warning("refused a request: %s", message)
+            self.transport.write(_answer(408, "Request Timeout", "request_timeout", message))
+        self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        if not self._in_body or self.transport.is_closing() or cycle is None:
+            return
+        message = f"the request's body did not arrive within {self._body_timeout:g} s"
+        log.warning("refused a request: %s", message)
+        if not cycle.response_started:
+            # the app, waiting for the body, finds the client gone (and sends nothing); the client gets the 408
+            cycle.disconnected = True
+            cycle.message_event.set()
             self.transport.write(_answer(408, "Request Timeout", "request_timeout", message))
         self.transport.close()

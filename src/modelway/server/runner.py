@@ -5,7 +5,8 @@ keep-alive comments held a process for 45 s, until SIGKILL), and with one worker
 caught, so a clean ``SIGTERM`` shutdown exits with status -15. :class:`GatewayServer` instead, on ``SIGTERM`` or
 ``SIGINT``:
 
-1. stops accepting connections, and the app's readiness check answers 503 ``draining``;
+1. stops accepting connections (new ones are refused at once), closes idle ones, and the app's readiness check
+   answers 503 ``draining`` on connections still open;
 2. lets requests and streams in flight finish, for up to ``server.shutdown_timeout`` seconds;
 3. then ends what remains: streams with an error event in their own format, other requests with 503
    ``shutting_down``, each counted in the usage ledger as such (the app's :meth:`~.app.GatewayApp.abort`);
@@ -40,7 +41,8 @@ __all__ = ["GatewayServer", "ServeConfig", "run", "serve_config"]
 
 log = logging.getLogger("modelway.server")
 
-#: after the deadline, how long requests that were ended get to send their error and be counted
+#: after the deadline, how long requests that were ended get to send their error and be counted; then their
+#: connections are dropped (a shutdown takes at most shutdown_timeout + ABORT_GRACE + 1 s + the ledger's flush)
 ABORT_GRACE = 3.0
 
 
@@ -59,7 +61,7 @@ def serve_config(app: Any, config: Config, **kwargs: Any) -> ServeConfig:
     sc = config.server
     return ServeConfig(
         app,
-        http_limits=HttpLimits(sc.max_header_bytes, sc.max_headers, sc.header_timeout),
+        http_limits=HttpLimits(sc.max_header_bytes, sc.max_headers, sc.header_timeout, sc.body_timeout),
         shutdown_timeout=sc.shutdown_timeout,
         **kwargs,
     )
@@ -110,11 +112,15 @@ class GatewayServer(uvicorn.Server):
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=ABORT_GRACE)
+            _, pending = await asyncio.wait(tasks, timeout=ABORT_GRACE)
         for connection in list(self.server_state.connections):
             transport = getattr(connection, "transport", None)
             if transport is not None:
-                transport.close()
+                transport.abort()  # (close() would wait for a slow reader to take what is buffered)
+        if tasks and pending:
+            # a request still writing to a client that does not read: its send returns now the connection is
+            # gone; let it settle its usage record before the ledger closes
+            await asyncio.wait(pending, timeout=1.0)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

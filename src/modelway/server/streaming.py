@@ -71,12 +71,11 @@ async def _pump(
             await send({"type": "http.response.body", "body": sse_error(exc, req.request_id), "more_body": False})
             return
         except asyncio.CancelledError:
-            if not req.lifecycle.aborting:
+            if not req.absorb_abort():
                 raise
-            # the gateway's shutdown deadline passed: end the stream with an error event, not a cut
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            # the gateway's shutdown deadline passed: the stream is counted as ended by it (closing the upstream
+            # settles its ticket), then ended with an error event, not a cut
+            await batches.aclose()
             end = sse_error(GatewayShutdownError(), req.request_id)
             await send({"type": "http.response.body", "body": end, "more_body": False})
             return

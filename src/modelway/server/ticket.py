@@ -37,8 +37,8 @@ log = logging.getLogger("modelway.server")
 def outcome(exc: BaseException, aborting: bool = False) -> tuple[int, str | None]:
     """The HTTP status and error code a request ending with ``exc`` is recorded with (``aborting``: the app is
     cancelling what is still in flight at its shutdown deadline)."""
-    if isinstance(exc, asyncio.CancelledError) and aborting:
-        exc = GatewayShutdownError()
+    if aborting and isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        exc = GatewayShutdownError()  # ended by the shutdown's abort (a stream closed by its pump: GeneratorExit)
     if isinstance(exc, ModelwayError):
         status, body, _ = error_payload(exc, None)
         return status, body["error"]["code"] or body["error"]["type"]
@@ -215,10 +215,16 @@ class Ticket:
     async def release(self) -> None:
         """Give the key's place in flight back and add the settled tokens and cost to its limits (once)."""
         permit, self.permit = self.permit, None
-        if permit is None or self.plane.limiter is None:
+        limiter = self.plane.limiter
+        if permit is None or limiter is None:
             return
         try:
-            await self.plane.limiter.release(permit, tokens=self.tokens, cost=self.cost)
+            await limiter.release(permit, tokens=self.tokens, cost=self.cost)
+        except asyncio.CancelledError:
+            # cut (a shutdown's abort): release again in a task of its own; a second release of a permit that was
+            # released does nothing, so the key's place and counts are given back exactly once either way
+            self.plane.in_background(self._release_again(permit))
+            raise
         except LimiterUnavailableError as exc:
             # the answer is already out; the place in flight expires on its own (parallel_ttl)
             log.error(
@@ -229,6 +235,13 @@ class Ticket:
                 self.key_id,
                 exc,
             )
+
+    async def _release_again(self, permit: Permit) -> None:
+        assert self.plane.limiter is not None
+        try:
+            await self.plane.limiter.release(permit, tokens=self.tokens, cost=self.cost)
+        except LimiterUnavailableError as exc:
+            log.error("request %s: could not give key %s its place back: %s", self.request_id, self.key_id, exc)
 
     async def finish(self, status: int = 200, usage: Usage | None = None, error: str | None = None) -> None:
         """The request is over: settle it (if the handler has not) and release its limits. Once; later calls do

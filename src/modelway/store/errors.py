@@ -14,7 +14,8 @@ def refused(exc: BaseException) -> bool:
 
 
 def unreachable(exc: BaseException) -> bool:
-    """The database could not be reached or failed (not a refusal of the data, not a bug of ours)."""
+    """The database could not be reached or failed to answer: a lost or refused connection, a timeout, a locked
+    database (not a refusal of the data, and not a bug of ours such as a query it does not understand)."""
     from sqlalchemy import exc as sa
 
-    return isinstance(exc, sa.SQLAlchemyError | OSError) and not refused(exc)
+    return isinstance(exc, sa.OperationalError | sa.InterfaceError | sa.TimeoutError | sa.DisconnectionError | OSError)

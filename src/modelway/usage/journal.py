@@ -50,13 +50,15 @@ class _Segment:
     #: records appended to this segment, and those of them not stored yet
     written: int = 0
     pending: int = 0
+    #: the file's size after the last whole record (a failed write is cut back to it)
+    size: int = 0
 
 
 class Journal:
     """One process's journal in ``directory``; see the module docstring.
 
-    ``append`` and ``done`` never raise: a journal that cannot write logs an ERROR (once per failure kind) and the
-    records stay in memory only, as they would without a journal.
+    ``append`` and ``done`` never raise: a journal that cannot write logs an ERROR (once, until it can write again)
+    and the records stay in memory only, as they would without a journal.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_records: int = 8192) -> None:
@@ -84,10 +86,18 @@ class Journal:
         seg.pending += 1
         if seg.fd is None:
             return
+        line = orjson.dumps(rec) + b"\n"
         try:
-            _write_all(seg.fd, orjson.dumps(rec) + b"\n")
+            _write_all(seg.fd, line)
         except OSError as exc:
             self._fail(f"cannot write to {seg.path}", exc)
+            try:  # no half line left for the next record to be glued onto
+                os.ftruncate(seg.fd, seg.size)
+            except OSError:
+                _close(seg.fd)  # a file we cannot repair is not written again
+                seg.fd = None
+            return
+        seg.size += len(line)
 
     def done(self, n: int) -> None:
         """The ``n`` oldest records not counted off yet are stored (or spilled): drop them from the journal."""
@@ -106,7 +116,7 @@ class Journal:
                 # the segment being written holds nothing unsaved: empty it, and go on writing to it
                 try:
                     os.ftruncate(seg.fd, 0)
-                    seg.written = 0
+                    seg.written = seg.size = 0
                 except OSError as exc:
                     self._fail(f"cannot empty {seg.path}", exc)
 
@@ -140,24 +150,35 @@ class Journal:
             seg = _Segment(None, None)
         else:
             seg = _Segment(final, fd)
+            if self._failed:
+                self._failed = False
+                log.warning("usage journal: writing again, to %s", final)
         self._segments.append(seg)
         return seg
 
     def _remove(self, seg: _Segment) -> None:
-        if seg.fd is None or seg.path is None:
-            return
         try:
-            seg.path.unlink()
+            if seg.path is not None:
+                seg.path.unlink()
         except OSError as exc:
             self._fail(f"cannot remove {seg.path}", exc)
         finally:
-            os.close(seg.fd)
-            seg.fd = None
+            if seg.fd is not None:
+                _close(seg.fd)
+                seg.fd = None
 
     def _fail(self, what: str, exc: OSError) -> None:
+        """Log a failure once until the journal works again (a new segment could be made)."""
         if not self._failed:
             self._failed = True
             log.error("usage journal: %s (%s); usage records are kept in memory only until this is fixed", what, exc)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -168,12 +189,31 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
 
 
+def _remove_stale_new(directory: Path) -> None:
+    """Remove segments a process never finished creating (it died between creating and renaming one: the file is
+    empty, nothing was written to it) once no process holds them."""
+    for tmp in directory.glob(".journal-*.jsonl.new"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if sys.platform != "win32":
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tmp.unlink()
+        except OSError:
+            pass  # held by a live process (or gone already)
+        finally:
+            os.close(fd)
+
+
 def orphans(directory: str | os.PathLike[str]) -> list[Path]:
     """The segment files in ``directory``, oldest first. Those of live processes are among them: the caller claims
     each with a non-blocking lock before importing it, which fails for a live process's segment."""
     found: list[tuple[float, Path]] = []
     try:
         paths = list(Path(directory).glob(_PATTERN))
+        _remove_stale_new(Path(directory))
     except OSError:
         return []
     for p in paths:

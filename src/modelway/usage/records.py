@@ -9,9 +9,20 @@ from typing import Any
 
 __all__ = ["UsageRecord", "new_record_id"]
 
-# record ids: a random per-process prefix and a counter, unique across processes and restarts
+# record ids: a random per-process prefix and a counter, unique across processes and restarts (a process forked
+# after this import, e.g. by a pre-loading server, draws its own prefix)
 _PREFIX = os.urandom(8).hex()
 _COUNTER = itertools.count(1)
+
+
+def _reseed() -> None:
+    global _PREFIX, _COUNTER
+    _PREFIX = os.urandom(8).hex()
+    _COUNTER = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
 
 
 def new_record_id() -> str:
