@@ -136,7 +136,7 @@ class TestErrors:
             async with s.get(gateway.url + "/openapi.json") as r:
                 spec = await r.json()
         assert spec["openapi"].startswith("3.") and "/v1/chat/completions" in spec["paths"]
-        assert spec["security"] == [{"bearer": []}]  # this gateway has a master key
+        assert spec["security"] == [{"bearer": []}, {"apiKey": []}]  # this gateway has a master key
         assert "/api/v2/chat/completions" in spec["paths"]
 
 
