@@ -13,6 +13,7 @@ has filled memory.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -277,7 +278,7 @@ class Transport:
                 req.method,
                 req.url,
                 headers=req.headers,
-                data=req.body,
+                data=_payload(req.body),
                 timeout=self._timeout(timeout, stream=False),
                 allow_redirects=False,
             ) as resp:
@@ -300,7 +301,7 @@ class Transport:
                     req.method,
                     req.url,
                     headers=req.headers,
-                    data=req.body,
+                    data=_payload(req.body),
                     timeout=self._timeout(timeout, stream=True),
                     allow_redirects=False,
                 )
@@ -319,6 +320,14 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._session is None or self._session.closed
+
+
+#: aiohttp warns (ResourceWarning) when a request body over 1 MiB is given as bytes: such bodies go as a stream
+_LARGE_BODY = 1024 * 1024
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    return io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
 
 
 def _failures(aio: ModuleType) -> tuple[type[BaseException], ...]:

@@ -267,7 +267,9 @@ def _check_params(params: dict[str, Any]) -> None:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
             raise InvalidRequestError(f"{name} must be an integer", param=name)
-        if not ilo <= v <= ihi:  # compared before int(): int(1e300) would be a 1000-bit integer
+        # compared before int() (int(1e300) would be a 1000-bit integer); a float past 2**53 is not exact (orjson
+        # reads -2**63-1 as a float that rounds into range)
+        if not ilo <= v <= ihi or (isinstance(v, float) and abs(v) >= 2**53):
             raise InvalidRequestError(f"{name} must be an integer from {ilo} to {ihi} (got {_show(v)})", param=name)
         if isinstance(v, float):  # JSON 16.0 is the integer 16
             params[name] = int(v)

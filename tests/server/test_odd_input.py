@@ -4,9 +4,6 @@ Never a 5xx, never a hang, never a traceback in the gateway's log.
 
 The gateway here has small ``server.header_timeout`` and ``server.body_timeout`` (so the slow-client cases are quick),
 the default 10 MiB body limit, a SQLite store (the admin API) and simulators upstream.
-
-Tests marked ``xfail(strict=True)`` state the right behaviour where the gateway does not have it yet; each reason
-says what it does instead. When one passes (XPASS fails the suite), remove its mark.
 """
 
 from __future__ import annotations
@@ -66,7 +63,7 @@ class _Tracebacks(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def no_traceback_in_the_log(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Whatever a test got, the gateway must not have crashed to answer it (xfail tests state their own bug)."""
+    """Whatever a test got, the gateway must not have crashed to answer it."""
     handler = _Tracebacks()
     loggers = [logging.getLogger(name) for name in ("modelway", "uvicorn.error", "asyncio")]
     for lg in loggers:
@@ -76,10 +73,9 @@ def no_traceback_in_the_log(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
-    if request.node.get_closest_marker("xfail") is None:
-        assert not handler.records, "the gateway logged a traceback:\n" + "\n".join(
-            logging.Formatter().format(r) for r in handler.records
-        )
+    assert not handler.records, "the gateway logged a traceback:\n" + "\n".join(
+        logging.Formatter().format(r) for r in handler.records
+    )
 
 
 # -- raw HTTP -------------------------------------------------------------------------------------------------------
@@ -334,12 +330,6 @@ class TestBodies:
             c.send_in_background(iter([request("POST", CHAT, body)]))
             error(c.answer(), 400, param="temperature")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="500 under the suite's warnings-as-errors: the transport hands aiohttp the upstream body as bytes, and "
-        "aiohttp warns (ResourceWarning 'Sending a large body directly with raw bytes might lock the event loop') "
-        "for every body over 1 MiB; hidden by Python's default filters, a crash under -W error or -X dev",
-    )
     def test_a_large_valid_prompt_is_served(self, gw: RunningGateway) -> None:
         body = padded(b'{"model": "gpt", "messages": "', 5 * 1024 * 1024, b'"}')
         with Conn(gw) as c:
@@ -424,12 +414,6 @@ class TestFraming:
             assert answer.status == 400, answer
             assert c.closed()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a request the HTTP parser refuses (CL with TE, a bad chunk, a NUL in a header) is answered by uvicorn "
-        "with text/plain 'Invalid HTTP request received.', not in the OpenAI error shape (protocol.py answers 431 "
-        "and 408 in it, but calls uvicorn's send_400_response for parser errors)",
-    )
     def test_a_request_the_parser_refuses_is_answered_in_the_error_shape(self, gw: RunningGateway) -> None:
         with Conn(gw) as c:
             c.send(
@@ -525,18 +509,9 @@ class TestIntegers:
     def test_dbgpt_integers_beyond_range_are_400_naming_the_field(self, gw: RunningGateway, name: str) -> None:
         error(post_json(gw, "/api/v2/chat/completions", chat(**{name: 2**64})), 400, param=name)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the error names max_tokens: dbgpt_api._params renames max_new_tokens before validating it",
-    )
     def test_dbgpt_max_new_tokens_beyond_range_names_max_new_tokens(self, gw: RunningGateway) -> None:
         error(post_json(gw, "/api/v2/chat/completions", chat(max_new_tokens=2**64)), 400, param="max_new_tokens")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="accepted and sent on as -2**63: orjson parses integers below -2**63 as floats, and "
-        "float(-2**63 - 1) == -2**63 passes validate's range check",
-    )
     def test_a_seed_just_below_the_64_bit_range_is_400(self, gw: RunningGateway) -> None:
         body = b'{"model": "gpt", "messages": "hi", "seed": -9223372036854775809}'
         error(call(gw, "POST", CHAT, body), 400, param="seed")
@@ -699,11 +674,6 @@ class TestRoutes:
         error(answer, 405, code="method_not_allowed")
         assert answer.headers.get("allow") == allow
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="404 'no route': the app routes /v1/models/{model} by prefix for GET only, so other methods fall "
-        "through to the not-found answer",
-    )
     @pytest.mark.parametrize("method", ["POST", "DELETE", "HEAD"])
     def test_a_method_a_model_does_not_serve_is_405(self, gw: RunningGateway, method: str) -> None:
         answer = call(gw, method, "/v1/models/gpt", b"{}" if method == "POST" else None)
@@ -742,19 +712,9 @@ class TestRoutes:
     def test_a_bad_query_is_400_naming_the_parameter(self, gw: RunningGateway, query: str, param: str) -> None:
         error(call(gw, "GET", query), 400, param=param)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="500 (ValueError in int()): admin_api._records checks limit with str.isdigit(), which is true for "
-        "digits int() refuses, such as '²'",
-    )
     def test_a_limit_of_unicode_digits_is_400(self, gw: RunningGateway) -> None:
         error(call(gw, "GET", "/admin/usage/records?limit=%C2%B2"), 400, param="limit")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="500 (ValueError: Exceeds the limit (4300 digits) for integer string conversion): admin_api._records "
-        "calls int() on any string of digits",
-    )
     def test_a_limit_of_5000_digits_is_400(self, gw: RunningGateway) -> None:
         error(call(gw, "GET", "/admin/usage/records?limit=" + "9" * 5000), 400, param="limit")
 
@@ -772,11 +732,6 @@ class TestRoutes:
 
 
 class TestEchoes:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="200 with the value as the completion's id: dbgpt_api uses conv_uid unchecked (a number, an object, "
-        "an array come back as 'id', which DB-GPT's client cannot parse)",
-    )
     @pytest.mark.parametrize("conv_uid", [{"a": 1}, [None], 5, True])
     def test_dbgpt_conv_uid_must_be_a_string(self, gw: RunningGateway, conv_uid: Any) -> None:
         error(post_json(gw, "/api/v2/chat/completions", chat(conv_uid=conv_uid)), 400, param="conv_uid")

@@ -178,7 +178,8 @@ async def _usage(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None
 async def _records(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     q = _query(req)
     raw_limit = q.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+    # ASCII digits only ("²" is a digit to isdigit(), not to int()), and few of them (int() refuses 4,300+)
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 6) or not 1 <= int(raw_limit) <= 10_000:
         raise InvalidRequestError("limit must be an integer from 1 to 10000", param="limit")
     if gw.control.ledger is not None:
         await gw.control.ledger.flush()

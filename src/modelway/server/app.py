@@ -151,7 +151,9 @@ class GatewayApp:
                 await self._authenticate(gw, req)
                 await handler(gw, req, send)
                 return
-            if req.method == "GET" and path.startswith(_MODEL_PREFIXES):
+            if path.startswith(_MODEL_PREFIXES):
+                if req.method != "GET":
+                    raise MethodNotAllowed(req.method, path, "GET")
                 await self._authenticate(gw, req)
                 await openai_api.retrieve_model(gw, req, send, path.split("/models/", 1)[1])
                 return

@@ -81,8 +81,17 @@ async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
             raise InvalidRequestError(f"{name} must be true or false", param=name)
     stream = bool(stream)
     incremental = incremental is not False
-    creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
-    conv_id = data.get("conv_uid") or req.request_id
+    try:
+        creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
+    except InvalidRequestError as exc:
+        if exc.param == "max_tokens" and data.get("max_new_tokens") is not None:  # named as the caller sent it
+            exc.param = "max_new_tokens"
+            exc.message = exc.message.replace("max_tokens", "max_new_tokens", 1)
+        raise
+    conv_id = data.get("conv_uid")
+    if conv_id is not None and not isinstance(conv_id, str):
+        raise InvalidRequestError("conv_uid must be a string", param="conv_uid")
+    conv_id = conv_id or req.request_id
     ticket = await gw.control.begin(req.request_id, req.caller, model, "dbgpt", stream)
     ticket.messages = creq.messages
     if not stream:

@@ -121,7 +121,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._refuse_too_large()
             else:
                 log.debug("invalid HTTP request received")
-                self.send_400_response("Invalid HTTP request received.")
+                self.transport.write(_answer(400, "Bad Request", "invalid_http", "the request is not valid HTTP/1.1"))
+                self.transport.close()
             return
         if self._timer is not None or self.transport.is_closing():
             return
