@@ -22,8 +22,12 @@ def segments(directory: Path) -> list[Path]:
 
 
 def lines(directory: Path) -> list[str]:
-    """Request ids of every journaled record, in file order."""
-    return [orjson.loads(line)["request_id"] for p in segments(directory) for line in p.read_bytes().splitlines()]
+    """Request ids of every journaled record, in file order (a segment's records end where its zeros begin)."""
+    return [
+        orjson.loads(line)["request_id"]
+        for p in segments(directory)
+        for line in p.read_bytes().partition(b"\0")[0].splitlines()
+    ]
 
 
 class TestJournal:
@@ -31,11 +35,12 @@ class TestJournal:
         j = Journal(tmp_path / "j")
         for i in range(3):
             j.append(rec(i))
-        assert lines(tmp_path / "j") == ids(3)  # on disk, no flush needed
+        assert lines(tmp_path / "j") == ids(3)  # in the file, no flush needed
+        assert segments(tmp_path / "j")[0].stat().st_size == j.segment_bytes  # reserved on disk when made
         j.done(2)
         assert lines(tmp_path / "j") == ids(3)  # a segment is emptied only when all its records are stored
         j.done(1)
-        assert lines(tmp_path / "j") == [] and len(segments(tmp_path / "j")) == 1  # emptied, kept for writing
+        assert lines(tmp_path / "j") == [] and len(segments(tmp_path / "j")) == 1  # zeroed, kept for writing
         j.append(rec(3))
         assert lines(tmp_path / "j") == ["r3"]
         j.done(1)
@@ -43,7 +48,9 @@ class TestJournal:
         assert segments(tmp_path / "j") == []
 
     def test_full_segments_rotate_and_are_removed_once_stored(self, tmp_path: Path) -> None:
-        j = Journal(tmp_path, segment_records=2)
+        one = len(orjson.dumps(rec(0))) + 1
+        j = Journal(tmp_path, segment_bytes=max(4096, one))
+        j.segment_bytes = 2 * one + 1  # (below the floor the constructor allows: two records a segment, for the test)
         for i in range(5):
             j.append(rec(i))
         assert len(segments(tmp_path)) == 3 and lines(tmp_path) == ids(5)
@@ -199,7 +206,7 @@ def test_record_ids_are_unique_and_default() -> None:
     assert a.record_id and b.record_id and a.record_id != b.record_id
 
 
-_SHORT_WRITE_CHILD = textwrap.dedent(
+_FULL_DISK_CHILD = textwrap.dedent(
     """
     import os, resource, signal, sys
     sys.path.insert(0, sys.argv[2])
@@ -207,36 +214,41 @@ _SHORT_WRITE_CHILD = textwrap.dedent(
     from modelway.usage.journal import Journal
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    j = Journal(sys.argv[1])
+    j = Journal(sys.argv[1], segment_bytes=4096)
     j.append(rec(0))
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(j.files[0]) + 40, hard))  # the disk fills in r1
-    j.append(rec(1))  # a short write, then EFBIG: logged, kept in memory only
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))  # the disk is full
+    for i in range(1, 20):
+        j.append(rec(i))  # r0's segment fills, and no new one can be reserved: logged, kept in memory only
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space is back
-    j.append(rec(2))  # written whole
+    j.append(rec(20))  # a new segment
     os._exit(0)  # killed: nothing stored, nothing closed
     """
 )
 
 
-def test_a_failed_write_leaves_no_half_line_for_the_next_record(tmp_path: Path) -> None:
-    """A write that fails part-way (disk full) is cut back, so the record written after it survives a crash (it
-    was glued onto the half line, and both were rejected at replay)."""
+def test_a_full_disk_is_found_when_a_segment_is_made_and_writing_resumes(tmp_path: Path) -> None:
+    """A segment's space is reserved when it is made: a full disk then costs the records that find no segment (in
+    memory only, as without a journal) and never a SIGBUS; the journal writes again once there is room."""
     from modelway.usage.spill import claim_spill
 
     p = subprocess.run(
-        [sys.executable, "-c", _SHORT_WRITE_CHILD, str(tmp_path / "j"), str(Path(__file__).parent)],
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(tmp_path / "j"), str(Path(__file__).parent)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert p.returncode == 0 and "cannot write" in p.stderr, p.stderr
-    (segment,) = orphans(tmp_path / "j")
-    claimed = claim_spill(segment)
-    assert claimed is not None
-    f, records, rejected = claimed
-    f.close()
-    assert [r.request_id for r in records] == ["r0", "r2"] and rejected == []
+    assert p.returncode == 0 and "cannot create a segment" in p.stderr and "writing again" in p.stderr, p.stderr
+    replayed: list[str] = []
+    for segment in orphans(tmp_path / "j"):
+        claimed = claim_spill(segment)
+        assert claimed is not None
+        f, records, rejected = claimed
+        f.close()
+        assert rejected == []
+        replayed += [r.request_id for r in records]
+    per_segment = 4096 // (len(orjson.dumps(rec(0))) + 1)
+    assert replayed == ids(per_segment) + ["r20"]
 
 
 def test_a_forked_process_draws_its_own_record_ids() -> None:

@@ -1,28 +1,31 @@
 """The usage journal: every record is on disk before its request's answer completes, so a killed process loses none.
 
 The ledger writes records to the store in batches, a second or so after their requests ended; a process killed
-meanwhile (SIGKILL, the OOM killer, a crash) would lose the batch. So each record is also appended to a journal
-file with one ``write`` system call when the ledger receives it. A written file outlives its process: the data is
-in the kernel's page cache, and the kernel writes it out whatever happens to the process (only a crash of the
-machine itself can lose what was written in its last seconds; no ``fsync`` is made per record).
+meanwhile (SIGKILL, the OOM killer, a crash) would lose the batch. So each record is also copied, when the ledger
+receives it, into a journal file mapped into memory (``mmap``, shared): the file's pages belong to the kernel's page
+cache, not to the process, so what was copied outlives the process however it dies, and the kernel writes it out
+(only a crash of the machine itself can lose the last seconds; nothing is ``fsync``-ed per record). A copy into the
+map costs a fraction of a ``write`` system call (BENCHMARKS.md, decision 16).
 
-Layout: a directory of segment files ``journal-<pid>-<random>-<n>.jsonl``, JSON lines (one record each, the spill
-file's format). Each process writes its own segments and holds an exclusive ``flock`` on each as long as it lives;
-the kernel drops the lock when the process dies, however it dies. A segment is created under a temporary name
-and renamed once locked, so no other process can see it unlocked.
+Layout: a directory of segment files ``journal-<pid>-<random>-<n>.jsonl`` of a fixed size (``segment_bytes``),
+reserved on disk when made (so a full disk is found then, not as a SIGBUS when a page is first written), holding
+JSON lines (one record each, the spill file's format) followed by zeros. Each process writes its own segments and
+holds an exclusive ``flock`` on each as long as it lives; the kernel drops the lock when the process dies, however
+it dies. A segment is created under a temporary name and renamed once locked, so no other process can see it
+unlocked.
 
 Records leave the journal in the order they entered it, as the ledger stores them (or moves them to its spill
 file): :meth:`Journal.done` counts them off, oldest first. A segment all of whose records are stored is removed,
-or emptied when it is the one being written. At start, :func:`orphans` lists the segments of processes that are
-gone (those that can be locked); the ledger imports them like a spill file. The store keeps one row per
-``record_id``, so a record that was stored and then replayed (the process died between the two) is stored once.
-
-Cost: one ``orjson.dumps`` and one ``write`` per request, a few microseconds (BENCHMARKS.md).
+or zeroed and written again from its start when it is the one being written. At start, :func:`orphans` lists the
+segments of processes that are gone (those that can be locked); the ledger imports them like a spill file, up to
+their zeros. The store keeps one row per ``record_id``, so a record that was stored and then replayed (the process
+died between the two) is stored once.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import sys
 from collections import deque
@@ -47,11 +50,12 @@ _PATTERN = "journal-*.jsonl"
 class _Segment:
     path: Path | None
     fd: int | None
+    map: mmap.mmap | None = None
     #: records appended to this segment, and those of them not stored yet
     written: int = 0
     pending: int = 0
-    #: the file's size after the last whole record (a failed write is cut back to it)
-    size: int = 0
+    #: bytes of records in the map (the next record goes there)
+    used: int = 0
 
 
 class Journal:
@@ -61,11 +65,11 @@ class Journal:
     and the records stay in memory only, as they would without a journal.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, segment_records: int = 8192) -> None:
-        if segment_records < 1:
-            raise ValueError("segment_records must be positive")
+    def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = 4 * 1024 * 1024) -> None:
+        if segment_bytes < 4096:
+            raise ValueError("segment_bytes must be at least 4096")
         self.directory = Path(directory)
-        self.segment_records = segment_records
+        self.segment_bytes = segment_bytes
         self._segments: deque[_Segment] = deque()
         self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._seq = 0
@@ -78,26 +82,18 @@ class Journal:
         return [s.path for s in self._segments if s.path is not None]
 
     def append(self, rec: UsageRecord) -> None:
-        """Write ``rec`` (call it in the order the records are queued for the store)."""
+        """Copy ``rec`` into the journal (call it in the order the records are queued for the store)."""
+        line = orjson.dumps(rec) + b"\n"
+        n = len(line)
         seg = self._segments[-1] if self._segments else None
-        if seg is None or seg.written >= self.segment_records:
-            seg = self._new_segment()
+        if seg is None or seg.map is not None and seg.used + n > len(seg.map) or seg.map is None and seg.written:
+            seg = self._new_segment(n)
         seg.written += 1
         seg.pending += 1
-        if seg.fd is None:
-            return
-        line = orjson.dumps(rec) + b"\n"
-        try:
-            _write_all(seg.fd, line)
-        except OSError as exc:
-            self._fail(f"cannot write to {seg.path}", exc)
-            try:  # no half line left for the next record to be glued onto
-                os.ftruncate(seg.fd, seg.size)
-            except OSError:
-                _close(seg.fd)  # a file we cannot repair is not written again
-                seg.fd = None
-            return
-        seg.size += len(line)
+        m = seg.map
+        if m is not None and seg.used + n <= len(m):
+            m[seg.used : seg.used + n] = line
+            seg.used += n
 
     def done(self, n: int) -> None:
         """The ``n`` oldest records not counted off yet are stored (or spilled): drop them from the journal."""
@@ -109,16 +105,14 @@ class Journal:
             n -= k
             if seg.pending:
                 break
-            if len(segments) > 1 or seg.written >= self.segment_records:
-                segments.popleft()
-                self._remove(seg)
-            elif seg.fd is not None and seg.written:
-                # the segment being written holds nothing unsaved: empty it, and go on writing to it
-                try:
-                    os.ftruncate(seg.fd, 0)
-                    seg.written = seg.size = 0
-                except OSError as exc:
-                    self._fail(f"cannot empty {seg.path}", exc)
+            if len(segments) == 1 and seg.map is not None:
+                # the segment being written holds nothing unsaved: zero what it holds (a crash meanwhile replays
+                # only records the store has, which it skips) and write it again from the start
+                seg.map[: seg.used] = bytes(seg.used)
+                seg.used = seg.written = 0
+                return
+            segments.popleft()  # all its records are stored: gone
+            self._remove(seg)
 
     def close(self) -> None:
         """Stop writing. Segments all of whose records were stored are removed; the others stay for the next start."""
@@ -126,30 +120,32 @@ class Journal:
         while self._segments:
             seg = self._segments.popleft()
             if seg.pending:
-                if seg.fd is not None:
-                    os.close(seg.fd)  # (the lock goes with it: the next start imports the file)
-                    log.warning("usage journal: %d usage records kept in %s for the next start", seg.pending, seg.path)
+                self._release(seg)  # (the lock goes with it: the next start imports the file)
+                log.warning("usage journal: %d usage records kept in %s for the next start", seg.pending, seg.path)
             else:
                 self._remove(seg)
 
-    def _new_segment(self) -> _Segment:
+    def _new_segment(self, need: int) -> _Segment:
         self._seq += 1
         final = self.directory / f"journal-{self._tag}-{self._seq}.jsonl"
         tmp = self.directory / f".{final.name}.new"
+        size = max(self.segment_bytes, need)
         fd: int | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
             if sys.platform != "win32":
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _reserve(fd, size)
+            m = mmap.mmap(fd, size)
             os.replace(tmp, final)
         except OSError as exc:
             if fd is not None:
-                os.close(fd)
+                _close(fd)
             self._fail(f"cannot create a segment in {self.directory}", exc)
             seg = _Segment(None, None)
         else:
-            seg = _Segment(final, fd)
+            seg = _Segment(final, fd, m)
             if self._failed:
                 self._failed = False
                 log.warning("usage journal: writing again, to %s", final)
@@ -163,9 +159,16 @@ class Journal:
         except OSError as exc:
             self._fail(f"cannot remove {seg.path}", exc)
         finally:
-            if seg.fd is not None:
-                _close(seg.fd)
-                seg.fd = None
+            self._release(seg)
+
+    @staticmethod
+    def _release(seg: _Segment) -> None:
+        if seg.map is not None:
+            seg.map.close()
+            seg.map = None
+        if seg.fd is not None:
+            _close(seg.fd)
+            seg.fd = None
 
     def _fail(self, what: str, exc: OSError) -> None:
         """Log a failure once until the journal works again (a new segment could be made)."""
@@ -181,12 +184,16 @@ def _close(fd: int) -> None:
         pass
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    n = os.write(fd, data)
-    if n < len(data):  # a short write (the disk is nearly full): the rest, or the OSError that explains it
-        view = memoryview(data)[n:]
-        while view:
-            view = view[os.write(fd, view) :]
+def _reserve(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes of disk now (zeros): written through the map later, a page of a sparse file on
+    a full disk would kill the process with SIGBUS."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+        return
+    zeros = bytes(65536)  # (macOS has no posix_fallocate: write the zeros)
+    for _ in range(0, size, len(zeros)):
+        os.write(fd, zeros)
+    os.ftruncate(fd, size)
 
 
 def _remove_stale_new(directory: Path) -> None:

@@ -70,7 +70,8 @@ def append_spill(path: Path, data: bytes) -> bool:
 
 
 def claim_spill(path: Path) -> tuple[BinaryIO, list[UsageRecord], list[bytes]] | None:
-    """The spill file, locked, with its records and the lines that are not records; ``None``: no file, or locked."""
+    """The spill file (or a journal segment), locked, with its records and the lines that are not records; ``None``:
+    no file, or locked."""
     try:
         f = _open_locked(path, "rb")
     except FileNotFoundError:
@@ -81,6 +82,11 @@ def claim_spill(path: Path) -> tuple[BinaryIO, list[UsageRecord], list[bytes]] |
     rejected: list[bytes] = []
     try:
         for line in f:
+            if b"\0" in line:  # a journal segment's unused, zeroed tail (see .journal): the end of its records
+                line = line[: line.index(b"\0")]
+                if line.strip():  # a record cut short by a crash while it was being written
+                    rejected.append(line + b"\n")
+                break
             if not line.strip():
                 continue
             try:
