@@ -5,9 +5,9 @@ client (or per gateway process), shared by every provider and every key. Adapter
 
 Answers are bounded: a whole answer (a JSON body, an error body, or everything a stream sends) may not decode to
 more than ``max_answer_bytes``; past it the attempt fails with :class:`~modelway.errors.StreamError` and the
-connection is closed. The size counted is the decoded one: aiohttp inflates a compressed body a read's worth at a
-time (its decompression is bounded per read since 3.13.3), so a gzip bomb is stopped at the cap, not after it
-has filled memory.
+connection is closed. The size counted is the decoded one: compressed answers are decoded here, never more at once
+than the bytes still allowed (:mod:`modelway.inflate`), so a gzip bomb is stopped at the cap, not after it has
+filled memory.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 from .errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, StreamError
+from .inflate import ACCEPT_ENCODING, InflateError, Inflater
 from .providers.base import HTTPRequest
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
@@ -96,6 +97,7 @@ class StreamResponse:
 
     __slots__ = (
         "_aio",
+        "_inflater",
         "_resp",
         "_watch",
         "expired",
@@ -118,6 +120,7 @@ class StreamResponse:
         max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._aio = aio
+        self._inflater = _inflater(resp, provider)
         self.max_bytes = max_bytes
         self._resp = resp
         self.provider = provider
@@ -170,7 +173,16 @@ class StreamResponse:
                 if not data:
                     if self.expired:
                         raise self._timed_out()
+                    if self._inflater is not None:
+                        _finish(self._inflater, self.provider)
                     return
+                if self._inflater is not None:
+                    for piece in _inflate(self._inflater, data, left, self.provider):
+                        left -= len(piece)
+                        if left < 0:
+                            raise answer_too_large(self.max_bytes, self.provider)
+                        yield piece
+                    continue
                 left -= len(data)
                 if left < 0:
                     raise answer_too_large(self.max_bytes, self.provider)
@@ -246,9 +258,9 @@ class Transport:
             )
             s = self._session = aiohttp.ClientSession(
                 connector=connector,
-                auto_decompress=True,
+                auto_decompress=False,  # decoded here, bounded (modelway.inflate)
                 skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "modelway"},
+                headers={"User-Agent": "modelway", "Accept-Encoding": ACCEPT_ENCODING},
             )
         return s
 
@@ -386,6 +398,7 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, provider: str) -
     if declared is not None and declared > limit and "content-encoding" not in resp.headers:
         resp.close()
         raise answer_too_large(limit, provider)
+    inflater = _inflater(resp, provider)
     content = resp.content
     parts: list[bytes] = []
     left = limit
@@ -393,12 +406,42 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, provider: str) -
         data = await content.readany()
         if not data:
             break
-        left -= len(data)
-        if left < 0:
-            resp.close()
-            raise answer_too_large(limit, provider)
-        parts.append(data)
+        pieces = [data] if inflater is None else _inflate(inflater, data, left, provider)
+        for piece in pieces:
+            left -= len(piece)
+            if left < 0:
+                resp.close()
+                raise answer_too_large(limit, provider)
+            parts.append(piece)
+    if inflater is not None:
+        _finish(inflater, provider)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _inflater(resp: aiohttp.ClientResponse, provider: str) -> Inflater | None:
+    """The decoder of ``resp``'s Content-Encoding, or ``None`` for a body that is not encoded."""
+    coding = resp.headers.get("Content-Encoding")
+    if not coding or coding.strip().lower() == "identity":
+        return None
+    try:
+        return Inflater(coding)
+    except InflateError as exc:
+        resp.close()
+        raise StreamError(str(exc), provider=provider) from None
+
+
+def _inflate(inflater: Inflater, data: bytes, left: int, provider: str) -> list[bytes]:
+    try:
+        return inflater.feed(data, left)
+    except InflateError as exc:
+        raise StreamError(str(exc), provider=provider) from None
+
+
+def _finish(inflater: Inflater, provider: str) -> None:
+    try:
+        inflater.close()
+    except InflateError as exc:
+        raise StreamError(str(exc), provider=provider) from None
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
