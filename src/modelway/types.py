@@ -32,6 +32,7 @@ __all__ = [
     "FunctionCall",
     "Message",
     "ModelInfo",
+    "NativeBody",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
@@ -84,12 +85,26 @@ class ChatRequest:
     stream: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the caller's request in an upstream's own API (the gateway's ``/v1/messages`` and ``/v1/responses``): an
+    #: adapter that speaks that API sends it as it came (model replaced) instead of translating ``messages``
+    native: NativeBody | None = None
 
     @property
     def include_usage(self) -> bool:
         """Whether the caller asked for a final usage chunk (``stream_options.include_usage``)."""
         opts = self.params.get("stream_options")
         return bool(opts and opts.get("include_usage"))
+
+
+@dataclass(slots=True)
+class NativeBody:
+    """A request body in one provider API's own shape, forwarded without lossy conversion to adapters that speak
+    that API (so Anthropic prompt-cache prefixes keep hitting). ``api`` names it: ``"anthropic.messages"``,
+    ``"openai.responses"``. Answers of a native request carry the upstream's own body (``ChatCompletion.raw``)
+    and stream frames (``ChatCompletionChunk.raw``) beside their translation."""
+
+    api: str
+    body: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -241,6 +256,8 @@ class ChatCompletion:
     usage: Usage | None = None
     provider: str | None = None
     object: str = "chat.completion"
+    #: the upstream's own JSON body, for a request sent natively (``ChatRequest.native``)
+    raw: dict[str, Any] | None = None
 
     @property
     def content(self) -> str | None:
@@ -339,6 +356,9 @@ class ChatCompletionChunk:
     usage: Usage | None = None
     provider: str | None = None
     object: str = "chat.completion.chunk"
+    #: the upstream's own SSE frame(s) this chunk was parsed from, for a request sent natively
+    #: (``ChatRequest.native``); a frame with nothing to translate (``ping``) comes as a chunk with no choices
+    raw: bytes | None = None
 
     @property
     def content(self) -> str | None:

@@ -13,14 +13,19 @@ from typing import Any
 
 from ..config import Config
 from ..errors import GatewayShutdownError, ModelwayError
-from . import dbgpt_api, openai_api
+from . import openai_api
 from .admin_api import ADMIN_PREFIX, handle_admin
 from .control import ControlPlane
+from .dialects import Dialect, anthropic, responses, serve
+from .dialects.completions import CompletionsDialect
+from .dialects.dbgpt import DBGPTDialect
+from .dialects.openai_chat import ChatDialect
 from .disconnect import ClientGone
-from .errors import Forbidden, MethodNotAllowed, NotFound, render_error
+from .errors import Forbidden, MethodNotAllowed, NotFound
 from .gateway import Gateway
 from .http import Lifecycle, Receive, Request, Scope, Send, send_json
 from .openapi import openapi_schema
+from .rerank_api import rerank
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -28,14 +33,36 @@ log = logging.getLogger("modelway.server")
 
 Handler = Callable[[Gateway, Request, Send], Awaitable[None]]
 
-_ROUTES: dict[tuple[str, str], Handler] = {
-    ("POST", "/v1/chat/completions"): openai_api.chat_completions,
-    ("POST", "/chat/completions"): openai_api.chat_completions,
-    ("POST", "/v1/embeddings"): openai_api.embeddings,
-    ("POST", "/embeddings"): openai_api.embeddings,
-    ("GET", "/v1/models"): openai_api.list_models,
-    ("GET", "/models"): openai_api.list_models,
-    ("POST", "/api/v2/chat/completions"): dbgpt_api.dbgpt_chat_completions,
+_CHAT = ChatDialect()
+#: errors on routes without a dialect of their own are told in OpenAI's shape
+_OPENAI: Dialect = _CHAT
+_MESSAGES = anthropic.MessagesDialect()
+_RESPONSES = responses.ResponsesDialect()
+
+
+def _chat(dialect: Dialect) -> tuple[Handler, Dialect]:
+    async def handler(gw: Gateway, req: Request, send: Send) -> None:
+        await serve(dialect, gw, req, send)
+
+    return handler, dialect
+
+
+#: (method, path) → handler, and the dialect its errors are told in
+_ROUTES: dict[tuple[str, str], tuple[Handler, Dialect]] = {
+    ("POST", "/v1/chat/completions"): _chat(_CHAT),
+    ("POST", "/chat/completions"): _chat(_CHAT),
+    ("POST", "/api/v2/chat/completions"): _chat(DBGPTDialect()),
+    ("POST", "/v1/messages"): _chat(_MESSAGES),
+    ("POST", "/v1/messages/count_tokens"): (anthropic.count_tokens, _MESSAGES),
+    ("POST", "/v1/responses"): _chat(_RESPONSES),
+    ("POST", "/v1/completions"): _chat(CompletionsDialect()),
+    ("POST", "/completions"): _chat(CompletionsDialect()),
+    ("POST", "/v1/rerank"): (rerank, _OPENAI),
+    ("POST", "/rerank"): (rerank, _OPENAI),
+    ("POST", "/v1/embeddings"): (openai_api.embeddings, _OPENAI),
+    ("POST", "/embeddings"): (openai_api.embeddings, _OPENAI),
+    ("GET", "/v1/models"): (openai_api.list_models, _OPENAI),
+    ("GET", "/models"): (openai_api.list_models, _OPENAI),
 }
 _PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
 _METRICS = "/metrics"
@@ -124,6 +151,7 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, self.lifecycle)
         path = req.path
+        dialect = _OPENAI
         try:
             if path in _PUBLIC:
                 if req.method not in ("GET", "HEAD"):
@@ -146,10 +174,16 @@ class GatewayApp:
                     request_id=req.request_id,
                 )
                 return
-            handler = _ROUTES.get((req.method, path))
-            if handler is not None:
+            route = _ROUTES.get((req.method, path))
+            if route is not None:
+                handler, dialect = route
                 await self._authenticate(gw, req)
                 await handler(gw, req, send)
+                return
+            if path.startswith(responses.RESOURCE_PREFIX):
+                dialect = _RESPONSES
+                await self._authenticate(gw, req)
+                await responses.resource(gw, req, send, path[len(responses.RESOURCE_PREFIX) :])
                 return
             if path.startswith(_MODEL_PREFIXES):
                 if req.method != "GET":
@@ -169,14 +203,14 @@ class GatewayApp:
                 raise MethodNotAllowed(req.method, path, ", ".join(allowed))
             raise NotFound(f"no route {req.method} {path}")
         except ModelwayError as exc:
-            await self._send_error(req, send, exc)
+            await self._send_error(req, send, exc, dialect)
         except ClientGone:
             log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
         except asyncio.CancelledError:
             if not req.absorb_abort():
                 raise
             # ended at the shutdown deadline before its answer started: say so
-            await self._send_error(req, send, GatewayShutdownError())
+            await self._send_error(req, send, GatewayShutdownError(), dialect)
         except Exception:
             # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet
             log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)
@@ -195,8 +229,8 @@ class GatewayApp:
                 log.debug("request %s: could not send the 500 answer", req.request_id)
 
     @staticmethod
-    async def _send_error(req: Request, send: Send, exc: ModelwayError) -> None:
-        status, body, headers = render_error(exc, req.request_id)
+    async def _send_error(req: Request, send: Send, exc: ModelwayError, dialect: Dialect) -> None:
+        status, body, headers = dialect.error(exc, req.request_id)
         try:
             await send_json(send, status, body, request_id=req.request_id, headers=headers)
         except RuntimeError:  # the response had started (uvicorn refuses a second start): the connection closes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -23,11 +23,12 @@ from ..usage.estimate import estimate_tokens, prompt_chars
 from ..usage.records import UsageRecord
 from .disconnect import ClientGone
 from .errors import error_payload
-from .http import Request, Send
+from .http import Request, Send, send_json
 from .streaming import stream_sse
 
 if TYPE_CHECKING:
     from .control import ControlPlane
+    from .dialects.base import Dialect, StreamRenderer
 
 __all__ = ["Ticket", "outcome"]
 
@@ -126,6 +127,12 @@ class Ticket:
                 (b"x-ratelimit-reset-tokens", reset),
             ]
         return out
+
+    async def answer(self, req: Request, send: Send, usage: Usage | None, payload: bytes) -> None:
+        """Send a whole JSON answer, the request counted first: no answered request goes unrecorded."""
+        self.usage = usage
+        self.settle(200, usage)
+        await send_json(send, 200, payload, request_id=req.request_id, headers=self.rate_headers())
 
     async def __aenter__(self) -> Ticket:
         return self
@@ -312,11 +319,12 @@ class Ticket:
         req: Request,
         send: Send,
         batches: AsyncGenerator[list[ChatCompletionChunk], None],
-        render: Callable[[ChatCompletionChunk], bytes],
+        dialect: Dialect,
+        render: StreamRenderer,
     ) -> None:
         """Send ``batches`` as SSE; the ticket finishes when the stream ends, fails, or its caller goes away."""
         try:
-            await stream_sse(req, send, self.track(batches), render, headers=self.rate_headers)
+            await stream_sse(req, send, self.track(batches), dialect, render, headers=self.rate_headers)
         finally:
             # settled by track() when the stream ran; 499 when it never started (the caller left before it could)
             await self.finish(499, None, "client_gone")

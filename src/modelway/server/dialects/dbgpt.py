@@ -8,19 +8,20 @@ finish reasons are mapped to the values the client accepts (``stop``, ``length``
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import InvalidRequestError
-from ..types import ChatCompletion, ChatCompletionChunk, Usage
-from ..validate import chat_request
-from .disconnect import watched
-from .gateway import Gateway
-from .http import Request, Send
-from .openai_api import answer
+from ...errors import InvalidRequestError
+from ...types import ChatCompletion, ChatCompletionChunk, Usage
+from ...validate import chat_request
+from .base import Call, Dialect, StreamRenderer, model_field, stream_field
 
-__all__ = ["dbgpt_chat_completions"]
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+    from ..http import Request
+
+__all__ = ["DBGPTDialect"]
 
 _NORMAL_MODES = (None, "chat_normal")
 # the client always sends these values; they mean "not set" and are not forwarded
@@ -59,48 +60,42 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-async def dbgpt_chat_completions(gw: Gateway, req: Request, send: Send) -> None:
-    data = await req.json(gw.config.server.max_body_bytes)
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequestError("model is required and must be a string", param="model")
-    mode = data.get("chat_mode")
-    if mode not in _NORMAL_MODES:
-        raise InvalidRequestError(
-            f"chat_mode {mode!r} is not supported by modelway: it serves plain model chat (chat_mode null or "
-            "'chat_normal'); knowledge, data, app and flow modes need a DB-GPT server",
-            param="chat_mode",
-            code="invalid_chat_mode",
-        )
-    if "messages" not in data:
-        raise InvalidRequestError("messages is required", param="messages")
-    stream = data.get("stream", False)
-    incremental = data.get("incremental", True)
-    for name, value in (("stream", stream), ("incremental", incremental)):
-        if value is not None and not isinstance(value, bool):
-            raise InvalidRequestError(f"{name} must be true or false", param=name)
-    stream = bool(stream)
-    incremental = incremental is not False
-    try:
-        creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
-    except InvalidRequestError as exc:
-        if exc.param == "max_tokens" and data.get("max_new_tokens") is not None:  # named as the caller sent it
-            exc.param = "max_new_tokens"
-            exc.message = exc.message.replace("max_tokens", "max_new_tokens", 1)
-        raise
-    conv_id = data.get("conv_uid")
-    if conv_id is not None and not isinstance(conv_id, str):
-        raise InvalidRequestError("conv_uid must be a string", param="conv_uid")
-    conv_id = conv_id or req.request_id
-    ticket = await gw.control.begin(req.request_id, req.caller, model, "dbgpt", stream)
-    ticket.messages = creq.messages
-    if not stream:
-        async with ticket:
-            resp = await watched(req, gw.router.complete(model, creq, ticket))
-            await answer(ticket, req, send, resp.usage, orjson.dumps(_body(resp, model, conv_id)))
-        return
-    renderer = _Renderer(model, f"chatcmpl-{conv_id}", incremental)
-    await ticket.respond_stream(req, send, gw.router.stream(model, creq, ticket), renderer)
+class DBGPTDialect(Dialect):
+    endpoint = "dbgpt"
+
+    async def parse(self, data: dict[str, Any], req: Request, gw: Gateway) -> Call:
+        model = model_field(data)
+        mode = data.get("chat_mode")
+        if mode not in _NORMAL_MODES:
+            raise InvalidRequestError(
+                f"chat_mode {mode!r} is not supported by modelway: it serves plain model chat (chat_mode null or "
+                "'chat_normal'); knowledge, data, app and flow modes need a DB-GPT server",
+                param="chat_mode",
+                code="invalid_chat_mode",
+            )
+        if "messages" not in data:
+            raise InvalidRequestError("messages is required", param="messages")
+        stream = stream_field(data)
+        incremental = data.get("incremental", True)
+        if incremental is not None and not isinstance(incremental, bool):
+            raise InvalidRequestError("incremental must be true or false", param="incremental")
+        try:
+            creq = chat_request(model, _messages(data["messages"]), stream=stream, params=_params(data))
+        except InvalidRequestError as exc:
+            if exc.param == "max_tokens" and data.get("max_new_tokens") is not None:  # named as the caller sent it
+                exc.param = "max_new_tokens"
+                exc.message = exc.message.replace("max_tokens", "max_new_tokens", 1)
+            raise
+        conv_id = data.get("conv_uid")
+        if conv_id is not None and not isinstance(conv_id, str):
+            raise InvalidRequestError("conv_uid must be a string", param="conv_uid")
+        return Call(model, creq, {"conv_id": conv_id or req.request_id, "incremental": incremental is not False})
+
+    def body(self, resp: ChatCompletion, call: Call) -> bytes:
+        return orjson.dumps(_body(resp, call.model, call.state["conv_id"]))
+
+    def stream(self, call: Call, request_id: str) -> StreamRenderer:
+        return _Renderer(call.model, f"chatcmpl-{call.state['conv_id']}", call.state["incremental"])
 
 
 def _body(resp: ChatCompletion, model: str, conv_id: str) -> dict[str, Any]:
@@ -127,7 +122,7 @@ def _body(resp: ChatCompletion, model: str, conv_id: str) -> dict[str, Any]:
     return body
 
 
-class _Renderer:
+class _Renderer(StreamRenderer):
     """DB-GPT stream chunks: ``delta`` always (cumulative text when ``incremental`` is false), usage on the last."""
 
     __slots__ = ("model", "id", "incremental", "text", "reasoning", "created")
@@ -140,7 +135,7 @@ class _Renderer:
         self.reasoning: dict[int, str] = {}
         self.created = int(time.time())
 
-    def __call__(self, chunk: ChatCompletionChunk) -> bytes:
+    def chunk(self, chunk: ChatCompletionChunk) -> bytes:
         choices = []
         for c in chunk.choices:
             d = c.delta
@@ -164,3 +159,6 @@ class _Renderer:
         if chunk.usage is not None:
             out["usage"] = chunk.usage.to_dict()
         return b"data: " + orjson.dumps(out) + b"\n\n"
+
+    async def end(self) -> bytes:
+        return b"data: [DONE]\n\n"

@@ -1,0 +1,37 @@
+"""Inbound dialects: every chat-like route is :func:`serve` with its :class:`~.base.Dialect`.
+
+=====================  ==================================  ==========================
+route                  dialect                             endpoint label
+=====================  ==================================  ==========================
+/v1/chat/completions   :mod:`.openai_chat`                 ``chat``
+/api/v2/chat/...       :mod:`.dbgpt`                       ``dbgpt``
+=====================  ==================================  ==========================
+"""
+
+from __future__ import annotations
+
+from ..disconnect import watched
+from ..gateway import Gateway
+from ..http import Request, Send
+from .base import Call, Dialect, StreamRenderer
+
+__all__ = ["Call", "Dialect", "StreamRenderer", "serve"]
+
+
+async def serve(dialect: Dialect, gw: Gateway, req: Request, send: Send) -> None:
+    """Serve one chat-like request in ``dialect``: parse, admit (keys, limits: the ticket), route, answer."""
+    data = await req.json(gw.config.server.max_body_bytes)
+    call = await dialect.parse(data, req, gw)
+    creq = call.request
+    ticket = await gw.control.begin(req.request_id, req.caller, call.model, dialect.endpoint, creq.stream)
+    ticket.messages = creq.messages
+    if not creq.stream:
+        async with ticket:
+            resp = await watched(req, gw.router.complete(call.model, creq, ticket))
+            resp.model = call.model
+            payload = dialect.body(resp, call)
+            await dialect.stored(resp, call, req, gw)
+            await ticket.answer(req, send, resp.usage, payload)
+        return
+    renderer = dialect.stream(call, req.request_id)
+    await ticket.respond_stream(req, send, gw.router.stream(call.model, creq, ticket), dialect, renderer)
