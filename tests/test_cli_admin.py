@@ -116,6 +116,11 @@ def test_usage_summarises_the_ledger(config: Path) -> None:
     ]
     r = runner.invoke(main, ["usage", "-c", str(config), "--by", "key", "--days", "1"])
     assert r.exit_code == 0 and "key_a" in r.stdout and "0.750000" in r.stdout
+    by_endpoint = json.loads(runner.invoke(main, ["usage", "-c", str(config), "--by", "endpoint", "--json"]).stdout)
+    assert [(r["group"], r["requests"], r["total_tokens"]) for r in by_endpoint] == [
+        ("chat", 2, 45),
+        ("embeddings", 1, 0),
+    ]
 
 
 def test_serve_refuses_workers_without_redis_when_limits_are_on(config: Path) -> None:

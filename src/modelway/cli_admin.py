@@ -16,6 +16,7 @@ import click
 import orjson
 
 from .errors import ModelwayError
+from .usage.records import GROUP_BY
 
 if TYPE_CHECKING:
     from .store.sql import SQLStore
@@ -203,7 +204,7 @@ def revoke_key(config_path: str, key_id: str) -> None:
 @click.option(
     "--by",
     "group_by",
-    type=click.Choice(["model", "key", "deployment", "day"]),
+    type=click.Choice(list(GROUP_BY)),
     default="model",
     show_default=True,
     help="How to group the totals.",
@@ -212,7 +213,8 @@ def revoke_key(config_path: str, key_id: str) -> None:
 @click.option("--key", "key_id", help="Only this key's usage.")
 @_JSON
 def usage(config_path: str, group_by: str, days: float | None, key_id: str | None, as_json: bool) -> None:
-    """Requests, tokens and cost from the usage ledger, grouped by model, key, deployment or day."""
+    """Requests, tokens and cost from the usage ledger, grouped by model, key, deployment, endpoint (the API the
+    caller spoke: chat, messages, responses, completions, embeddings, rerank, dbgpt) or day."""
     since = time.time() - days * 86400 if days else None
 
     async def summary(store: SQLStore) -> list[dict[str, Any]]:

@@ -68,6 +68,7 @@ CHAT_PARAMS: frozenset[str] = frozenset(
         "response_format",
         "stream_options",
         "user",
+        "reasoning_effort",
     }
 )
 

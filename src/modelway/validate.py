@@ -36,6 +36,8 @@ from .types import CHAT_PARAMS, ChatRequest, EmbeddingRequest, Message
 
 __all__ = ["MAX_JSON_DEPTH", "chat_request", "check_json_depth", "embedding_request", "normalize_messages"]
 
+#: the values of ``reasoning_effort`` (OpenAI's, plus DeepSeek's ``max``); ``none`` turns thinking off
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 _NUMERIC = {
     "temperature": (0.0, 2.0),
@@ -292,6 +294,12 @@ def _check_params(params: dict[str, Any]) -> None:
         v = params.get(name)
         if v is not None and not isinstance(v, bool):
             raise InvalidRequestError(f"{name} must be true or false", param=name)
+    effort = params.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise InvalidRequestError(
+            f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)} (got {_show(effort)})",
+            param="reasoning_effort",
+        )
     user = params.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequestError(f"user must be a string, not {_kind(user)}", param="user")

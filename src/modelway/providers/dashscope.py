@@ -152,6 +152,9 @@ class DashScopeAdapter(Adapter):
         elif "max_tokens" in p:
             out["max_tokens"] = p["max_tokens"]
         out.update(req.extra)
+        effort = p.get("reasoning_effort")
+        if effort is not None:  # Qwen3 and QwQ: a switch (the caller's own enable_thinking wins)
+            out.setdefault("enable_thinking", effort != "none")
         out.pop("stream", None)  # streaming is the headers' job; "stream" in the body is not DashScope's
         if req.stream:
             out.setdefault("incremental_output", True)

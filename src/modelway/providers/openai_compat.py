@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -35,6 +35,7 @@ from ..types import (
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
+    Message,
     ModelInfo,
     ToolCall,
     ToolCallDelta,
@@ -90,6 +91,44 @@ class OpenAISpec:
     auth_header: str = "Authorization"
     #: self-hosted servers (Ollama, vLLM) may run without a key
     key_required: bool = True
+    #: how the provider takes ``reasoning_effort`` (see :func:`reasoning_payload`)
+    reasoning: ReasoningStyle = "pass"
+    #: whether assistant messages may carry ``reasoning_content`` back to the provider (DeepSeek's thinking mode
+    #: wants it in tool loops); where not, it is taken out of the messages sent
+    reasoning_in_messages: bool = True
+
+
+ReasoningStyle = Literal["pass", "drop", "thinking", "enable_thinking", "deepseek"]
+"""``pass``: ``reasoning_effort`` as is (OpenAI, vLLM, Ollama); ``drop``: not sent (thinking is chosen by the model
+name); ``thinking``: ``thinking: {"type": "enabled"|"disabled"}`` (Zhipu, Volcengine); ``enable_thinking``: a
+boolean (Qwen on DashScope, SiliconFlow); ``deepseek``: ``reasoning_effort`` as is, and ``none`` as
+``thinking: {"type": "disabled"}``."""
+
+
+def reasoning_payload(style: ReasoningStyle, effort: Any, payload: dict[str, Any]) -> None:
+    """Put the caller's ``reasoning_effort`` into ``payload`` the way the provider takes it (``none``: no
+    thinking). A value the caller set in the provider's own terms (``thinking``, ``enable_thinking``) wins."""
+    off = effort == "none"
+    if style == "pass":
+        payload["reasoning_effort"] = effort
+    elif style == "thinking":
+        payload.setdefault("thinking", {"type": "disabled" if off else "enabled"})
+    elif style == "enable_thinking":
+        payload.setdefault("enable_thinking", not off)
+    elif style == "deepseek":
+        if off:
+            payload.setdefault("thinking", {"type": "disabled"})
+        else:
+            payload["reasoning_effort"] = effort
+
+
+def without_reasoning(messages: list[Message]) -> list[Message]:
+    """The messages without ``reasoning_content`` (copied only when one has it)."""
+    if not any("reasoning_content" in m for m in messages):
+        return messages
+    return [
+        {k: v for k, v in m.items() if k != "reasoning_content"} if "reasoning_content" in m else m for m in messages
+    ]
 
 
 def _text(value: Any) -> str | None:
@@ -131,12 +170,16 @@ class OpenAICompatAdapter(Adapter):
 
     def chat_payload(self, req: ChatRequest) -> dict[str, Any]:
         spec = self.spec
-        payload: dict[str, Any] = {"model": req.model, "messages": req.messages}
+        messages = req.messages if spec.reasoning_in_messages else without_reasoning(req.messages)
+        payload: dict[str, Any] = {"model": req.model, "messages": messages}
         for k, v in req.params.items():
-            if k in spec.drop_params:
+            if k in spec.drop_params or k == "reasoning_effort":
                 continue
             payload[spec.rename_params.get(k, k)] = v
         payload.update(req.extra)
+        effort = req.params.get("reasoning_effort")
+        if effort is not None and "reasoning_effort" not in spec.drop_params:
+            reasoning_payload(spec.reasoning, effort, payload)
         if req.stream:
             payload["stream"] = True
             if spec.stream_usage:

@@ -22,6 +22,8 @@ OPENAI = OpenAISpec(
     base_url_env=("OPENAI_BASE_URL",),
     known_models=("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small"),
     embeddings=True,
+    # OpenAI refuses fields it does not know inside messages
+    reasoning_in_messages=False,
 )
 
 DEEPSEEK = OpenAISpec(
@@ -33,6 +35,7 @@ DEEPSEEK = OpenAISpec(
     known_models=("deepseek-chat", "deepseek-reasoner"),
     # the server ran out of capacity mid-generation: a failure, not a normal end
     finish_errors={"insufficient_system_resource": UpstreamServerError},
+    reasoning="deepseek",
 )
 
 MOONSHOT = OpenAISpec(
@@ -49,6 +52,7 @@ MOONSHOT = OpenAISpec(
         "engine_overloaded_error": RateLimitError,
         "rate_limit_reached_error": RateLimitError,
     },
+    reasoning="drop",  # thinking is chosen by the model (kimi-k2-thinking)
 )
 
 DASHSCOPE_COMPATIBLE = OpenAISpec(
@@ -67,6 +71,7 @@ DASHSCOPE_COMPATIBLE = OpenAISpec(
         "invalid_api_key": AuthenticationError,
         "model_not_found": NotFoundError,
     },
+    reasoning="enable_thinking",
 )
 
 QIANFAN = OpenAISpec(
@@ -78,6 +83,7 @@ QIANFAN = OpenAISpec(
     known_models=("ernie-4.0-8k", "ernie-3.5-8k", "ernie-speed-128k"),
     embeddings=True,
     codes={"rate_limit_exceeded": RateLimitError, "invalid_model": NotFoundError},
+    reasoning="drop",
 )
 
 VOLCENGINE = OpenAISpec(
@@ -100,6 +106,7 @@ VOLCENGINE = OpenAISpec(
         "RateLimitExceeded.EndpointTPMExceeded": RateLimitError,
         "ServerOverloaded": RateLimitError,
     },
+    reasoning="thinking",
 )
 
 SILICONFLOW = OpenAISpec(
@@ -109,6 +116,7 @@ SILICONFLOW = OpenAISpec(
     key_env=("SILICONFLOW_API_KEY",),
     known_models=("Qwen/Qwen2.5-7B-Instruct", "deepseek-ai/DeepSeek-V3"),
     embeddings=True,
+    reasoning="enable_thinking",
 )
 
 HUNYUAN = OpenAISpec(
@@ -120,6 +128,7 @@ HUNYUAN = OpenAISpec(
     embeddings=True,
     # Hunyuan answers its rate limit as HTTP 400 with code 2003
     codes={"2003": RateLimitError},
+    reasoning="drop",
 )
 
 OLLAMA = OpenAISpec(

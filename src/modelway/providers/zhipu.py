@@ -86,6 +86,7 @@ ZHIPU_SPEC = OpenAISpec(
     # "sensitive": the safety filter cut the output; OpenAI calls that "content_filter"
     finish_reasons={"sensitive": "content_filter", "model_context_window_exceeded": "length"},
     finish_errors={"network_error": UpstreamServerError},
+    reasoning="thinking",  # GLM-4.5 and later: thinking {"type": "enabled" | "disabled"}
 )
 
 #: default JWT lifetime (seconds), as the official SDK

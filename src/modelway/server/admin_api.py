@@ -7,7 +7,8 @@
     GET    /admin/keys/{id}            one key, with its spend in the current budget period
     PATCH  /admin/keys/{id}            change models, limits, budget, expiry, name, metadata
     DELETE /admin/keys/{id}            revoke
-    GET    /admin/usage                totals ?group_by=key|model|deployment|day &since= &until= &key_id= &model=
+    GET    /admin/usage                totals ?group_by=key|model|deployment|endpoint|day &since= &until= &key_id=
+                                       &model=
     GET    /admin/usage/records        the newest records ?limit= &key_id= &since=
 
 Times are Unix seconds. Without a store (``store.url``) there are no keys or records: every route answers 404,
@@ -27,6 +28,7 @@ from ..auth.keys import key_fields, new_key
 from ..errors import InvalidRequestError, ServiceUnavailableError
 from ..limits.base import period_window
 from ..store.errors import unreachable
+from ..usage.records import GROUP_BY
 from .errors import Forbidden, MethodNotAllowed, NotFound
 from .gateway import Gateway
 from .http import Request, Send, send_json
@@ -160,8 +162,8 @@ async def _revoke_key(gw: Gateway, store: SQLStore, req: Request, send: Send, ke
 async def _usage(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     q = _query(req)
     group_by = q.get("group_by", "model")
-    if group_by not in ("key", "model", "deployment", "day"):
-        raise InvalidRequestError("group_by must be key, model, deployment or day", param="group_by")
+    if group_by not in GROUP_BY:
+        raise InvalidRequestError(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
     if gw.control.ledger is not None:
         await gw.control.ledger.flush()
     rows = await store.usage_summary(

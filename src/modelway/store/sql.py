@@ -47,7 +47,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..auth.keys import ApiKey
 from ..errors import ConfigError
-from ..usage.records import UsageRecord
+from ..usage.records import GROUP_BY, UsageRecord
 from .migrations import SCHEMA_VERSION, migrate, quote_schema
 
 __all__ = ["GROUP_BY", "SQLStore"]
@@ -63,7 +63,6 @@ _DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 #: what :meth:`SQLStore.usage_summary` can group by
-GROUP_BY = ("key", "model", "deployment", "day")
 #: ApiKey fields fixed at creation: the id and the secret's hash and prefix identify the key
 _FIXED_KEY_FIELDS = frozenset({"id", "key_hash", "prefix", "created_at"})
 _KEY_FIELDS = tuple(f.name for f in dataclasses.fields(ApiKey))
@@ -362,6 +361,8 @@ class SQLStore:
             return _usage.c.model
         if group_by == "deployment":
             return _usage.c.deployment
+        if group_by == "endpoint":
+            return _usage.c.endpoint
         if group_by == "day":
             # the UTC date; constants are inlined (not bound) so that PostgreSQL sees the SELECT and GROUP BY
             # expressions as the same expression

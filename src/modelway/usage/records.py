@@ -7,7 +7,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["UsageRecord", "new_record_id"]
+__all__ = ["GROUP_BY", "UsageRecord", "new_record_id"]
+
+#: how usage totals can be grouped (``modelway usage --by``, ``/admin/usage?group_by=``)
+GROUP_BY = ("key", "model", "deployment", "endpoint", "day")
 
 # record ids: a random per-process prefix and a counter, unique across processes and restarts (a process forked
 # after this import, e.g. by a pre-loading server, draws its own prefix)
