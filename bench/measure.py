@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .payloads import chat_body
+from .payloads import APIS, Api
 from .procs import cpu_seconds, rss_bytes
 from .targets import Server, Target
 from .ttfb import TtfbResult, measure_ttfb
@@ -20,7 +20,6 @@ from .wrk import WrkResult, run_wrk
 
 __all__ = ["MB", "Live", "Plan", "RowResult", "measure_rows", "wrk_with_cpu"]
 
-_PATH = "/v1/chat/completions"
 MB = 1024 * 1024
 Say = Callable[[str], None]
 
@@ -73,23 +72,35 @@ class Live:
     _ttfb: list[TtfbResult] = field(default_factory=list)
 
     @property
+    def api(self) -> Api:
+        return APIS[self.target.api]
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}{_PATH}"
+        return f"http://127.0.0.1:{self.server.port}{self.api.path}"
 
 
 def wrk_with_cpu(
-    server: Server, body: bytes, *, connections: int, seconds: float, work: Path, stream: bool
+    server: Server,
+    body: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    work: Path,
+    stream: bool,
+    api: Api = APIS["chat"],
 ) -> tuple[WrkResult, float | None]:
     """A wrk run and the server tree's CPU milliseconds per completed request during it."""
     before = cpu_seconds(server.pid)
     res = run_wrk(
-        f"http://127.0.0.1:{server.port}{_PATH}",
+        f"http://127.0.0.1:{server.port}{api.path}",
         body,
         connections=connections,
         seconds=seconds,
         headers=server.headers,
         script_dir=work,
         check_stream=stream,
+        api=api,
     )
     used = cpu_seconds(server.pid) - before
     return res, (used * 1000 / res.requests if res.requests else None)
@@ -137,23 +148,25 @@ def measure_rows(lives: list[Live], plan: Plan, work: Path, progress: Callable[[
         say = progress(lv.target.name)
         say(f"warm-up {plan.warmup:g}s")
         hdr = lv.server.headers
-        run_wrk(lv.url, chat_body(lv.target.model), connections=c, seconds=plan.warmup, headers=hdr, script_dir=work)
+        api = lv.api
+        run_wrk(lv.url, api.body(lv.target.model), connections=c, seconds=plan.warmup, headers=hdr, script_dir=work)
         run_wrk(
             lv.url,
-            chat_body(lv.target.model, stream=True),
+            api.body(lv.target.model, stream=True),
             connections=c,
             seconds=max(1.0, plan.warmup / 2),
             headers=hdr,
             script_dir=work,
             check_stream=True,
+            api=api,
         )
 
     def step(lv: Live) -> None:
-        model, srv = lv.target.model, lv.server
+        model, srv, api = lv.target.model, lv.server, lv.api
         lv._lat.append(
             run_wrk(
                 lv.url,
-                chat_body(model),
+                api.body(model),
                 connections=1,
                 seconds=plan.latency_seconds,
                 headers=srv.headers,
@@ -161,14 +174,21 @@ def measure_rows(lives: list[Live], plan: Plan, work: Path, progress: Callable[[
             )
         )
         lv._json.append(
-            wrk_with_cpu(srv, chat_body(model), connections=c, seconds=plan.seconds, work=work, stream=False)
+            wrk_with_cpu(srv, api.body(model), connections=c, seconds=plan.seconds, work=work, stream=False, api=api)
         )
         lv._ttfb.append(
-            measure_ttfb(srv.port, _PATH, chat_body(model, stream=True), headers=srv.headers, seconds=plan.ttfb_seconds)
+            measure_ttfb(
+                srv.port,
+                api.path,
+                api.body(model, stream=True),
+                headers=srv.headers,
+                seconds=plan.ttfb_seconds,
+                api=api,
+            )
         )
         lv._stream.append(
             wrk_with_cpu(
-                srv, chat_body(model, stream=True), connections=c, seconds=plan.seconds, work=work, stream=True
+                srv, api.body(model, stream=True), connections=c, seconds=plan.seconds, work=work, stream=True, api=api
             )
         )
 

@@ -440,11 +440,11 @@ def render_markdown(res: RunResult) -> str:
         f"connection for {p.ttfb_seconds:g} s. {p.warmup:g} s of warm-up per row first. CPU and RSS are of the "
         "server's process tree.",
         "",
-        "### Non-streaming `POST /v1/chat/completions`",
+        "### Non-streaming `POST /v1/chat/completions` (rows named after another API speak it: see `what` below)",
         "",
         _json_table(res),
         "",
-        "### Streaming (20 SSE events + `[DONE]`, chunked)",
+        "### Streaming (20 upstream SSE events + `[DONE]`, chunked; each row in its own API's events)",
         "",
         _stream_table(res),
         "",

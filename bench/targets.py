@@ -75,6 +75,7 @@ class Target:
     server: str  # key of the server that serves this row
     model: str  # the "model" field the row's requests carry
     description: str
+    api: str = "chat"  # the inbound API the row's requests speak (bench.payloads.APIS)
 
 
 CONTROL_PLANE = "modelway+cp"
@@ -87,6 +88,9 @@ TARGETS: list[Target] = [
     Target("minimal", "minimal", MODEL, "Starlette + uvicorn + aiohttp + orjson pass-through (the Python floor)"),
     Target("modelway", "modelway", MODEL, "modelway serve, defaults, alias bench-model -> openai/bench-model"),
     Target("modelway-direct", "modelway", "openai/bench-model", "the same server, the model addressed directly"),
+    Target("modelway-completions", "modelway", MODEL, "the same server, POST /v1/completions", "completions"),
+    Target("modelway-messages", "modelway", MODEL, "the same server, POST /v1/messages (Anthropic)", "messages"),
+    Target("modelway-responses", "modelway", MODEL, "the same server, POST /v1/responses, store false", "responses"),
     Target(CONTROL_PLANE, CONTROL_PLANE, MODEL, "modelway + virtual key, rate limit, usage ledger, metrics"),
     Target(BASELINE, BASELINE, MODEL, "the modelway row, served by the --baseline checkout"),
     Target(BASELINE_CP, BASELINE_CP, MODEL, "the modelway+cp row, served by the --baseline checkout"),

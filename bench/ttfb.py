@@ -1,9 +1,11 @@
 """Time to first byte of streams at concurrency 1, with a raw-socket asyncio client (wrk cannot measure it).
 
 One keep-alive connection sends the streaming request again and again. For each stream it records the time until
-the first byte of the first SSE event (``data:``) arrives — the first token a user would see; response headers
-alone do not count — and the time until the stream ended (the chunked terminator). A stream that does not end with
-``data: [DONE]`` or carries an error event is counted as an error.
+the first byte of the first SSE event with output in it arrives — the first token a user would see; response
+headers, and the opening events of the Anthropic and Responses streams (``message_start``, ``response.created``),
+do not count — and the time until the stream ended (the chunked terminator). A stream that does not end as its API
+ends a stream (``data: [DONE]``, ``message_stop``, ``response.completed``) or carries an error event is counted as
+an error.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from .payloads import CHAT, Api
 
 __all__ = ["TtfbResult", "measure_ttfb"]
 
@@ -37,7 +41,9 @@ class _BadResponse(Exception):
     pass
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[float, float, bool]:
+async def _one(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, api: Api
+) -> tuple[float, float, bool]:
     """Send one request, read the whole response; (ttfb s, total s, keep-alive still usable)."""
     t0 = time.perf_counter()
     writer.write(request)
@@ -53,7 +59,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
             data = await reader.readexactly(size + 2)
             if size == 0:
                 break
-            if first is None and b"data:" in data:
+            if first is None and api.first in data:
                 first = time.perf_counter()
             body += data[:-2]
     else:
@@ -61,7 +67,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
         n = int(lower[i + 15 : lower.find(b"\r\n", i)]) if i >= 0 else 0
         body += await reader.readexactly(n)
     end = time.perf_counter()
-    if status != 200 or first is None or b"data: [DONE]" not in body or b'"error"' in body:
+    if status != 200 or first is None or api.end not in body or api.error in body:
         raise _BadResponse(f"status {status}: {bytes(body[:200])!r}")
     return first - t0, end - t0, b"connection: close" not in lower
 
@@ -69,9 +75,10 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
 class _Client:
     """One keep-alive connection, reopened after an error or a ``connection: close``."""
 
-    def __init__(self, port: int, request: bytes) -> None:
+    def __init__(self, port: int, request: bytes, api: Api) -> None:
         self.port = port
         self.request = request
+        self.api = api
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def stream(self) -> tuple[float, float] | None:
@@ -79,7 +86,7 @@ class _Client:
         try:
             if self.conn is None:
                 self.conn = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
-            first, whole, keep = await asyncio.wait_for(_one(*self.conn, self.request), 30)
+            first, whole, keep = await asyncio.wait_for(_one(*self.conn, self.request, self.api), 30)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, _BadResponse):
             self.close()
             await asyncio.sleep(0.01)
@@ -95,14 +102,21 @@ class _Client:
 
 
 async def _run(
-    port: int, path: str, body: bytes, headers: Mapping[str, str], seconds: float, max_streams: int, warmup: int
+    port: int,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    seconds: float,
+    max_streams: int,
+    warmup: int,
+    api: Api,
 ) -> TtfbResult:
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     request = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    client = _Client(port, request)
+    client = _Client(port, request, api)
     ttfb: list[float] = []
     total: list[float] = []
     errors = 0
@@ -142,9 +156,10 @@ def measure_ttfb(
     seconds: float,
     max_streams: int = 5000,
     warmup: int = 50,
+    api: Api = CHAT,
 ) -> TtfbResult:
     """Sequential streams for about ``seconds`` (after ``warmup`` unrecorded ones), in a fresh uvloop loop."""
-    coro = _run(port, path, body, headers, seconds, max_streams, warmup)
+    coro = _run(port, path, body, headers, seconds, max_streams, warmup, api)
     try:
         import uvloop
     except ImportError:

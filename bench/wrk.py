@@ -1,6 +1,6 @@
 """Load generation with wrk (Debian's ``wrk``): a generated Lua script POSTs the body and reports, as one JSON line,
 requests, duration, latency percentiles, socket errors, non-2xx answers and, for streams, answers that were not a
-complete SSE stream (no ``[DONE]``, or an ``error`` event)."""
+complete SSE stream of its API (no ``[DONE]`` or its API's end event, or an error event)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from .payloads import CHAT, Api
 
 __all__ = ["WrkResult", "run_wrk", "wrk_path"]
 
@@ -30,8 +32,8 @@ end
 _CHECK_STREAM = r"""
 bad = 0
 function response(status, headers, body)
-  if status ~= 200 or not string.find(body, "data: [DONE]", 1, true)
-     or string.find(body, '"error"', 1, true) then
+  if status ~= 200 or not string.find(body, STREAM_END, 1, true)
+     or string.find(body, STREAM_ERROR, 1, true) then
     bad = bad + 1
   end
 end
@@ -67,11 +69,12 @@ def _lua_string(b: bytes) -> str:
     return '"' + "".join(f"\\{c}" for c in b) + '"'  # decimal escapes: any byte, no quoting issues
 
 
-def _script(body: bytes, headers: Mapping[str, str], check_stream: bool) -> str:
+def _script(body: bytes, headers: Mapping[str, str], check_stream: bool, api: Api) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
     lines += [f"wrk.headers[{_lua_string(k.encode())}] = {_lua_string(v.encode())}" for k, v in headers.items()]
     lines.append("threads = {}\nfunction setup(thread) table.insert(threads, thread) end")
     if check_stream:
+        lines.append(f"STREAM_END = {_lua_string(api.end)}\nSTREAM_ERROR = {_lua_string(api.error)}")
         lines.append(_CHECK_STREAM)
     lines.append(_DONE)
     return "\n".join(lines) + "\n"
@@ -86,6 +89,7 @@ def run_wrk(
     headers: Mapping[str, str],
     script_dir: Path,
     check_stream: bool = False,
+    api: Api = CHAT,
     threads: int = 1,
     timeout_s: float = 10.0,
 ) -> WrkResult:
@@ -94,7 +98,7 @@ def run_wrk(
     if exe is None:
         raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     script = script_dir / f"wrk-{'stream' if check_stream else 'json'}-{abs(hash(body)) % 10**8}.lua"
-    script.write_text(_script(body, {"Content-Type": "application/json", **headers}, check_stream))
+    script.write_text(_script(body, {"Content-Type": "application/json", **headers}, check_stream, api))
     argv = [
         exe,
         f"-t{min(threads, connections)}",
