@@ -231,6 +231,8 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_gateway: RunningGateway) -> No
         "/v1/models/{model}": {"get"},
         "/models/{model}": {"get"},
         "/api/v2/chat/completions": {"post"},
+        "/v1/completions": {"post"},
+        "/completions": {"post"},
         "/admin/keys": {"get", "post"},
         "/admin/keys/{id}": {"get", "patch", "delete"},
         "/admin/usage": {"get"},

@@ -7,7 +7,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["GROUP_BY", "UsageRecord", "new_record_id"]
+__all__ = ["ENDPOINTS", "GROUP_BY", "UsageRecord", "new_record_id"]
+
+#: what a record's ``endpoint`` says: the API the caller spoke
+ENDPOINTS = ("chat", "messages", "responses", "completions", "embeddings", "rerank", "dbgpt")
 
 #: how usage totals can be grouped (``modelway usage --by``, ``/admin/usage?group_by=``)
 GROUP_BY = ("key", "model", "deployment", "endpoint", "day")

@@ -51,6 +51,11 @@ class CompletionsDialect(Dialect):
 
     async def parse(self, data: dict[str, Any], req: Request, gw: Gateway) -> Call:
         model = model_field(data)
+        if "messages" in data:
+            raise InvalidRequestError(
+                "messages is not a field of /v1/completions (it takes a prompt): use /v1/chat/completions",
+                param="messages",
+            )
         prompt = _prompt(data)
         stream = stream_field(data)
         echo = data.get("echo", False)
