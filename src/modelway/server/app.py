@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config
-from ..errors import GatewayShutdownError, ModelwayError
+from ..errors import GatewayShutdownError, ModelwayError, ServiceUnavailableError
 from . import openai_api
 from .admin_api import ADMIN_PREFIX, handle_admin
 from .control import ControlPlane
@@ -36,6 +36,16 @@ Handler = Callable[[Gateway, Request, Send], Awaitable[None]]
 _CHAT = ChatDialect()
 #: errors on routes without a dialect of their own are told in OpenAI's shape
 _OPENAI: Dialect = _CHAT
+
+
+class _InternalError(ModelwayError):
+    """A bug of ours, told to the caller without details (they are in the log, with the request id)."""
+
+    error_type = "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("internal error in the gateway")
+
 _MESSAGES = anthropic.MessagesDialect()
 _RESPONSES = responses.ResponsesDialect()
 
@@ -64,6 +74,7 @@ _ROUTES: dict[tuple[str, str], tuple[Handler, Dialect]] = {
     ("GET", "/v1/models"): (openai_api.list_models, _OPENAI),
     ("GET", "/models"): (openai_api.list_models, _OPENAI),
 }
+_DIALECT_OF: dict[str, Dialect] = {path: dialect for (_, path), (_, dialect) in _ROUTES.items()}
 _PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
 _METRICS = "/metrics"
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
@@ -151,7 +162,8 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, self.lifecycle)
         path = req.path
-        dialect = _OPENAI
+        # errors on a route (a wrong method too) are told in the route's dialect
+        dialect = _DIALECT_OF.get(path, _OPENAI)
         try:
             if path in _PUBLIC:
                 if req.method not in ("GET", "HEAD"):
@@ -159,24 +171,11 @@ class GatewayApp:
                 await self._public(req, send)
                 return
             gw = self.gateway
-            if gw is None:
-                await send_json(
-                    send,
-                    503,
-                    {
-                        "error": {
-                            "message": "the gateway is starting",
-                            "type": "unavailable",
-                            "param": None,
-                            "code": None,
-                        }
-                    },
-                    request_id=req.request_id,
-                )
-                return
             route = _ROUTES.get((req.method, path))
+            if gw is None:
+                raise ServiceUnavailableError("the gateway is starting")
             if route is not None:
-                handler, dialect = route
+                handler = route[0]
                 await self._authenticate(gw, req)
                 await handler(gw, req, send)
                 return
@@ -212,19 +211,11 @@ class GatewayApp:
             # ended at the shutdown deadline before its answer started: say so
             await self._send_error(req, send, GatewayShutdownError(), dialect)
         except Exception:
-            # a bug of ours: log it with the request id, answer 500 in the OpenAI shape if nothing was sent yet
+            # a bug of ours: log it with the request id, answer 500 in the route's dialect if nothing was sent yet
             log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)
-            crash = {
-                "error": {
-                    "message": "internal error in the gateway",
-                    "type": "internal_error",
-                    "param": None,
-                    "code": None,
-                    "request_id": req.request_id,
-                }
-            }
             try:
-                await send_json(send, 500, crash, request_id=req.request_id)
+                status, body, headers = dialect.error(_InternalError(), req.request_id)
+                await send_json(send, status, body, request_id=req.request_id, headers=headers)
             except Exception:  # the response had already started: the server closes the connection
                 log.debug("request %s: could not send the 500 answer", req.request_id)
 
