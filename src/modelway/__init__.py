@@ -32,6 +32,7 @@ from .errors import (
     UpstreamServerError,
 )
 from .providers import ProviderSettings, register
+from .rerank import RerankResponse, RerankResult
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -70,6 +71,8 @@ __all__ = [
     "ProviderSettings",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RerankResponse",
+    "RerankResult",
     "RoutingError",
     "StreamError",
     "ToolCall",

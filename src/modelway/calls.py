@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from .errors import ModelwayError, ProviderError, ProviderTimeoutError, StreamError
 from .providers.base import Adapter, HTTPRequest, StreamParser
+from .rerank import RerankRequest, RerankResponse
 from .retry import RetryPolicy
 from .sse import SSEDecoder, SSEEvent, SSEEventTooLarge
 from .transport import Transport
@@ -44,6 +45,7 @@ __all__ = [
     "flatten",
     "list_models",
     "open_stream",
+    "rerank",
     "stream",
     "stream_batches",
     "stream_once",
@@ -264,6 +266,19 @@ async def embed(
 
     return await _with_retries(
         retry, lambda: _exchange(transport, adapter, adapter.embed_request(req), parse, timeout=timeout)
+    )
+
+
+async def rerank(
+    transport: Transport, adapter: Adapter, req: RerankRequest, *, timeout: float | None, retry: RetryPolicy
+) -> RerankResponse:
+    """One rerank request, retried as an embeddings request is."""
+
+    def parse(body: bytes, headers: Mapping[str, str]) -> RerankResponse:
+        return adapter.parse_rerank(body, headers, req)
+
+    return await _with_retries(
+        retry, lambda: _exchange(transport, adapter, adapter.rerank_request(req), parse, timeout=timeout)
     )
 
 

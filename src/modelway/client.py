@@ -11,7 +11,7 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -20,7 +20,9 @@ from . import calls
 from .errors import ConfigError, UnknownModelError
 from .providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
 from .providers.base import Adapter, ProviderSettings
+from .providers.jina import JinaAdapter
 from .providers.specs import OPENAI
+from .rerank import RerankResponse, rerank_request
 from .retry import RetryPolicy
 from .transport import Transport
 from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, Message, ModelInfo
@@ -73,8 +75,11 @@ class AsyncClient:
         for name in self._configs:
             get_adapter_class(name)  # fail now, not at the first call, on a misspelt provider
         self._gateway: Adapter | None = None
+        #: a gateway's /rerank speaks Jina's shape
+        self._gateway_rerank: Adapter | None = None
         if base_url is not None:
             self._gateway = PROVIDERS[OPENAI.name](ProviderSettings(api_key=api_key, base_url=base_url))
+            self._gateway_rerank = JinaAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
         elif api_key is not None:
             raise ConfigError("api_key= alone is ambiguous: pass it with base_url=, or per provider in providers=")
         self._adapters: dict[str, Adapter] = {}
@@ -165,6 +170,29 @@ class AsyncClient:
         req = embedding_request(name, input, params)
         t = self.timeout if timeout is None else timeout
         return await calls.embed(self._transport, adapter, req, timeout=t, retry=self.retry)
+
+    async def rerank(
+        self,
+        model: str,
+        query: str,
+        documents: Sequence[str | Mapping[str, Any]],
+        *,
+        top_n: int | None = None,
+        return_documents: bool = True,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> RerankResponse:
+        """Rank ``documents`` (strings or ``{"text": ...}`` objects) by relevance to ``query``: results best first,
+        each with the document's ``index`` in ``documents``, its ``relevance_score`` and (``return_documents``) its
+        text; ``top_n`` keeps the best ones only. Provider extras (``instruct``, ``max_tokens_per_doc``) pass
+        through."""
+        adapter, name = self.resolve(model)
+        if self._gateway_rerank is not None:
+            adapter = self._gateway_rerank
+        docs = list(documents) if isinstance(documents, tuple) else documents
+        req = rerank_request(name, query, docs, top_n=top_n, return_documents=return_documents, extra=params)
+        t = self.timeout if timeout is None else timeout
+        return await calls.rerank(self._transport, adapter, req, timeout=t, retry=self.retry)
 
     async def models(self) -> list[ModelInfo]:
         """Models you can call: from the gateway when ``base_url`` is set, else the known models of every provider
@@ -278,6 +306,12 @@ class Client:
     def embed(self, model: str, input: str | list[str], **params: Any) -> EmbeddingResponse:
         """See :meth:`AsyncClient.embed`."""
         return self._runner.run(lambda: self._async.embed(model, input, **params))
+
+    def rerank(
+        self, model: str, query: str, documents: Sequence[str | Mapping[str, Any]], **params: Any
+    ) -> RerankResponse:
+        """See :meth:`AsyncClient.rerank`."""
+        return self._runner.run(lambda: self._async.rerank(model, query, documents, **params))
 
     def models(self) -> list[ModelInfo]:
         """See :meth:`AsyncClient.models`."""

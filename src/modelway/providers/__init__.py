@@ -7,7 +7,9 @@ import os
 from ..errors import ConfigError
 from .anthropic import AnthropicAdapter
 from .base import Adapter, HTTPRequest, ProviderSettings, StreamParser
+from .cohere import CohereAdapter
 from .dashscope import DashScopeAdapter
+from .jina import JinaAdapter
 from .openai_compat import OpenAICompatAdapter, OpenAISpec, make_adapter_class
 from .specs import SPECS
 from .zhipu import ZhipuAdapter
@@ -30,6 +32,8 @@ PROVIDERS: dict[str, type[Adapter]] = {spec.name: make_adapter_class(spec) for s
 PROVIDERS[ZhipuAdapter.name] = ZhipuAdapter
 PROVIDERS[DashScopeAdapter.name] = DashScopeAdapter
 PROVIDERS[AnthropicAdapter.name] = AnthropicAdapter
+PROVIDERS[JinaAdapter.name] = JinaAdapter
+PROVIDERS[CohereAdapter.name] = CohereAdapter
 
 
 def register(adapter: type[Adapter] | OpenAISpec) -> type[Adapter]:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import orjson
 
 from ..errors import ConfigError, InvalidRequestError, ProviderError, StreamError
+from ..rerank import RerankRequest, RerankResponse
 from ..sse import SSEEvent
 from ..types import (
     ChatCompletion,
@@ -147,6 +148,8 @@ class Adapter(ABC):
     #: models advertised by ``models()`` (the provider serves others too)
     known_models: ClassVar[tuple[str, ...]] = ()
     supports_embeddings: ClassVar[bool] = False
+    #: whether ``rerank_request``/``parse_rerank`` are served (the rerank mixins of :mod:`.rerank` set it)
+    supports_rerank: ClassVar[bool] = False
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
@@ -188,6 +191,17 @@ class Adapter(ABC):
     def parse_embed(self, body: bytes, headers: Mapping[str, str], req: EmbeddingRequest) -> EmbeddingResponse:
         raise InvalidRequestError(
             f"provider {self.name!r} does not serve embeddings", param="model", code="embeddings_not_supported"
+        )
+
+    # -- rerank ---------------------------------------------------------------------------------
+    def rerank_request(self, req: RerankRequest) -> HTTPRequest:
+        raise InvalidRequestError(
+            f"provider {self.name!r} does not serve rerank", param="model", code="rerank_not_supported"
+        )
+
+    def parse_rerank(self, body: bytes, headers: Mapping[str, str], req: RerankRequest) -> RerankResponse:
+        raise InvalidRequestError(
+            f"provider {self.name!r} does not serve rerank", param="model", code="rerank_not_supported"
         )
 
     # -- models ---------------------------------------------------------------------------------

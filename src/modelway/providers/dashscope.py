@@ -59,6 +59,7 @@ from ..types import (
     whole,
 )
 from .base import Adapter, HTTPRequest, StreamParser, decode_json, developer_to_system
+from .rerank import DashScopeRerank
 
 __all__ = ["DashScopeAdapter", "DashScopeStreamParser", "classify_dashscope_error"]
 
@@ -122,8 +123,8 @@ def classify_dashscope_error(status: int | None, code: str | None, message: str 
     return cls or UpstreamServerError
 
 
-class DashScopeAdapter(Adapter):
-    """DashScope native text generation and text embedding."""
+class DashScopeAdapter(DashScopeRerank, Adapter):
+    """DashScope native text generation, text embedding and text rerank (:class:`~.rerank.DashScopeRerank`)."""
 
     name = "dashscope"
     label = "Alibaba DashScope (native API)"

@@ -48,6 +48,7 @@ from ..errors import (
 from ..types import ChatRequest, EmbeddingRequest
 from .base import HTTPRequest, ProviderSettings, developer_to_system
 from .openai_compat import OpenAICompatAdapter, OpenAISpec
+from .rerank import ZhipuRerank
 
 __all__ = ["ZHIPU_CODES", "ZHIPU_SPEC", "ZhipuAdapter", "sign_jwt"]
 
@@ -108,7 +109,7 @@ def sign_jwt(api_key_id: str, secret: str, now_ms: int, ttl_ms: int) -> str:
     return (signing_input + b"." + sig).decode("ascii")
 
 
-class ZhipuAdapter(OpenAICompatAdapter):
+class ZhipuAdapter(ZhipuRerank, OpenAICompatAdapter):
     """Zhipu GLM API v4: OpenAI-shaped, with JWT or raw-key auth and Zhipu's sampling bounds."""
 
     spec = ZHIPU_SPEC

@@ -13,7 +13,15 @@ from dataclasses import replace
 from typing import Protocol
 
 from .. import calls
-from ..errors import AllDeploymentsFailedError, BadRequestError, ModelwayError, ProviderError, UnknownModelError
+from ..errors import (
+    AllDeploymentsFailedError,
+    BadRequestError,
+    InvalidRequestError,
+    ModelwayError,
+    ProviderError,
+    UnknownModelError,
+)
+from ..rerank import RerankRequest, RerankResponse
 from ..retry import RetryPolicy
 from ..transport import Transport
 from ..types import (
@@ -170,6 +178,33 @@ class Router:
                 trace.deployment = dep
             try:
                 return await calls.embed(
+                    self.transport,
+                    dep.adapter,
+                    replace(req, model=dep.model),
+                    timeout=dep.timeout or self.timeout,
+                    retry=self.retry,
+                )
+            except ModelwayError as exc:
+                self._failed(dep, exc, attempts)
+        raise self._give_up(model, attempts)
+
+    async def rerank(self, model: str, req: RerankRequest, trace: Trace | None = None) -> RerankResponse:
+        """Rerank with failover, as :meth:`embed`. Deployments whose provider serves no rerank are skipped (they are
+        not at fault, so they are not cooled down); a group with none of them is the request's fault (400)."""
+        group = self.group(model)
+        deps = [d for d in group.order() if d.adapter.supports_rerank]
+        if not deps:
+            raise InvalidRequestError(
+                f"the model {model!r} is not a rerank model: no deployment of it serves rerank",
+                param="model",
+                code="rerank_not_supported",
+            )
+        attempts: list[ModelwayError] = []
+        for dep in deps:
+            if trace is not None:
+                trace.deployment = dep
+            try:
+                return await calls.rerank(
                     self.transport,
                     dep.adapter,
                     replace(req, model=dep.model),

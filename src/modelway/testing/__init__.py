@@ -16,20 +16,24 @@ astart()``/``await astop()`` (or ``async with``) serve inside the running event 
 """
 
 from ._common import RecordedRequest, count_tokens, fake_embedding
+from ._rerank import rerank_score
 from ._server import BaseSimulator
 from .anthropic import AnthropicSimulator
 from .dashscope import DashScopeSimulator
 from .openai import DashScopeCompatibleSimulator, DeepSeekSimulator, MoonshotSimulator, OpenAISimulator
+from .rerank import CohereSimulator, JinaSimulator
 from .script import Fault, Reply
 from .zhipu import ZhipuSimulator
 
 __all__ = [
     "AnthropicSimulator",
     "BaseSimulator",
+    "CohereSimulator",
     "DashScopeCompatibleSimulator",
     "DashScopeSimulator",
     "DeepSeekSimulator",
     "Fault",
+    "JinaSimulator",
     "MoonshotSimulator",
     "OpenAISimulator",
     "RecordedRequest",
@@ -37,4 +41,5 @@ __all__ = [
     "ZhipuSimulator",
     "count_tokens",
     "fake_embedding",
+    "rerank_score",
 ]

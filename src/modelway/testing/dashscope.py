@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from ._common import REC, RID, Plan, Stream, count_tokens, fake_embedding, no_stream
+from ._rerank import DASHSCOPE_RERANK, dashscope_rerank
 from ._server import BaseSimulator
 from .script import Fault, Reply
 
@@ -55,6 +56,7 @@ class DashScopeSimulator(BaseSimulator):
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_post(self.base_path + GENERATION, self._generation)
         app.router.add_post(self.base_path + EMBEDDING, self._embedding)
+        app.router.add_post(self.base_path + DASHSCOPE_RERANK, dashscope_rerank(self))
 
     def _request_id(self) -> str:
         return str(uuid.uuid4())

@@ -25,6 +25,7 @@ from ._common import (
     no_stream,
     now,
 )
+from ._rerank import zhipu_rerank
 from ._server import BaseSimulator
 from .script import Fault, Reply
 
@@ -88,6 +89,7 @@ class ZhipuSimulator(BaseSimulator):
         for prefix in ("/api/paas/v4", "/api/coding/paas/v4"):
             app.router.add_post(prefix + "/chat/completions", self._chat)
             app.router.add_post(prefix + "/embeddings", self._embeddings)
+            app.router.add_post(prefix + "/rerank", zhipu_rerank(self))
 
     def _request_id(self) -> str:
         return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(9)
