@@ -61,6 +61,7 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 #: the models of ``gw.gateway_config`` (and a direct provider/model), and one the gateway does not serve
 CHAT_MODELS = ["gpt", "glm", "qwen", "openai/gpt-4o-mini", "no-such-model"]
 EMBED_MODELS = ["embed", "openai/text-embedding-3-small", "gpt", "no-such-model"]
+RERANK_MODELS = ["rerank", "dashscope/gte-rerank-v2", "gpt", "no-such-model"]
 #: keys the fixture stores before the gateway starts, so that the key routes find something (and one that is not)
 KEY_IDS = ["key_fuzz000000total", "key_fuzz0000000day", "key_fuzz00000month", "key_missing"]
 
@@ -84,8 +85,9 @@ def _narrowed(spec: dict[str, Any]) -> dict[str, Any]:
     """The served schema, with ``model`` and key ``id`` drawn from what this gateway has (see the module doc)."""
     spec = copy.deepcopy(spec)
     schemas = spec["components"]["schemas"]
-    for name in ("ChatCompletionRequest", "DbgptChatRequest"):
+    for name in ("ChatCompletionRequest", "DbgptChatRequest", "CompletionRequest"):
         schemas[name]["properties"]["model"] = {"enum": CHAT_MODELS}
+    schemas["RerankRequest"]["properties"]["model"] = {"enum": RERANK_MODELS}
     schemas["EmbeddingRequest"]["properties"]["model"] = {"enum": EMBED_MODELS}
     for path, ops in spec["paths"].items():
         for op in ops.values():
@@ -131,7 +133,12 @@ def fuzz_gateway(
     cfg = gateway_config(zhipu_sim, dashscope_sim, openai_sim, body_timeout=5.0, header_timeout=5.0, timeout=20.0)
     cfg["store"] = {"url": url}
     cfg["usage"] = {"spill_path": str(d / "spill.jsonl"), "flush_interval": 0.05}
-    cfg["providers"] = {"openai": {"api_key": openai_sim.api_key, "base_url": openai_sim.base_url}}
+    cfg["providers"] = {
+        "openai": {"api_key": openai_sim.api_key, "base_url": openai_sim.base_url},
+        "dashscope": {"api_key": dashscope_sim.api_key, "base_url": dashscope_sim.base_url},
+    }
+    rerank = {"model": "dashscope/gte-rerank-v2", "api_key": dashscope_sim.api_key, "api_base": dashscope_sim.base_url}
+    cfg["models"].append({"name": "rerank", "deployments": [rerank]})
     return start_gateway(cfg)
 
 
@@ -233,6 +240,8 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_gateway: RunningGateway) -> No
         "/api/v2/chat/completions": {"post"},
         "/v1/completions": {"post"},
         "/completions": {"post"},
+        "/v1/rerank": {"post"},
+        "/rerank": {"post"},
         "/admin/keys": {"get", "post"},
         "/admin/keys/{id}": {"get", "patch", "delete"},
         "/admin/usage": {"get"},

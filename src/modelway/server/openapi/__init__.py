@@ -93,6 +93,10 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
             "/models/{model}": {"get": _model("retrieveModelAlias", "One model (alias of /v1/...)")},
             "/v1/completions": {"post": _completion("completion", "Text completion (legacy OpenAI), any chat model")},
             "/completions": {"post": _completion("completionAlias", "Text completion (alias of /v1/...)")},
+            "/v1/rerank": {
+                "post": _op("rerank", "Rerank documents by relevance to a query", "Rerank", body="RerankRequest")
+            },
+            "/rerank": {"post": _op("rerankAlias", "Rerank (alias of /v1/...)", "Rerank", body="RerankRequest")},
             "/api/v2/chat/completions": {
                 "post": _op(
                     "dbgptChatCompletion",

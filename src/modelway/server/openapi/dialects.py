@@ -1,8 +1,9 @@
-"""Schemas of the other inbound dialects: legacy text completions."""
+"""Schemas of the other inbound APIs: legacy text completions, rerank."""
 
 from __future__ import annotations
 
-from ._base import _INT, _STRING, Schema, _obj
+from ...rerank import MAX_RERANK_DOCUMENTS
+from ._base import _INT, _NUMBER, _STRING, Schema, _obj
 from .chat import CHAT_PARAMS_SCHEMA, DEPTH_NOTE
 
 __all__ = ["DIALECT_COMPONENTS"]
@@ -73,7 +74,44 @@ _COMPLETION_CHUNK = _obj(
     ["id", "object", "created", "model", "choices"],
 )
 
+_RERANK_REQUEST = _obj(
+    {
+        "model": {"type": "string", "minLength": 1, "description": "a rerank model: an alias, or provider/model"},
+        "query": {"type": "string", "pattern": "\\S"},
+        "documents": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_RERANK_DOCUMENTS,
+            "items": {"anyOf": [_STRING, _obj({"text": _STRING}, ["text"])]},
+        },
+        "top_n": {"type": ["integer", "null"], "minimum": 1},
+        "return_documents": {"type": ["boolean", "null"], "description": "default true"},
+    },
+    ["model", "query", "documents"],
+    additionalProperties=True,
+    description="A rerank request (Cohere's and Jina's shape); other keys are sent to the provider. " + DEPTH_NOTE,
+)
+_RERANK = _obj(
+    {
+        "id": _STRING,
+        "model": _STRING,
+        "results": {
+            "type": "array",
+            "items": _obj(
+                {"index": _INT, "relevance_score": _NUMBER, "document": _obj({"text": _STRING}, ["text"])},
+                ["index", "relevance_score"],
+            ),
+            "description": "best first; index is the document's place in the request",
+        },
+        "usage": _obj({"prompt_tokens": _INT, "total_tokens": _INT}, ["total_tokens"]),
+        "meta": _obj({"billed_units": _obj({"search_units": _NUMBER})}),
+    },
+    ["id", "model", "results", "usage"],
+)
+
 DIALECT_COMPONENTS: Schema = {
+    "RerankRequest": _RERANK_REQUEST,
+    "Rerank": _RERANK,
     "CompletionRequest": _COMPLETION_REQUEST,
     "Completion": _COMPLETION,
     "CompletionChunk": _COMPLETION_CHUNK,
