@@ -23,6 +23,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "Price",
+    "ResponsesConfig",
     "ServerConfig",
     "StoreConfig",
     "UsageConfig",
@@ -151,6 +152,18 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class ResponsesConfig:
+    """What ``/v1/responses`` keeps (``store: true``): in the SQL store when one is configured, else in memory."""
+
+    #: days a stored response can be retrieved or continued (``previous_response_id``); older ones are deleted
+    retention_days: float = 30.0
+    #: the largest stored response (its input, output and body as JSON); a larger one is answered but not kept
+    max_stored_bytes: int = 4 * 1024 * 1024
+    #: responses kept in memory when no SQL store is configured (least recently used dropped first)
+    memory_max_items: int = 1000
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: list[ModelConfig] = field(default_factory=list)
@@ -159,6 +172,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     #: prices of ``provider/model`` names not priced in ``models`` (direct calls)
     prices: dict[str, Price] = field(default_factory=dict)
 
@@ -381,6 +395,18 @@ def _metrics(s: dict[str, Any]) -> MetricsConfig:
     return cfg
 
 
+def _responses(s: dict[str, Any]) -> ResponsesConfig:
+    where = "responses"
+    _take(s, where, set(ResponsesConfig.__slots__))
+    cfg = ResponsesConfig()
+    if "retention_days" in s:
+        cfg.retention_days = float(_num(s, "retention_days", where))
+    for name in ("max_stored_bytes", "memory_max_items"):
+        if name in s:
+            setattr(cfg, name, int(_num(s, name, where, integer=True)))
+    return cfg
+
+
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a decoded config document (``${VAR}`` references are expanded from ``env``)."""
     if data is None:
@@ -388,12 +414,13 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping (server, models, providers, store, ...)")
     data = _expand(data, "config", os.environ if env is None else env)
-    _take(data, "config", {"server", "models", "providers", "store", "usage", "metrics", "prices"})
+    _take(data, "config", {"server", "models", "providers", "store", "usage", "metrics", "prices", "responses"})
     cfg = Config()
     cfg.server = _server(_dict(data, "server", "config"))
     cfg.store = _store(_dict(data, "store", "config"))
     cfg.usage = _usage(_dict(data, "usage", "config"))
     cfg.metrics = _metrics(_dict(data, "metrics", "config"))
+    cfg.responses = _responses(_dict(data, "responses", "config"))
     cfg.prices = {str(k): _price(v, f"prices.{k}") for k, v in _dict(data, "prices", "config").items()}
     if not cfg.metrics.public and cfg.metrics.enabled and cfg.server.master_key is None:
         raise ConfigError("metrics.public: false needs server.master_key (/metrics would answer no one)")

@@ -42,6 +42,7 @@ from ..types import (
     Usage,
     whole,
 )
+from . import openai_responses
 from .base import Adapter, HTTPRequest, StreamParser, decode_json
 
 __all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_class"]
@@ -191,6 +192,8 @@ class OpenAICompatAdapter(Adapter):
         return payload
 
     def chat_request(self, req: ChatRequest) -> HTTPRequest:
+        if openai_responses.native(self, req):  # a /v1/responses request to OpenAI itself: its own API
+            return openai_responses.responses_request(self, req)
         return self.json_request("/chat/completions", self.chat_payload(req))
 
     # -- responses --------------------------------------------------------------------------------
@@ -209,6 +212,8 @@ class OpenAICompatAdapter(Adapter):
         return str(self.spec.finish_reasons.get(reason, reason))
 
     def parse_chat(self, body: bytes, headers: Mapping[str, str], req: ChatRequest) -> ChatCompletion:
+        if openai_responses.native(self, req):
+            return openai_responses.parse_response(self, body, headers, req)
         data = decode_json(body, provider=self.name)
         if not isinstance(data, dict) or "choices" not in data:
             raise self.error_from_payload(200, headers, data)
@@ -241,6 +246,8 @@ class OpenAICompatAdapter(Adapter):
         )
 
     def stream_parser(self, req: ChatRequest) -> StreamParser:
+        if openai_responses.native(self, req):
+            return openai_responses.ResponsesStreamParser(self, req)
         return OpenAIStreamParser(self, req)
 
     # -- embeddings -------------------------------------------------------------------------------

@@ -73,6 +73,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE mw_usage ADD COLUMN record_id TEXT",
         "CREATE UNIQUE INDEX mw_usage_record_id ON mw_usage (record_id)",
     ),
+    (
+        # /v1/responses with store: one row per response, readable only with the key that made it (key_id NULL:
+        # the master key or no auth); data is JSON text {input, output, body}; expired rows are deleted by age
+        """CREATE TABLE mw_responses (
+            id TEXT PRIMARY KEY,
+            key_id TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            previous_id TEXT,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX mw_responses_created_at ON mw_responses (created_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

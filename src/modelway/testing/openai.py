@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
+from . import openai_responses
 from ._common import REC, Plan, Stream, count_tokens, embedding_texts, fake_embedding, no_stream, now
 from ._server import BaseSimulator
 from .script import Fault, Reply
@@ -81,6 +82,8 @@ class OpenAISimulator(BaseSimulator):
                 app.router.add_post(prefix + "/embeddings", self._embeddings)
             app.router.add_get(prefix + "/models", self._list_models)
             app.router.add_get(prefix + "/models/{model_id}", self._get_model)
+            if self.provider == "openai":  # OpenAI's own Responses API (testing/openai_responses.py)
+                openai_responses.add_routes(self, app, prefix)
 
     def _request_id(self) -> str:
         return "req_" + secrets.token_hex(16)
