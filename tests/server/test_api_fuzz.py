@@ -85,7 +85,7 @@ def _narrowed(spec: dict[str, Any]) -> dict[str, Any]:
     """The served schema, with ``model`` and key ``id`` drawn from what this gateway has (see the module doc)."""
     spec = copy.deepcopy(spec)
     schemas = spec["components"]["schemas"]
-    for name in ("ChatCompletionRequest", "DbgptChatRequest", "CompletionRequest"):
+    for name in ("ChatCompletionRequest", "DbgptChatRequest", "CompletionRequest", "ResponseRequest"):
         schemas[name]["properties"]["model"] = {"enum": CHAT_MODELS}
     schemas["RerankRequest"]["properties"]["model"] = {"enum": RERANK_MODELS}
     schemas["EmbeddingRequest"]["properties"]["model"] = {"enum": EMBED_MODELS}
@@ -180,15 +180,19 @@ def sse_events_are_json_and_no_server_error(
     # SSE ends lines with CR, LF or CRLF only (str.splitlines would also split at U+0085 or U+2028 inside the JSON)
     for line in re.split(r"\r\n|\r|\n", response.text):
         if not line.startswith("data:"):
-            assert line == "" or line.startswith(":"), f"not an SSE line: {line[:200]!r}"
+            assert line == "" or line.startswith((":", "event:")), f"not an SSE line: {line[:200]!r}"
             continue
         data = line[5:].strip()
         if data == "[DONE]":
             continue
         event = orjson.loads(data)
         error = event.get("error") if isinstance(event, dict) else None
+        if isinstance(event, dict) and isinstance(event.get("response"), dict):  # Responses: response.failed
+            error = event["response"].get("error")
         if isinstance(error, dict):
-            assert int(error.get("status") or 0) < 500, f"the stream ended with a server error: {data[:300]}"
+            # OpenAI's frame says its status; Anthropic's and the Responses API's say a type or code
+            server = error.get("type") in ("api_error", "internal_error") or error.get("code") == "server_error"
+            assert int(error.get("status") or 0) < 500 and not server, f"the stream ended with a server error: {data}"
     return None
 
 
@@ -242,6 +246,9 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_gateway: RunningGateway) -> No
         "/completions": {"post"},
         "/v1/rerank": {"post"},
         "/rerank": {"post"},
+        "/v1/responses": {"post"},
+        "/v1/responses/{id}": {"get", "delete"},
+        "/v1/responses/{id}/input_items": {"get"},
         "/admin/keys": {"get", "post"},
         "/admin/keys/{id}": {"get", "patch", "delete"},
         "/admin/usage": {"get"},

@@ -31,10 +31,11 @@ from ._base import (
 from .admin import ADMIN_COMPONENTS
 from .chat import CHAT_COMPONENTS
 from .dialects import DIALECT_COMPONENTS
+from .responses import INPUT_ITEMS_QUERY, RESPONSE_ID, RESPONSES_COMPONENTS
 
 __all__ = ["openapi_schema"]
 
-_COMPONENTS: Schema = {**CHAT_COMPONENTS, **DIALECT_COMPONENTS, **ADMIN_COMPONENTS}
+_COMPONENTS: Schema = {**CHAT_COMPONENTS, **DIALECT_COMPONENTS, **RESPONSES_COMPONENTS, **ADMIN_COMPONENTS}
 
 
 def _chat(op_id: str, summary: str) -> Schema:
@@ -93,6 +94,29 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
             "/models/{model}": {"get": _model("retrieveModelAlias", "One model (alias of /v1/...)")},
             "/v1/completions": {"post": _completion("completion", "Text completion (legacy OpenAI), any chat model")},
             "/completions": {"post": _completion("completionAlias", "Text completion (alias of /v1/...)")},
+            "/v1/responses": {
+                "post": _op(
+                    "createResponse",
+                    "Create a response (OpenAI Responses API), any model",
+                    "Response",
+                    body="ResponseRequest",
+                    stream="ResponseStreamEvent",
+                )
+            },
+            "/v1/responses/{id}": {
+                "get": _op(
+                    "getResponse", "A stored response (made with the same key)", "Response", parameters=RESPONSE_ID
+                ),
+                "delete": _op("deleteResponse", "Delete a stored response", "ResponseDeleted", parameters=RESPONSE_ID),
+            },
+            "/v1/responses/{id}/input_items": {
+                "get": _op(
+                    "listResponseInputItems",
+                    "A stored response's input items",
+                    "ResponseItemList",
+                    parameters=RESPONSE_ID + INPUT_ITEMS_QUERY,
+                )
+            },
             "/v1/rerank": {
                 "post": _op("rerank", "Rerank documents by relevance to a query", "Rerank", body="RerankRequest")
             },
