@@ -19,10 +19,10 @@ from modelway.errors import (
     StreamError,
     UpstreamServerError,
 )
-from modelway.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicAdapter
+from modelway.providers.anthropic import DEFAULT_MAX_TOKENS, NATIVE_API, AnthropicAdapter, AnthropicNativeBody
 from modelway.providers.base import ProviderSettings
 from modelway.sse import SSEDecoder
-from modelway.types import ChatCompletionChunk, ChatRequest
+from modelway.types import ChatCompletionChunk, ChatRequest, NativeBody
 
 KEY = "sk-ant-api03-0123456789"
 MSG_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
@@ -544,3 +544,118 @@ def test_non_json_error_falls_back_to_status() -> None:
 def test_no_embeddings() -> None:
     assert AnthropicAdapter.supports_embeddings is False
     assert [m.id for m in make().models()] == ["anthropic/claude-sonnet-4-5", "anthropic/claude-haiku-4-5"]
+
+
+# -- reasoning_effort --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("effort", "max_tokens", "thinking", "sent_max"),
+    [
+        ("low", None, {"type": "enabled", "budget_tokens": 2048}, DEFAULT_MAX_TOKENS + 2048),
+        ("medium", None, {"type": "enabled", "budget_tokens": 8192}, DEFAULT_MAX_TOKENS + 8192),
+        ("high", None, {"type": "enabled", "budget_tokens": 24576}, DEFAULT_MAX_TOKENS + 24576),
+        ("high", 10000, {"type": "enabled", "budget_tokens": 9999}, 10000),  # below the caller's max_tokens
+        ("low", 1024, None, 1024),  # no room for Anthropic's minimum budget
+        ("none", None, None, DEFAULT_MAX_TOKENS),
+    ],
+)
+def test_reasoning_effort_becomes_thinking(
+    effort: str, max_tokens: int | None, thinking: dict[str, Any] | None, sent_max: int
+) -> None:
+    params: dict[str, Any] = {"reasoning_effort": effort}
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    for req in (
+        chat(**params),
+        chat(extra={"reasoning_effort": effort}, **{k: v for k, v in params.items() if k != "reasoning_effort"}),
+    ):
+        body = body_of(req)
+        assert "reasoning_effort" not in body
+        assert body.get("thinking") == thinking and body["max_tokens"] == sent_max
+
+
+def test_callers_own_thinking_wins_over_reasoning_effort() -> None:
+    body = body_of(chat(extra={"thinking": {"type": "enabled", "budget_tokens": 1500}}, reasoning_effort="high"))
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1500}
+
+
+# -- native requests ---------------------------------------------------------------------------------
+
+NATIVE_BODY: dict[str, Any] = {
+    "model": "claude",
+    "max_tokens": 50,
+    "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+    "top_k": 2,
+    "stream": False,
+    "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+}
+
+
+def native(
+    stream: bool = False, body: dict[str, Any] | None = None, beta: str | None = None, **params: Any
+) -> ChatRequest:
+    req = chat({"role": "user", "content": "translated"}, stream=stream, **params)
+    req.native = AnthropicNativeBody(NATIVE_API, body or NATIVE_BODY, beta=beta)
+    return req
+
+
+def test_native_body_is_sent_as_it_came() -> None:
+    assert body_of(native(temperature=0.1, reasoning_effort="high")) == {
+        **{k: v for k, v in NATIVE_BODY.items() if k != "stream"},
+        "model": "claude-sonnet-4-5",
+    }
+    assert body_of(native(stream=True))["stream"] is True
+
+
+def test_another_api_s_native_body_is_translated() -> None:
+    req = chat()
+    req.native = NativeBody("openai.responses", {"input": "x"})
+    assert body_of(req)["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_native_body_gets_the_group_s_system_prompt_only_when_it_has_no_system() -> None:
+    bare = {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    req = native(body=bare)
+    req.messages = [{"role": "system", "content": "group prompt"}, *req.messages]
+    assert body_of(req)["system"] == "group prompt"
+    inline = {**bare, "messages": [{"role": "system", "content": "mine"}, {"role": "user", "content": "x"}]}
+    req = native(body=inline)
+    req.messages = [{"role": "system", "content": "mine"}, {"role": "user", "content": "x"}]
+    assert "system" not in body_of(req)
+
+
+def test_native_beta_header_joins_the_configured_one() -> None:
+    http = make(beta="a-1").chat_request(native(beta="b-2, a-1"))
+    assert http.headers["anthropic-beta"] == "a-1,b-2"
+    assert make().chat_request(native()).headers.get("anthropic-beta") is None
+
+
+def test_native_answer_keeps_the_upstream_body() -> None:
+    raw = message([{"type": "text", "text": "hey"}], input_tokens=3, output_tokens=1)
+    resp = make().parse_chat(raw, {}, native())
+    assert resp.raw == orjson.loads(raw) and resp.content == "hey"
+    assert make().parse_chat(raw, {}, chat()).raw is None
+
+
+@pytest.mark.parametrize("size", [1, 9, 100_000])
+def test_native_stream_chunks_carry_their_frames(size: int) -> None:
+    plain = run(TEXT_STREAM, size)
+    chunks = run(TEXT_STREAM, size, native(stream=True))
+    assert b"".join(c.raw or b"" for c in chunks) == TEXT_STREAM  # every frame, in order, none lost
+    assert all(c.raw is not None for c in chunks)
+    assert [c.raw.split(b"\n", 1)[0] for c in chunks if not c.choices] == [  # type: ignore[union-attr]
+        b"event: ping",
+        b"event: content_block_start",  # an empty thinking block
+        b"event: content_block_delta",  # its signature
+        b"event: content_block_stop",
+        b"event: content_block_start",  # an empty text block
+        b"event: ping",
+        b"event: content_block_stop",
+        b"event: message_stop",
+    ]
+    # the translation is the same as without raw frames: usage and finish on the last chunk with choices
+    translated = [c for c in chunks if c.choices]
+    assert [c.to_dict() for c in translated] == [c.to_dict() for c in plain]
+    assert all(c.usage is None for c in chunks if not c.choices)

@@ -11,8 +11,13 @@ Differences from OpenAI that this adapter translates:
   Anthropic: the caller's ``max_tokens``/``max_completion_tokens`` is sent, else ``options["max_tokens"]``,
   else :data:`DEFAULT_MAX_TOKENS` (4096). ``stop`` → ``stop_sequences``, ``tools`` → ``{name, description,
   input_schema}``, ``tool_choice`` → ``{"type": "auto"|"any"|"none"|"tool"}``, ``parallel_tool_calls=False`` →
-  ``tool_choice.disable_parallel_tool_use``, ``user`` → ``metadata.user_id``. Extras (``top_k``, ``thinking``,
-  ...) are sent as given.
+  ``tool_choice.disable_parallel_tool_use``, ``user`` → ``metadata.user_id``, ``reasoning_effort`` → ``thinking``
+  with a budget (:data:`THINKING_BUDGETS`, below ``max_tokens``; ``none``: no thinking). Extras (``top_k``,
+  ``thinking``, ...) are sent as given.
+* **Native requests.** A request that came in Anthropic's own shape (``req.native``, API ``anthropic.messages``)
+  is sent as it came, model and ``stream`` set; its ``anthropic-beta`` header joins the configured one. The answer
+  keeps the upstream's body (``ChatCompletion.raw``) and each stream chunk the frame it came from
+  (``ChatCompletionChunk.raw``; frames with nothing to translate come as chunks without choices).
 * **Not sent** (Anthropic has no such parameter): ``seed``, ``frequency_penalty``, ``presence_penalty``,
   ``logit_bias``, ``response_format``, ``logprobs``, ``top_logprobs``, ``stream_options`` (the usage always
   comes). ``n`` > 1 raises :class:`~modelway.errors.InvalidRequestError`: Anthropic returns one message.
@@ -51,7 +56,7 @@ from ..errors import (
     UpstreamServerError,
     error_for_status,
 )
-from ..sse import SSEEvent
+from ..sse import SSEEvent, encode_event
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -61,21 +66,36 @@ from ..types import (
     ChunkChoice,
     Delta,
     FunctionCall,
-    Message,
     ToolCall,
     ToolCallDelta,
     Usage,
     whole,
 )
+from .anthropic_request import (
+    NATIVE_API,
+    THINKING_BUDGETS,
+    AnthropicNativeBody,
+    native_of,
+    native_payload,
+    thinking_for,
+    tool,
+    tool_choice,
+    translate_messages,
+)
 from .base import Adapter, HTTPRequest, StreamParser, decode_json
 
-__all__ = ["AnthropicAdapter", "AnthropicStreamParser", "classify_anthropic_error"]
+__all__ = [
+    "NATIVE_API",
+    "AnthropicAdapter",
+    "AnthropicNativeBody",
+    "AnthropicStreamParser",
+    "classify_anthropic_error",
+]
 
 CHAT_PATH = "/v1/messages"
 DEFAULT_VERSION = "2023-06-01"
 #: ``max_tokens`` sent when the caller gave none (Anthropic requires one)
 DEFAULT_MAX_TOKENS = 4096
-
 #: Anthropic ``stop_reason`` → OpenAI ``finish_reason`` (unknown reasons pass through unchanged)
 STOP_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -136,6 +156,9 @@ class AnthropicAdapter(Adapter):
 
     # -- chat -------------------------------------------------------------------------------------
     def chat_payload(self, req: ChatRequest) -> dict[str, Any]:
+        native = native_of(req)
+        if native is not None:
+            return native_payload(req, native.body)
         p = req.params
         n = p.get("n")
         if n is not None and n != 1:
@@ -146,8 +169,11 @@ class AnthropicAdapter(Adapter):
             out["system"] = system
         out["messages"] = messages
         max_tokens = p.get("max_completion_tokens", p.get("max_tokens"))
+        effort = p.get("reasoning_effort", req.extra.get("reasoning_effort"))
         if max_tokens is None:
             max_tokens = self.settings.options.get("max_tokens", DEFAULT_MAX_TOKENS)
+            if isinstance(effort, str) and isinstance(max_tokens, int):  # room for the thinking besides the answer
+                max_tokens += THINKING_BUDGETS.get(effort, 0)
         out["max_tokens"] = max_tokens
         for k in ("temperature", "top_p"):
             if p.get(k) is not None:
@@ -156,8 +182,8 @@ class AnthropicAdapter(Adapter):
         if stop:
             out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
         if p.get("tools"):
-            out["tools"] = [_tool(t) for t in p["tools"]]
-        choice = _tool_choice(p.get("tool_choice"))
+            out["tools"] = [tool(t) for t in p["tools"]]
+        choice = tool_choice(p.get("tool_choice"))
         if p.get("parallel_tool_calls") is False and p.get("tools"):
             choice = choice or {"type": "auto"}
             if choice["type"] != "none":
@@ -171,15 +197,24 @@ class AnthropicAdapter(Adapter):
         for k, v in req.extra.items():
             if k == "metadata" and isinstance(v, dict) and isinstance(out.get("metadata"), dict):
                 out["metadata"] = {**out["metadata"], **v}
-            else:
+            elif k != "reasoning_effort":
                 out[k] = v
+        thinking = thinking_for(effort, max_tokens) if isinstance(max_tokens, int) else None
+        if thinking is not None and "thinking" not in out:
+            out["thinking"] = thinking
         out.pop("stream", None)
         if req.stream:
             out["stream"] = True
         return out
 
     def chat_request(self, req: ChatRequest) -> HTTPRequest:
-        headers = {"Accept": "text/event-stream"} if req.stream else None
+        headers = {"Accept": "text/event-stream"} if req.stream else {}
+        native = native_of(req)
+        beta = native.beta if isinstance(native, AnthropicNativeBody) else None
+        if beta:
+            mine = self.auth_headers().get("anthropic-beta")
+            names = [b.strip() for b in f"{mine or ''},{beta}".split(",") if b.strip()]
+            headers["anthropic-beta"] = ",".join(dict.fromkeys(names))
         return self.json_request(CHAT_PATH, self.chat_payload(req), headers)
 
     def parse_chat(self, body: bytes, headers: Mapping[str, str], req: ChatRequest) -> ChatCompletion:
@@ -211,6 +246,7 @@ class AnthropicAdapter(Adapter):
             choices=[Choice(0, message, _finish(data.get("stop_reason")))],
             usage=_usage(data.get("usage")),
             provider=self.name,
+            raw=data if native_of(req) is not None else None,
         )
 
     def stream_parser(self, req: ChatRequest) -> StreamParser:
@@ -259,8 +295,21 @@ class AnthropicStreamParser(StreamParser):
         self.tools: dict[int, int] = {}
         #: tool ordinals that have received argument text
         self.with_args: set[int] = set()
+        #: a native request: each chunk keeps the frame it came from
+        self.native = native_of(req) is not None
 
     def event(self, ev: SSEEvent) -> list[ChatCompletionChunk]:
+        chunks = self._event(ev)
+        if self.native:
+            raw = encode_event(ev.data, event=ev.event)
+            if not chunks:
+                return [ChatCompletionChunk(self.id, self.created, self.model, [], provider=self.provider, raw=raw)]
+            chunks[0].raw = raw
+            for c in chunks[1:]:
+                c.raw = b""
+        return chunks
+
+    def _event(self, ev: SSEEvent) -> list[ChatCompletionChunk]:
         if not ev.data.strip():
             return []
         obj = decode_json(ev.data.encode(), provider=self.provider, what="stream event")
@@ -355,142 +404,6 @@ class AnthropicStreamParser(StreamParser):
             self.with_args.add(ti)
             return [self._chunk(Delta(tool_calls=[ToolCallDelta(ti, arguments=str(piece))]))]
         return []  # signature_delta, citations_delta
-
-
-# -- request translation ---------------------------------------------------------------------------
-
-
-def translate_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI messages → (Anthropic ``system``, Anthropic ``messages``)."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = m.get("role")
-        if role in ("system", "developer"):
-            text = _text(m.get("content"))
-            if text:
-                system.append(text)
-            continue
-        if role == "tool":
-            block: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": str(m.get("tool_call_id") or ""),
-                "content": _text(m.get("content")),
-            }
-            _append(out, "user", [block])
-        elif role == "assistant":
-            blocks = _content_blocks(m.get("content"))
-            for tc in m.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": str(tc.get("id") or ""),
-                        "name": str(fn.get("name") or ""),
-                        "input": _arguments(fn.get("arguments")),
-                    }
-                )
-            _append(out, "assistant", blocks)
-        else:
-            _append(out, "user", _content_blocks(m.get("content")))
-    return ("\n\n".join(system) if system else None), out
-
-
-def _append(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Add a turn; consecutive turns of one role are merged (Anthropic wants user/assistant alternating)."""
-    if not blocks:
-        return
-    if out and out[-1]["role"] == role:
-        prev = out[-1]["content"]
-        if isinstance(prev, str):
-            prev = [{"type": "text", "text": prev}]
-        out[-1]["content"] = prev + blocks
-        return
-    if len(blocks) == 1 and blocks[0]["type"] == "text":
-        out.append({"role": role, "content": blocks[0]["text"]})
-    else:
-        out.append({"role": role, "content": blocks})
-
-
-def _content_blocks(content: Any) -> list[dict[str, Any]]:
-    """OpenAI content (a string or parts) → Anthropic content blocks (empty text is dropped)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else ():
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            if part.get("text"):
-                blocks.append({"type": "text", "text": part["text"]})
-        elif kind == "image_url":
-            url = part.get("image_url")
-            url = url.get("url") if isinstance(url, dict) else url
-            if isinstance(url, str):
-                blocks.append({"type": "image", "source": _image_source(url)})
-        else:  # already an Anthropic block (image, document, ...)
-            blocks.append(part)
-    return blocks
-
-
-def _image_source(url: str) -> dict[str, Any]:
-    if url.startswith("data:") and ";base64," in url:
-        media, _, data = url[5:].partition(";base64,")
-        return {"type": "base64", "media_type": media, "data": data}
-    return {"type": "url", "url": url}
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
-def _arguments(args: Any) -> Any:
-    """Tool call arguments (a JSON string) → the ``input`` object; not JSON: kept under ``"arguments"``."""
-    if isinstance(args, dict):
-        return args
-    if not args:
-        return {}
-    try:
-        value = orjson.loads(args)
-    except (orjson.JSONDecodeError, TypeError):
-        return {"arguments": args}
-    return value if isinstance(value, dict) else {"arguments": value}
-
-
-def _tool(t: dict[str, Any]) -> dict[str, Any]:
-    if t.get("type") not in (None, "function") or "function" not in t:
-        return t  # an Anthropic tool already (server tools, or {name, input_schema})
-    fn = t["function"]
-    tool: dict[str, Any] = {"name": fn["name"]}
-    if fn.get("description"):
-        tool["description"] = fn["description"]
-    tool["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
-    return tool
-
-
-def _tool_choice(choice: Any) -> dict[str, Any] | None:
-    if choice is None:
-        return None
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if isinstance(choice, dict):
-        if choice.get("type") == "function":
-            return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
-        return dict(choice)  # an Anthropic tool_choice already
-    raise InvalidRequestError(f"unsupported tool_choice {choice!r}", param="tool_choice")
 
 
 # -- response helpers ------------------------------------------------------------------------------

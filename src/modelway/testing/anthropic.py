@@ -114,9 +114,9 @@ class AnthropicSimulator(BaseSimulator):
             return self._bad(request, "max_tokens: Input should be a valid integer greater than or equal to 1")
         if not isinstance(messages, list) or not messages:
             return self._bad(request, "messages: at least one message is required")
-        for m in messages:
-            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-                return self._bad(request, "messages: roles must be 'user' or 'assistant'")
+        for m in messages:  # (system messages inside the list: Anthropic's mid-conversation system instructions)
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+                return self._bad(request, "messages: roles must be 'user', 'assistant' or 'system'")
         msgs: list[Any] = list(messages)
         if body.get("system"):
             msgs.insert(0, {"role": "system", "content": body["system"]})
