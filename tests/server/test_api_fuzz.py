@@ -85,7 +85,14 @@ def _narrowed(spec: dict[str, Any]) -> dict[str, Any]:
     """The served schema, with ``model`` and key ``id`` drawn from what this gateway has (see the module doc)."""
     spec = copy.deepcopy(spec)
     schemas = spec["components"]["schemas"]
-    for name in ("ChatCompletionRequest", "DbgptChatRequest", "CompletionRequest", "ResponseRequest"):
+    for name in (
+        "ChatCompletionRequest",
+        "DbgptChatRequest",
+        "CompletionRequest",
+        "ResponseRequest",
+        "MessagesRequest",
+        "CountTokensRequest",
+    ):
         schemas[name]["properties"]["model"] = {"enum": CHAT_MODELS}
     schemas["RerankRequest"]["properties"]["model"] = {"enum": RERANK_MODELS}
     schemas["EmbeddingRequest"]["properties"]["model"] = {"enum": EMBED_MODELS}
@@ -246,6 +253,8 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_gateway: RunningGateway) -> No
         "/completions": {"post"},
         "/v1/rerank": {"post"},
         "/rerank": {"post"},
+        "/v1/messages": {"post"},
+        "/v1/messages/count_tokens": {"post"},
         "/v1/responses": {"post"},
         "/v1/responses/{id}": {"get", "delete"},
         "/v1/responses/{id}/input_items": {"get"},

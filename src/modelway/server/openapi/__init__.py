@@ -31,11 +31,18 @@ from ._base import (
 from .admin import ADMIN_COMPONENTS
 from .chat import CHAT_COMPONENTS
 from .dialects import DIALECT_COMPONENTS
+from .messages import MESSAGES_COMPONENTS
 from .responses import INPUT_ITEMS_QUERY, RESPONSE_ID, RESPONSES_COMPONENTS
 
 __all__ = ["openapi_schema"]
 
-_COMPONENTS: Schema = {**CHAT_COMPONENTS, **DIALECT_COMPONENTS, **RESPONSES_COMPONENTS, **ADMIN_COMPONENTS}
+_COMPONENTS: Schema = {
+    **CHAT_COMPONENTS,
+    **DIALECT_COMPONENTS,
+    **RESPONSES_COMPONENTS,
+    **MESSAGES_COMPONENTS,
+    **ADMIN_COMPONENTS,
+}
 
 
 def _chat(op_id: str, summary: str) -> Schema:
@@ -94,6 +101,25 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
             "/models/{model}": {"get": _model("retrieveModelAlias", "One model (alias of /v1/...)")},
             "/v1/completions": {"post": _completion("completion", "Text completion (legacy OpenAI), any chat model")},
             "/completions": {"post": _completion("completionAlias", "Text completion (alias of /v1/...)")},
+            "/v1/messages": {
+                "post": _op(
+                    "createMessage",
+                    "Create a message (Anthropic Messages API), any model; errors in Anthropic's shape",
+                    "Message",
+                    body="MessagesRequest",
+                    stream="MessageStreamEvent",
+                    error="AnthropicError",
+                )
+            },
+            "/v1/messages/count_tokens": {
+                "post": _op(
+                    "countMessageTokens",
+                    "Estimate a Messages request's input tokens",
+                    "InputTokens",
+                    body="CountTokensRequest",
+                    error="AnthropicError",
+                )
+            },
             "/v1/responses": {
                 "post": _op(
                     "createResponse",

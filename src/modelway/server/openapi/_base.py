@@ -64,11 +64,11 @@ _ERRORS = {
 _JSON = "application/json"
 
 
-def _error_responses() -> Schema:
+def _error_responses(error: str = "Error") -> Schema:
     out: Schema = {
-        code: {"description": text, "content": {_JSON: {"schema": _ref("Error")}}} for code, text in _ERRORS.items()
+        code: {"description": text, "content": {_JSON: {"schema": _ref(error)}}} for code, text in _ERRORS.items()
     }
-    out["default"] = {"description": "another error", "content": {_JSON: {"schema": _ref("Error")}}}
+    out["default"] = {"description": "another error", "content": {_JSON: {"schema": _ref(error)}}}
     return out
 
 
@@ -98,6 +98,7 @@ def _op(
     status: str = "200",
     parameters: list[Schema] | None = None,
     public: bool = False,
+    error: str = "Error",
 ) -> Schema:
     content: Schema = {_JSON: {"schema": _ref(answer)}} if answer else {_JSON: {"schema": {"type": "object"}}}
     if stream:
@@ -105,7 +106,7 @@ def _op(
     op: Schema = {
         "operationId": op_id,
         "summary": summary,
-        "responses": {status: {"description": "OK", "content": content}, **_error_responses()},
+        "responses": {status: {"description": "OK", "content": content}, **_error_responses(error)},
     }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {_JSON: {"schema": _ref(body)}}}
