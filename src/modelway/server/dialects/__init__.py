@@ -1,11 +1,15 @@
-"""Inbound dialects: every chat-like route is :func:`serve` with its :class:`~.base.Dialect`.
+"""Inbound dialects: every chat-like route is :func:`serve` with its :class:`~.base.Dialect` (see
+``docs/architecture.md``, "Inbound dialects").
 
-=====================  ==================================  ==========================
-route                  dialect                             endpoint label
-=====================  ==================================  ==========================
-/v1/chat/completions   :mod:`.openai_chat`                 ``chat``
-/api/v2/chat/...       :mod:`.dbgpt`                       ``dbgpt``
-=====================  ==================================  ==========================
+=============================  =================================================  ===============
+route                          dialect                                            endpoint label
+=============================  =================================================  ===============
+/v1/chat/completions           :mod:`.openai_chat`                                ``chat``
+/api/v2/chat/completions       :mod:`.dbgpt`                                      ``dbgpt``
+/v1/completions                :mod:`.completions`                                ``completions``
+/v1/messages                   :mod:`.anthropic` (``anthropic_request``, ``_stream``)   ``messages``
+/v1/responses                  :mod:`.responses` (``responses_items``, ``_stream``)     ``responses``
+=============================  =================================================  ===============
 """
 
 from __future__ import annotations
