@@ -659,3 +659,62 @@ def test_native_stream_chunks_carry_their_frames(size: int) -> None:
     translated = [c for c in chunks if c.choices]
     assert [c.to_dict() for c in translated] == [c.to_dict() for c in plain]
     assert all(c.usage is None for c in chunks if not c.choices)
+
+
+# -- tool call ids another provider chose -------------------------------------------------------------------------
+
+#: Kimi's ids (``functions.<name>:<n>``) are refused by Anthropic, whose ids must match ``^[a-zA-Z0-9_-]+$``
+KIMI_ID = "functions.get_weather:0"
+ANTHROPIC_ID = r"^[a-zA-Z0-9_-]+$"
+
+
+def test_tool_ids_anthropic_would_refuse_are_made_safe_consistently() -> None:
+    import re
+
+    history: list[Any] = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": KIMI_ID, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                {"id": "functions.get_weather.0", "type": "function", "function": {"name": "get_weather"}},
+                {"id": "call_ok-1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": KIMI_ID, "content": "sunny"},
+        {"role": "tool", "tool_call_id": "functions.get_weather.0", "content": "rainy"},
+        {"role": "tool", "tool_call_id": "call_ok-1", "content": "windy"},
+    ]
+    sent = body_of(chat(*history))["messages"]
+    uses = [b["id"] for b in sent[1]["content"]]
+    results = [b["tool_use_id"] for b in sent[2]["content"]]
+    assert uses == results and all(re.match(ANTHROPIC_ID, i) for i in uses)
+    assert len(set(uses)) == 3 and uses[2] == "call_ok-1"  # distinct ids stay distinct; valid ones are kept
+
+
+def test_native_body_tool_ids_anthropic_would_refuse_are_made_safe() -> None:
+    import re
+
+    body: Any = {
+        "model": "claude",
+        "max_tokens": 50,
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": KIMI_ID, "name": "get_weather", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": KIMI_ID, "content": "sunny"},
+                    {"type": "text", "text": "and tomorrow?"},
+                ],
+            },
+        ],
+    }
+    sent = body_of(native(body=body))["messages"]
+    use, result = sent[1]["content"][0]["id"], sent[2]["content"][0]["tool_use_id"]
+    assert use == result and re.match(ANTHROPIC_ID, use)
+    assert body["messages"][1]["content"][0]["id"] == KIMI_ID  # the caller's body itself is not changed
+    assert sent[2]["content"][1] == {"type": "text", "text": "and tomorrow?"}
+    ok = {**body, "messages": [body["messages"][0]]}
+    assert body_of(native(body=ok))["messages"] is not None

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from modelway.errors import (
     AllDeploymentsFailedError,
+    AuthenticationError,
     InvalidRequestError,
     RateLimitError,
     ServiceUnavailableError,
@@ -348,3 +349,39 @@ def test_error_shapes(exc: Any, status: int, etype: str) -> None:
     assert isinstance(data["error"]["message"], str) and data["error"]["message"]
     if status == 429:
         assert (b"retry-after", str(exc.retry_after if isinstance(exc, RateLimitError) else 2).encode()) in headers
+
+
+# -- an Anthropic upstream's own error type survives ------------------------------------------------------------
+
+
+def _overloaded() -> UpstreamServerError:
+    return UpstreamServerError("Overloaded", provider="anthropic", status_code=529, code="overloaded_error")
+
+
+def test_an_anthropic_upstream_s_error_type_is_kept_in_a_stream() -> None:
+    # Claude Code retries a stream that failed with "overloaded_error" (Anthropic sends it mid-stream): the type
+    # must not become a generic api_error on the way through
+    [(event, data)] = frames(MessagesRenderer("m", 1).error(_overloaded(), "req-1"))
+    assert event == "error" and data["error"]["type"] == "overloaded_error"
+    timeout = UpstreamServerError("slow", provider="anthropic", status_code=504, code="timeout_error")
+    assert frames(MessagesRenderer("m", 1).error(timeout, "r"))[0][1]["error"]["type"] == "timeout_error"
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "etype"),
+    [
+        (_overloaded(), 502, "overloaded_error"),
+        (AllDeploymentsFailedError("all", [RateLimitError("x"), _overloaded()]), 502, "overloaded_error"),
+        # a type that is no Anthropic type (another provider's code) is not taken
+        (UpstreamServerError("boom", provider="zhipu", status_code=500, code="1234"), 502, "api_error"),
+        # the gateway's own key refused upstream: never told as the caller's authentication_error
+        (
+            AuthenticationError("no", provider="anthropic", status_code=401, code="authentication_error"),
+            502,
+            "api_error",
+        ),
+    ],
+)
+def test_an_anthropic_upstream_s_error_type_is_kept_before_the_answer(exc: Any, status: int, etype: str) -> None:
+    got_status, body, _ = MessagesDialect().error(exc, "req-9")
+    assert (got_status, orjson.loads(body)["error"]["type"]) == (status, etype)

@@ -328,3 +328,39 @@ def test_input_estimate_counts_messages_and_tools() -> None:
     assert base.input_estimate() == 100
     with_tools = translate(req([{"role": "user", "content": "x" * 400}], tools=[{"name": "f" * 40}]), native=False)
     assert with_tools.input_estimate() > 110
+
+
+def test_tool_references_of_claude_code_s_tool_search_become_text() -> None:
+    # Claude Code's ToolSearch answers with tool_reference blocks (the deferred tools it loaded); a chat model has
+    # every tool's schema already (defer_loading is not sent), so it needs only to hear which were loaded
+    data = req(
+        [
+            {"role": "user", "content": "use the calendar"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "ToolSearch", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [
+                            {"type": "tool_reference", "tool_name": "mcp__cal__list_events"},
+                            {"type": "tool_reference", "tool_name": "mcp__cal__add_event"},
+                        ],
+                    }
+                ],
+            },
+        ]
+    )
+    out = messages_of(data)
+    assert out[2]["role"] == "tool" and out[2]["tool_call_id"] == "t1"
+    assert "mcp__cal__list_events" in out[2]["content"] and "mcp__cal__add_event" in out[2]["content"]
+    bad = req(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_reference"}]}],
+            }
+        ]
+    )
+    assert refused(bad).param == "messages[0].content[0].content[0].tool_name"

@@ -402,5 +402,5 @@ class TestUsage:
         assert [r["group"] for r in rows] == ["x", "y", None]
 
     async def test_unknown_group_by(self, store: SQLStore) -> None:
-        with pytest.raises(ValueError, match="cannot group usage by 'hour'; use one of: key, model, deployment, endpoint, day"):
+        with pytest.raises(ValueError, match="cannot group usage by 'hour'; use one of: key, model, deployment, end"):
             await store.usage_summary(group_by="hour")

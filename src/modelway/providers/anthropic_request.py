@@ -3,6 +3,8 @@ caller's own Messages body sent natively (:class:`AnthropicNativeBody`)."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,18 @@ THINKING_BUDGETS: dict[str, int] = {
     "max": 65536,
 }
 _MIN_BUDGET = 1024
+#: what Anthropic accepts as a tool_use id (``tool_use.id``, ``tool_result.tool_use_id``)
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_NOT_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def tool_id(call_id: str) -> str:
+    """A tool call id Anthropic accepts: ``call_id`` itself when it does, else the same id every time for the same
+    ``call_id`` (its other characters replaced, a hash of it appended so distinct ids stay distinct). Another
+    provider's ids (Kimi's ``functions.get_weather:0``) come back in the history of a model group that fails over."""
+    if not call_id or _TOOL_ID.fullmatch(call_id):
+        return call_id
+    return _NOT_TOOL_ID.sub("_", call_id)[:200] + "_" + hashlib.sha256(call_id.encode()).hexdigest()[:12]
 
 
 @dataclass(slots=True)
@@ -63,6 +77,8 @@ def native_payload(req: ChatRequest, body: dict[str, Any]) -> dict[str, Any]:
     """The caller's own body: the deployment's model, ``stream`` as asked; the model group's default system prompt
     when the caller gave no system text."""
     out = {**body, "model": req.model}
+    if isinstance(body.get("messages"), list):
+        out["messages"] = _safe_tool_ids(body["messages"])
     out.pop("stream", None)
     if req.stream:
         out["stream"] = True
@@ -73,6 +89,31 @@ def native_payload(req: ChatRequest, body: dict[str, Any]) -> dict[str, Any]:
     )
     if first and first.get("role") == "system" and "system" not in body and not inline:
         out["system"] = first.get("content")
+    return out
+
+
+def _safe_tool_ids(messages: list[Any]) -> list[Any]:
+    """``messages`` with each tool id Anthropic would refuse made safe (:func:`tool_id`); the list itself when none
+    is (the caller's body is sent as it came)."""
+    out = messages
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        blocks = content
+        for j, b in enumerate(content):
+            if not isinstance(b, dict):
+                continue
+            key = "id" if b.get("type") == "tool_use" else "tool_use_id" if b.get("type") == "tool_result" else None
+            value = b.get(key) if key else None
+            if key and isinstance(value, str) and tool_id(value) != value:
+                if blocks is content:
+                    blocks = list(content)
+                blocks[j] = {**b, key: tool_id(value)}
+        if blocks is not content:
+            if out is messages:
+                out = list(messages)
+            out[i] = {**m, "content": blocks}
     return out
 
 
@@ -93,7 +134,7 @@ def translate_messages(messages: list[Message]) -> tuple[str | None, list[dict[s
         if role == "tool":
             block: dict[str, Any] = {
                 "type": "tool_result",
-                "tool_use_id": str(m.get("tool_call_id") or ""),
+                "tool_use_id": tool_id(str(m.get("tool_call_id") or "")),
                 "content": _text(m.get("content")),
             }
             _append(out, "user", [block])
@@ -104,7 +145,7 @@ def translate_messages(messages: list[Message]) -> tuple[str | None, list[dict[s
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": str(tc.get("id") or ""),
+                        "id": tool_id(str(tc.get("id") or "")),
                         "name": str(fn.get("name") or ""),
                         "input": _arguments(fn.get("arguments")),
                     }

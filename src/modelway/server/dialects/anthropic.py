@@ -47,7 +47,7 @@ from ..control import ModelNotAllowedError
 from ..errors import public_message, render_error
 from ..http import send_json
 from .anthropic_request import translate, without_our_thinking
-from .anthropic_stream import MessagesRenderer, error_type, message_body
+from .anthropic_stream import MessagesRenderer, error_type_of, message_body
 from .base import Call, Dialect, StreamRenderer, model_field, stream_field
 
 if TYPE_CHECKING:
@@ -86,7 +86,10 @@ class MessagesDialect(Dialect):
 
     def error(self, exc: ModelwayError, request_id: str | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         status, _, headers = render_error(exc, request_id)  # (its status, headers and log line; our body)
-        body: dict[str, Any] = {"type": "error", "error": {"type": error_type(status), "message": public_message(exc)}}
+        body: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": error_type_of(exc, status), "message": public_message(exc)},
+        }
         if request_id:
             body["request_id"] = request_id
         return status, orjson.dumps(body), headers

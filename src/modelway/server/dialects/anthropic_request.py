@@ -10,7 +10,8 @@ Messages:
 * user blocks: ``text`` → text; ``image`` → ``image_url`` (base64 → a data URL, url → the URL); ``document`` →
   its text (plain-text and content sources) or a ``file`` part (a base64 PDF); ``tool_result`` → a ``tool``
   message (text of its content; ``is_error`` noted as ``[tool error]``; its images go to the user message that
-  follows), placed before the user text of the same turn.
+  follows; a ``tool_reference``, Claude Code's ToolSearch loading a deferred tool, as a line naming the tool: a chat
+  model has every tool's schema), placed before the user text of the same turn.
 * assistant blocks: ``text`` → content; ``tool_use`` → ``tool_calls`` (input as a JSON string); ``thinking`` →
   ``reasoning_content`` (so thinking-mode upstreams get it back in tool loops); ``redacted_thinking`` dropped.
 * Text blocks of one user or system turn are joined with a blank line, an assistant's with nothing (one answer).
@@ -325,6 +326,8 @@ def _tool_result(b: dict[str, Any], at: str, late: list[dict[str, Any]], native:
                     texts.append(part["text"])
                 elif part:
                     late.append(part)
+            elif inner["type"] == "tool_reference":  # Claude Code's ToolSearch: a deferred tool it loaded
+                texts.append(f"Tool loaded: {_string(inner, 'tool_name', here)}")
             elif not native:
                 raise _unsupported(inner["type"], here)
     text = "\n\n".join(t for t in texts if t)

@@ -20,7 +20,14 @@ from typing import Any
 
 import orjson
 
-from ...errors import InvalidRequestError, ModelwayError
+from ...errors import (
+    AllDeploymentsFailedError,
+    AuthenticationError,
+    InvalidRequestError,
+    ModelwayError,
+    PermissionDeniedError,
+    ProviderError,
+)
 from ...types import ChatCompletion, ChatCompletionChunk, ToolCallDelta, Usage
 from ...usage.estimate import estimate_tokens
 from ...validate import check_json_depth
@@ -28,7 +35,15 @@ from ..errors import error_payload, public_message
 from .anthropic_request import signature
 from .base import StreamRenderer
 
-__all__ = ["MessagesRenderer", "anthropic_usage", "error_type", "message_body", "new_message_id", "stop_reason"]
+__all__ = [
+    "MessagesRenderer",
+    "anthropic_usage",
+    "error_type",
+    "error_type_of",
+    "message_body",
+    "new_message_id",
+    "stop_reason",
+]
 
 log = logging.getLogger("modelway.server")
 
@@ -54,8 +69,38 @@ _ERROR_TYPES = {
 }
 
 
+#: an Anthropic upstream's own error types, passed on as they came (Claude Code retries ``overloaded_error``, which
+#: Anthropic also sends inside a stream); its authentication and permission errors are the gateway's key's, not the
+#: caller's, and are told by status
+_UPSTREAM_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "request_too_large",
+        "not_found_error",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "timeout_error",
+    }
+)
+
+
 def error_type(status: int) -> str:
     return _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_type_of(exc: ModelwayError, status: int) -> str:
+    """The Anthropic error type of ``exc`` answered with ``status``: an Anthropic upstream's own type when it gave
+    one (the last attempt's, after failover), else the status's."""
+    last = exc.attempts[-1] if isinstance(exc, AllDeploymentsFailedError) and exc.attempts else exc
+    if (
+        isinstance(last, ProviderError)
+        and not isinstance(last, AuthenticationError | PermissionDeniedError)
+        and last.provider == "anthropic"
+        and last.code in _UPSTREAM_TYPES
+    ):
+        return str(last.code)
+    return error_type(status)
 
 
 def new_message_id() -> str:
@@ -159,7 +204,7 @@ def frame(kind: str, data: dict[str, Any]) -> bytes:
 def error_frame(exc: ModelwayError, request_id: str | None) -> bytes:
     status, _, _ = error_payload(exc, request_id)
     log.error("request %s failed mid-stream: %s", request_id, exc)
-    error = {"type": error_type(status), "message": public_message(exc)}
+    error = {"type": error_type_of(exc, status), "message": public_message(exc)}
     return frame("error", {"error": error, "request_id": request_id})
 
 
