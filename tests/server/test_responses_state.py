@@ -167,11 +167,14 @@ def test_built_in_tools_go_to_openai_only(c: openai.OpenAI, openai_sim: OpenAISi
     assert made.output_text == "You said: news?"
     sent = openai_sim.last_request.json
     assert sent["tools"] == tools and sent["include"] == ["web_search_call.action.sources"]
+    others: Any = [{"type": "file_search", "vector_store_ids": ["vs_1"]}]
     for model in ("glm", "mixed"):
         with pytest.raises(openai.BadRequestError) as info:
-            c.responses.create(model=model, input="news?", tools=tools)
+            c.responses.create(model=model, input="news?", tools=others)
         assert info.value.body["param"] == "tools[0].type"  # type: ignore[index]
         assert "built-in" in info.value.body["message"]  # type: ignore[index]
+    # a hosted web search (Codex CLI sends one by default): a chat model answers without it
+    assert c.responses.create(model="glm", input="news?", tools=tools).output_text == "You said: news?"
 
 
 def test_mixed_group_gets_the_translation_or_the_body(
@@ -307,3 +310,15 @@ def test_items_to_messages_merge_calls_and_carry_reasoning() -> None:
     ] * 2 + ["message"]
     assert again[1] == {"type": "message", "role": "assistant", "content": "calling"}
     assert all("id" not in item for item in again)
+
+
+def test_replay_keeps_the_namespace_of_a_call() -> None:
+    call = {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "c1",
+        "name": "spawn_agent",
+        "namespace": "ns",
+        "arguments": "{}",
+    }
+    assert replay([call]) == [{k: v for k, v in call.items() if k != "id"}]

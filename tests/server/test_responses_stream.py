@@ -347,3 +347,76 @@ async def test_native_frames_pass_with_the_model_renamed_and_the_end_held_until_
     assert kept is not None and kept.previous_id == "resp_before" and kept.output == [item]
     failed = frames(stream.error(UpstreamServerError("late", code="server_error"), None))
     assert failed[-1]["sequence_number"] > 3
+
+
+def accumulate(events: list[dict[str, Any]]) -> Any:
+    """The official SDK's accumulator (``client.responses.stream(...).get_final_response()``) over ``events``."""
+    from openai import omit
+    from openai._models import construct_type_unchecked
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+
+    state: Any = ResponseStreamState(input_tools=omit, text_format=omit)
+    for e in events:
+        state.handle_event(construct_type_unchecked(type_=ResponseStreamEvent, value=e))  # type: ignore[arg-type]
+    return state._completed_response
+
+
+def sdk_context() -> ResponseContext:
+    ctx = context()
+    ctx.echo |= {"tool_choice": "auto", "parallel_tool_calls": True}
+    return ctx
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param(  # no ids, every call at index 0, each whole in one chunk
+            [ToolCallDelta(0, None, "f", '{"a":1}'), ToolCallDelta(0, None, "g", '{"b":2}')], id="no-ids-one-index"
+        ),
+        pytest.param(  # the same id given to two calls
+            [ToolCallDelta(0, "call_1", "f", '{"a":1}'), ToolCallDelta(1, "call_1", "g", '{"b":2}')], id="same-id"
+        ),
+        pytest.param(
+            [ToolCallDelta(0, "call_1", "f", '{"a":1}'), ToolCallDelta(0, "call_1", "g", '{"b":2}')],
+            id="same-id-same-index",
+        ),
+    ],
+)
+async def test_two_calls_sharing_an_index_or_an_id_stay_two_calls(pieces: list[ToolCallDelta]) -> None:
+    chunks = [chunk(calls=[p]) for p in pieces] + [chunk(finish="tool_calls", usage=Usage(1, 2, 3))]
+    events = await render(ResponsesStream(sdk_context()), chunks)
+    final = accumulate(events)  # (it tells function calls apart by call_id: they must differ)
+    calls = [(o.name, o.arguments) for o in final.output]
+    assert calls == [("f", '{"a":1}'), ("g", '{"b":2}')]
+    assert len({o.call_id for o in final.output}) == 2
+    assert final.output[0].call_id == (pieces[0].id or final.output[0].call_id)
+
+
+async def test_an_empty_id_on_every_piece_is_no_id() -> None:
+    chunks = [
+        chunk(calls=[ToolCallDelta(0, "call_a", "f", "")]),
+        chunk(calls=[ToolCallDelta(0, "", None, '{"x"')]),  # ("id": "" on each piece, as some servers send)
+        chunk(calls=[ToolCallDelta(0, "", "", ":1}")]),
+        chunk(calls=[ToolCallDelta(0, "call_a", "f", "")]),  # (the name repeated, nothing more)
+        chunk(finish="tool_calls"),
+    ]
+    final = accumulate(await render(ResponsesStream(sdk_context()), chunks))
+    assert [(o.call_id, o.name, o.arguments) for o in final.output] == [("call_a", "f", '{"x":1}')]
+
+
+async def test_a_function_named_on_every_piece_is_one_call() -> None:
+    chunks = [chunk(calls=[ToolCallDelta(0, "a", "f", p)]) for p in ('{"x"', ":1", "}", "")]
+    final = accumulate(await render(ResponsesStream(sdk_context()), [*chunks, chunk(finish="tool_calls")]))
+    assert [(o.call_id, o.name, o.arguments) for o in final.output] == [("a", "f", '{"x":1}')]
+
+
+def test_a_whole_answer_with_a_repeated_call_id_gets_unique_ones() -> None:
+    from modelway.server.dialects.responses_items import completion_output
+    from modelway.types import ChatCompletion, ChatMessage, Choice, FunctionCall, ToolCall
+
+    calls = [ToolCall("call_1", FunctionCall("f", "{}")), ToolCall("call_1", FunctionCall("g", "{}"))]
+    resp = ChatCompletion("c", 1, "m", [Choice(0, ChatMessage(content=None, tool_calls=calls), "tool_calls")])
+    output, _ = completion_output(resp)
+    ids = [o["call_id"] for o in output if o["type"] == "function_call"]
+    assert ids[0] == "call_1" and len(set(ids)) == 2

@@ -14,13 +14,16 @@ deployments. OpenAI itself then gets that expanded input with ``store: false`` a
 ``previous_response_id`` (items that only OpenAI's store could resolve are left out of it: reasoning without
 ``encrypted_content``, built-in tool calls). ``instructions`` are not carried over, as with OpenAI.
 
-Fields: unknown ones are refused naming the field. Built-in tools (web_search, file_search, computer_use, mcp, ...),
-a built-in ``tool_choice``, ``prompt`` and items other than messages, function calls and their outputs, and
-reasoning are refused unless every deployment of the model is OpenAI itself. Accepted and ignored when the request
-is translated (a chat model has no such thing): ``include`` (e.g. ``reasoning.encrypted_content``), ``truncation``,
-``text.verbosity``, ``reasoning.summary``, ``prompt_cache_key``, ``prompt_cache_retention``, ``safety_identifier``,
-``service_tier``, ``stream_options``, ``top_logprobs``, ``max_tool_calls``; ``metadata`` is kept with the stored
-response. ``background: true`` and ``conversation`` are refused (use ``previous_response_id``).
+Fields: unknown ones are refused naming the field. Built-in tools (file_search, computer_use, mcp, ...), a built-in
+``tool_choice``, ``prompt`` and items other than messages, function calls and their outputs, and reasoning are
+refused unless every deployment of the model is OpenAI itself; for a translated model, a ``web_search`` tool is left
+out (Codex CLI sends one by default) and a ``namespace`` tool's functions become chat tools (their calls name the
+namespace, as OpenAI's do). Accepted and ignored when the request is translated (a chat model has no such thing):
+``include`` (e.g. ``reasoning.encrypted_content``), ``truncation``, ``text.verbosity``, ``reasoning.summary``,
+``prompt_cache_key``, ``prompt_cache_retention``, ``safety_identifier``, ``service_tier``, ``stream_options``,
+``top_logprobs``, ``max_tool_calls``; ``client_metadata`` (Codex CLI's) is accepted and sent to no upstream;
+``metadata`` is kept with the stored response. ``background: true`` and ``conversation`` are refused (use
+``previous_response_id``).
 """
 
 from __future__ import annotations
@@ -97,10 +100,17 @@ _IGNORED = frozenset(
         "top_logprobs",
         "max_tool_calls",
         "background",
+        "client_metadata",  # Codex CLI's thread, turn and installation ids
     }
+)
+#: built-in tools a chat model goes without (rather than refusing the request): a hosted search
+_DROPPED_TOOLS = frozenset(
+    {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11"}
 )
 #: fields only OpenAI's own Responses API can serve
 _NATIVE_ONLY = frozenset({"prompt"})
+#: fields of the caller's body not sent to OpenAI itself (the gateway's own state; a client's own telemetry)
+_NOT_FORWARDED = frozenset({"previous_response_id", "client_metadata"})
 _KNOWN = _TRANSLATED | _IGNORED | _NATIVE_ONLY | {"conversation"}
 #: parameters with the same name and meaning in chat
 _SAME = ("temperature", "top_p", "parallel_tool_calls", "user")
@@ -152,9 +162,12 @@ def _optional(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
 # -- parameters -----------------------------------------------------------------------------------------------------
 
 
-def chat_tools(tools: Any, *, native_ok: bool) -> list[dict[str, Any]]:
-    """Function tools ``{type, name, description, parameters, strict}`` → chat tools. Built-in tools are refused
-    (naming the field) unless every upstream is OpenAI's own Responses API, which gets them as they came."""
+def chat_tools(tools: Any, *, native_ok: bool, namespaces: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Function tools ``{type, name, description, parameters, strict}`` → chat tools; the function tools of a
+    ``namespace`` tool too (``namespaces`` gets each one's name → its namespace). ``web_search`` tools are left out
+    for a chat model (Codex CLI sends one by default; the model answers without searching). Other built-in tools
+    are refused (naming the field) unless every upstream is OpenAI's own Responses API, which gets them as they
+    came."""
     if not isinstance(tools, list):
         raise field_error("tools", f"must be an array of tools, not {kind_of(tools)}")
     out: list[dict[str, Any]] = []
@@ -164,13 +177,19 @@ def chat_tools(tools: Any, *, native_ok: bool) -> list[dict[str, Any]]:
             raise field_error(at, f"must be a tool object, not {kind_of(t)}")
         kind = t.get("type")
         if kind == "function":
-            if not isinstance(t.get("name"), str) or not t["name"]:
-                raise field_error(f"{at}.name", f"must be a non-empty string, not {kind_of(t.get('name'))}")
-            params = t.get("parameters")
-            if params is not None and not isinstance(params, dict):
-                raise field_error(f"{at}.parameters", f"must be a JSON schema object, not {kind_of(params)}")
-            fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if t.get(k) is not None}
-            out.append({"type": "function", "function": fn})
+            out.append(_chat_function(t, at))
+        elif kind == "namespace" and not native_ok:
+            inner = t.get("tools")
+            if not isinstance(t.get("name"), str) or not isinstance(inner, list):
+                raise field_error(at, "must be a namespace tool {type: 'namespace', name, tools: [...]}")
+            for j, f in enumerate(inner):
+                if not isinstance(f, dict) or f.get("type") != "function":
+                    raise field_error(f"{at}.tools[{j}]", "must be a function tool (for a model not served by OpenAI)")
+                out.append(_chat_function(f, f"{at}.tools[{j}]"))
+                if namespaces is not None:
+                    namespaces[f["name"]] = t["name"]
+        elif isinstance(kind, str) and kind in _DROPPED_TOOLS:
+            continue  # (OpenAI itself gets it in the body as it came)
         elif not native_ok:
             shown = repr(kind) if isinstance(kind, str) else kind_of(kind)
             raise field_error(
@@ -179,6 +198,16 @@ def chat_tools(tools: Any, *, native_ok: bool) -> list[dict[str, Any]]:
                 "API; this one is not (use function tools)",
             )
     return out
+
+
+def _chat_function(t: dict[str, Any], at: str) -> dict[str, Any]:
+    if not isinstance(t.get("name"), str) or not t["name"]:
+        raise field_error(f"{at}.name", f"must be a non-empty string, not {kind_of(t.get('name'))}")
+    params = t.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise field_error(f"{at}.parameters", f"must be a JSON schema object, not {kind_of(params)}")
+    fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if t.get(k) is not None}
+    return {"type": "function", "function": fn}
 
 
 def chat_tool_choice(choice: Any, *, native_ok: bool) -> Any:
@@ -259,6 +288,7 @@ class ResponsesDialect(Dialect):
         else:
             own = input_items(raw_input, native_ok=native_ok)
 
+        namespaces: dict[str, str] = {}
         messages: list[dict[str, Any]] = []
         if instructions:
             messages.append({"role": "system", "content": instructions})
@@ -266,13 +296,14 @@ class ResponsesDialect(Dialect):
         if not messages:  # only items a native upstream takes: the chat side is an estimate's input only
             messages.append({"role": "user", "content": ""})
         try:
-            creq = chat_request(model, messages, stream=stream, params=self._params(data, stream, native_ok))
+            params = self._params(data, stream, native_ok, namespaces)
+            creq = chat_request(model, messages, stream=stream, params=params)
         except InvalidRequestError as exc:
             if exc.param in _CHAT_NAMES:  # named as the caller sent it
                 exc.message = exc.message.replace(exc.param, _CHAT_NAMES[exc.param], 1)
                 exc.param = _CHAT_NAMES[exc.param]
             raise
-        body = {k: v for k, v in data.items() if k != "previous_response_id"}
+        body = {k: v for k, v in data.items() if k not in _NOT_FORWARDED}
         if history:
             caller_input = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input or []
             body["input"] = replay(history) + caller_input
@@ -304,6 +335,7 @@ class ResponsesDialect(Dialect):
             previous_id=previous,
             key_id=key_id,
             keeper=keep if store else None,
+            namespaces=namespaces,
         )
         return Call(model, creq, {"ctx": ctx})
 
@@ -325,11 +357,11 @@ class ResponsesDialect(Dialect):
                     )
 
     @staticmethod
-    def _params(data: dict[str, Any], stream: bool, native_ok: bool) -> dict[str, Any]:
+    def _params(data: dict[str, Any], stream: bool, native_ok: bool, namespaces: dict[str, str]) -> dict[str, Any]:
         p: dict[str, Any] = {k: data[k] for k in _SAME if data.get(k) is not None}
         tools = data.get("tools")
         if tools is not None:
-            translated = chat_tools(tools, native_ok=native_ok)
+            translated = chat_tools(tools, native_ok=native_ok, namespaces=namespaces)
             if translated:
                 p["tools"] = translated
         choice = data.get("tool_choice")
@@ -363,6 +395,7 @@ class ResponsesDialect(Dialect):
             body = ctx.native(dict(resp.raw))
         else:
             output, finish = completion_output(resp)
+            output = [ctx.tagged(item) for item in output]
             status, incomplete = status_of(finish)
             body = ctx.envelope(status, output, usage_of(resp.usage), incomplete=incomplete)
         ctx.prepare(body)

@@ -210,7 +210,7 @@ def replay(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 out.append({"type": "message", "role": role, "content": content})
         elif kind == "function_call":
-            out.append({k: item[k] for k in ("type", "call_id", "name", "arguments") if k in item})
+            out.append({k: item[k] for k in ("type", "call_id", "name", "namespace", "arguments") if k in item})
         elif kind == "function_call_output":
             out.append({k: item[k] for k in ("type", "call_id", "output") if k in item})
         elif kind == "reasoning" and item.get("encrypted_content"):
@@ -348,8 +348,10 @@ def completion_output(resp: ChatCompletion) -> tuple[list[dict[str, Any]], str |
         items.append(
             message_item(new_id("msg"), m.content or "", "incomplete" if status == "incomplete" else "completed")
         )
+    seen: set[str] = set()
     for tc in calls:
-        call_id = tc.id or new_id("call")
+        call_id = tc.id if tc.id and tc.id not in seen else new_id("call")  # (unique in a Response)
+        seen.add(call_id)
         items.append(function_call_item(new_id("fc"), call_id, tc.function.name, tc.function.arguments))
     return items, choice.finish_reason
 
@@ -387,10 +389,18 @@ class ResponseContext:
     key_id: str | None = None
     #: where the response is kept (``None``: ``store: false``)
     keeper: ResponseStore | None = None
+    #: the name of each function of a ``namespace`` tool → its namespace (its calls say so, as OpenAI's do)
+    namespaces: dict[str, str] = field(default_factory=dict)
     #: the Response sent (set when it is built), and what to keep of it
     body: dict[str, Any] = field(default_factory=dict)
     record: StoredResponse | None = None
     data: bytes | None = None
+
+    def tagged(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An output item, a call of a namespace tool's function naming its ``namespace``."""
+        if item.get("type") == "function_call" and item.get("name") in self.namespaces:
+            item["namespace"] = self.namespaces[item["name"]]
+        return item
 
     def envelope(
         self,

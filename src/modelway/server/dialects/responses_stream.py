@@ -112,6 +112,18 @@ class _Item:
         return function_call_item(self.id, self.call_id, self.name, self.text, status)
 
 
+def _another(item: _Item, tc: ToolCallDelta) -> bool:
+    """Whether ``tc``, though it has the id or the index of ``item``'s call, starts another call: it names a
+    function (not only ``item``'s again, with no arguments) when ``item``'s arguments are a whole JSON value."""
+    if not tc.name or not item.name or not item.parts or (tc.name == item.name and not tc.arguments):
+        return False
+    try:
+        orjson.loads(item.text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 class ResponsesStream(StreamRenderer):
     """Renders one streamed answer as Responses events (see the module docstring)."""
 
@@ -148,6 +160,9 @@ class ResponsesStream(StreamRenderer):
         item = _Item(kind, new_id(prefix), len(self.items))
         self.items.append(item)
         return item
+
+    def _whole(self, item: _Item, status: str) -> dict[str, Any]:
+        return self.ctx.tagged(item.whole(status))
 
     # -- chunks -----------------------------------------------------------------------------------------------------
     def chunk(self, chunk: ChatCompletionChunk) -> bytes:
@@ -232,27 +247,33 @@ class ResponsesStream(StreamRenderer):
         )
 
     def _tool(self, tc: ToolCallDelta) -> bytes:
-        item = self.calls_by_id.get(tc.id) if tc.id else None
+        given = tc.id or None  # (an empty id, as some servers send on every piece, is no id)
+        item = self.calls_by_id.get(given) if given else None
+        if item is not None and _another(item, tc):
+            item = None  # a second call given the same id
         if item is None:
             same_index = self.calls_by_index.get(tc.index)
             # no id: a later piece of the call at this index; an id first seen at an index whose call had none:
-            # that call's id arriving late (the call keeps the id it was announced with)
-            if same_index is not None and (tc.id is None or not same_index.given_id):
+            # that call's id arriving late (the call keeps the id it was announced with); but a function named
+            # again once the call's arguments are whole is another call at the same index
+            if same_index is not None and (given is None or not same_index.given_id) and not _another(same_index, tc):
                 item = same_index
         out = b""
         if item is None:
             item = self._new("function_call", "fc")
-            item.call_id = tc.id or new_id("call")
-            item.given_id = tc.id is not None
+            # call ids are unique in a Response (the SDK's accumulator tells items apart by them)
+            taken = given is None or given in self.calls_by_id
+            item.call_id = new_id("call") if taken else str(given)
+            item.given_id = given is not None
             item.name = tc.name or ""
             out += self._event(
                 "response.output_item.added",
                 output_index=item.index,
-                item=function_call_item(item.id, item.call_id, item.name, "", "in_progress"),
+                item=self.ctx.tagged(function_call_item(item.id, item.call_id, item.name, "", "in_progress")),
             )
         self.calls_by_index[tc.index] = item
-        if tc.id:
-            self.calls_by_id[tc.id] = item
+        if given:
+            self.calls_by_id[given] = item  # (its later pieces go to the latest call given this id)
         if tc.name and not item.name:
             item.name = tc.name
         if tc.arguments:
@@ -287,7 +308,7 @@ class ResponsesStream(StreamRenderer):
             )
         else:
             out = self._event("response.function_call_arguments.done", **at, name=item.name, arguments=text)
-        return out + self._event("response.output_item.done", output_index=item.index, item=item.whole(status))
+        return out + self._event("response.output_item.done", output_index=item.index, item=self._whole(item, status))
 
     async def end(self) -> bytes:
         if self.native:
@@ -299,7 +320,7 @@ class ResponsesStream(StreamRenderer):
         item_status = "incomplete" if status == "incomplete" else "completed"
         for item in self.items:
             out += self._close(item, item_status)
-        output = [item.whole(item_status) for item in self.items]
+        output = [self._whole(item, item_status) for item in self.items]
         body = self.ctx.envelope(status, output, usage_of(self.usage), incomplete=incomplete)
         self.ctx.prepare(body)
         await self.ctx.keep()
@@ -308,7 +329,7 @@ class ResponsesStream(StreamRenderer):
 
     def error(self, exc: ModelwayError, request_id: str | None) -> bytes:
         out = b"" if self.started else self._begin()
-        output = [item.whole("incomplete") for item in self.items]
+        output = [self._whole(item, "incomplete") for item in self.items]
         if self.native:
             output = [self.done_items[i] for i in sorted(self.done_items)]
         err = failure(exc, native=self.native)
