@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["APIS", "CHAT", "MODEL", "Api", "chat_body"]
+__all__ = ["APIS", "CHAT", "COMPAT_MODEL", "MODEL", "Api", "chat_body"]
 
 #: the alias every gateway serves; the upstream answers for any model name
 MODEL = "bench-model"
+#: the same upstream as a generic OpenAI-compatible server (vllm/): what a chat-only upstream looks like
+COMPAT_MODEL = "bench-compat"
 
 _SYSTEM = "You are a concise assistant. Answer in plain English and keep answers short."
 _USER = (

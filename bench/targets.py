@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from . import litellm_env
-from .payloads import MODEL
+from .payloads import COMPAT_MODEL, MODEL
 from .procs import Child, ProcessTable, free_port, wait_http_ok
 
 __all__ = [
@@ -90,7 +90,14 @@ TARGETS: list[Target] = [
     Target("modelway-direct", "modelway", "openai/bench-model", "the same server, the model addressed directly"),
     Target("modelway-completions", "modelway", MODEL, "the same server, POST /v1/completions", "completions"),
     Target("modelway-messages", "modelway", MODEL, "the same server, POST /v1/messages (Anthropic)", "messages"),
-    Target("modelway-responses", "modelway", MODEL, "the same server, POST /v1/responses, store false", "responses"),
+    Target(
+        "modelway-responses",
+        "modelway",
+        COMPAT_MODEL,
+        "the same server, POST /v1/responses (store false) translated to chat: the upstream as vllm/, since OpenAI's "
+        "own deployments get /v1/responses natively and the fake upstream speaks chat only",
+        "responses",
+    ),
     Target(CONTROL_PLANE, CONTROL_PLANE, MODEL, "modelway + virtual key, rate limit, usage ledger, metrics"),
     Target(BASELINE, BASELINE, MODEL, "the modelway row, served by the --baseline checkout"),
     Target(BASELINE_CP, BASELINE_CP, MODEL, "the modelway+cp row, served by the --baseline checkout"),
@@ -256,7 +263,11 @@ def modelway_config(ctx: Context, upstream_port: int | None = None) -> dict[str,
         "server": {"host": "127.0.0.1", "master_key": ctx.master_key},
         "providers": {"openai": {"api_key": _UPSTREAM_KEY, "base_url": base}},
         "models": [
-            {"name": MODEL, "deployments": [{"model": f"openai/{MODEL}", "api_base": base, "api_key": _UPSTREAM_KEY}]}
+            {"name": MODEL, "deployments": [{"model": f"openai/{MODEL}", "api_base": base, "api_key": _UPSTREAM_KEY}]},
+            {
+                "name": COMPAT_MODEL,
+                "deployments": [{"model": f"vllm/{MODEL}", "api_base": base, "api_key": _UPSTREAM_KEY}],
+            },
         ],
     }
 

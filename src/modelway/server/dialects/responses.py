@@ -142,14 +142,15 @@ def keeper(gw: Gateway) -> ResponseStore:
     return found
 
 
-def _all_native(gw: Gateway, model: str) -> bool:
-    """Whether every deployment of ``model`` is OpenAI itself (``False`` for a model not served: the router says
-    so when the request is routed)."""
+def _natives(gw: Gateway, model: str) -> tuple[bool, bool]:
+    """Whether every deployment of ``model`` is OpenAI itself, and whether any is (both ``False`` for a model not
+    served: the router says so when the request is routed)."""
     try:
         group = gw.router.group(model)
     except UnknownModelError:
-        return False
-    return bool(group.deployments) and all(serves_responses(d.adapter) for d in group.deployments)
+        return False, False
+    native = [serves_responses(d.adapter) for d in group.deployments]
+    return bool(native) and all(native), any(native)
 
 
 def _optional(data: dict[str, Any], name: str, kind: type, what: str) -> Any:
@@ -257,7 +258,7 @@ class ResponsesDialect(Dialect):
                 raise InvalidRequestError(f"{name} is not a field of a Responses request", param=name)
         model = model_field(data)
         stream = stream_field(data)
-        native_ok = _all_native(gw, model)
+        native_ok, any_native = _natives(gw, model)
         self._refuse(data, native_ok)
         store = data.get("store", True)
         if store is not None and not isinstance(store, bool):
@@ -303,12 +304,15 @@ class ResponsesDialect(Dialect):
                 exc.message = exc.message.replace(exc.param, _CHAT_NAMES[exc.param], 1)
                 exc.param = _CHAT_NAMES[exc.param]
             raise
-        body = {k: v for k, v in data.items() if k not in _NOT_FORWARDED}
-        if history:
-            caller_input = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input or []
-            body["input"] = replay(history) + caller_input
-        body["store"] = False
-        creq.native = NativeBody(API, body)
+        if any_native:  # (built only for a model with a deployment that takes it)
+            body = {k: v for k, v in data.items() if k not in _NOT_FORWARDED}
+            if history:
+                caller_input = (
+                    [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input or []
+                )
+                body["input"] = replay(history) + caller_input
+            body["store"] = False
+            creq.native = NativeBody(API, body)
 
         echo = {
             "instructions": instructions,
@@ -331,7 +335,7 @@ class ResponsesDialect(Dialect):
             int(time.time()),
             model,
             echo,
-            with_ids(own),
+            with_ids(own) if store else own,  # (ids only for what is kept and listed)
             previous_id=previous,
             key_id=key_id,
             keeper=keep if store else None,

@@ -99,6 +99,8 @@ class _Item:
     name: str = ""
     #: the call id came from the provider (not made up here)
     given_id: bool = False
+    #: the start of this item's delta frames, up to the delta's value (built once: see ``ResponsesStream._delta``)
+    head: bytes = b""
 
     @property
     def text(self) -> str:
@@ -148,6 +150,20 @@ class ResponsesStream(StreamRenderer):
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def _delta(self, item: _Item, kind: str, extra: str, delta: str) -> bytes:
+        """A delta event of ``item``: the hot event of a stream, framed from a prefix built once per item (the same
+        JSON as :meth:`_event`'s, ``sequence_number`` last)."""
+        head = item.head
+        if not head:
+            head = item.head = (
+                f'event: {kind}\ndata: {{"type":"{kind}","item_id":"{item.id}","output_index":{item.index}{extra},'
+                '"delta":'
+            ).encode()
+        tail = b',"logprobs":[],"sequence_number":' if kind == "response.output_text.delta" else b',"sequence_number":'
+        seq = self.seq
+        self.seq = seq + 1
+        return head + orjson.dumps(delta) + tail + str(seq).encode() + b"}\n\n"
 
     def _begin(self) -> bytes:
         self.started = True
@@ -207,13 +223,7 @@ class ResponsesStream(StreamRenderer):
                 part={"type": "summary_text", "text": ""},
             )
         item.parts.append(delta)
-        return out + self._event(
-            "response.reasoning_summary_text.delta",
-            item_id=item.id,
-            output_index=item.index,
-            summary_index=0,
-            delta=delta,
-        )
+        return out + self._delta(item, "response.reasoning_summary_text.delta", ',"summary_index":0', delta)
 
     def _open_message(self) -> tuple[_Item, bytes]:
         item = self.message
@@ -237,14 +247,7 @@ class ResponsesStream(StreamRenderer):
     def _text(self, delta: str) -> bytes:
         item, out = self._open_message()
         item.parts.append(delta)
-        return out + self._event(
-            "response.output_text.delta",
-            item_id=item.id,
-            output_index=item.index,
-            content_index=0,
-            delta=delta,
-            logprobs=[],
-        )
+        return out + self._delta(item, "response.output_text.delta", ',"content_index":0', delta)
 
     def _tool(self, tc: ToolCallDelta) -> bytes:
         given = tc.id or None  # (an empty id, as some servers send on every piece, is no id)
@@ -278,12 +281,7 @@ class ResponsesStream(StreamRenderer):
             item.name = tc.name
         if tc.arguments:
             item.parts.append(tc.arguments)
-            out += self._event(
-                "response.function_call_arguments.delta",
-                item_id=item.id,
-                output_index=item.index,
-                delta=tc.arguments,
-            )
+            out += self._delta(item, "response.function_call_arguments.delta", "", tc.arguments)
         return out
 
     # -- the end ----------------------------------------------------------------------------------------------------
