@@ -22,6 +22,8 @@ DEMO_MODELS: dict[str, tuple[str, str, str]] = {
     "demo/claude-haiku-4-5": ("AnthropicSimulator", "anthropic", "claude-haiku-4-5"),
     "demo/embedding-3": ("ZhipuSimulator", "zhipu", "embedding-3"),
     "demo/text-embedding-3-small": ("OpenAISimulator", "openai", "text-embedding-3-small"),
+    "demo/gte-rerank-v2": ("DashScopeSimulator", "dashscope", "gte-rerank-v2"),
+    "demo/jina-reranker-v2": ("JinaSimulator", "jina", "jina-reranker-v2-base-multilingual"),
 }
 
 
