@@ -34,7 +34,15 @@ import orjson
 from .errors import InvalidRequestError
 from .types import CHAT_PARAMS, ChatRequest, EmbeddingRequest, Message
 
-__all__ = ["MAX_JSON_DEPTH", "chat_request", "check_json_depth", "embedding_request", "normalize_messages"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "REASONING_EFFORTS",
+    "chat_request",
+    "check_json_depth",
+    "embedding_request",
+    "json_kind",
+    "normalize_messages",
+]
 
 #: the values of ``reasoning_effort`` (OpenAI's, plus DeepSeek's ``max``); ``none`` turns thinking off
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -72,7 +80,7 @@ _CONTAINERS = (dict, list, tuple)
 # -- describing values in messages ---------------------------------------------------------------------------------
 
 
-def _kind(v: Any) -> str:
+def json_kind(v: Any) -> str:
     """The JSON type of ``v``, for messages ("got a number")."""
     if v is None:
         return "null"
@@ -87,6 +95,9 @@ def _kind(v: Any) -> str:
     if isinstance(v, dict):
         return "an object"
     return f"a {type(v).__name__}"
+
+
+_kind = json_kind
 
 
 def _show(v: Any) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from ...errors import InvalidRequestError
 from ...store.responses import ResponseStore, StoredResponse
 from ...types import ChatCompletion, Message, Usage
+from ...validate import json_kind
 
 __all__ = [
     "ResponseContext",
@@ -48,17 +49,8 @@ def new_id(prefix: str) -> str:
 
 
 def kind_of(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    return "an object" if isinstance(v, dict) else type(v).__name__
+    """The JSON type of ``v``, for messages."""
+    return json_kind(v)
 
 
 def field_error(param: str, message: str) -> InvalidRequestError:
