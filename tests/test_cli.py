@@ -147,3 +147,22 @@ def test_help_explains(args: list[str]) -> None:
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0
     assert "provider/model" in r.stdout or "Examples" in r.stdout
+
+
+def test_serve_warns_that_workers_without_a_store_do_not_share_responses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modelway.server.runner as runner
+
+    started: list[object] = []
+    monkeypatch.setattr(runner, "run", started.append)
+    for name in ("MODELWAY_CONFIG", "MODELWAY_DEMO"):  # serve sets them for its workers: restored after the test
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("MODELWAY_METRICS_DIR", str(tmp_path / "metrics"))
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("server:\n  port: 4000\n")
+    r = CliRunner().invoke(main, ["serve", "-c", str(cfg), "--workers", "2"])
+    assert r.exit_code == 0 and len(started) == 1
+    assert "previous_response_id" in r.stderr and "store.url" in r.stderr
+    r = CliRunner().invoke(main, ["serve", "-c", str(cfg)])
+    assert "previous_response_id" not in r.stderr

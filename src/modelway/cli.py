@@ -214,6 +214,13 @@ def serve(
             err=True,
         )
         sys.exit(2)
+    if workers > 1 and config.store.url is None:
+        click.secho(
+            f"warning: --workers {workers} without store.url: each worker keeps its own stored Responses, so a "
+            "previous_response_id made on one worker is not found (404) on another. Set store.url to share them.",
+            fg="yellow",
+            err=True,
+        )
     os.environ["MODELWAY_CONFIG"] = os.path.abspath(config_path) if config_path else ""
     os.environ["MODELWAY_DEMO"] = "1" if demo else "0"
     level = log_level or config.server.log_level
