@@ -94,3 +94,33 @@ def test_openai_gets_no_reasoning_content_in_messages() -> None:
     sent = body("openai", messages=TOOL_LOOP)["messages"]
     assert all("reasoning_content" not in m for m in sent)
     assert sent[1]["tool_calls"][0]["id"] == "c1"  # the rest of the message is kept
+
+
+@pytest.mark.parametrize(
+    ("provider", "want", "absent"),
+    [
+        ("zhipu", {"thinking": {"type": "disabled"}}, ("reasoning_effort",)),
+        ("deepseek", {"thinking": {"type": "disabled"}}, ("reasoning_effort",)),
+        ("siliconflow", {"enable_thinking": False}, ("reasoning_effort",)),
+        ("moonshot", {}, ("reasoning_effort", "thinking", "enable_thinking")),
+        ("openai", {"reasoning_effort": "none"}, ()),
+    ],
+)
+def test_an_effort_in_extra_body_is_translated_too(
+    provider: str, want: dict[str, Any], absent: tuple[str, ...]
+) -> None:
+    """``Client.chat(..., extra_body={"reasoning_effort": "none"})`` puts the OpenAI parameter in ``extra``: it is
+    checked as one (chat_request), so it must reach the provider in the provider's terms, not raw."""
+    adapter = PROVIDERS[provider](ProviderSettings(api_key="k.s", base_url="http://127.0.0.1:9"))
+    req = chat_request("m", "hi", extra={"reasoning_effort": "none"})
+    payload = orjson.loads(adapter.chat_request(req).body or b"{}")
+    for k, v in want.items():
+        assert payload[k] == v, payload
+    for k in absent:
+        assert k not in payload, payload
+
+
+def test_dashscope_native_translates_an_effort_in_extra_body() -> None:
+    adapter = PROVIDERS["dashscope"](ProviderSettings(api_key="k", base_url="http://127.0.0.1:9"))
+    params = orjson.loads(adapter.chat_request(chat_request("m", "hi", extra={"reasoning_effort": "none"})).body)
+    assert params["parameters"]["enable_thinking"] is False and "reasoning_effort" not in params["parameters"]

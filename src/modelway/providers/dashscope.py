@@ -153,7 +153,7 @@ class DashScopeAdapter(DashScopeRerank, Adapter):
         elif "max_tokens" in p:
             out["max_tokens"] = p["max_tokens"]
         out.update(req.extra)
-        effort = p.get("reasoning_effort")
+        effort = p.get("reasoning_effort", out.pop("reasoning_effort", None))  # also from a library's extra_body
         if effort is not None:  # Qwen3 and QwQ: a switch (the caller's own enable_thinking wins)
             out.setdefault("enable_thinking", effort != "none")
         out.pop("stream", None)  # streaming is the headers' job; "stream" in the body is not DashScope's

@@ -178,7 +178,9 @@ class OpenAICompatAdapter(Adapter):
                 continue
             payload[spec.rename_params.get(k, k)] = v
         payload.update(req.extra)
-        effort = req.params.get("reasoning_effort")
+        # a library caller's extra_body may carry it too (checked as the OpenAI parameter): never sent raw
+        raw_effort = payload.pop("reasoning_effort", None)
+        effort = req.params.get("reasoning_effort", raw_effort)
         if effort is not None and "reasoning_effort" not in spec.drop_params:
             reasoning_payload(spec.reasoning, effort, payload)
         if req.stream:
