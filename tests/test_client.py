@@ -481,3 +481,25 @@ def test_async_client_used_in_a_second_event_loop_says_what_to_do() -> None:
     with OpenAISimulator() as sim:
         scenario(sim)
     gc.collect()  # the leaked session is reported now, inside this test, where the warnings are expected
+
+
+def test_a_gateway_gets_earlier_reasoning_back() -> None:
+    """Through a gateway, a tool loop keeps the assistant's reasoning_content (the gateway hands it to thinking-mode
+    providers, DeepSeek's answers 400 without it); the OpenAI provider itself never gets it."""
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "call the tool",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    with OpenAISimulator() as gateway:
+        with modelway.Client(base_url=gateway.base_url, api_key=gateway.api_key) as c:
+            c.chat("deepseek-via-gateway", messages)
+        assert gateway.last_request.json["messages"][1]["reasoning_content"] == "call the tool"
+        with modelway.Client(providers={"openai": {"api_key": gateway.api_key, "base_url": gateway.base_url}}) as c:
+            c.chat("openai/gpt-4o-mini", messages)
+        assert "reasoning_content" not in gateway.last_request.json["messages"][1]

@@ -8,6 +8,7 @@ modelway gateway (or any OpenAI-compatible server) instead, sending the model na
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import weakref
@@ -21,6 +22,7 @@ from .errors import ConfigError, UnknownModelError
 from .providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
 from .providers.base import Adapter, ProviderSettings
 from .providers.jina import JinaAdapter
+from .providers.openai_compat import make_adapter_class
 from .providers.specs import OPENAI
 from .rerank import RerankResponse, rerank_request
 from .retry import RetryPolicy
@@ -29,6 +31,12 @@ from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, Messa
 from .validate import chat_request, embedding_request
 
 __all__ = ["AsyncClient", "Client"]
+
+#: a modelway gateway (or another OpenAI-compatible server) as the library's one upstream: OpenAI's wire format,
+#: but earlier reasoning_content stays in the messages (the gateway hands it to thinking-mode providers in tool loops)
+_GatewayAdapter = make_adapter_class(
+    dataclasses.replace(OPENAI, name="gateway", label="an OpenAI-compatible gateway", reasoning_in_messages=True)
+)
 
 T = TypeVar("T")
 ProviderConfig = ProviderSettings | Mapping[str, Any]
@@ -78,7 +86,7 @@ class AsyncClient:
         #: a gateway's /rerank speaks Jina's shape
         self._gateway_rerank: Adapter | None = None
         if base_url is not None:
-            self._gateway = PROVIDERS[OPENAI.name](ProviderSettings(api_key=api_key, base_url=base_url))
+            self._gateway = _GatewayAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
             self._gateway_rerank = JinaAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
         elif api_key is not None:
             raise ConfigError("api_key= alone is ambiguous: pass it with base_url=, or per provider in providers=")
