@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .errors import ModelwayError, ProviderError, ProviderTimeoutError, StreamError
 from .providers.base import Adapter, HTTPRequest, StreamParser
@@ -105,7 +105,7 @@ async def stream_once(
             yield [_json_answer(adapter, req, resp.headers, await resp.read())]
             return
         parser = adapter.stream_parser(req)
-        decoder = SSEDecoder(transport.max_event_bytes)
+        decoder = _decoder(adapter, transport.max_event_bytes)
         clock = asyncio.get_running_loop().time
         heard = clock()  # when the provider last sent an event (keep-alive comments do not count)
         try:
@@ -134,6 +134,21 @@ async def stream_once(
             raise error
     finally:
         await resp.aclose()
+
+
+class FrameDecoder(Protocol):
+    """How a stream's bytes are cut into events: SSE, or an adapter's own framing."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]: ...
+
+    def flush(self) -> list[SSEEvent]: ...
+
+
+def _decoder(adapter: Adapter, max_event_bytes: int) -> FrameDecoder:
+    """SSE, unless the adapter declares another framing with a ``stream_decoder(max_event_bytes)`` method (model
+    workers' NUL-delimited JSON: :class:`~modelway.nul.NULDecoder`)."""
+    own: Callable[[int], FrameDecoder] | None = getattr(adapter, "stream_decoder", None)
+    return own(max_event_bytes) if own is not None else SSEDecoder(max_event_bytes)
 
 
 def _json_answer(adapter: Adapter, req: ChatRequest, headers: Mapping[str, str], body: bytes) -> ChatCompletionChunk:

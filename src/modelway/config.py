@@ -18,6 +18,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "DeploymentConfig",
     "MetricsConfig",
@@ -164,6 +165,25 @@ class ResponsesConfig:
 
 
 @dataclass(slots=True)
+class ClusterConfig:
+    """The gateway as the controller of FastChat / DB-GPT model workers (see :mod:`modelway.cluster.controller`)."""
+
+    #: serve FastChat's controller endpoints and DB-GPT's /api/controller/* (registered workers become deployments)
+    controller: bool = False
+    #: the controller's endpoints live under this path (a secret part of the address workers are given)
+    path_prefix: str = ""
+    #: only workers from these networks may call the controller (CIDRs; loopback by default)
+    allowed_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    #: seconds without a heartbeat after which a worker leaves rotation (FastChat's default)
+    heartbeat_expiration: float = 90.0
+    #: FastChat's /get_worker_address: shortest_queue or lottery
+    dispatch: str = "shortest_queue"
+    #: at most this many registered workers (new ones are refused beyond it), and model names per worker
+    max_workers: int = 256
+    max_models_per_worker: int = 32
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     models: list[ModelConfig] = field(default_factory=list)
@@ -173,6 +193,7 @@ class Config:
     usage: UsageConfig = field(default_factory=UsageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     #: prices of ``provider/model`` names not priced in ``models`` (direct calls)
     prices: dict[str, Price] = field(default_factory=dict)
 
@@ -407,6 +428,41 @@ def _responses(s: dict[str, Any]) -> ResponsesConfig:
     return cfg
 
 
+def _cluster(s: dict[str, Any]) -> ClusterConfig:
+    import ipaddress
+
+    where = "cluster"
+    _take(s, where, set(ClusterConfig.__slots__))
+    cfg = ClusterConfig()
+    if "controller" in s:
+        cfg.controller = _bool(s, "controller", where)
+    if s.get("path_prefix"):
+        prefix = _str(s, "path_prefix", where).rstrip("/")
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", prefix):
+            raise ConfigError(f"{where}.path_prefix: must be a path such as /cluster-<secret> (got {prefix!r})")
+        cfg.path_prefix = prefix
+    if "allowed_networks" in s:
+        nets = s["allowed_networks"]
+        if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
+            raise ConfigError(f"{where}.allowed_networks: must be a list of CIDRs such as 10.0.0.0/8")
+        for n in nets:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ConfigError(f"{where}.allowed_networks: {n!r} is not a network (CIDR)") from None
+        cfg.allowed_networks = list(nets)
+    if "heartbeat_expiration" in s:
+        cfg.heartbeat_expiration = float(_num(s, "heartbeat_expiration", where))
+    if "dispatch" in s:
+        cfg.dispatch = _str(s, "dispatch", where)
+        if cfg.dispatch not in ("shortest_queue", "lottery"):
+            raise ConfigError(f"{where}.dispatch: must be shortest_queue or lottery (got {cfg.dispatch!r})")
+    for name in ("max_workers", "max_models_per_worker"):
+        if name in s:
+            setattr(cfg, name, int(_num(s, name, where, integer=True)))
+    return cfg
+
+
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a decoded config document (``${VAR}`` references are expanded from ``env``)."""
     if data is None:
@@ -414,13 +470,16 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping (server, models, providers, store, ...)")
     data = _expand(data, "config", os.environ if env is None else env)
-    _take(data, "config", {"server", "models", "providers", "store", "usage", "metrics", "prices", "responses"})
+    _take(
+        data, "config", {"server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster"}
+    )
     cfg = Config()
     cfg.server = _server(_dict(data, "server", "config"))
     cfg.store = _store(_dict(data, "store", "config"))
     cfg.usage = _usage(_dict(data, "usage", "config"))
     cfg.metrics = _metrics(_dict(data, "metrics", "config"))
     cfg.responses = _responses(_dict(data, "responses", "config"))
+    cfg.cluster = _cluster(_dict(data, "cluster", "config"))
     cfg.prices = {str(k): _price(v, f"prices.{k}") for k, v in _dict(data, "prices", "config").items()}
     if not cfg.metrics.public and cfg.metrics.enabled and cfg.server.master_key is None:
         raise ConfigError("metrics.public: false needs server.master_key (/metrics would answer no one)")

@@ -9,6 +9,7 @@ from .anthropic import AnthropicAdapter
 from .base import Adapter, HTTPRequest, ProviderSettings, StreamParser
 from .cohere import CohereAdapter
 from .dashscope import DashScopeAdapter
+from .fastchat_worker import DBGPTWorkerAdapter, FastChatWorkerAdapter
 from .jina import JinaAdapter
 from .openai_compat import OpenAICompatAdapter, OpenAISpec, make_adapter_class
 from .specs import SPECS
@@ -34,6 +35,7 @@ PROVIDERS[DashScopeAdapter.name] = DashScopeAdapter
 PROVIDERS[AnthropicAdapter.name] = AnthropicAdapter
 PROVIDERS[JinaAdapter.name] = JinaAdapter
 PROVIDERS[CohereAdapter.name] = CohereAdapter
+PROVIDERS.update({a.name: a for a in (FastChatWorkerAdapter, DBGPTWorkerAdapter)})
 
 
 def register(adapter: type[Adapter] | OpenAISpec) -> type[Adapter]:

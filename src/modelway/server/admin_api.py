@@ -10,9 +10,12 @@
     GET    /admin/usage                totals ?group_by=key|model|deployment|endpoint|day &since= &until= &key_id=
                                        &model=
     GET    /admin/usage/records        the newest records ?limit= &key_id= &since=
+    GET    /admin/deployments          every deployment in rotation: configured ones, and the model workers
+                                       registered with the cluster controller (source, address, last heartbeat,
+                                       queue length, cooling)
 
-Times are Unix seconds. Without a store (``store.url``) there are no keys or records: every route answers 404,
-saying so.
+Times are Unix seconds. Without a store (``store.url``) there are no keys or records: every route but
+``/admin/deployments`` answers 404, saying so.
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     """Dispatch ``/admin/...``; the caller's key has been checked (it must be the master key)."""
     if not req.caller.admin:
         raise Forbidden("the admin API needs the master key (server.master_key)", code="admin_only")
+    if req.path.rstrip("/") == "/admin/deployments":  # needs no store
+        if req.method != "GET":
+            raise MethodNotAllowed(req.method, req.path, "GET")
+        body = {"object": "list", "data": gw.deployments()}
+        await send_json(send, 200, body, request_id=req.request_id)
+        return
     store = gw.control.store
     if store is None:
         raise NotFound(

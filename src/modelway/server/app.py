@@ -46,6 +46,7 @@ class _InternalError(ModelwayError):
     def __init__(self) -> None:
         super().__init__("internal error in the gateway")
 
+
 _MESSAGES = anthropic.MessagesDialect()
 _RESPONSES = responses.ResponsesDialect()
 
@@ -112,8 +113,12 @@ class GatewayApp:
         control = await ControlPlane.start(self.config, self.lifecycle)
         try:
             self.gateway = Gateway(self.config, self.env, control)
+            await self.gateway.start()
         except BaseException:
-            await control.aclose()
+            if self.gateway is not None:
+                await self.gateway.aclose()  # (closes the control plane too)
+            else:
+                await control.aclose()
             raise
         # everything built so far lives as long as the process: move it out of the collector's way, so that full
         # collections stay short (they stall every request in flight)
@@ -174,6 +179,9 @@ class GatewayApp:
             route = _ROUTES.get((req.method, path))
             if gw is None:
                 raise ServiceUnavailableError("the gateway is starting")
+            if gw.cluster is not None and (endpoint := gw.cluster.route(path)) is not None:
+                await gw.cluster.handle(endpoint, req, send)  # workers send no key: the cluster's own guard
+                return
             if route is not None:
                 handler = route[0]
                 await self._authenticate(gw, req)
@@ -238,6 +246,8 @@ class GatewayApp:
             if not req.caller.admin:
                 raise Forbidden("/metrics needs the master key (metrics.public is false)", code="admin_only")
         body, content_type = metrics.render()
+        if gw.cluster is not None:
+            body += gw.cluster.gauge().encode()
         headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

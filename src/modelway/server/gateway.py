@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth.authenticator import Authenticator
 from ..config import Config, DeploymentConfig, ModelConfig, Price
@@ -17,6 +18,9 @@ from ..router import Deployment, ModelGroup, Router
 from ..transport import Transport
 from ..types import ModelInfo
 from .control import ControlPlane
+
+if TYPE_CHECKING:
+    from ..cluster.controller import Cluster
 
 __all__ = ["Gateway"]
 
@@ -51,6 +55,17 @@ class Gateway:
             on_failure=self._attempt_failed if self.control.metrics is not None else None,
         )
         self.control.resolve = self.router.group
+        #: the controller of FastChat / DB-GPT workers (``cluster.controller``): their deployments join the router
+        self.cluster: Cluster | None = None
+        if config.cluster.controller:
+            from ..cluster.controller import Cluster
+
+            self.cluster = Cluster(config, self.router, self.transport)
+
+    async def start(self) -> None:
+        """Start what runs beside the requests: the sync of registered workers into the router."""
+        if self.cluster is not None:
+            await self.cluster.start()
 
     # -- building -------------------------------------------------------------------------------
     def _provider_settings(self, provider: str) -> ProviderSettings | None:
@@ -158,8 +173,34 @@ class Gateway:
             "direct": self.config.server.allow_direct,
             "tasks": len(asyncio.all_tasks()),
             **self.control.describe(),
+            **({"cluster_workers": len(self.cluster.workers)} if self.cluster is not None else {}),
         }
 
+    def deployments(self) -> list[dict[str, Any]]:
+        """Every deployment in rotation, configured or registered by a worker (``GET /admin/deployments``)."""
+        now = time.monotonic()
+        out = []
+        for name, group in sorted(self.router.groups.items()):
+            for dep in group.deployments:
+                worker = self.cluster.worker_of.get(dep) if self.cluster is not None else None
+                entry: dict[str, Any] = {
+                    "model": name,
+                    "provider": dep.adapter.name,
+                    "upstream_model": dep.model,
+                    "source": worker.kind if worker is not None else "config",
+                    "address": dep.adapter.base_url,
+                    "weight": dep.weight,
+                    "cooling": dep.cooling(now),
+                    "last_heartbeat": worker.last_heartbeat if worker is not None else None,
+                    "queue_length": worker.queue_length if worker is not None else None,
+                }
+                if worker is not None:
+                    entry["worker_name"] = worker.name
+                out.append(entry)
+        return out
+
     async def aclose(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.transport.aclose()
         await self.control.aclose()
