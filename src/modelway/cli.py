@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -266,6 +266,178 @@ def serve(
             import shutil
 
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="MODELWAY_CONFIG",
+    help="YAML config file, as for `modelway serve` (models, keys, store, limits).",
+)
+@click.option("--controller", help="FastChat controller to register with, e.g. http://127.0.0.1:21001.")
+@click.option("--dbgpt-controller", help="DB-GPT model controller to register with, e.g. http://127.0.0.1:8000.")
+@click.option(
+    "--worker-address",
+    help="How the controllers reach this worker (default http://HOST:PORT).",
+)
+@click.option(
+    "-m",
+    "--model",
+    "model_specs",
+    multiple=True,
+    metavar="ALIAS[=NAME]",
+    help="Serve the gateway model ALIAS under the name NAME (default: ALIAS). Repeat for more models.",
+)
+@click.option(
+    "--embedding-model",
+    "embedding_specs",
+    multiple=True,
+    metavar="ALIAS[=NAME]",
+    help="An embedding model (DB-GPT: registered as NAME@text2vec). Repeat for more.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=21002, show_default=True, help="Port to listen on.")
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.1),
+    envvar="FASTCHAT_WORKER_HEART_BEAT_INTERVAL",
+    default=45.0,
+    show_default=True,
+    help="Seconds between heartbeats (DB-GPT: at most 20).",
+)
+@click.option(
+    "--limit-worker-concurrency",
+    type=click.IntRange(min=1),
+    help="Serve at most N requests at once; more wait (and count in queue_length). Default: no bound.",
+)
+@click.option(
+    "--context-length",
+    type=click.IntRange(min=1),
+    default=32768,
+    show_default=True,
+    help="The context length reported to the controllers (FastChat checks prompts against it).",
+)
+@click.option(
+    "--key",
+    envvar="MODELWAY_WORKER_KEY",
+    help="Count the worker's requests against this virtual key's limits and usage (env MODELWAY_WORKER_KEY).",
+)
+@click.option("--demo", is_flag=True, help="Also serve the simulated demo/* models, as `modelway serve --demo` does.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level.")
+def worker(
+    config_path: str | None,
+    controller: str | None,
+    dbgpt_controller: str | None,
+    worker_address: str | None,
+    model_specs: tuple[str, ...],
+    embedding_specs: tuple[str, ...],
+    host: str,
+    port: int,
+    heartbeat_interval: float,
+    limit_worker_concurrency: int | None,
+    context_length: int,
+    key: str | None,
+    demo: bool,
+    log_level: str | None,
+) -> None:
+    """Join a FastChat or DB-GPT cluster as a model worker answered by the gateway's models.
+
+    The worker registers each model with the controllers, sends heartbeats, and serves FastChat's worker API
+    (/worker_generate_stream, /worker_generate, /worker_get_embeddings, ...) and DB-GPT's (/api/worker/*), plus
+    everything `modelway serve` serves. Keys, limits, failover, usage records and metrics apply to every request.
+    On SIGTERM it withdraws from the controllers and finishes what is in flight.
+
+    \b
+    Examples:
+      modelway worker -c modelway.yaml --controller http://127.0.0.1:21001 \\
+          --worker-address http://127.0.0.1:21002 -m glm=glm-4-flash -m qwen=qwen-plus
+      modelway worker --demo --dbgpt-controller http://127.0.0.1:8000 -m demo/glm-4-flash=glm-4
+    """
+    import logging
+
+    from .cluster.worker import WorkerSettings, create_worker_app, parse_models
+    from .config import load_config
+
+    def fail(message: str) -> NoReturn:
+        click.secho(f"error: {message}", fg="red", err=True)
+        sys.exit(2)
+
+    try:
+        config = load_config(config_path)
+    except ModelwayError as exc:
+        fail(f"invalid configuration: {exc}")
+    try:
+        import uvicorn  # noqa: F401  (the server extra)
+    except ImportError:
+        fail("the worker needs uvicorn: pip install 'modelway[server]'")
+    if not controller and not dbgpt_controller:
+        fail("give --controller (FastChat) or --dbgpt-controller (DB-GPT), or both")
+    try:
+        served = parse_models(model_specs) + parse_models(embedding_specs, embedding=True)
+    except ValueError as exc:
+        fail(f"--model {exc}")
+    if not served:
+        fail("give at least one --model ALIAS[=NAME] (a model of the gateway, e.g. -m zhipu/glm-4-flash=glm-4)")
+    names = [m.name for m in served]
+    if len(set(names)) != len(names):
+        fail(f"a model name is announced twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
+    from .providers import PROVIDERS
+    from .server.demo import DEMO_MODELS
+
+    known = {m.name for m in config.models} | (set(DEMO_MODELS) if demo else set())
+    for m in served:
+        provider = m.alias.partition("/")[0]
+        if m.alias not in known and not (config.server.allow_direct and "/" in m.alias and provider in PROVIDERS):
+            hint = " (demo/* models need --demo)" if m.alias.startswith("demo/") else ""
+            fail(f"--model {m.alias}: not a model of the gateway's config, nor provider/model{hint}")
+    if worker_address is None:
+        if host in ("0.0.0.0", "::", ""):
+            fail(f"--host {host} listens everywhere: give --worker-address, the address the controllers can reach")
+        worker_address = f"http://{host}:{port}"
+    settings = WorkerSettings(
+        worker_address=worker_address.rstrip("/"),
+        models=served,
+        controller=controller,
+        dbgpt_controller=dbgpt_controller,
+        heartbeat_interval=heartbeat_interval,
+        concurrency=limit_worker_concurrency,
+        context_length=context_length,
+        key=key,
+    )
+    level = log_level or config.server.log_level
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger = logging.getLogger("modelway")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    if demo:
+        click.secho(
+            "[demo] demo/* models answer from local simulators (modelway.testing), not real providers",
+            fg="yellow",
+            err=True,
+        )
+    from .server.runner import run, serve_config
+
+    app = create_worker_app(config, settings, demo=demo)
+    kwargs: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": level,
+        "access_log": level == "debug",
+        "lifespan": "on",
+        "proxy_headers": False,
+        "ws": "none",
+    }
+    try:
+        import uvloop  # noqa: F401
+
+        kwargs["loop"] = "uvloop"
+    except ImportError:
+        pass
+    run(serve_config(app, config, **kwargs))
 
 
 @main.command()

@@ -10,7 +10,10 @@ from typing import Any
 __all__ = ["ENDPOINTS", "GROUP_BY", "UsageRecord", "new_record_id"]
 
 #: what a record's ``endpoint`` says: the API the caller spoke
-ENDPOINTS = ("chat", "messages", "responses", "completions", "embeddings", "rerank", "dbgpt")
+ENDPOINTS = (
+    *("chat", "messages", "responses", "completions", "embeddings", "rerank", "dbgpt"),
+    *("fastchat", "dbgpt-worker"),  # modelway worker: the FastChat and DB-GPT worker APIs
+)
 
 #: how usage totals can be grouped (``modelway usage --by``, ``/admin/usage?group_by=``)
 GROUP_BY = ("key", "model", "deployment", "endpoint", "day")
