@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,13 +9,22 @@ from typing import Any
 from ..config import Price
 from ..providers.base import Adapter
 from ..types import Message
+from .circuit import CircuitBreaker
+from .messages import merge_system_messages, prepare_messages
+from .policy import Quota, RoutingPolicy
+from .quotas import AdmissionQueue, QuotaUsage
+from .stats import DeploymentStats
+from .strategies import Strategy, make_strategy
 
-__all__ = ["Deployment", "ModelGroup"]
+__all__ = ["Deployment", "ModelGroup", "merge_system_messages"]
 
 
 @dataclass(slots=True, eq=False)
 class Deployment:
-    """One upstream: an adapter instance (its own key and base URL), the provider's model name, and routing data."""
+    """One upstream: an adapter instance (its own key and base URL), the provider's model name, and routing data.
+
+    The router keeps what it observes of the deployment here (``stats``, ``circuit``, ``usage``), so it survives
+    the deployment moving between groups (workers registering, run-time changes)."""
 
     adapter: Adapter
     model: str
@@ -25,7 +33,18 @@ class Deployment:
     params: dict[str, Any] = field(default_factory=dict)
     #: what a million tokens cost here (``None``: not priced, the usage ledger records cost 0)
     price: Price | None = None
+    #: until when (monotonic seconds) the deployment is cooling down: the provider asked to wait (``Retry-After``),
+    #: or, for a model without circuit breakers, it failed a moment ago
     cooldown_until: float = 0.0
+    #: the ``priority`` strategy's tier: 0 first; tier n+1 only when every deployment of tiers up to n is unavailable
+    tier: int = 0
+    #: what this upstream may take (``None``: unlimited)
+    quota: Quota | None = None
+    #: taken out of rotation by an operator: never tried, whatever its circuit says
+    disabled: bool = False
+    stats: DeploymentStats = field(default_factory=DeploymentStats, repr=False)
+    circuit: CircuitBreaker = field(default_factory=CircuitBreaker, repr=False)
+    usage: QuotaUsage = field(default_factory=QuotaUsage, repr=False)
 
     @property
     def address(self) -> str:
@@ -34,64 +53,53 @@ class Deployment:
     def cooling(self, now: float) -> bool:
         return self.cooldown_until > now
 
-    def cool_down(self, seconds: float) -> None:
+    def cool_down(self, seconds: float, now: float | None = None) -> None:
         if seconds > 0:
-            self.cooldown_until = max(self.cooldown_until, time.monotonic() + seconds)
+            self.cooldown_until = max(self.cooldown_until, (time.monotonic() if now is None else now) + seconds)
 
 
 @dataclass(slots=True, eq=False)
 class ModelGroup:
-    """A model name clients call, served by one or more deployments."""
+    """A model name clients call, served by one or more deployments, routed as its ``policy`` says."""
 
     name: str
     deployments: list[Deployment]
     system_prompt: str | None = None
     merge_system: bool = False
     owned_by: str = "modelway"
+    policy: RoutingPolicy = field(default_factory=RoutingPolicy)
+    #: where callers wait while every deployment is at its quota
+    queue: AdmissionQueue = field(default_factory=AdmissionQueue, init=False, repr=False)
+    _strategy: Strategy | None = field(default=None, init=False, repr=False)
+    _strategy_of: RoutingPolicy | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._strategy = make_strategy(self.policy)  # an unknown strategy name fails here, at start
+        self._strategy_of = self.policy
+
+    @property
+    def strategy(self) -> Strategy:
+        """The policy's strategy (built again when the policy is replaced)."""
+        if self._strategy is None or self._strategy_of is not self.policy:
+            self._strategy = make_strategy(self.policy)
+            self._strategy_of = self.policy
+        return self._strategy
+
+    def set_strategy(self, strategy: Strategy) -> None:
+        """Use ``strategy`` (an instance of one's own, or one with a seeded random source in tests)."""
+        self._strategy = strategy
+        self._strategy_of = self.policy
 
     def order(self) -> list[Deployment]:
-        """Deployments in the order to try them: weighted random among those not cooling down, then the rest."""
-        deps = self.deployments
-        if len(deps) == 1:
-            return list(deps)
+        """Deployments in the order to try them: the strategy's order of those in rotation and not cooling down,
+        then the cooling ones (soonest ready first)."""
         now = time.monotonic()
+        deps = [d for d in self.deployments if not d.disabled]
         ready = [d for d in deps if not d.cooling(now)]
         cooling = sorted((d for d in deps if d.cooling(now)), key=lambda d: d.cooldown_until)
-        return _weighted_shuffle(ready) + cooling
+        return self.strategy.order(ready, stream=False) + cooling
 
     def prepare(self, messages: list[Message]) -> list[Message]:
         """Apply the group's default system prompt and, for models without a system role, merge system text
-        into the first user message (the job DB-GPT's message converter did, done once, here)."""
-        if self.system_prompt and not any(m.get("role") in ("system", "developer") for m in messages):
-            messages = [{"role": "system", "content": self.system_prompt}, *messages]
-        if self.merge_system:
-            messages = merge_system_messages(messages)
-        return messages
-
-
-def merge_system_messages(messages: list[Message]) -> list[Message]:
-    """Move system/developer text into the first user message (``<system text>\\n\\n<user text>``)."""
-    system = [str(m.get("content") or "") for m in messages if m.get("role") in ("system", "developer")]
-    if not system:
-        return messages
-    rest = [m for m in messages if m.get("role") not in ("system", "developer")]
-    prefix = "\n\n".join(s for s in system if s)
-    for i, m in enumerate(rest):
-        if m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, list):  # multimodal parts: prepend a text part
-                merged: Any = [{"type": "text", "text": prefix}, *content]
-            else:
-                merged = f"{prefix}\n\n{content or ''}" if prefix else content
-            rest = [*rest[:i], {**m, "content": merged}, *rest[i + 1 :]]
-            return rest
-    return [{"role": "user", "content": prefix}, *rest]
-
-
-def _weighted_shuffle(deps: list[Deployment]) -> list[Deployment]:
-    """Weighted sampling without replacement (Efraimidis-Spirakis keys)."""
-    if len(deps) <= 1:
-        return deps
-    keyed = [(random.random() ** (1.0 / d.weight), d) for d in deps]
-    keyed.sort(key=lambda kd: kd[0], reverse=True)
-    return [d for _, d in keyed]
+        into the first user message (see :mod:`modelway.router.messages`)."""
+        return prepare_messages(messages, system_prompt=self.system_prompt, merge_system=self.merge_system)

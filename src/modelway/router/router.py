@@ -1,21 +1,29 @@
-"""The router: pick a deployment for a model, retry it, fail over to the next; glue over :mod:`modelway.calls`.
+"""The router: serve a model from its deployments, as the model's :class:`~modelway.router.policy.RoutingPolicy`
+says; glue over :mod:`modelway.calls`.
 
-Failover happens on errors that are the deployment's fault (rate limits, upstream failures, timeouts, connection
-errors, a refused key, a model missing at that provider). Errors that are the request's fault (bad request,
-content filter, context too long) are raised at once: another deployment would refuse them too.
-A stream fails over only until its first chunk was produced (streams commit late).
+Every call goes through one failover loop (:mod:`modelway.router.failover`): the strategy's order, circuits,
+quotas, retries that understand errors, hedging. When every deployment of a model failed, its fallback models are
+tried in order (``fallbacks``; a prompt too long for the model: ``context_window_fallbacks``; a refusal of its
+content filter: ``content_filter_fallbacks``). A stream fails over only until its first output (streams commit
+late); a failure after that ends the stream with the error.
+
+The trace tells the caller what happened: ``deployment`` (the one that answered), and when the trace declares them,
+``attempts`` (upstream requests, retries, hedges and fallbacks included) and ``fallback`` (the model fallen back
+to) — what the gateway sends as ``x-modelway-deployment``, ``x-modelway-attempts`` and ``x-modelway-fallback``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, TypeVar
 
 from .. import calls
 from ..errors import (
-    AllDeploymentsFailedError,
     BadRequestError,
+    ContentFilterError,
+    ContextLengthError,
     InvalidRequestError,
     ModelwayError,
     ProviderError,
@@ -32,16 +40,17 @@ from ..types import (
     EmbeddingRequest,
     EmbeddingResponse,
 )
+from ..usage.estimate import estimate_tokens, prompt_chars
 from .deployments import Deployment, ModelGroup
+from .failover import Attempt, CallState, Failover, Trace, note
 
 __all__ = ["Router", "Trace"]
 
+T = TypeVar("T")
+R = TypeVar("R")
 
-class Trace(Protocol):
-    """What the router tells its caller about one request: the deployment tried last (the one that answered,
-    when the call succeeded). The server's usage record and metrics read it."""
-
-    deployment: Deployment | None
+#: the router retries by attempts of its own: each upstream request is made once
+_ONCE = RetryPolicy(0)
 
 
 class Router:
@@ -55,16 +64,22 @@ class Router:
         cooldown: float = 5.0,
         direct: Callable[[str], ModelGroup | None] | None = None,
         on_failure: Callable[[Deployment, ModelwayError], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.groups = groups
         self.transport = transport
+        #: how long to wait between attempts (and whether to retry a deployment in place, for the default policy)
         self.retry = retry
+        #: each attempt's timeout when its deployment has none
         self.timeout = timeout
+        #: for models without circuit breakers: how long a failed deployment is tried last
         self.cooldown = cooldown
         self._direct = direct
         self._direct_cache: dict[str, ModelGroup] = {}
-        #: told of every failed attempt that fails over (metrics count them per deployment)
+        #: told of every failed attempt (metrics count them per deployment)
         self.on_failure = on_failure
+        #: monotonic seconds (tests drive it)
+        self.clock = clock
 
     def group(self, model: str) -> ModelGroup:
         """The group serving ``model`` (an alias, or ``provider/model`` when direct addressing is allowed)."""
@@ -80,6 +95,136 @@ class Router:
                 return g
         raise UnknownModelError(f"the model {model!r} does not exist or is not served by this gateway")
 
+    # -- the four calls ---------------------------------------------------------------------------
+    async def complete(self, model: str, req: ChatRequest, trace: Trace | None = None) -> ChatCompletion:
+        def call(group: ModelGroup) -> Callable[[Deployment, float | None], Awaitable[ChatCompletion]]:
+            return lambda dep, timeout: calls.complete_once(
+                self.transport, dep.adapter, self._request_for(dep, group, req), timeout=timeout
+            )
+
+        resp, att = await self.route(model, trace, call, tokens=lambda: _chat_tokens(req))
+        att.finish(resp.usage.total_tokens if resp.usage is not None else None)
+        return resp
+
+    async def stream(
+        self, model: str, req: ChatRequest, trace: Trace | None = None
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+        """Batches of chunks from the first deployment that produced output; earlier failures fail over silently."""
+        Opened = tuple[list[ChatCompletionChunk], AsyncGenerator[list[ChatCompletionChunk], None]]
+
+        def call(group: ModelGroup) -> Callable[[Deployment, float | None], Awaitable[Opened]]:
+            return lambda dep, timeout: calls.open_stream(
+                self.transport, dep.adapter, self._request_for(dep, group, req), timeout=timeout
+            )
+
+        async def discard(opened: Opened) -> None:
+            await opened[1].aclose()
+
+        (held, it), att = await self.route(
+            model, trace, call, stream=True, tokens=lambda: _chat_tokens(req), discard=discard
+        )
+        tokens: int | None = None
+        try:
+            tokens = _usage_of(held, tokens)
+            yield held
+            async for batch in it:
+                tokens = _usage_of(batch, tokens)
+                yield batch
+        except ProviderError as exc:  # after the commit point: no failover, but the deployment is at fault
+            if not isinstance(exc, BadRequestError):
+                att.failed(exc)
+            raise
+        finally:
+            await it.aclose()  # also when the consumer stops early: the upstream closes now, not at GC
+            att.finish(tokens)
+
+    async def embed(self, model: str, req: EmbeddingRequest, trace: Trace | None = None) -> EmbeddingResponse:
+        def call(group: ModelGroup) -> Callable[[Deployment, float | None], Awaitable[EmbeddingResponse]]:
+            return lambda dep, timeout: calls.embed(
+                self.transport, dep.adapter, replace(req, model=dep.model), timeout=timeout, retry=_ONCE
+            )
+
+        resp, att = await self.route(model, trace, call, tokens=lambda: _text_tokens(req.texts))
+        att.finish(resp.usage.total_tokens if resp.usage is not None else None)
+        return resp
+
+    async def rerank(self, model: str, req: RerankRequest, trace: Trace | None = None) -> RerankResponse:
+        """Rerank with failover, as :meth:`embed`. Deployments whose provider serves no rerank are skipped (they are
+        not at fault, so they are not cooled down); a group with none of them is the request's fault (400)."""
+        if not any(d.adapter.supports_rerank for d in self.group(model).deployments):
+            raise InvalidRequestError(
+                f"the model {model!r} is not a rerank model: no deployment of it serves rerank",
+                param="model",
+                code="rerank_not_supported",
+            )
+
+        def call(group: ModelGroup) -> Callable[[Deployment, float | None], Awaitable[RerankResponse]]:
+            return lambda dep, timeout: calls.rerank(
+                self.transport, dep.adapter, replace(req, model=dep.model), timeout=timeout, retry=_ONCE
+            )
+
+        resp, att = await self.route(
+            model,
+            trace,
+            call,
+            tokens=lambda: _text_tokens([req.query, *req.documents]),
+            eligible=lambda d: d.adapter.supports_rerank,
+        )
+        usage = getattr(resp, "usage", None)
+        att.finish(getattr(usage, "total_tokens", None))
+        return resp
+
+    # -- routing ----------------------------------------------------------------------------------
+    async def route(
+        self,
+        model: str,
+        trace: Trace | None,
+        call: Callable[[ModelGroup], Callable[[Deployment, float | None], Awaitable[T]]],
+        *,
+        stream: bool = False,
+        tokens: Callable[[], int] = lambda: 0,
+        eligible: Callable[[Deployment], bool] | None = None,
+        discard: Callable[[T], Awaitable[None]] | None = None,
+    ) -> tuple[T, Attempt]:
+        """The model's failover loop, then its fallbacks: the first answer and its attempt, which the caller must
+        finish (:meth:`Attempt.finish`, with the answer's tokens; a stream: when it ends).
+
+        ``call(group)`` gives the function that sends one attempt (a deployment, its timeout); the four calls above
+        are built on this, and so can any other kind of request."""
+        group = self.group(model)
+        state = CallState(trace)
+        note(trace, "fallback", None)
+
+        async def serve(g: ModelGroup) -> tuple[T, Attempt]:
+            f = Failover(self, g, state, call(g), stream=stream, tokens=tokens, eligible=eligible, discard=discard)
+            value, att = await f.run()
+            if trace is not None:
+                trace.deployment = att.dep  # the winner (a hedge may have started another since)
+            return value, att
+
+        try:
+            return await serve(group)
+        except ModelwayError as exc:
+            chain = _fallbacks_for(group, exc)
+            if not chain:
+                raise
+            error: ModelwayError = exc
+        for name in chain:
+            try:
+                fallback = self.group(name)
+            except UnknownModelError:
+                continue  # a fallback that no longer exists (removed at run time): the next one
+            if eligible is not None and not any(eligible(d) for d in fallback.deployments):
+                continue
+            note(trace, "fallback", name)
+            try:
+                return await serve(fallback)
+            except ModelwayError as exc:
+                if isinstance(exc, BadRequestError) and type(exc) is not type(error):
+                    raise  # the request's fault at the fallback too
+                error = exc
+        raise error
+
     def _request_for(self, dep: Deployment, group: ModelGroup, req: ChatRequest) -> ChatRequest:
         params, extra = req.params, req.extra
         if dep.params:
@@ -90,127 +235,64 @@ class Router:
                 target.setdefault(k, v)  # the caller's own value wins
         return replace(req, model=dep.model, messages=group.prepare(req.messages), params=params, extra=extra)
 
-    def _failed(self, dep: Deployment, exc: ModelwayError, attempts: list[ModelwayError]) -> None:
-        if isinstance(exc, BadRequestError):
-            raise exc  # the request's fault: every deployment would refuse it
-        attempts.append(exc)
-        self._fault(dep, exc)
-
-    def _fault(self, dep: Deployment, exc: ModelwayError) -> None:
-        """The deployment's fault (rate limit, outage, refused key, missing model, a stream broken half-way): tell
-        ``on_failure``, and skip it for a while: as long as the provider asked, else the configured cooldown."""
-        if self.on_failure is not None:
-            self.on_failure(dep, exc)
-        wait = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else self.cooldown
-        dep.cool_down(wait)
+    # -- observability ----------------------------------------------------------------------------
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Each deployment of each configured model as the router sees it now: circuit, in flight, latency
+        averages, recent errors, quota usage (for ``GET /admin/deployments`` and metrics). Read-only."""
+        now = self.clock()
+        out = []
+        for name, group in sorted(self.groups.items()):
+            for dep in group.deployments:
+                out.append(self.describe(name, group, dep, now))
+        return out
 
     @staticmethod
-    def _give_up(model: str, attempts: list[ModelwayError]) -> ModelwayError:
-        if len(attempts) == 1:
-            return attempts[0]
-        return AllDeploymentsFailedError(
-            f"all {len(attempts)} deployments of {model!r} failed; last: {attempts[-1]}", attempts
-        )
+    def describe(model: str, group: ModelGroup, dep: Deployment, now: float) -> dict[str, Any]:
+        circuit = dep.circuit.snapshot(now) if group.policy.circuit is not None else {"state": "closed"}
+        return {
+            "model": model,
+            "deployment": dep.address,
+            "provider": dep.adapter.name,
+            "upstream_model": dep.model,
+            "strategy": group.policy.strategy,
+            "weight": dep.weight,
+            "tier": dep.tier,
+            "disabled": dep.disabled,
+            "cooling_for": max(0.0, dep.cooldown_until - now),
+            "circuit": circuit,
+            **dep.stats.snapshot(now),
+            "quota": dep.usage.snapshot(dep.quota, now) if dep.quota is not None else None,
+        }
 
-    async def complete(self, model: str, req: ChatRequest, trace: Trace | None = None) -> ChatCompletion:
-        group = self.group(model)
-        attempts: list[ModelwayError] = []
-        for dep in group.order():
-            if trace is not None:
-                trace.deployment = dep
-            try:
-                return await calls.complete(
-                    self.transport,
-                    dep.adapter,
-                    self._request_for(dep, group, req),
-                    timeout=dep.timeout or self.timeout,
-                    retry=self.retry,
-                )
-            except ModelwayError as exc:
-                self._failed(dep, exc, attempts)
-        raise self._give_up(model, attempts)
 
-    async def stream(
-        self, model: str, req: ChatRequest, trace: Trace | None = None
-    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
-        """Batches of chunks from the first deployment that produced one; earlier failures fail over silently."""
-        group = self.group(model)
-        attempts: list[ModelwayError] = []
-        for dep in group.order():
-            if trace is not None:
-                trace.deployment = dep
-            it = calls.stream_batches(
-                self.transport,
-                dep.adapter,
-                self._request_for(dep, group, req),
-                timeout=dep.timeout or self.timeout,
-                retry=self.retry,
-            )
-            try:
-                first = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            except ModelwayError as exc:
-                await it.aclose()
-                self._failed(dep, exc, attempts)
-                continue
-            except BaseException:
-                await it.aclose()
-                raise
-            try:
-                yield first
-                async for batch in it:
-                    yield batch
-            except ProviderError as exc:  # after the commit point: no failover, but the deployment is at fault
-                if not isinstance(exc, BadRequestError):
-                    self._fault(dep, exc)
-                raise
-            finally:
-                await it.aclose()  # also when the consumer stops early: the upstream closes now, not at GC
-            return
-        raise self._give_up(model, attempts)
+def _fallbacks_for(group: ModelGroup, exc: ModelwayError) -> tuple[str, ...]:
+    """The models to fall back to after ``exc`` ended the group's attempts."""
+    policy = group.policy
+    if isinstance(exc, ContextLengthError):
+        return policy.context_window_fallbacks
+    if isinstance(exc, ContentFilterError):
+        return policy.content_filter_fallbacks
+    if isinstance(exc, BadRequestError | InvalidRequestError):
+        return ()  # the request's fault: any model would refuse it
+    return policy.fallbacks
 
-    async def embed(self, model: str, req: EmbeddingRequest, trace: Trace | None = None) -> EmbeddingResponse:
-        group = self.group(model)
-        attempts: list[ModelwayError] = []
-        for dep in group.order():
-            if trace is not None:
-                trace.deployment = dep
-            try:
-                return await calls.embed(
-                    self.transport,
-                    dep.adapter,
-                    replace(req, model=dep.model),
-                    timeout=dep.timeout or self.timeout,
-                    retry=self.retry,
-                )
-            except ModelwayError as exc:
-                self._failed(dep, exc, attempts)
-        raise self._give_up(model, attempts)
 
-    async def rerank(self, model: str, req: RerankRequest, trace: Trace | None = None) -> RerankResponse:
-        """Rerank with failover, as :meth:`embed`. Deployments whose provider serves no rerank are skipped (they are
-        not at fault, so they are not cooled down); a group with none of them is the request's fault (400)."""
-        group = self.group(model)
-        deps = [d for d in group.order() if d.adapter.supports_rerank]
-        if not deps:
-            raise InvalidRequestError(
-                f"the model {model!r} is not a rerank model: no deployment of it serves rerank",
-                param="model",
-                code="rerank_not_supported",
-            )
-        attempts: list[ModelwayError] = []
-        for dep in deps:
-            if trace is not None:
-                trace.deployment = dep
-            try:
-                return await calls.rerank(
-                    self.transport,
-                    dep.adapter,
-                    replace(req, model=dep.model),
-                    timeout=dep.timeout or self.timeout,
-                    retry=self.retry,
-                )
-            except ModelwayError as exc:
-                self._failed(dep, exc, attempts)
-        raise self._give_up(model, attempts)
+def _chat_tokens(req: ChatRequest) -> int:
+    """A request's tokens as its deployment's TPM quota counts them at admission: the prompt, estimated from its
+    text, and the completion it may ask for."""
+    prompt = estimate_tokens(*prompt_chars(req.messages))
+    limit = req.params.get("max_completion_tokens") or req.params.get("max_tokens")
+    return prompt + (limit if isinstance(limit, int) else 0)
+
+
+def _text_tokens(texts: list[str]) -> int:
+    ascii_chars = sum(len(t) for t in texts if t.isascii())
+    other = sum(len(t) for t in texts if not t.isascii())
+    return estimate_tokens(ascii_chars, other)
+
+
+def _usage_of(batch: list[ChatCompletionChunk], tokens: int | None) -> int | None:
+    for chunk in batch:
+        if chunk.usage is not None:
+            tokens = chunk.usage.total_tokens
+    return tokens

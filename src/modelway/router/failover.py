@@ -1,0 +1,432 @@
+"""The one failover loop: choose a deployment, admit it (circuit, quota), send, account, and on a failure that is the
+deployment's fault move on; chat, streams (up to their first output), embeddings and rerank all go through it.
+
+A :class:`Failover` serves one call on one model group; an :class:`Attempt` is one upstream request of it, and
+holds what the request took (its place in flight, its quota slot, its circuit probe) until it is finished, exactly
+once: answered (a stream: ended), failed, or cancelled.
+
+Which deployment comes next:
+
+- those out of rotation (disabled), whose circuit is open, or that asked to wait (``Retry-After``) are skipped;
+  without circuit breakers (the default policy) a deployment cooling down after a failure is tried last, as before;
+- the strategy orders the rest; deployments not tried yet in this call come first;
+- a deployment at its quota is skipped; when every usable one is, the call waits in the model's queue;
+- without ``max_attempts`` (the default policy) each deployment is retried in place as the router's
+  :class:`~modelway.retry.RetryPolicy` says, then the next one is tried; with it, each attempt goes to another
+  deployment while there is one, then round again after the retry policy's backoff, ``max_attempts`` in all;
+- when every deployment asked to wait, the call waits for the soonest if that is within the retry policy's
+  ``max_retry_after`` and the model's time budget, else gets 429 with ``Retry-After``.
+
+A bad request (the 400 family: content filter, context length) is raised at once: every deployment would refuse it
+(the model's fallback lists may still send it elsewhere: :class:`~modelway.router.Router`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from ..errors import (
+    AllDeploymentsFailedError,
+    BadRequestError,
+    ModelwayError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    RoutingError,
+    StreamError,
+)
+from .hedge import hedge_delay, race
+from .quotas import DeploymentsBusyError, Slot
+from .strategies import Outcome
+
+if TYPE_CHECKING:
+    from .deployments import Deployment, ModelGroup
+    from .router import Router
+
+__all__ = ["Attempt", "CallState", "Failover", "Trace", "note"]
+
+T = TypeVar("T")
+
+
+class Trace(Protocol):
+    """What the router tells its caller about one request: the deployment tried last (the one that answered, when
+    the call succeeded). The server's usage record and metrics read it.
+
+    A trace may also declare ``attempts`` (every upstream request the call made, retries and fallbacks included)
+    and ``fallback`` (the model fallen back to, or ``None``): the router sets them when the trace has them."""
+
+    deployment: Deployment | None
+
+
+def note(trace: object | None, name: str, value: object) -> None:
+    """Set ``trace.name`` if the trace declares it (an optional attribute of :class:`Trace`)."""
+    if trace is not None and (hasattr(type(trace), name) or hasattr(trace, name)):
+        setattr(trace, name, value)
+
+
+class CallState:
+    """What one call carries across its model and its fallbacks."""
+
+    __slots__ = ("attempts", "trace")
+
+    def __init__(self, trace: Trace | None) -> None:
+        self.trace = trace
+        self.attempts = 0
+
+    def started(self, dep: Deployment) -> None:
+        self.attempts += 1
+        if self.trace is not None:
+            self.trace.deployment = dep
+        note(self.trace, "attempts", self.attempts)
+
+
+class Attempt:
+    """One upstream request at one deployment, from admission to its end."""
+
+    __slots__ = ("budgeted", "dep", "done", "failover", "probe", "slot", "started")
+
+    def __init__(self, failover: Failover[Any], dep: Deployment, probe: bool, slot: Slot | None) -> None:
+        self.failover = failover
+        self.dep = dep
+        self.probe = probe
+        self.slot = slot
+        self.done = False
+        #: the attempt's timeout is the model's remaining time budget (shorter than the deployment's own)
+        self.budgeted = False
+        self.started = failover.router.clock()
+        dep.stats.started()
+
+    def succeeded(self) -> None:
+        """The whole answer, or a stream's first output, arrived."""
+        f = self.failover
+        now = f.router.clock()
+        seconds = now - self.started
+        stats = self.dep.stats
+        if f.stream:
+            stats.observe_ttft(seconds)
+        else:
+            stats.observe_total(seconds)
+        settings = f.group.policy.circuit
+        if settings is not None:
+            self.dep.circuit.success(now, settings, probe=self.probe)
+        f.group.strategy.observe(self.dep, Outcome(True, f.stream, seconds))
+
+    def failed(self, exc: ModelwayError) -> None:
+        """The deployment's fault (any error but a bad request): count it, and keep away from the deployment."""
+        f = self.failover
+        router, dep = f.router, self.dep
+        now = router.clock()
+        dep.stats.failed(now)
+        retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+        settings = f.group.policy.circuit
+        if settings is None:  # the fixed cooldown: as long as the provider asked, else the router's
+            dep.cool_down(retry_after or router.cooldown, now)
+        else:
+            if retry_after:
+                dep.cool_down(retry_after, now)
+            if not (retry_after and not self.probe and _rate_limited(exc)):  # a 429 saying when is no outage
+                dep.circuit.failure(now, settings, exc, probe=self.probe)
+        f.group.strategy.observe(dep, Outcome(False, f.stream, None))
+        if router.on_failure is not None:
+            router.on_failure(dep, exc)
+        self.finish()
+
+    def abandoned(self) -> None:
+        """Ended without a verdict (cancelled, or stopped by the model's own time budget)."""
+        if not self.done:
+            self.dep.circuit.abandon(self.failover.router.clock(), probe=self.probe)
+        self.finish()
+
+    def finish(self, tokens: int | None = None) -> None:
+        """Give back the place in flight and the quota slot (``tokens``: the answer's usage, for the TPM window)."""
+        if self.done:
+            return
+        self.done = True
+        self.dep.stats.ended()
+        if self.slot is not None:
+            if tokens is not None:
+                self.slot.settle(tokens)
+            self.slot.release()
+
+
+def _rate_limited(exc: ModelwayError) -> bool:
+    return isinstance(exc, RateLimitError)
+
+
+class Failover(Generic[T]):
+    """One call's attempts at one model group."""
+
+    def __init__(
+        self,
+        router: Router,
+        group: ModelGroup,
+        state: CallState,
+        call: Callable[[Deployment, float | None], Awaitable[T]],
+        *,
+        stream: bool = False,
+        tokens: Callable[[], int] = lambda: 0,
+        eligible: Callable[[Deployment], bool] | None = None,
+        discard: Callable[[T], Awaitable[None]] | None = None,
+    ) -> None:
+        self.router = router
+        self.group = group
+        self.state = state
+        self.call = call
+        self.stream = stream
+        self._tokens = tokens
+        self._token_estimate: int | None = None
+        self.eligible = eligible
+        self.discard = discard
+        self.errors: list[ModelwayError] = []
+        self.tried: dict[Deployment, int] = {}
+        #: deployments this call does not try again (a failure that retrying would not mend)
+        self.spent: set[Deployment] = set()
+        self.attempts = 0
+        self.rounds = 0
+        #: deployments tried in the current round (``max_attempts``: each once a round)
+        self.round: set[Deployment] = set()
+        self.last: tuple[Deployment, ModelwayError] | None = None
+        budget = group.policy.timeout
+        self.deadline = None if budget is None else router.clock() + budget
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def run(self) -> tuple[T, Attempt]:
+        """The first answer (a stream: its first output) and its attempt, which the caller must finish."""
+        hedge = self.group.policy.hedge
+        while True:
+            att = await self._next()
+            try:
+                if hedge is not None:
+                    delay = hedge_delay(hedge, att.dep)
+                    if delay is not None:
+                        return await race(self, att, delay)
+                return await self.attempt(att), att
+            except BadRequestError:
+                raise
+            except ModelwayError:
+                continue  # counted by attempt(): next
+
+    async def attempt(self, att: Attempt) -> T:
+        """Send one attempt; a failure is counted (and re-raised), a cancellation gives everything back."""
+        timeout = self._timeout(att)
+        try:
+            value = await self.call(att.dep, timeout)
+        except BadRequestError:
+            att.abandoned()  # the request's fault, not the deployment's
+            raise
+        except ModelwayError as exc:
+            self.errors.append(exc)
+            self.last = (att.dep, exc)
+            wait = exc.retry_after if isinstance(exc, ProviderError) else None
+            if not self._retryable(exc) or (wait is not None and wait > self.router.retry.max_retry_after):
+                self.spent.add(att.dep)  # retrying would not mend it, or not soon enough
+            if att.budgeted and isinstance(exc, ProviderTimeoutError):
+                att.abandoned()  # our own budget ran out, not the deployment's patience
+            else:
+                att.failed(exc)
+            raise
+        except BaseException:
+            att.abandoned()
+            raise
+        att.succeeded()
+        return value
+
+    # -- choosing ---------------------------------------------------------------------------------
+    async def _next(self) -> Attempt:
+        """Admit the next attempt, waiting for a deployment when that is allowed; raise when none is left."""
+        policy = self.group.policy
+        while True:
+            if policy.max_attempts is not None and self.attempts >= policy.max_attempts:
+                raise self._give_up()
+            left = self._left()
+            if left is not None and left <= 0:
+                raise self._give_up(timed_out=True)
+            again = self._again()
+            if again is not None:
+                dep, wait = again
+                await self._sleep(wait)
+                att = self._admit(dep) if self._room(dep) else None
+                if att is not None:
+                    return self._begin(att)
+            candidates, round_again = self._candidates(self.router.clock())
+            if round_again and self.errors:  # every deployment was tried: back off before the next round
+                await self._sleep(self.router.retry.wait(self.errors[-1], self.rounds))
+                self.rounds += 1
+                self.round = set()
+                candidates, _ = self._candidates(self.router.clock())
+            if candidates:
+                return self._begin(await self._queue(candidates))
+            await self._wait_for_any()
+
+    def _again(self) -> tuple[Deployment, float] | None:
+        """The same deployment again, and the wait first: the default policy's retries in place."""
+        if self.group.policy.max_attempts is not None or self.last is None:
+            return None
+        dep, exc = self.last
+        self.last = None
+        n = self.tried.get(dep, 1) - 1
+        if dep.disabled or not self.router.retry.should_retry(exc, n):
+            self.spent.add(dep)
+            return None
+        return dep, self.router.retry.wait(exc, n)
+
+    def _candidates(self, now: float) -> tuple[list[Deployment], bool]:
+        """Deployments that may take the next attempt now, in order (quotas aside), and whether they are a new
+        round (every usable deployment was tried in this call already)."""
+        group, policy = self.group, self.group.policy
+        deps = [d for d in group.deployments if not d.disabled and d not in self.spent]
+        if self.eligible is not None:
+            deps = [d for d in deps if self.eligible(d)]
+        if policy.circuit is not None:  # open circuits and Retry-After are hard
+            ready = [d for d in deps if d.circuit.available(now) and not d.cooling(now)]
+            cooling: list[Deployment] = []
+        else:  # without circuit breakers a cooling deployment is still tried, last
+            ready = [d for d in deps if not d.cooling(now)]
+            cooling = sorted((d for d in deps if d.cooling(now)), key=lambda d: d.cooldown_until)
+        if policy.max_attempts is None:  # every deployment once (retries in place are :meth:`_again`'s)
+            fresh = [d for d in ready if d not in self.tried]
+            late = [d for d in cooling if d not in self.tried]
+            return self._order(fresh) + late, False
+        fresh = [d for d in ready if d not in self.round]
+        late = [d for d in cooling if d not in self.round]
+        if fresh or late:
+            return self._order(fresh) + late, False
+        # every usable deployment was tried in this round: the next round (failures that cannot mend are spent)
+        return self._order(ready) + cooling, bool(ready or cooling)
+
+    def _order(self, deps: list[Deployment]) -> list[Deployment]:
+        return self.group.strategy.order(deps, stream=self.stream) if len(deps) > 1 else deps
+
+    async def _queue(self, candidates: list[Deployment]) -> Attempt:
+        """Admit the first candidate under its quota, else wait in the model's queue."""
+        first = True
+
+        def take() -> tuple[object | None, float]:
+            nonlocal first
+            now = self.router.clock()
+            deps = candidates if first else self._candidates(now)[0]
+            first = False
+            soonest = math.inf
+            for dep in deps:
+                wait = self._room_in(dep, now)
+                if wait == 0:
+                    att = self._admit(dep)
+                    if att is not None:
+                        return att, 0.0
+                soonest = min(soonest, wait)
+            return None, soonest
+
+        policy = self.group.policy
+        left = self._left()
+        wait = policy.queue_wait if left is None else max(0.0, min(policy.queue_wait, left))
+        got = await self.group.queue.wait_for(take, depth=policy.queue_depth, timeout=wait, clock=self.router.clock)
+        assert isinstance(got, Attempt)
+        return got
+
+    def _room_in(self, dep: Deployment, now: float) -> float:
+        """0 when ``dep`` has room under its quota for this call now, else how long until it may."""
+        if dep.quota is None:
+            return 0.0
+        return dep.usage.wait(dep.quota, now, self._estimate() if dep.quota.tpm is not None else 0)
+
+    def _room(self, dep: Deployment) -> bool:
+        return self._room_in(dep, self.router.clock()) == 0
+
+    def admit_now(self) -> Attempt | None:
+        """An attempt at another deployment that can take one right now, without waiting (a hedge)."""
+        policy = self.group.policy
+        if policy.max_attempts is not None and self.attempts >= policy.max_attempts:
+            return None
+        now = self.router.clock()
+        for dep in self._candidates(now)[0]:
+            if dep in self.round or dep.cooling(now):
+                continue
+            if self._room_in(dep, now) == 0:
+                att = self._admit(dep)
+                if att is not None:
+                    return self._begin(att)
+        return None
+
+    def _admit(self, dep: Deployment) -> Attempt | None:
+        """Take ``dep``'s circuit pass and quota slot, if it has them to give."""
+        now = self.router.clock()
+        probe = dep.circuit.admit(now) if self.group.policy.circuit is not None else False
+        if probe is None:
+            return None
+        slot = None
+        if dep.quota is not None and dep.quota.limited:
+            tokens = self._estimate() if dep.quota.tpm is not None else 0
+            slot = dep.usage.take(now, tokens, self.group.queue.notify)
+        return Attempt(self, dep, probe, slot)
+
+    def _begin(self, att: Attempt) -> Attempt:
+        self.attempts += 1
+        self.tried[att.dep] = self.tried.get(att.dep, 0) + 1
+        self.round.add(att.dep)
+        self.state.started(att.dep)
+        return att
+
+    async def _wait_for_any(self) -> None:
+        """No deployment can take an attempt now: wait for the one that asked to wait the shortest, or give up."""
+        now = self.router.clock()
+        deps = [d for d in self.group.deployments if not d.disabled and d not in self.spent]
+        if self.eligible is not None:
+            deps = [d for d in deps if self.eligible(d)]
+        waiting = [d for d in deps if d.cooling(now) and d.circuit.available(now)]
+        if not waiting:
+            raise self._give_up()
+        wait = min(d.cooldown_until for d in waiting) - now
+        left = self._left()
+        if wait > self.router.retry.max_retry_after or (left is not None and wait > left):
+            if self.errors:
+                raise self._give_up()
+            raise DeploymentsBusyError(
+                f"every deployment of {self.group.name!r} asked to wait (Retry-After)", retry_after=wait
+            )
+        await self._sleep(wait)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _estimate(self) -> int:
+        if self._token_estimate is None:
+            self._token_estimate = self._tokens()
+        return self._token_estimate
+
+    def _left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.router.clock()
+
+    def _timeout(self, att: Attempt) -> float | None:
+        own = att.dep.timeout or self.router.timeout
+        left = self._left()
+        if left is None:
+            return own
+        if own is None or left < own:
+            att.budgeted = True
+            return max(left, 0.001)
+        return own
+
+    async def _sleep(self, seconds: float) -> None:
+        left = self._left()
+        if left is not None:
+            seconds = min(seconds, max(left, 0.0))
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    @staticmethod
+    def _retryable(exc: ModelwayError) -> bool:
+        """Whether the same deployment may be tried again in this call (an empty stream counts: it may answer)."""
+        return exc.retryable or isinstance(exc, StreamError)
+
+    def _give_up(self, *, timed_out: bool = False) -> ModelwayError:
+        errors, name = self.errors, self.group.name
+        if timed_out and not errors:
+            return ProviderTimeoutError(f"no deployment of {name!r} answered within the model's time budget")
+        if not errors:
+            return RoutingError(f"no deployment of {name!r} is available now (circuits open or out of rotation)")
+        if len(errors) == 1:
+            return errors[0]
+        return AllDeploymentsFailedError(
+            f"all {len(errors)} deployments of {name!r} failed; last: {errors[-1]}", errors
+        )

@@ -1,0 +1,76 @@
+"""What the router observed of one deployment: requests in flight, latency averages, recent errors.
+
+The router updates these for every attempt whatever the model's strategy; strategies read them
+(:mod:`modelway.router.strategies`), and :meth:`Router.snapshot <modelway.router.Router.snapshot>` shows them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+__all__ = ["DeploymentStats"]
+
+#: weight of the newest sample in the moving averages
+ALPHA = 0.3
+#: time to first output samples kept for percentiles (hedging's "p95")
+SAMPLES = 200
+#: errors counted as recent
+RECENT = 60.0
+
+
+class DeploymentStats:
+    __slots__ = ("errors", "failures", "in_flight", "requests", "total", "ttft", "ttft_samples")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        #: exponentially weighted moving averages, seconds: streams' time to first output, whole answers' time
+        self.ttft: float | None = None
+        self.total: float | None = None
+        self.ttft_samples: deque[float] = deque(maxlen=SAMPLES)
+        self.requests = 0
+        self.failures = 0
+        #: monotonic times of recent failures
+        self.errors: deque[float] = deque(maxlen=1000)
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.requests += 1
+
+    def ended(self) -> None:
+        self.in_flight -= 1
+
+    def observe_ttft(self, seconds: float) -> None:
+        self.ttft = seconds if self.ttft is None else self.ttft + ALPHA * (seconds - self.ttft)
+        self.ttft_samples.append(seconds)
+
+    def observe_total(self, seconds: float) -> None:
+        self.total = seconds if self.total is None else self.total + ALPHA * (seconds - self.total)
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        self.errors.append(now)
+
+    def recent_errors(self, now: float) -> int:
+        errors = self.errors
+        while errors and errors[0] < now - RECENT:
+            errors.popleft()
+        return len(errors)
+
+    def percentile(self, q: float, min_samples: int) -> float | None:
+        """The ``q`` quantile (0-1) of the recent times to first output, with at least ``min_samples`` of them."""
+        samples = sorted(self.ttft_samples)
+        if len(samples) < max(1, min_samples):
+            return None
+        return samples[min(len(samples) - 1, math.ceil(q * len(samples)) - 1)]
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "in_flight": self.in_flight,
+            "ewma_ttft": self.ttft,
+            "ewma_total": self.total,
+            "requests": self.requests,
+            "failures": self.failures,
+            "recent_errors": self.recent_errors(now),
+        }
