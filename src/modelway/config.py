@@ -11,11 +11,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .router.policy import Quota, RoutingPolicy
 
 __all__ = [
     "ClusterConfig",
@@ -62,6 +65,10 @@ class DeploymentConfig:
     headers: dict[str, str] = field(default_factory=dict)
     #: overrides the model's price for this deployment
     price: Price | None = None
+    #: the ``priority`` strategy's tier (0 first), what this upstream may take, and whether an operator took it out
+    tier: int = 0
+    quota: Quota | None = None
+    disabled: bool = False
 
 
 @dataclass(slots=True)
@@ -76,6 +83,8 @@ class ModelConfig:
     merge_system: bool = False
     description: str | None = None
     price: Price | None = None
+    #: how the router serves it (``routing:``, over the top-level defaults); ``None``: the defaults of RoutingPolicy
+    routing: RoutingPolicy | None = None
 
 
 @dataclass(slots=True)
@@ -276,7 +285,7 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: must be a mapping with at least 'model'")
     fields = {"model", "api_key", "api_base", "base_url", "weight", "timeout", "params", "options", "headers", "price"}
-    _take(d, where, fields)
+    _take(d, where, fields | {"tier", "quota", "disabled"})
     if "model" not in d:
         raise ConfigError(f"{where}.model: required (provider/model, e.g. zhipu/glm-4-flash)")
     model = _str(d, "model", where)
@@ -304,13 +313,16 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
     dep.headers = {str(k): str(v) for k, v in _dict(d, "headers", where).items()}
     if d.get("price") is not None:
         dep.price = _price(d["price"], f"{where}.price")
+    from .config_routing import parse_deployment_routing
+
+    dep.tier, dep.quota, dep.disabled = parse_deployment_routing(d, where)
     return dep
 
 
-def _model(m: Any, where: str) -> ModelConfig:
+def _model(m: Any, where: str, routing: dict[str, Any]) -> ModelConfig:
     if not isinstance(m, dict):
         raise ConfigError(f"{where}: must be a mapping with 'name' and 'deployments'")
-    _take(m, where, {"name", "deployments", "system_prompt", "merge_system", "description", "price"})
+    _take(m, where, {"name", "deployments", "system_prompt", "merge_system", "description", "price", "routing"})
     for key in ("name", "deployments"):
         if key not in m:
             raise ConfigError(f"{where}.{key}: required")
@@ -333,7 +345,17 @@ def _model(m: Any, where: str) -> ModelConfig:
         merge_system=ms,
         description=m.get("description"),
         price=_price(m["price"], f"{where}.price") if m.get("price") is not None else None,
+        routing=_routing(routing, m.get("routing"), f"{where}.routing"),
     )
+
+
+def _routing(defaults: dict[str, Any], own: Any, where: str) -> RoutingPolicy | None:
+    from .config_routing import merged, parse_routing
+
+    if own is not None and not isinstance(own, dict):
+        raise ConfigError(f"{where}: must be a mapping (strategy, max_attempts, timeout, fallbacks, circuit, hedge)")
+    spec = merged(defaults, own or {})
+    return parse_routing(spec, where) if spec else None
 
 
 def _server(s: dict[str, Any]) -> ServerConfig:
@@ -471,7 +493,9 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("config: the top level must be a mapping (server, models, providers, store, ...)")
     data = _expand(data, "config", os.environ if env is None else env)
     _take(
-        data, "config", {"server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster"}
+        data,
+        "config",
+        {"server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster", "routing"},
     )
     cfg = Config()
     cfg.server = _server(_dict(data, "server", "config"))
@@ -486,12 +510,23 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     models = data.get("models") or []
     if not isinstance(models, list):
         raise ConfigError("models: must be a list")
-    cfg.models = [_model(m, f"models[{i}]") for i, m in enumerate(models)]
+    routing = _dict(data, "routing", "config")
+    if routing:
+        _routing({}, routing, "routing")  # checked once, named as written
+    cfg.models = [_model(m, f"models[{i}]", routing) for i, m in enumerate(models)]
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):
         if m.name in seen:
             raise ConfigError(f"models[{i}].name: {m.name!r} is defined twice")
         seen.add(m.name)
+    for i, m in enumerate(cfg.models):  # fallbacks name models of this config (or provider/model)
+        r = m.routing
+        for key in ("fallbacks", "context_window_fallbacks", "content_filter_fallbacks"):
+            for name in getattr(r, key) if r is not None else ():
+                if name not in seen and "/" not in name:
+                    raise ConfigError(f"models[{i}].routing.{key}: {name!r} is not a model of this config")
+                if name == m.name:
+                    raise ConfigError(f"models[{i}].routing.{key}: a model cannot fall back to itself")
     providers = _dict(data, "providers", "config")
     from .providers import PROVIDERS
 

@@ -260,6 +260,7 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_gateway: RunningGateway) -> No
         "/v1/responses/{id}/input_items": {"get"},
         "/admin/keys": {"get", "post"},
         "/admin/keys/{id}": {"get", "patch", "delete"},
+        "/admin/deployments": {"get"},
         "/admin/usage": {"get"},
         "/admin/usage/records": {"get"},
         "/metrics": {"get", "head"},

@@ -15,6 +15,7 @@ from ..providers import PROVIDERS, get_adapter_class, settings_from_env, split_m
 from ..providers.base import Adapter, ProviderSettings
 from ..retry import RetryPolicy
 from ..router import Deployment, ModelGroup, Router
+from ..router.policy import RoutingPolicy
 from ..transport import Transport
 from ..types import ModelInfo
 from .control import ControlPlane
@@ -110,6 +111,9 @@ class Gateway:
             timeout=d.timeout,
             params=dict(d.params),
             price=d.price or price or self.config.prices.get(d.model),
+            tier=d.tier,
+            quota=d.quota,
+            disabled=d.disabled,
         )
 
     def _group(self, m: ModelConfig) -> ModelGroup:
@@ -118,6 +122,7 @@ class Gateway:
             [self._deployment(d, m.price) for d in m.deployments],
             system_prompt=m.system_prompt,
             merge_system=m.merge_system,
+            policy=m.routing or RoutingPolicy(),
         )
 
     def _direct(self, model: str) -> ModelGroup | None:
@@ -184,12 +189,10 @@ class Gateway:
             for dep in group.deployments:
                 worker = self.cluster.worker_of.get(dep) if self.cluster is not None else None
                 entry: dict[str, Any] = {
-                    "model": name,
-                    "provider": dep.adapter.name,
-                    "upstream_model": dep.model,
+                    # the router's view: strategy, tier, disabled, circuit, in flight, latency averages, errors, quota
+                    **self.router.describe(name, group, dep, now),
                     "source": worker.kind if worker is not None else "config",
                     "address": dep.adapter.base_url,
-                    "weight": dep.weight,
                     "cooling": dep.cooling(now),
                     "last_heartbeat": worker.last_heartbeat if worker is not None else None,
                     "queue_length": worker.queue_length if worker is not None else None,

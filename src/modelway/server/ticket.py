@@ -76,6 +76,8 @@ class Ticket:
         "messages",
         "ascii_chars",
         "other_chars",
+        "attempts",
+        "fallback",
     )
 
     def __init__(
@@ -106,6 +108,23 @@ class Ticket:
         self.messages: list[Message] | None = None
         self.ascii_chars = 0
         self.other_chars = 0
+        #: set by the router: upstream requests made for this one (retries, failovers, hedges), and the model it
+        #: fell back to (``None``: the one asked for)
+        self.attempts = 0
+        self.fallback: str | None = None
+
+    def answer_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers of an answer: the key's rate limits, and what the router did (``x-modelway-deployment``,
+        ``-attempts``, ``-fallback``)."""
+        out = self.rate_headers()
+        dep = self.deployment
+        if dep is not None:
+            out.append((b"x-modelway-deployment", dep.address.encode("utf-8", "replace")))
+        if self.attempts:
+            out.append((b"x-modelway-attempts", str(self.attempts).encode()))
+        if self.fallback is not None:
+            out.append((b"x-modelway-fallback", self.fallback.encode("utf-8", "replace")))
+        return out
 
     def rate_headers(self) -> list[tuple[bytes, bytes]]:
         """OpenAI's ``x-ratelimit-*`` headers for a key with an rpm or tpm limit (what was left at admission)."""
@@ -132,7 +151,7 @@ class Ticket:
         """Send a whole JSON answer, the request counted first: no answered request goes unrecorded."""
         self.usage = usage
         self.settle(200, usage)
-        await send_json(send, 200, payload, request_id=req.request_id, headers=self.rate_headers())
+        await send_json(send, 200, payload, request_id=req.request_id, headers=self.answer_headers())
 
     async def __aenter__(self) -> Ticket:
         return self
@@ -216,6 +235,8 @@ class Ticket:
                     latency_ms=elapsed * 1000.0,
                     ttft_ms=self.ttft * 1000.0 if self.ttft is not None else None,
                     estimated=estimated,
+                    attempts=self.attempts,
+                    fallback=_clean(self.fallback) if self.fallback is not None else None,
                 )
             )
 
@@ -324,7 +345,7 @@ class Ticket:
     ) -> None:
         """Send ``batches`` as SSE; the ticket finishes when the stream ends, fails, or its caller goes away."""
         try:
-            await stream_sse(req, send, self.track(batches), dialect, render, headers=self.rate_headers)
+            await stream_sse(req, send, self.track(batches), dialect, render, headers=self.answer_headers)
         finally:
             # settled by track() when the stream ran; 499 when it never started (the caller left before it could)
             await self.finish(499, None, "client_gone")

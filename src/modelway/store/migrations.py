@@ -85,6 +85,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX mw_responses_created_at ON mw_responses (created_at)",
     ),
+    (
+        # what the router did for each request (issue 11): upstream requests made, and the model fallen back to
+        "ALTER TABLE mw_usage ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE mw_usage ADD COLUMN fallback TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -110,6 +110,8 @@ _usage = Table(
     Column("ttft_ms", Double),
     Column("estimated", Boolean),
     Column("record_id", String),
+    Column("attempts", Integer),
+    Column("fallback", String),
 )
 
 

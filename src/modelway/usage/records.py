@@ -67,6 +67,10 @@ class UsageRecord:
     ttft_ms: float | None = None
     #: the tokens are an estimate: the stream ended before the provider reported its usage
     estimated: bool = False
+    #: upstream requests the router made for this one (retries, failovers, hedges; 0: none was made)
+    attempts: int = 0
+    #: the model the router fell back to (``None``: the one asked for answered, or none did)
+    fallback: str | None = None
     #: unique per record: a record replayed from the journal or a spill file after it was stored is not stored
     #: again (``None`` only for rows stored before record ids existed)
     record_id: str | None = field(default_factory=new_record_id)

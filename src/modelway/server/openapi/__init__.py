@@ -181,6 +181,11 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
                 "patch": _op("updateKey", "Change a virtual key", "Key", body="KeyUpdate", parameters=_KEY_ID),
                 "delete": _op("revokeKey", "Revoke a virtual key", "KeyRevoked", parameters=_KEY_ID),
             },
+            "/admin/deployments": {
+                "get": _op(
+                    "listDeployments", "Every deployment and the router's view of it (master key)", "DeploymentList"
+                )
+            },
             "/admin/usage": {"get": _op("usage", "Usage totals (master key)", "UsageSummary", parameters=_USAGE_QUERY)},
             "/admin/usage/records": {
                 "get": _op("usageRecords", "The newest usage records", "UsageRecords", parameters=_RECORDS_QUERY)

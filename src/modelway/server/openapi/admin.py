@@ -91,11 +91,35 @@ _USAGE_RECORD = _obj(
         "ttft_ms": {"type": ["number", "null"]},
         "estimated": {"type": "boolean"},
         "record_id": _NULL_STRING,
+        "attempts": {"type": "integer", "description": "upstream requests the router made (retries, failovers)"},
+        "fallback": {"type": ["string", "null"], "description": "the model fallen back to"},
     },
     ["ts", "request_id", "key_id", "model", "endpoint", "stream", "status"],
 )
 _RECORDS = _obj(
     {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("UsageRecord")}}, ["object", "data"]
+)
+_DEPLOYMENT = _obj(
+    {
+        "model": _STRING,
+        "deployment": _STRING,
+        "provider": _STRING,
+        "upstream_model": _STRING,
+        "source": {"enum": ["config", "fastchat", "dbgpt"]},
+        "address": _NULL_STRING,
+        "strategy": _STRING,
+        "weight": _NUMBER,
+        "tier": _INT,
+        "disabled": {"type": "boolean"},
+        "cooling": {"type": "boolean"},
+        "circuit": _obj({"state": {"enum": ["closed", "open", "half_open"]}}, ["state"]),
+        "quota": {"type": ["object", "null"]},
+    },
+    ["model", "deployment", "provider", "upstream_model", "source", "circuit"],
+    description="one deployment as the router sees it: circuit, in flight, latency averages, recent errors, quota",
+)
+_DEPLOYMENTS = _obj(
+    {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Deployment")}}, ["object", "data"]
 )
 _LIVENESS = _obj({"status": {"const": "ok"}}, ["status"])
 _READINESS = _obj(
@@ -158,6 +182,8 @@ ADMIN_COMPONENTS: Schema = {
     "UsageSummary": _USAGE_SUMMARY,
     "UsageRecord": _USAGE_RECORD,
     "UsageRecords": _RECORDS,
+    "Deployment": _DEPLOYMENT,
+    "DeploymentList": _DEPLOYMENTS,
     "Liveness": _LIVENESS,
     "Readiness": _READINESS,
     "OpenApi": _OPENAPI,
