@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -74,14 +75,17 @@ class CachedVenv:
         if not self.python.exists():
             return None
         try:
-            return subprocess.run(
-                [str(self.python), "-c", self.probe],
-                capture_output=True,
-                text=True,
-                timeout=180,
-                env=clean_env(),
-                check=False,
-            )
+            # (importing FastChat's servers creates their *.log files in LOGDIR, the working directory by default)
+            with tempfile.TemporaryDirectory() as scratch:
+                return subprocess.run(
+                    [str(self.python), "-c", self.probe],
+                    capture_output=True,
+                    text=True,
+                    timeout=180,
+                    env=clean_env({"LOGDIR": scratch}),
+                    cwd=scratch,
+                    check=False,
+                )
         except (OSError, subprocess.TimeoutExpired):
             return None
 

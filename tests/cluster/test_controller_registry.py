@@ -354,3 +354,164 @@ async def test_the_redis_registry_caps_workers_across_replicas() -> None:
     finally:
         await one.aclose()
         await two.aclose()
+
+
+# -- review regressions --------------------------------------------------------------------------------
+
+
+async def test_a_worker_address_outside_the_allowed_networks_is_refused(started: Any) -> None:
+    app = await started(_app({}))
+    async with _client(app) as c:
+        for address in (
+            "http://169.254.169.254",  # cloud metadata: the gateway would post callers' prompts there
+            "http://10.0.0.5:21002",
+            "http://user:pw@127.0.0.1:21002",  # credentials in the address
+            "http://127.0.0.1:21002/?x=1",
+            "http://127.0.0.1:21002#frag",
+            "http://127.0.0.1:99999",
+        ):
+            r = await c.post(PREFIX + "/register_worker", json=_register_body(address, ["m"]))
+            assert r.status_code in (400, 403), (address, r.status_code, r.text)
+        # without worker_status the gateway would call the address itself: refused before it does
+        r = await c.post(PREFIX + "/register_worker", json={"worker_name": "http://169.254.169.254"})
+        assert r.status_code == 403, r.text
+        inst = {"model_name": "glm-4@llm", "host": "10.1.2.3", "port": 8001}
+        assert (await c.post(PREFIX + "/api/controller/models", json=inst)).status_code == 403
+        assert (await c.post(PREFIX + "/api/controller/heartbeat", json=inst)).status_code == 403
+        assert (await c.post(PREFIX + "/list_models")).json() == {"models": []}
+        # loopback addresses, by IP or by a name that resolves to loopback, are fine
+        for address in ("http://127.0.0.1:21002", "http://localhost:21003", "http://[::1]:21004/"):
+            r = await c.post(PREFIX + "/register_worker", json=_register_body(address, ["m"]))
+            assert r.status_code == 200, (address, r.text)
+
+
+async def test_a_fastchat_worker_that_registers_no_models_leaves(started: Any) -> None:
+    """FastChat has no deregistration: a worker that drains (``modelway worker`` does) registers with no models."""
+    app = await started(_app({}))
+    async with _client(app) as c:
+        worker = "http://127.0.0.1:21002"
+        assert (await c.post(PREFIX + "/register_worker", json=_register_body(worker, ["m"]))).status_code == 200
+        assert (await c.post(PREFIX + "/list_models")).json() == {"models": ["m"]}
+        r = await c.post(PREFIX + "/register_worker", json=_register_body(worker, []))
+        assert r.status_code == 200, r.text
+        assert (await c.post(PREFIX + "/list_models")).json() == {"models": []}
+        assert (await c.post(PREFIX + "/get_worker_address", json={"model": "m"})).json() == {"address": ""}
+        hb = {"worker_name": worker, "queue_length": 0}
+        assert (await c.post(PREFIX + "/receive_heart_beat", json=hb)).json() == {"exist": False}
+
+
+async def test_path_tricks_do_not_reach_the_controller(started: Any) -> None:
+    app = await started(_app({}))
+    body = _register_body("http://127.0.0.1:9", ["m"])
+    async with _client(app) as c, _client(app, peer="10.1.2.3") as outsider:
+        for path in (
+            "/register_worker",
+            PREFIX + "x/register_worker",  # the prefix as a substring
+            PREFIX[:-1] + "/register_worker",
+            "/x" + PREFIX + "/register_worker",
+            PREFIX + "//register_worker",
+            PREFIX + "/register_worker/",
+            PREFIX.upper() + "/register_worker",
+        ):
+            r = await c.post(path, json=body)
+            assert r.status_code == 404, (path, r.status_code)
+        for method in ("GET", "HEAD", "POST", "DELETE", "PUT"):
+            for path in ("/register_worker", "/list_models", "/api/controller/models", "/api/controller/heartbeat"):
+                r = await outsider.request(method, PREFIX + path)
+                assert r.status_code == 403, (method, path, r.status_code)
+        assert (await c.post(PREFIX + "/list_models")).json() == {"models": []}
+
+
+async def test_template_retries_are_forgotten_with_their_workers(started: Any) -> None:
+    app = await started(_app({}))
+    cluster = app.gateway.cluster  # type: ignore[union-attr]
+    assert cluster is not None
+    for i in range(20):
+        info = WorkerInfo(f"http://127.0.0.1:{1000 + i}", "fastchat", f"http://127.0.0.1:{1000 + i}", ("m",),
+                          last_heartbeat=time.time())  # fmt: skip
+        await cluster.registry.register(info)
+        await cluster.sync()  # nobody listens there: the template fetch is retried later
+        await cluster.registry.remove(info.name)
+        await cluster.sync()
+    assert len(cluster._retry_at) == 0
+
+
+class OddWorker:
+    """A FastChat worker double whose streams go wrong, one way per model name."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _conv(self, request: web.Request) -> web.Response:
+        return web.json_response({"conv": CONV})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        model = (await request.json())["model"]
+        if model == "html":
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(json.dumps({"text": "Hel", "error_code": 0}).encode() + b"\0")
+        await resp.write(json.dumps({"text": "Hello", "error_code": 0}).encode() + b"\0")
+        if model == "dies":
+            assert request.transport is not None
+            request.transport.abort()  # the worker process died mid-stream
+            return resp
+        if model == "fails":
+            await resp.write(json.dumps({"text": "CUDA out of memory", "error_code": 50002}).encode() + b"\0")
+        if model == "huge":
+            await resp.write(b'{"text": "' + b"x" * (3 * 1024 * 1024))
+        await resp.write_eof()
+        return resp
+
+    async def __aenter__(self) -> OddWorker:
+        app = web.Application()
+        app.router.add_post("/worker_get_conv_template", self._conv)
+        app.router.add_post("/worker_generate_stream", self._stream)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_a_worker_that_breaks_mid_stream_gives_the_client_an_error_event(started: Any) -> None:
+    app = await started(_app({}))
+    admin = {"Authorization": f"Bearer {MASTER}"}
+    async with OddWorker() as worker, _client(app) as c:
+        models = ["dies", "fails", "huge", "html"]
+        await c.post(PREFIX + "/register_worker", json=_register_body(worker.url, models))
+        for m in models:
+            await _until(f"{m} in rotation", lambda m=m: _has_model(c, m))  # type: ignore[misc]
+        for m in models:
+            body = {"model": m, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            r = await c.post("/v1/chat/completions", json=body, headers=admin)
+            events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+            errors = [e["error"] for e in events if "error" in e]
+            if m == "html":  # nothing sent yet: an HTTP error answer
+                assert r.status_code >= 500 and "error" in r.json(), (m, r.status_code, r.text[:300])
+                continue
+            assert r.status_code == 200, (m, r.text[:300])
+            text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
+            assert text == "Hello", (m, text)
+            assert len(errors) == 1, (m, r.text[-500:])
+            assert not any(e.get("choices") and e["choices"][0].get("finish_reason") for e in events), m
+
+
+async def test_fastchat_lists_only_the_models_it_can_dispatch(started: Any) -> None:
+    """FastChat's API server lists ``/list_models`` and then asks ``/get_worker_address``, which only FastChat workers
+    answer: a DB-GPT instance's model listed there is one its callers can never reach."""
+    app = await started(_app({}))
+    async with _client(app) as c:
+        inst = {"model_name": "glm-4@llm", "host": "127.0.0.1", "port": 9999}
+        assert (await c.post(PREFIX + "/api/controller/models", json=inst)).json() is True
+        await c.post(PREFIX + "/register_worker", json=_register_body("http://127.0.0.1:7001", ["vicuna"]))
+        for path in ("/list_models", "/list_language_models"):
+            assert (await c.post(PREFIX + path)).json() == {"models": ["vicuna"]}, path
+        assert (await c.post(PREFIX + "/get_worker_address", json={"model": "glm-4"})).json() == {"address": ""}

@@ -11,6 +11,7 @@ import base64
 import logging
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -473,3 +474,36 @@ async def test_demo_models(tmp_path: Path) -> None:
         await asyncio.wait_for(task, 15)
         sock.close()
     assert out["error_code"] == 0 and out["text"] == "You said: hi"
+
+
+# -- review regressions --------------------------------------------------------------------------------
+
+
+async def test_queue_length_drops_when_a_client_goes_away_mid_stream(sims: dict[str, Any], tmp_path: Path) -> None:
+    sims["zhipu"].push(Reply("a slow answer that takes a while to arrive", chunk_size=2, chunk_delay=0.1))
+    async with worker(sims, tmp_path, settings()) as w:
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "glm-4-flash", "prompt": "hi"}
+            async with s.post(w.url + "/worker_generate_stream", json=body) as r:
+                await r.content.readuntil(b"\0")  # one frame, then hang up
+                assert w.app.queue == 1
+        await eventually(lambda: w.app.queue == 0, 5)
+        assert (await w.json("/worker_get_status"))["queue_length"] == 0
+
+
+async def test_a_hanging_controller_does_not_hold_up_serving(sims: dict[str, Any], tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    async def hang(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        await asyncio.sleep(6)  # past the worker's 5 s call timeout
+        return web.json_response(None)
+
+    app = web.Application()
+    app.router.add_post("/register_worker", hang)
+    app.router.add_post("/receive_heart_beat", hang)
+    async with serving(app) as url, worker(sims, tmp_path, settings(controller=url)) as w:
+        await eventually(lambda: calls, 5)
+        t0 = time.monotonic()
+        out = await w.json("/worker_generate", {"model": "glm-4-flash", "prompt": "hi"})
+        assert out["error_code"] == 0 and time.monotonic() - t0 < 2

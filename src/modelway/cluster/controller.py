@@ -18,10 +18,16 @@ strangers from registering a worker, which would receive callers' prompts:
 - ``cluster.allowed_networks``: the peer's address (the TCP connection's, never ``X-Forwarded-For``) must be in one
   of these CIDRs, else 403. Loopback only by default; list your workers' subnet to let them in.
 
-A registered worker's claimed address is where requests go: only workers you trust should be able to reach the
-controller. ``check_heart_beat: false`` is not honoured: every worker expires without heartbeats (the registry
-stays bounded). With ``store.redis_url`` the registry lives in Redis and every replica (and every ``--workers``
-process) sees the same workers; without it, each process has its own, so run one process per gateway.
+A registered worker's claimed address is where requests go (callers' prompts, and the gateway's own calls to
+``/worker_get_status`` and ``/worker_get_conv_template``), so it is held to the same rule: its host (an IP, or a name
+resolved at registration, every address it resolves to) must be in ``allowed_networks`` too, else 403; it takes no
+credentials, query or fragment. A peer let in can thus not point the gateway at the cloud metadata service or an
+internal host outside the workers' networks. (A name is resolved again when the gateway connects: keep the workers'
+DNS under your control.) Only workers you trust should be able to reach the controller.
+
+``check_heart_beat: false`` is not honoured: every worker expires without heartbeats (the registry stays bounded).
+With ``store.redis_url`` the registry lives in Redis and every replica (and every ``--workers`` process) sees the
+same workers; without it, each process has its own, so run one process per gateway.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +77,8 @@ _DBGPT = frozenset({"/api/controller/models", "/api/controller/heartbeat", "/api
 _MAX_BODY = 64 * 1024
 #: seconds given to a worker's /worker_get_status and /worker_get_conv_template
 _WORKER_TIMEOUT = 5.0
+#: seconds the resolution of a worker's host name may take
+_RESOLVE_TIMEOUT = 5.0
 #: distinct model labels of the workers gauge (more are summed as "(other)")
 _MAX_LABELS = 100
 
@@ -224,6 +233,8 @@ class Cluster:
         self._deployments = {k: d for k, d in self._deployments.items() if k in keep}
         live = {(w.kind, w.address) for w in workers}
         self._adapters = {k: a for k, a in self._adapters.items() if k in live}
+        wanted = {(w.address, m) for w in workers for m in w.models}
+        self._retry_at = {k: t for k, t in self._retry_at.items() if k in wanted}
         self.worker_of = worker_of
         self.workers = workers
 
@@ -252,17 +263,48 @@ class Cluster:
             path = path[len(prefix) :]
         return path if path in _FASTCHAT or path in _DBGPT else None
 
+    def _allowed(self, ip: str | None) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0]) if ip else None
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return addr is not None and any(addr in net for net in self.networks)
+
     def _guard(self, req: Request) -> None:
         client = req.scope.get("client")
-        try:
-            peer = ipaddress.ip_address(client[0]) if client else None
-        except ValueError:
-            peer = None
-        if peer is not None and isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
-            peer = peer.ipv4_mapped
-        if peer is None or not any(peer in net for net in self.networks):
+        if not self._allowed(client[0] if client else None):
             raise Forbidden(
                 "this address may not use the cluster controller (cluster.allowed_networks)", code="worker_not_allowed"
+            )
+
+    async def _check_address(self, address: str) -> None:
+        """The worker's address names a host in ``allowed_networks`` (every address a name resolves to), without
+        credentials, query or fragment; else 400 or 403, before the gateway ever connects to it."""
+        u = urlsplit(address)
+        try:
+            port = u.port
+        except ValueError:
+            port = -1
+        if u.username is not None or u.password is not None or u.query or u.fragment or not u.hostname or port == -1:
+            raise InvalidRequestError(
+                f"the worker's address must be http(s)://host[:port][/path] (got {address[:100]!r})"
+            )
+        host = u.hostname
+        try:
+            ips = [str(ipaddress.ip_address(host.split("%", 1)[0]))]
+        except ValueError:
+            try:
+                async with asyncio.timeout(_RESOLVE_TIMEOUT):
+                    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, TimeoutError):
+                raise InvalidRequestError(f"the worker's host {host[:100]!r} does not resolve") from None
+            ips = [str(info[4][0]) for info in infos]
+        if not ips or not all(self._allowed(ip) for ip in ips):
+            raise Forbidden(
+                f"the worker's address {address[:100]!r} is outside cluster.allowed_networks",
+                code="worker_address_not_allowed",
             )
 
     async def handle(self, endpoint: str, req: Request, send: Send) -> None:
@@ -283,7 +325,9 @@ class Cluster:
         await send_json(send, 200, answer, request_id=req.request_id)  # (FastChat answers null to registrations)
 
     async def _register(self, info: WorkerInfo) -> None:
-        await self.registry.register(check_worker(info, self.settings.max_models_per_worker))
+        info = check_worker(info, self.settings.max_models_per_worker)
+        await self._check_address(info.address)
+        await self.registry.register(info)
         log.info("cluster: %s worker %s registered: %s", info.kind, info.address, ", ".join(info.models))
         self._wake.set()
 
@@ -300,7 +344,15 @@ class Cluster:
         status = body.get("worker_status")
         if not isinstance(status, dict):
             check_worker(WorkerInfo(name, "fastchat", name, ("-",)), 1)  # before the gateway calls that address
+            await self._check_address(name)
             status = await self._fastchat_status(name)
+        if status.get("model_names") == []:
+            # FastChat has no deregistration: a worker that drains registers again with no models (``modelway
+            # worker`` does); it leaves at once rather than when its heartbeats stop
+            if await self.registry.remove(name):
+                log.info("cluster: fastchat worker %s withdrew its models", name[:100])
+                self._wake.set()
+            return
         await self._register(_fastchat_info(name, status, bool(body.get("multimodal")), time.time()))
 
     async def _receive_heart_beat(self, body: dict[str, Any]) -> dict[str, bool]:
@@ -313,14 +365,15 @@ class Cluster:
     async def _fastchat_workers(self) -> list[WorkerInfo]:
         return [w for w in await self.registry.workers() if w.kind == "fastchat"]
 
+    # (FastChat's listings name only what /get_worker_address can dispatch: FastChat workers, not DB-GPT instances)
     async def _list_models(self, body: dict[str, Any]) -> dict[str, list[str]]:
-        return {"models": sorted({m for w in await self.registry.workers() for m in w.models})}
+        return {"models": sorted({m for w in await self._fastchat_workers() for m in w.models})}
 
     async def _list_language_models(self, body: dict[str, Any]) -> dict[str, list[str]]:
-        return {"models": sorted({m for w in await self.registry.workers() if not w.multimodal for m in w.models})}
+        return {"models": sorted({m for w in await self._fastchat_workers() if not w.multimodal for m in w.models})}
 
     async def _list_multimodal_models(self, body: dict[str, Any]) -> dict[str, list[str]]:
-        return {"models": sorted({m for w in await self.registry.workers() if w.multimodal for m in w.models})}
+        return {"models": sorted({m for w in await self._fastchat_workers() if w.multimodal for m in w.models})}
 
     async def _get_worker_address(self, body: dict[str, Any]) -> dict[str, str]:
         model = body.get("model")
