@@ -79,6 +79,8 @@ class Target:
 
 
 CONTROL_PLANE = "modelway+cp"
+FAILOVER = "modelway-failover"
+FAILOVER_RETRY = "modelway-failover-retry"
 BASELINE = "baseline"
 BASELINE_CP = "baseline+cp"
 
@@ -99,6 +101,19 @@ TARGETS: list[Target] = [
         "responses",
     ),
     Target(CONTROL_PLANE, CONTROL_PLANE, MODEL, "modelway + virtual key, rate limit, usage ledger, metrics"),
+    Target(
+        FAILOVER,
+        FAILOVER,
+        MODEL,
+        "modelway, the alias over 3 deployments, one of them failing every 2nd request (500); routing: circuit "
+        "breakers on, max_attempts 3",
+    ),
+    Target(
+        FAILOVER_RETRY,
+        FAILOVER_RETRY,
+        MODEL,
+        "the same without circuit breakers: every failure is met by a failover to another deployment",
+    ),
     Target(BASELINE, BASELINE, MODEL, "the modelway row, served by the --baseline checkout"),
     Target(BASELINE_CP, BASELINE_CP, MODEL, "the modelway+cp row, served by the --baseline checkout"),
     Target("litellm", "litellm", MODEL, f"LiteLLM proxy {litellm_env.LITELLM_VERSION}, 1 worker, no DB"),
@@ -106,11 +121,15 @@ TARGETS: list[Target] = [
 
 
 # -- the upstream ------------------------------------------------------------------------------------------------------
-def start_upstream(procs: ProcessTable, name: str = "upstream", chunk_delay_ms: float = 0.0) -> tuple[Child, int]:
+def start_upstream(
+    procs: ProcessTable, name: str = "upstream", chunk_delay_ms: float = 0.0, fail_every: int = 0
+) -> tuple[Child, int]:
     port = free_port()
     argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
     if chunk_delay_ms:
         argv += ["--chunk-delay-ms", f"{chunk_delay_ms:g}"]
+    if fail_every:
+        argv += ["--fail-every", str(fail_every)]
     child = procs.spawn(name, argv, env=procs.python_env(), cwd=_REPO)
     wait_http_ok(child, port, "/health", timeout=15)
     return child, port
@@ -341,6 +360,23 @@ def _start_control_plane(ctx: Context, *, baseline: bool = False) -> Server:
     return server
 
 
+def _start_failover(ctx: Context, *, circuit: bool = True) -> Server:
+    """modelway with one alias over three deployments, one of which (a second upstream) fails every other request."""
+    _, bad_port = start_upstream(ctx.procs, name="upstream-failing", fail_every=2)
+    good = f"http://127.0.0.1:{ctx.upstream_port}/v1"
+    bad = f"http://127.0.0.1:{bad_port}/v1"
+    deps = [
+        {"model": f"openai/{MODEL}", "api_base": good, "api_key": _UPSTREAM_KEY},
+        {"model": f"vllm/{MODEL}", "api_base": good, "api_key": _UPSTREAM_KEY},
+        {"model": f"deepseek/{MODEL}", "api_base": bad, "api_key": _UPSTREAM_KEY},
+    ]
+    config = modelway_config(ctx)
+    config["server"] = {**config["server"], "max_retries": 0}  # type: ignore[dict-item]
+    config["routing"] = {"circuit": circuit, "max_attempts": 3}
+    config["models"] = [{"name": MODEL, "deployments": deps}]
+    return start_modelway(ctx, config=config, name=FAILOVER if circuit else FAILOVER_RETRY)
+
+
 def _start_litellm(ctx: Context) -> Server:
     version = litellm_env.ensure_litellm(ctx.work / "litellm-pip.log")
     port = free_port()
@@ -381,6 +417,8 @@ _STARTERS: dict[str, Callable[[Context], Server]] = {
     "minimal": _start_minimal,
     "modelway": start_modelway,
     CONTROL_PLANE: _start_control_plane,
+    FAILOVER: _start_failover,
+    FAILOVER_RETRY: lambda ctx: _start_failover(ctx, circuit=False),
     BASELINE: lambda ctx: start_modelway(ctx, name="baseline", baseline=True),
     BASELINE_CP: lambda ctx: _start_control_plane(ctx, baseline=True),
     "litellm": _start_litellm,

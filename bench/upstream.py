@@ -118,6 +118,9 @@ _MODEL_INFO = {"id": _MODEL, "object": "model", "created": 0, "owned_by": "bench
 _MODELS = _json_response("200 OK", orjson.dumps({"object": "list", "data": [_MODEL_INFO]}))
 _HEALTH = _json_response("200 OK", b'{"status":"ok"}')
 _NOT_FOUND = _json_response("404 Not Found", b'{"error":{"message":"not found","type":"invalid_request_error"}}')
+_FAILURE = _json_response(
+    "500 Internal Server Error", b'{"error":{"message":"the bench upstream failed on purpose","type":"server_error"}}'
+)
 _CHUNKED_BODY = _json_response(
     "411 Length Required",
     b'{"error":{"message":"send Content-Length","type":"invalid_request_error"}}',
@@ -127,12 +130,14 @@ _STREAM_FLAGS = (b'"stream":true', b'"stream": true')
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    """One client connection. ``chunk_delay`` spaces stream events (0: one event-loop turn apart)."""
+    """One client connection. ``chunk_delay`` spaces stream events (0: one event-loop turn apart); with
+    ``fail_every`` n, every n-th chat request of the server answers 500."""
 
-    __slots__ = ("transport", "buf", "busy", "chunk_delay", "loop", "closed")
+    __slots__ = ("transport", "buf", "busy", "chunk_delay", "loop", "closed", "failures")
 
-    def __init__(self, chunk_delay: float) -> None:
+    def __init__(self, chunk_delay: float, failures: _Failures | None = None) -> None:
         self.chunk_delay = chunk_delay
+        self.failures = failures
         self.buf = bytearray()
         self.busy = False
         self.closed = False
@@ -188,7 +193,9 @@ class UpstreamProtocol(asyncio.Protocol):
         method, _, rest = head[:line_end].partition(b" ")
         path = rest.partition(b" ")[0].partition(b"?")[0]
         if method == b"post" and path.endswith(b"/chat/completions"):
-            if any(flag in body for flag in _STREAM_FLAGS):
+            if self.failures is not None and self.failures.fail():
+                t.write(_FAILURE)
+            elif any(flag in body for flag in _STREAM_FLAGS):
                 self.busy = True
                 self._stream(0, b"\r\nconnection: close" in head)
             else:
@@ -219,10 +226,25 @@ class UpstreamProtocol(asyncio.Protocol):
             self._process()
 
 
-async def serve(host: str, port: int, chunk_delay: float) -> None:
+class _Failures:
+    """Every ``every``-th chat request of the whole server fails (deterministic: a failing deployment)."""
+
+    __slots__ = ("every", "n")
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.n = 0
+
+    def fail(self) -> bool:
+        self.n += 1
+        return self.n % self.every == 0
+
+
+async def serve(host: str, port: int, chunk_delay: float, fail_every: int = 0) -> None:
     loop = asyncio.get_running_loop()
+    failures = _Failures(fail_every) if fail_every > 0 else None
     server = await loop.create_server(
-        lambda: UpstreamProtocol(chunk_delay), host, port, backlog=4096, reuse_address=True
+        lambda: UpstreamProtocol(chunk_delay, failures), host, port, backlog=4096, reuse_address=True
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -236,8 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0, help="gap between stream events (slow mode)")
+    ap.add_argument("--fail-every", type=int, default=0, help="answer every N-th chat request with 500 (0: never)")
     args = ap.parse_args(argv)
-    coro = serve(args.host, args.port, args.chunk_delay_ms / 1000.0)
+    coro = serve(args.host, args.port, args.chunk_delay_ms / 1000.0, args.fail_every)
     try:
         import uvloop
     except ImportError:
