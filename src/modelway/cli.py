@@ -485,10 +485,11 @@ def providers() -> None:
         click.echo(f"{name:<{w0}}  {label:<{w1}}  " + click.style(status, fg=colour))
 
 
-from . import cli_admin  # noqa: E402  (registers ``keys`` and ``usage``)
+from . import cli_admin, cli_deployments  # noqa: E402  (registers ``keys``, ``usage`` and ``deployments``)
 
 main.add_command(cli_admin.keys)
 main.add_command(cli_admin.usage)
+main.add_command(cli_deployments.deployments)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

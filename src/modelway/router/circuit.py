@@ -10,7 +10,9 @@
   circuit at once for ``account_cooldown``: time alone never closes it, a successful probe does.
 
 What counts as a failure is decided by the router (the deployment's fault: not a bad request). Times are passed in
-(``now``), so tests drive the clock.
+(``now``), so tests drive the clock. With shared router state (:mod:`modelway.router.shared`) the same steps run in
+Redis for every process, and each process's breaker takes the shared state (:meth:`CircuitBreaker.adopt`); it
+decides on its own only while the shared state is unreachable.
 """
 
 from __future__ import annotations
@@ -119,6 +121,29 @@ class CircuitBreaker:
         if probe and self.state is CircuitState.HALF_OPEN:
             self.state = CircuitState.OPEN
             self.open_until = now
+
+    def adopt(
+        self,
+        state: CircuitState,
+        opens_in: float,
+        *,
+        cooldown: float,
+        consecutive: int,
+        account: bool,
+        opened: int,
+        last_error: str | None,
+        now: float,
+    ) -> None:
+        """Take the shared state (``opens_in``: seconds until an open circuit lets its probe through)."""
+        if state is not self.state:
+            self._outcomes.clear()
+        self.state = state
+        self.open_until = now + opens_in if state is CircuitState.OPEN else self.open_until
+        self.cooldown = cooldown
+        self.consecutive = consecutive
+        self.account = account
+        self.opened = opened
+        self.last_error = last_error or self.last_error
 
     def recent(self, now: float, settings: CircuitSettings | None) -> tuple[int, int]:
         """(requests, failures) finished within the window."""

@@ -19,6 +19,11 @@ Which deployment comes next:
 
 A bad request (the 400 family: content filter, context length) is raised at once: every deployment would refuse it
 (the model's fallback lists may still send it elsewhere: :class:`~modelway.router.Router`).
+
+With shared router state (``Router.shared``, :mod:`modelway.router.shared`), admission asks the shared backend
+(circuit and quota across processes, one round trip) when the deployment has a circuit or a quota, and every
+attempt's place in flight, verdict and release are reported to it; when the backend is unavailable, or there is
+none, admission is this process's own, as without it.
 """
 
 from __future__ import annotations
@@ -86,13 +91,17 @@ class CallState:
 class Attempt:
     """One upstream request at one deployment, from admission to its end."""
 
-    __slots__ = ("budgeted", "dep", "done", "failover", "probe", "slot", "started")
+    __slots__ = ("budgeted", "dep", "done", "failover", "lease", "probe", "slot", "started")
 
-    def __init__(self, failover: Failover[Any], dep: Deployment, probe: bool, slot: Slot | None) -> None:
+    def __init__(
+        self, failover: Failover[Any], dep: Deployment, probe: bool, slot: Slot | None, lease: str | None = None
+    ) -> None:
         self.failover = failover
         self.dep = dep
         self.probe = probe
         self.slot = slot
+        #: the attempt's place in the shared state (``None``: not shared)
+        self.lease = lease
         self.done = False
         #: the attempt's timeout is the model's remaining time budget (shorter than the deployment's own)
         self.budgeted = False
@@ -112,6 +121,8 @@ class Attempt:
         settings = f.group.policy.circuit
         if settings is not None:
             self.dep.circuit.success(now, settings, probe=self.probe)
+            if f.router.shared is not None:
+                f.router.shared.outcome(self.dep, settings, probe=self.probe, lease=self.lease, error=None)
         f.group.strategy.observe(self.dep, Outcome(True, f.stream, seconds))
 
     def failed(self, exc: ModelwayError) -> None:
@@ -129,6 +140,8 @@ class Attempt:
                 dep.cool_down(retry_after, now)
             if not (retry_after and not self.probe and _rate_limited(exc)):  # a 429 saying when is no outage
                 dep.circuit.failure(now, settings, exc, probe=self.probe)
+                if router.shared is not None:
+                    router.shared.outcome(dep, settings, probe=self.probe, lease=self.lease, error=exc)
         f.group.strategy.observe(dep, Outcome(False, f.stream, None))
         if router.on_failure is not None:
             router.on_failure(dep, exc)
@@ -138,6 +151,9 @@ class Attempt:
         """Ended without a verdict (cancelled, or stopped by the model's own time budget)."""
         if not self.done:
             self.dep.circuit.abandon(self.failover.router.clock(), probe=self.probe)
+            shared = self.failover.router.shared
+            if shared is not None:
+                shared.abandoned(self.dep, self.lease, probe=self.probe)
         self.finish()
 
     def finish(self, tokens: int | None = None) -> None:
@@ -150,6 +166,10 @@ class Attempt:
             if tokens is not None:
                 self.slot.settle(tokens)
             self.slot.release()
+        if self.lease is not None:
+            shared = self.failover.router.shared
+            if shared is not None:
+                shared.release(self.dep, self.lease, tokens)
 
 
 def _rate_limited(exc: ModelwayError) -> bool:
@@ -248,8 +268,8 @@ class Failover(Generic[T]):
             if again is not None:
                 dep, wait = again
                 await self._sleep(wait)
-                att = self._admit(dep) if self._room(dep) else None
-                if att is not None:
+                att = await self._admit(dep) if self._room(dep) else None
+                if isinstance(att, Attempt):
                     return self._begin(att)
             candidates, round_again = self._candidates(self.router.clock())
             if round_again and self.errors:  # every deployment was tried: back off before the next round
@@ -304,7 +324,7 @@ class Failover(Generic[T]):
         """Admit the first candidate under its quota, else wait in the model's queue."""
         first = True
 
-        def take() -> tuple[object | None, float]:
+        async def take() -> tuple[object | None, float]:
             nonlocal first
             now = self.router.clock()
             deps = candidates if first else self._candidates(now)[0]
@@ -313,9 +333,10 @@ class Failover(Generic[T]):
             for dep in deps:
                 wait = self._room_in(dep, now)
                 if wait == 0:
-                    att = self._admit(dep)
-                    if att is not None:
+                    att = await self._admit(dep)
+                    if isinstance(att, Attempt):
                         return att, 0.0
+                    wait = att
                 soonest = min(soonest, wait)
             return None, soonest
 
@@ -335,7 +356,7 @@ class Failover(Generic[T]):
     def _room(self, dep: Deployment) -> bool:
         return self._room_in(dep, self.router.clock()) == 0
 
-    def admit_now(self) -> Attempt | None:
+    async def admit_now(self) -> Attempt | None:
         """An attempt at another deployment that can take one right now, without waiting (a hedge)."""
         policy = self.group.policy
         if policy.max_attempts is not None and self.attempts >= policy.max_attempts:
@@ -345,22 +366,34 @@ class Failover(Generic[T]):
             if dep in self.round or dep.cooling(now):
                 continue
             if self._room_in(dep, now) == 0:
-                att = self._admit(dep)
-                if att is not None:
+                att = await self._admit(dep)
+                if isinstance(att, Attempt):
                     return self._begin(att)
         return None
 
-    def _admit(self, dep: Deployment) -> Attempt | None:
-        """Take ``dep``'s circuit pass and quota slot, if it has them to give."""
+    async def _admit(self, dep: Deployment) -> Attempt | float:
+        """Take ``dep``'s circuit pass and quota slot, if it has them to give; else how long until it may have
+        (``0``: its circuit refused)."""
+        circuit, shared = self.group.policy.circuit, self.router.shared
+        limited = dep.quota is not None and dep.quota.limited
+        tokens = self._estimate() if dep.quota is not None and dep.quota.tpm is not None else 0
+        lease: str | None = None
+        if shared is not None and shared.needs_admission(dep, circuit):
+            timeout = dep.timeout or self.router.timeout or 600.0
+            got = await shared.admit(dep, circuit, tokens, timeout + 5.0)
+            if got is not None:  # the shared state decided (else it is unavailable: this process's view decides)
+                if not got.admitted:
+                    return got.wait
+                slot = dep.usage.take(self.router.clock(), tokens, self.group.queue.notify) if limited else None
+                return Attempt(self, dep, got.probe, slot, got.lease)
         now = self.router.clock()
-        probe = dep.circuit.admit(now) if self.group.policy.circuit is not None else False
+        probe = dep.circuit.admit(now) if circuit is not None else False
         if probe is None:
-            return None
-        slot = None
-        if dep.quota is not None and dep.quota.limited:
-            tokens = self._estimate() if dep.quota.tpm is not None else 0
-            slot = dep.usage.take(now, tokens, self.group.queue.notify)
-        return Attempt(self, dep, probe, slot)
+            return 0.0
+        slot = dep.usage.take(now, tokens, self.group.queue.notify) if limited else None
+        if shared is not None:
+            lease = shared.started(dep)
+        return Attempt(self, dep, probe, slot, lease)
 
     def _begin(self, att: Attempt) -> Attempt:
         self.attempts += 1

@@ -42,7 +42,7 @@ async def race(failover: Failover[T], first: Attempt, delay: float) -> tuple[T, 
     try:
         done, _ = await asyncio.wait(tasks, timeout=delay)
         if not done:
-            second = failover.admit_now()
+            second = await failover.admit_now()
             if second is not None:
                 tasks[asyncio.create_task(failover.attempt(second))] = second
         pending: set[asyncio.Task[T]] = set(tasks)

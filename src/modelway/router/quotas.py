@@ -4,7 +4,9 @@ waits in while every deployment of its model is at its quota.
 A :class:`QuotaUsage` lives on each deployment. A request takes a :class:`Slot` when it is admitted (its tokens
 estimated from its size) and the slot is released exactly once however the request ends: answered, failed or
 cancelled (a stream: when it ends or its reader closes it). The answer's reported usage replaces the estimate in
-the token window.
+the token window. With shared router state (:mod:`modelway.router.shared`) the quota is checked and taken across
+processes first; this process's usage is still counted here (it is the quota while the shared state is
+unreachable), and ``shared`` holds the last shared view for :meth:`QuotaUsage.snapshot`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import RateLimitError
@@ -59,10 +61,12 @@ class Slot:
 class QuotaUsage:
     """What one deployment is using now, against its :class:`~modelway.router.policy.Quota`."""
 
-    __slots__ = ("concurrent", "window")
+    __slots__ = ("concurrent", "shared", "window")
 
     def __init__(self) -> None:
         self.concurrent = 0
+        #: (in flight, requests and tokens in the last minute) across processes, when shared (else ``None``)
+        self.shared: tuple[int, int, int] | None = None
         #: ``[admitted at, tokens]`` of the requests admitted in the last minute
         self.window: deque[list[float]] = deque()
 
@@ -103,10 +107,15 @@ class QuotaUsage:
 
     def snapshot(self, quota: Quota | None, now: float) -> dict[str, Any]:
         self._trim(now)
+        concurrent, requests, tokens = self.shared or (
+            self.concurrent,
+            len(self.window),
+            int(sum(e[1] for e in self.window)),
+        )
         return {
-            "concurrent": self.concurrent,
-            "requests_last_minute": len(self.window),
-            "tokens_last_minute": int(sum(e[1] for e in self.window)),
+            "concurrent": concurrent,
+            "requests_last_minute": requests,
+            "tokens_last_minute": tokens,
             "max_concurrent": quota.max_concurrent if quota else None,
             "rpm": quota.rpm if quota else None,
             "tpm": quota.tpm if quota else None,
@@ -134,12 +143,17 @@ class AdmissionQueue:
             self._waiters[0].set()
 
     async def wait_for(
-        self, take: Callable[[], tuple[object | None, float]], *, depth: int, timeout: float, clock: Callable[[], float]
+        self,
+        take: Callable[[], Awaitable[tuple[object | None, float]]],
+        *,
+        depth: int,
+        timeout: float,
+        clock: Callable[[], float],
     ) -> object:
         """Wait in line until ``take()`` returns something (it returns it, or ``None`` and how long until it may
         succeed); :class:`DeploymentsBusyError` when the queue holds ``depth`` callers or after ``timeout``."""
         if not self._waiters:
-            got, hint = take()
+            got, hint = await take()
             if got is not None:
                 return got
         else:
@@ -155,7 +169,7 @@ class AdmissionQueue:
         try:
             while True:
                 if self._waiters[0] is me:
-                    got, hint = take()
+                    got, hint = await take()
                     if got is not None:
                         return got
                 left = deadline - clock()

@@ -10,6 +10,10 @@ late); a failure after that ends the stream with the error.
 The trace tells the caller what happened: ``deployment`` (the one that answered), and when the trace declares them,
 ``attempts`` (upstream requests, retries, hedges and fallbacks included) and ``fallback`` (the model fallen back
 to) — what the gateway sends as ``x-modelway-deployment``, ``x-modelway-attempts`` and ``x-modelway-fallback``.
+
+Circuits, quotas, requests in flight and latency averages live in process, unless the router is given a shared
+backend (``shared``: :class:`~modelway.router.shared_redis.RedisRouterState`), which every worker and replica using
+the same Redis shares; it fails open (see :mod:`modelway.router.shared`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ..types import (
 from ..usage.estimate import estimate_tokens, prompt_chars
 from .deployments import Deployment, ModelGroup
 from .failover import Attempt, CallState, Failover, Trace, note
+from .shared import SharedState
 
 __all__ = ["Router", "Trace"]
 
@@ -65,6 +70,7 @@ class Router:
         direct: Callable[[str], ModelGroup | None] | None = None,
         on_failure: Callable[[Deployment, ModelwayError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedState | None = None,
     ) -> None:
         self.groups = groups
         self.transport = transport
@@ -80,6 +86,15 @@ class Router:
         self.on_failure = on_failure
         #: monotonic seconds (tests drive it)
         self.clock = clock
+        #: routing state shared with other processes (``None``: in process only)
+        self.shared = shared
+        if shared is not None:
+            shared.bind(self)
+
+    async def aclose(self) -> None:
+        """Stop sharing routing state (the deployments' own views stay)."""
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def group(self, model: str) -> ModelGroup:
         """The group serving ``model`` (an alias, or ``provider/model`` when direct addressing is allowed)."""

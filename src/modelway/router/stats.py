@@ -2,6 +2,8 @@
 
 The router updates these for every attempt whatever the model's strategy; strategies read them
 (:mod:`modelway.router.strategies`), and :meth:`Router.snapshot <modelway.router.Router.snapshot>` shows them.
+With shared router state (:mod:`modelway.router.shared`), ``in_flight`` adds the requests other processes have in
+flight (``others``) and the moving averages are merged with theirs now and then (:meth:`DeploymentStats.merge`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ RECENT = 60.0
 
 
 class DeploymentStats:
-    __slots__ = ("errors", "failures", "in_flight", "requests", "total", "ttft", "ttft_samples")
+    __slots__ = (
+        "dirty",
+        "errors",
+        "failures",
+        "local_in_flight",
+        "others",
+        "requests",
+        "total",
+        "ttft",
+        "ttft_samples",
+    )
 
     def __init__(self) -> None:
-        self.in_flight = 0
+        #: requests in flight in this process, and in the other processes sharing the router state
+        self.local_in_flight = 0
+        self.others = 0
+        #: a new latency sample since the last merge with the shared state
+        self.dirty = False
         #: exponentially weighted moving averages, seconds: streams' time to first output, whole answers' time
         self.ttft: float | None = None
         self.total: float | None = None
@@ -34,19 +50,33 @@ class DeploymentStats:
         #: monotonic times of recent failures
         self.errors: deque[float] = deque(maxlen=1000)
 
+    @property
+    def in_flight(self) -> int:
+        return self.local_in_flight + self.others
+
     def started(self) -> None:
-        self.in_flight += 1
+        self.local_in_flight += 1
         self.requests += 1
 
     def ended(self) -> None:
-        self.in_flight -= 1
+        self.local_in_flight -= 1
 
     def observe_ttft(self, seconds: float) -> None:
         self.ttft = seconds if self.ttft is None else self.ttft + ALPHA * (seconds - self.ttft)
         self.ttft_samples.append(seconds)
+        self.dirty = True
 
     def observe_total(self, seconds: float) -> None:
         self.total = seconds if self.total is None else self.total + ALPHA * (seconds - self.total)
+        self.dirty = True
+
+    def merge(self, ttft: float | None, total: float | None) -> None:
+        """Take the shared averages (the mean over the processes that measured the deployment lately); the next
+        local samples move on from them."""
+        if ttft is not None:
+            self.ttft = ttft
+        if total is not None:
+            self.total = total
 
     def failed(self, now: float) -> None:
         self.failures += 1

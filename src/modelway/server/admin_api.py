@@ -13,6 +13,7 @@
     GET    /admin/deployments          every deployment in rotation: configured ones, and the model workers
                                        registered with the cluster controller (source, address, last heartbeat,
                                        queue length, cooling)
+    .../admin/deployments/..., /admin/aliases/...   run-time changes of deployments and models: admin_deployments.py
 
 Times are Unix seconds. Without a store (``store.url``) there are no keys or records: every route but
 ``/admin/deployments`` answers 404, saying so.
@@ -32,6 +33,7 @@ from ..errors import InvalidRequestError, ServiceUnavailableError
 from ..limits.base import period_window
 from ..store.errors import unreachable
 from ..usage.records import GROUP_BY
+from .admin_deployments import RUNTIME_ROOTS, runtime_route
 from .errors import Forbidden, MethodNotAllowed, NotFound
 from .gateway import Gateway
 from .http import Request, Send, send_json
@@ -68,9 +70,7 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     """Dispatch ``/admin/...``; the caller's key has been checked (it must be the master key)."""
     if not req.caller.admin:
         raise Forbidden("the admin API needs the master key (server.master_key)", code="admin_only")
-    if req.path.rstrip("/") == "/admin/deployments":  # needs no store
-        if req.method != "GET":
-            raise MethodNotAllowed(req.method, req.path, "GET")
+    if req.path.rstrip("/") == "/admin/deployments" and req.method == "GET":  # needs no store
         body = {"object": "list", "data": gw.deployments()}
         await send_json(send, 200, body, request_id=req.request_id)
         return
@@ -103,6 +103,8 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     elif parts == ["usage", "records"]:
         route = (lambda: _records(gw, store, req, send)) if method == "GET" else None
         allow = "GET"
+    elif parts[0] in RUNTIME_ROOTS:  # deployments and aliases changed at run time
+        route, allow = runtime_route(gw, store, req, send, parts)
     else:
         raise NotFound(f"no route {method} {req.path}")
     if route is None:

@@ -1,8 +1,17 @@
-"""The gateway's state: config → deployments → router, built once at start; the shared transport."""
+"""The gateway's state: config → deployments → router, built once at start; the shared transport.
+
+With a store, deployments and aliases changed at run time (the admin API, ``modelway deployments``; see
+:mod:`modelway.store.deployments`) are polled every :attr:`Gateway.runtime_poll` seconds (one row read when nothing
+changed) and applied to the router in one step, between two awaits: a deployment whose upstream is unchanged keeps
+its object (statistics, circuit, quota usage), a request in flight keeps the deployment it holds, and the cluster's
+registered workers are merged in again as the cluster's own sync does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -16,18 +25,35 @@ from ..providers.base import Adapter, ProviderSettings
 from ..retry import RetryPolicy
 from ..router import Deployment, ModelGroup, Router
 from ..router.policy import RoutingPolicy
+from ..router.shared_redis import RedisRouterState
+from ..store.deployment_specs import (
+    ADAPTER_FIELDS,
+    AliasDef,
+    DeploymentDef,
+    build_catalog,
+    check_alias,
+    check_deployment,
+    config_ids,
+    deployment_spec,
+)
 from ..transport import Transport
 from ..types import ModelInfo
 from .control import ControlPlane
 
 if TYPE_CHECKING:
     from ..cluster.controller import Cluster
+    from ..store.deployments import RuntimeChanges
 
 __all__ = ["Gateway"]
+
+log = logging.getLogger("modelway.server")
 
 
 class Gateway:
     """Everything a request needs, shared by all requests of one worker process."""
+
+    #: seconds between two polls of the store's version of the run-time changes
+    runtime_poll: float = 1.0
 
     def __init__(
         self, config: Config, env: Mapping[str, str] | None = None, control: ControlPlane | None = None
@@ -54,8 +80,22 @@ class Gateway:
             cooldown=s.cooldown,
             direct=self._direct if s.allow_direct else None,
             on_failure=self._attempt_failed if self.control.metrics is not None else None,
+            # circuits, quotas, in flight and latency shared by every worker and replica on this Redis (fails open)
+            shared=RedisRouterState(config.store.redis_url) if config.store.redis_url is not None else None,
         )
         self.control.resolve = self.router.group
+        #: run-time changes: the store's (when there is one), what was built from which definition, and each
+        #: deployment's (id, source, changed) for the admin listing
+        self.runtime: RuntimeChanges | None = None
+        self._runtime_version: int | None = None
+        self._runtime_task: asyncio.Task[None] | None = None
+        self._base: dict[str, ModelGroup] = dict(groups)
+        self._built: dict[str, tuple[dict[str, Any], Deployment]] = {}
+        self.source_of: dict[Deployment, tuple[str, str, bool]] = {}
+        for m in config.models:
+            for dep_id, d, dep in zip(config_ids(m), m.deployments, groups[m.name].deployments, strict=True):
+                self._built[dep_id] = (deployment_spec(d), dep)
+                self.source_of[dep] = (dep_id, "config", False)
         #: the controller of FastChat / DB-GPT workers (``cluster.controller``): their deployments join the router
         self.cluster: Cluster | None = None
         if config.cluster.controller:
@@ -64,9 +104,99 @@ class Gateway:
             self.cluster = Cluster(config, self.router, self.transport)
 
     async def start(self) -> None:
-        """Start what runs beside the requests: the sync of registered workers into the router."""
+        """Start what runs beside the requests: the sync of run-time changes and of registered workers."""
+        if self.control.store is not None:
+            from ..store.deployments import RuntimeChanges
+
+            self.runtime = RuntimeChanges(self.control.store, self.config, self.env)
+            try:
+                await self.sync_runtime()
+            except Exception as exc:  # the store is down: serve the config, the loop tries again
+                log.warning("run-time deployments: cannot read the store: %s", exc)
+            self._runtime_task = asyncio.get_running_loop().create_task(self._runtime_loop(), name="modelway-runtime")
         if self.cluster is not None:
             await self.cluster.start()
+
+    # -- run-time changes -----------------------------------------------------------------------
+    async def _runtime_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.runtime_poll)
+            try:
+                await self.sync_runtime()
+            except Exception as exc:  # keep the last view; say so once per outage
+                if not failing:
+                    log.warning("run-time deployments: cannot read the store (keeping the last view): %s", exc)
+                failing = True
+            else:
+                failing = False
+
+    async def sync_runtime(self, *, force: bool = False) -> bool:
+        """Apply the store's changes if its version moved since the last sync (one row read when not)."""
+        if self.runtime is None:
+            return False
+        if not force and self._runtime_version is not None and await self.runtime.version() == self._runtime_version:
+            return False
+        snap = await self.runtime.snapshot()
+        self._apply_runtime(build_catalog(self.config, snap))
+        self._runtime_version = snap.version
+        return True
+
+    def _apply_runtime(self, catalog: list[AliasDef]) -> None:
+        """Make the router's groups what ``catalog`` defines, at once (no await in here)."""
+        built: dict[str, tuple[dict[str, Any], Deployment]] = {}
+        source_of: dict[Deployment, tuple[str, str, bool]] = {}
+        wanted: dict[str, ModelGroup] = {}
+        for alias in catalog:
+            try:
+                m = check_alias(alias.name, alias.spec)
+            except ModelwayError as exc:
+                log.warning("run-time deployments: model %r left out: %s", alias.name, exc)
+                continue
+            deps = []
+            for d in alias.active():
+                dep = self._runtime_deployment(d, m.price)
+                if dep is not None:
+                    built[d.id] = (d.spec, dep)
+                    source_of[dep] = (d.id, d.source, d.changed)
+                    deps.append(dep)
+            if not deps:
+                continue
+            policy = m.routing or RoutingPolicy()
+            g = self._base.get(alias.name) or self.router.groups.get(alias.name)
+            if g is None:
+                g = ModelGroup(
+                    alias.name, deps, system_prompt=m.system_prompt, merge_system=m.merge_system, policy=policy
+                )
+            g.deployments, g.system_prompt, g.merge_system = deps, m.system_prompt, m.merge_system
+            if g.policy != policy:
+                g.policy = policy  # (its strategy is built again)
+            wanted[alias.name] = g
+        groups = self.router.groups
+        for name in self._base:
+            if name not in wanted and self.cluster is None:
+                groups.pop(name, None)
+        groups.update(wanted)
+        self._base, self._built, self.source_of = wanted, built, source_of
+        if self.cluster is not None:  # the workers' deployments join the new base, as the cluster's sync does
+            self.cluster._configured = {name: list(g.deployments) for name, g in wanted.items()}
+            self.cluster._apply(self.cluster.workers)
+
+    def _runtime_deployment(self, d: DeploymentDef, price: Price | None) -> Deployment | None:
+        """The deployment ``d`` defines: the one built before when its upstream is the same (updated in place:
+        weight, timeout, params, price, tier, quota, disabled), else a new one."""
+        try:
+            fresh = self._deployment(check_deployment(d.spec, self.env), price)
+        except ModelwayError as exc:  # say, an api_key_env this gateway does not have
+            log.warning("run-time deployments: %s (model %r) left out: %s", d.id, d.model_name, exc)
+            return None
+        prev = self._built.get(d.id)
+        if prev is None or any(prev[0].get(k) != d.spec.get(k) for k in ADAPTER_FIELDS):
+            return fresh
+        dep = prev[1]
+        for attr in ("weight", "timeout", "params", "price", "tier", "quota", "disabled"):
+            setattr(dep, attr, getattr(fresh, attr))
+        return dep
 
     # -- building -------------------------------------------------------------------------------
     def _provider_settings(self, provider: str) -> ProviderSettings | None:
@@ -188,10 +318,13 @@ class Gateway:
         for name, group in sorted(self.router.groups.items()):
             for dep in group.deployments:
                 worker = self.cluster.worker_of.get(dep) if self.cluster is not None else None
+                dep_id, source, changed = self.source_of.get(dep, (None, "config", False))
                 entry: dict[str, Any] = {
                     # the router's view: strategy, tier, disabled, circuit, in flight, latency averages, errors, quota
                     **self.router.describe(name, group, dep, now),
-                    "source": worker.kind if worker is not None else "config",
+                    "id": dep_id,
+                    "source": worker.kind if worker is not None else source,
+                    "changed": changed,
                     "address": dep.adapter.base_url,
                     "cooling": dep.cooling(now),
                     "last_heartbeat": worker.last_heartbeat if worker is not None else None,
@@ -203,7 +336,13 @@ class Gateway:
         return out
 
     async def aclose(self) -> None:
+        if self._runtime_task is not None:
+            self._runtime_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runtime_task
+            self._runtime_task = None
         if self.cluster is not None:
             await self.cluster.aclose()
+        await self.router.aclose()
         await self.transport.aclose()
         await self.control.aclose()

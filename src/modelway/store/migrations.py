@@ -90,6 +90,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE mw_usage ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE mw_usage ADD COLUMN fallback TEXT",
     ),
+    (
+        # deployments and aliases changed at run time (issue 11, store/deployments.py): each row is a change over the
+        # YAML config (spec: JSON text of the fields set; removed: hidden); the version is bumped by every change,
+        # so gateways poll one row to know whether anything changed
+        """CREATE TABLE mw_deployment_changes (
+            id TEXT PRIMARY KEY,
+            model_name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            removed BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE mw_alias_changes (
+            name TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            removed BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE TABLE mw_runtime_version (version BIGINT NOT NULL)",
+        "INSERT INTO mw_runtime_version (version) VALUES (0)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -26,6 +26,7 @@ from ._base import (
     _error_responses,
     _head,
     _op,
+    _path_param,
     _readiness,
 )
 from .admin import ADMIN_COMPONENTS
@@ -35,6 +36,9 @@ from .messages import MESSAGES_COMPONENTS
 from .responses import INPUT_ITEMS_QUERY, RESPONSE_ID, RESPONSES_COMPONENTS
 
 __all__ = ["openapi_schema"]
+
+_DEP_ID = _path_param("id", "the deployment's id: cfg_... (configured) or dep_... (added at run time)")
+_ALIAS_NAME = _path_param("name", "the model's name")
 
 _COMPONENTS: Schema = {
     **CHAT_COMPONENTS,
@@ -184,6 +188,55 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
             "/admin/deployments": {
                 "get": _op(
                     "listDeployments", "Every deployment and the router's view of it (master key)", "DeploymentList"
+                ),
+                "post": _op(
+                    "addDeployment",
+                    "Add a deployment at run time (persisted; every gateway applies it within seconds)",
+                    "DeploymentDefinition",
+                    body="DeploymentCreate",
+                    status="201",
+                ),
+            },
+            "/admin/deployments/{id}": {
+                "get": _op("getDeployment", "A deployment's definition", "DeploymentDefinition", parameters=_DEP_ID),
+                "patch": _op(
+                    "updateDeployment",
+                    "Change a deployment (a configured one: over the YAML's fields)",
+                    "DeploymentDefinition",
+                    body="DeploymentUpdate",
+                    parameters=_DEP_ID,
+                ),
+                "delete": _op(
+                    "removeDeployment",
+                    "Remove a deployment (a configured one is hidden until reset)",
+                    "DeploymentDefinition",
+                    parameters=_DEP_ID,
+                ),
+            },
+            **{
+                f"/admin/deployments/{{id}}/{action}": {
+                    "post": _op(f"{action}Deployment", summary, "DeploymentDefinition", parameters=_DEP_ID)
+                }
+                for action, summary in (
+                    ("disable", "Take a deployment out of rotation (requests in flight finish)"),
+                    ("enable", "Put a deployment back in rotation"),
+                    ("reset", "Drop the run-time changes of a configured deployment: back to the YAML"),
+                )
+            },
+            "/admin/aliases": {
+                "get": _op("listAliases", "Every model with its deployments' definitions", "AliasList"),
+                "post": _op("addAlias", "Add a model at run time", "Alias", body="AliasCreate", status="201"),
+            },
+            "/admin/aliases/{name}": {
+                "get": _op("getAlias", "A model and its deployments' definitions", "Alias", parameters=_ALIAS_NAME),
+                "patch": _op(
+                    "updateAlias", "Change a model's settings", "Alias", body="AliasUpdate", parameters=_ALIAS_NAME
+                ),
+                "delete": _op("removeAlias", "Remove a model with its deployments", "Alias", parameters=_ALIAS_NAME),
+            },
+            "/admin/aliases/{name}/reset": {
+                "post": _op(
+                    "resetAlias", "Drop the run-time changes of a model's settings", "Alias", parameters=_ALIAS_NAME
                 )
             },
             "/admin/usage": {"get": _op("usage", "Usage totals (master key)", "UsageSummary", parameters=_USAGE_QUERY)},

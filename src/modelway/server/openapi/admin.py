@@ -1,4 +1,4 @@
-"""Schemas of the admin API (keys, usage) and of the health and OpenAPI endpoints."""
+"""Schemas of the admin API (keys, usage, run-time deployments and aliases) and of the health and OpenAPI endpoints."""
 
 from __future__ import annotations
 
@@ -105,7 +105,9 @@ _DEPLOYMENT = _obj(
         "deployment": _STRING,
         "provider": _STRING,
         "upstream_model": _STRING,
-        "source": {"enum": ["config", "fastchat", "dbgpt"]},
+        "id": {"type": ["string", "null"], "description": "cfg_... or dep_... (null: a registered worker's)"},
+        "source": {"enum": ["config", "api", "fastchat", "dbgpt"]},
+        "changed": {"type": "boolean", "description": "a run-time change applies to it"},
         "address": _NULL_STRING,
         "strategy": _STRING,
         "weight": _NUMBER,
@@ -121,6 +123,81 @@ _DEPLOYMENT = _obj(
 _DEPLOYMENTS = _obj(
     {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Deployment")}}, ["object", "data"]
 )
+
+# -- run-time deployments and aliases (modelway.store.deployments) --------------------------------------------------
+
+_NUM = {"type": "number", "exclusiveMinimum": 0}
+_DEPLOYMENT_FIELDS: Schema = {
+    "model": {"type": "string", "description": "provider/model, e.g. openai/gpt-4o-mini"},
+    "api_key": {"type": "string", "description": "stored as given, never shown again (prefer api_key_env)"},
+    "api_key_env": {"type": "string", "description": "an environment variable each gateway reads the key from"},
+    "api_base": {"type": "string", "description": "http(s) URL"},
+    "base_url": {"type": "string", "description": "same as api_base"},
+    "weight": _NUM,
+    "timeout": _NUM,
+    "params": {"type": "object"},
+    "options": {"type": "object"},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    "price": _obj({"input": {"type": "number", "minimum": 0}, "output": {"type": "number", "minimum": 0}}),
+    "tier": {"type": "integer", "minimum": 0},
+    "quota": _obj({k: {"type": ["integer", "null"], "minimum": 1} for k in ("max_concurrent", "rpm", "tpm")}),
+    "disabled": {"type": "boolean"},
+}
+_MODEL_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"}
+_DEPLOYMENT_CREATE = _obj(
+    {"model_name": _MODEL_NAME, **_DEPLOYMENT_FIELDS},
+    ["model_name", "model"],
+    additionalProperties=False,
+    description="the YAML's deployment fields (checked by the same parser), plus model_name and api_key_env",
+)
+_DEPLOYMENT_UPDATE = _obj(
+    {"model_name": _MODEL_NAME, **{k: {"anyOf": [v, {"type": "null"}]} for k, v in _DEPLOYMENT_FIELDS.items()}},
+    minProperties=1,
+    additionalProperties=False,
+    description="the fields to change; null: back to the config's value or the default",
+)
+_DEFINITION = _obj(
+    {
+        "id": _STRING,
+        "model_name": _STRING,
+        "source": {"enum": ["config", "api"]},
+        "state": {"enum": ["active", "disabled", "removed"]},
+        "changed": {"type": "boolean", "description": "a change in the store applies"},
+        "updated_at": {"type": ["number", "null"]},
+        "spec": {"type": "object", "description": "the YAML's fields; api_key and header values masked"},
+    },
+    ["id", "model_name", "source", "state", "changed", "updated_at", "spec"],
+    description="a deployment as defined now: the YAML's with the store's change over it, or one added at run time",
+)
+_ALIAS_FIELDS: Schema = {
+    "system_prompt": _NULL_STRING,
+    "merge_system": {"type": "boolean"},
+    "description": _NULL_STRING,
+    "price": _obj({"input": {"type": "number", "minimum": 0}, "output": {"type": "number", "minimum": 0}}),
+    "routing": {"type": "object", "description": "the YAML's routing: (strategy, max_attempts, fallbacks, ...)"},
+}
+_ALIAS_CREATE = _obj({"name": _MODEL_NAME, **_ALIAS_FIELDS}, ["name"], additionalProperties=False)
+_ALIAS_UPDATE = _obj(
+    {k: {"anyOf": [v, {"type": "null"}]} for k, v in _ALIAS_FIELDS.items()},
+    minProperties=1,
+    additionalProperties=False,
+    description="the settings to change (routing is replaced as a whole); null: back to the config's or the default",
+)
+_ALIAS = _obj(
+    {
+        "name": _STRING,
+        "source": {"enum": ["config", "api"]},
+        "state": {"enum": ["active", "removed"]},
+        "changed": {"type": "boolean"},
+        "updated_at": {"type": ["number", "null"]},
+        "spec": {"type": "object"},
+        "deployments": {"type": "array", "items": _ref("DeploymentDefinition")},
+    },
+    ["name", "source", "state", "changed", "updated_at", "spec", "deployments"],
+    description="a model callers ask for, with its deployments' definitions (removed ones too)",
+)
+_ALIASES = _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Alias")}}, ["object", "data"])
+
 _LIVENESS = _obj({"status": {"const": "ok"}}, ["status"])
 _READINESS = _obj(
     {
@@ -184,6 +261,13 @@ ADMIN_COMPONENTS: Schema = {
     "UsageRecords": _RECORDS,
     "Deployment": _DEPLOYMENT,
     "DeploymentList": _DEPLOYMENTS,
+    "DeploymentCreate": _DEPLOYMENT_CREATE,
+    "DeploymentUpdate": _DEPLOYMENT_UPDATE,
+    "DeploymentDefinition": _DEFINITION,
+    "AliasCreate": _ALIAS_CREATE,
+    "AliasUpdate": _ALIAS_UPDATE,
+    "Alias": _ALIAS,
+    "AliasList": _ALIASES,
     "Liveness": _LIVENESS,
     "Readiness": _READINESS,
     "OpenApi": _OPENAPI,

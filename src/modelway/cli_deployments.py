@@ -1,0 +1,305 @@
+"""``modelway deployments``: deployments and models (aliases) changed at run time, from the command line.
+
+Like ``modelway keys``, it works on the store of the config file (``store.url``) directly, with the checks of the
+admin API (the YAML's parser); running gateways apply a change within a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+import orjson
+
+from .errors import InvalidRequestError, ModelwayError
+
+if TYPE_CHECKING:
+    from .store.deployments import RuntimeChanges
+
+__all__ = ["deployments"]
+
+T = TypeVar("T")
+
+_CONFIG = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="MODELWAY_CONFIG",
+    required=True,
+    help="The gateway's YAML config: its models are the base, its store.url keeps the changes.",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_SET = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="FIELD=JSON",
+    help="Any other field of the YAML, its value as JSON: --set quota='{\"rpm\": 60}' --set params='{\"top_p\": 0.9}'.",
+)
+
+
+def _run(config_path: str, work: Callable[[RuntimeChanges], Awaitable[T]]) -> T:
+    from .config import load_config
+
+    try:
+        config = load_config(config_path)
+    except ModelwayError as exc:
+        click.secho(f"error: invalid configuration: {exc}", fg="red", err=True)
+        sys.exit(2)
+    if config.store.url is None:
+        click.secho(f"error: {config_path} has no store.url: run-time changes need a store", fg="red", err=True)
+        sys.exit(2)
+    from .store.deployments import RuntimeChanges
+    from .store.sql import SQLStore
+
+    async def run() -> T:
+        store = SQLStore(config.store.url or "")
+        await store.open()
+        try:
+            return await work(RuntimeChanges(store, config))
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except InvalidRequestError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2 if exc.http_status == 400 else 1)
+    except ModelwayError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+
+
+def _fields(sets: tuple[str, ...], **given: Any) -> dict[str, Any]:
+    out = {k: v for k, v in given.items() if v is not None}
+    for item in sets:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"--set {item!r}: expected FIELD=JSON")
+        try:
+            out[name] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            out[name] = raw  # a plain string: --set api_base=http://...
+    return out
+
+
+def _show(data: dict[str, Any], as_json: bool, message: str) -> None:
+    if as_json:
+        click.echo(orjson.dumps(data).decode())
+    else:
+        click.echo(message)
+        click.secho("running gateways apply it within a second or two", err=True)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)) if ts else "-"
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@click.group()
+def deployments() -> None:
+    """List, add, change, disable, enable and remove deployments without a restart.
+
+    The YAML config stays the source at start; the changes are kept in its store and applied by every running
+    gateway within a second or two. A configured deployment keeps its id (cfg_...) across restarts; removing it
+    hides it until `reset`. Keys: prefer --api-key-env (each gateway reads the variable); an --api-key is stored
+    as given and never shown again.
+
+    \b
+    Examples:
+      modelway deployments list -c modelway.yaml
+      modelway deployments add -c modelway.yaml --model-name chat --model openai/gpt-4o-mini --api-key-env OPENAI_KEY
+      modelway deployments update -c modelway.yaml dep_1a2b3c4d5e6f7a8b --weight 3 --set quota='{"rpm": 60}'
+      modelway deployments disable -c modelway.yaml cfg_0a1b2c3d4e5f
+      modelway deployments aliases update -c modelway.yaml chat --set routing='{"strategy": "latency"}'
+    """
+
+
+@deployments.command("list")
+@_CONFIG
+@_JSON
+def list_deployments(config_path: str, as_json: bool) -> None:
+    """Every deployment of every model: id, model, upstream, source (config|api), state, weight, tier, key."""
+
+    async def fetch(changes: RuntimeChanges) -> list[dict[str, Any]]:
+        return [d.to_dict() for a in await changes.catalog() for d in a.deployments]
+
+    found = _run(config_path, fetch)
+    if as_json:
+        click.echo(orjson.dumps(found).decode())
+        return
+    if not found:
+        click.echo("no deployments: the config has no models and none were added", err=True)
+        return
+    rows = [["id", "model", "upstream", "source", "state", "weight", "tier", "key", "changed"]]
+    for d in found:
+        spec = d["spec"]
+        key = spec.get("api_key") or (f"${spec['api_key_env']}" if spec.get("api_key_env") else "-")
+        rows.append(
+            [
+                d["id"],
+                d["model_name"],
+                spec.get("model", "?"),
+                d["source"],
+                d["state"],
+                f"{spec.get('weight', 1.0):g}",
+                str(spec.get("tier", 0)),
+                key,
+                _when(d["updated_at"]) if d["changed"] else "-",
+            ]
+        )
+    _table(rows)
+
+
+def _deployment_options(f: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option("--model", "model", help="provider/model, e.g. openai/gpt-4o-mini."),
+            click.option("--api-base", help="The upstream's base URL."),
+            click.option("--api-key-env", help="An environment variable each gateway reads the key from."),
+            click.option("--api-key", help="The key itself (stored as given; prefer --api-key-env)."),
+            click.option("--weight", type=float, help="Share of traffic (weighted strategy)."),
+            click.option("--timeout", type=float, help="Seconds per upstream request."),
+            click.option("--tier", type=int, help="The priority strategy's tier (0 first)."),
+            _SET,
+            _JSON,
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+@deployments.command("add")
+@_CONFIG
+@click.option("--model-name", required=True, help="The model (alias) callers ask for; created if new.")
+@_deployment_options
+@click.option("--disabled", is_flag=True, help="Add it out of rotation.")
+def add_deployment(config_path: str, model_name: str, sets: tuple[str, ...], as_json: bool, **given: Any) -> None:
+    """Add a deployment to a model, and print its id."""
+    if given.get("model") is None:
+        raise click.UsageError("--model is required (provider/model)")
+    if not given.pop("disabled"):
+        given["disabled"] = None
+    body = {"model_name": model_name, **_fields(sets, **given)}
+    found = _run(config_path, lambda changes: changes.add_deployment(body))
+    _show(found.to_dict(), as_json, found.id)
+
+
+@deployments.command("update")
+@_CONFIG
+@click.argument("deployment_id")
+@click.option("--model-name", help="Move an API deployment to another model.")
+@_deployment_options
+@click.option("--unset", multiple=True, metavar="FIELD", help="Back to the config's value or the default.")
+def update_deployment(
+    config_path: str, deployment_id: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool, **given: Any
+) -> None:
+    """Change fields of DEPLOYMENT_ID (a configured one keeps the YAML's other fields)."""
+    body: dict[str, Any] = {**_fields(sets, **given), **dict.fromkeys(unset)}
+    found = _run(config_path, lambda changes: changes.update_deployment(deployment_id, body))
+    _show(found.to_dict(), as_json, f"updated {found.id}")
+
+
+def _action(name: str, doc: str) -> None:
+    @deployments.command(name, help=doc)
+    @_CONFIG
+    @click.argument("deployment_id")
+    @_JSON
+    def command(config_path: str, deployment_id: str, as_json: bool) -> None:
+        async def work(changes: RuntimeChanges) -> dict[str, Any]:
+            if name == "remove":
+                return (await changes.remove_deployment(deployment_id)).to_dict()
+            if name == "reset":
+                return (await changes.reset_deployment(deployment_id)).to_dict()
+            return (await changes.set_disabled(deployment_id, name == "disable")).to_dict()
+
+        found = _run(config_path, work)
+        _show(found, as_json, f"{name}d {deployment_id}" if name != "reset" else f"reset {deployment_id}")
+
+
+_action("disable", "Take DEPLOYMENT_ID out of rotation (requests in flight finish).")
+_action("enable", "Put DEPLOYMENT_ID back in rotation.")
+_action("remove", "Remove DEPLOYMENT_ID (a configured one is hidden until `reset`).")
+_action("reset", "Drop the changes of a configured DEPLOYMENT_ID: back to the YAML.")
+
+
+@deployments.group("aliases")
+def aliases() -> None:
+    """The models callers ask for: list, add, update (system prompt, price, routing), remove, reset."""
+
+
+@aliases.command("list")
+@_CONFIG
+@_JSON
+def list_aliases(config_path: str, as_json: bool) -> None:
+    """Every model: name, source, state, strategy, deployments."""
+
+    async def fetch(changes: RuntimeChanges) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in await changes.catalog()]
+
+    found = _run(config_path, fetch)
+    if as_json:
+        click.echo(orjson.dumps(found).decode())
+        return
+    rows = [["name", "source", "state", "strategy", "deployments", "changed"]]
+    for a in found:
+        live = sum(d["state"] != "removed" for d in a["deployments"])
+        strategy = (a["spec"].get("routing") or {}).get("strategy", "weighted")
+        changed = _when(a["updated_at"]) if a["changed"] else "-"
+        rows.append([a["name"], a["source"], a["state"], strategy, f"{live}/{len(a['deployments'])}", changed])
+    _table(rows)
+
+
+@aliases.command("add")
+@_CONFIG
+@click.argument("name")
+@_SET
+@_JSON
+def add_alias(config_path: str, name: str, sets: tuple[str, ...], as_json: bool) -> None:
+    """Add the model NAME (fields: system_prompt, merge_system, description, price, routing)."""
+    body = {"name": name, **_fields(sets)}
+    found = _run(config_path, lambda changes: changes.add_alias(body))
+    _show(found.to_dict(), as_json, f"added {name}")
+
+
+@aliases.command("update")
+@_CONFIG
+@click.argument("name")
+@_SET
+@click.option("--unset", multiple=True, metavar="FIELD", help="Back to the config's value or the default.")
+@_JSON
+def update_alias(config_path: str, name: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool) -> None:
+    """Change the settings of the model NAME (routing is replaced as a whole)."""
+    body = {**_fields(sets), **dict.fromkeys(unset)}
+    found = _run(config_path, lambda changes: changes.update_alias(name, body))
+    _show(found.to_dict(), as_json, f"updated {name}")
+
+
+@aliases.command("remove")
+@_CONFIG
+@click.argument("name")
+@_JSON
+def remove_alias(config_path: str, name: str, as_json: bool) -> None:
+    """Remove the model NAME with its deployments (`aliases reset` or `aliases add` brings it back)."""
+    found = _run(config_path, lambda changes: changes.remove_alias(name))
+    _show(found.to_dict(), as_json, f"removed {name}")
+
+
+@aliases.command("reset")
+@_CONFIG
+@click.argument("name")
+@_JSON
+def reset_alias(config_path: str, name: str, as_json: bool) -> None:
+    """Drop the changes of the model NAME's settings (and its removal)."""
+    found = _run(config_path, lambda changes: changes.reset_alias(name))
+    _show(found.to_dict(), as_json, f"reset {name}")
