@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import orjson
 
-from .errors import ModelwayError
+from .errors import InvalidRequestError, ModelwayError
 from .usage.records import GROUP_BY
 
 if TYPE_CHECKING:
+    from .config import Config
     from .store.sql import SQLStore
 
 __all__ = ["keys", "usage"]
@@ -37,7 +38,11 @@ _CONFIG = click.option(
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T:
+def with_config_store(
+    config_path: str, work: Callable[[SQLStore, Config], Awaitable[T]], *, needs: str = "keys and usage"
+) -> T:
+    """Run ``work`` with the config's store open (and the config): a clear error, not a traceback, when the config is
+    invalid, has no store, or the store refuses. ``needs`` says what needs the store, in that error."""
     from .config import load_config
 
     try:
@@ -46,7 +51,7 @@ def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T
         click.secho(f"error: invalid configuration: {exc}", fg="red", err=True)
         sys.exit(2)
     if config.store.url is None:
-        click.secho(f"error: {config_path} has no store.url: keys and usage need a store", fg="red", err=True)
+        click.secho(f"error: {config_path} has no store.url: {needs} need a store", fg="red", err=True)
         sys.exit(2)
     from .store.sql import SQLStore
 
@@ -54,15 +59,22 @@ def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T
         store = SQLStore(config.store.url or "")
         await store.open()
         try:
-            return await work(store)
+            return await work(store, config)
         finally:
             await store.aclose()
 
     try:
         return asyncio.run(run())
+    except InvalidRequestError as exc:  # the caller's input, checked against the store's data
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2 if exc.http_status == 400 else 1)
     except ModelwayError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+
+
+def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T:
+    return with_config_store(config_path, lambda store, _config: work(store))
 
 
 def _when(ts: float | None) -> str:

@@ -6,8 +6,6 @@ admin API (the YAML's parser); running gateways apply a change within a second o
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import orjson
 
-from .errors import InvalidRequestError, ModelwayError
+from .cli_admin import with_config_store
 
 if TYPE_CHECKING:
     from .store.deployments import RuntimeChanges
@@ -44,35 +42,11 @@ _SET = click.option(
 
 
 def _run(config_path: str, work: Callable[[RuntimeChanges], Awaitable[T]]) -> T:
-    from .config import load_config
-
-    try:
-        config = load_config(config_path)
-    except ModelwayError as exc:
-        click.secho(f"error: invalid configuration: {exc}", fg="red", err=True)
-        sys.exit(2)
-    if config.store.url is None:
-        click.secho(f"error: {config_path} has no store.url: run-time changes need a store", fg="red", err=True)
-        sys.exit(2)
     from .store.deployments import RuntimeChanges
-    from .store.sql import SQLStore
 
-    async def run() -> T:
-        store = SQLStore(config.store.url or "")
-        await store.open()
-        try:
-            return await work(RuntimeChanges(store, config))
-        finally:
-            await store.aclose()
-
-    try:
-        return asyncio.run(run())
-    except InvalidRequestError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2 if exc.http_status == 400 else 1)
-    except ModelwayError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(1)
+    return with_config_store(
+        config_path, lambda store, config: work(RuntimeChanges(store, config)), needs="run-time changes"
+    )
 
 
 def _fields(sets: tuple[str, ...], **given: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import InvalidRequestError
 from .types import Usage
+from .validate import json_kind
 
 __all__ = [
     "MAX_RERANK_DOCUMENTS",
@@ -88,20 +89,7 @@ class RerankResponse:
         return d
 
 
-def _kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return f"a {type(v).__name__}"
+_kind = json_kind
 
 
 def _documents(documents: Any) -> list[str]:
