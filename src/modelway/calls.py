@@ -191,19 +191,26 @@ def _has_output(chunk: ChatCompletionChunk) -> bool:
 
 
 async def open_stream(
-    transport: Transport, adapter: Adapter, req: ChatRequest, *, timeout: float | None
+    transport: Transport,
+    adapter: Adapter,
+    req: ChatRequest,
+    *,
+    timeout: float | None,
+    first_output: float | None = None,
 ) -> tuple[list[ChatCompletionChunk], AsyncGenerator[list[ChatCompletionChunk], None]]:
     """Start a stream and read it up to its commit point, the first chunk with output.
 
     Returns the chunks read so far and the iterator of the rest (the caller must close it). Until the commit point
     nothing has reached the caller, so an error raised here may be retried or failed over: the provider's own
-    errors, :class:`~modelway.errors.ProviderTimeoutError` when no output came within ``timeout`` (keep-alive
-    comments do not count), :class:`~modelway.errors.StreamError` when the stream ended with no output at all.
+    errors, :class:`~modelway.errors.ProviderTimeoutError` when no output came within ``first_output`` seconds
+    (default: ``timeout``; keep-alive comments do not count), :class:`~modelway.errors.StreamError` when the stream
+    ended with no output at all. ``timeout`` bounds every gap of the stream, after its commit point too.
     """
+    deadline = timeout if first_output is None else first_output
     it = stream_once(transport, adapter, req, timeout=timeout)
     held: list[ChatCompletionChunk] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline):
             async for batch in it:
                 held += batch
                 if any(_has_output(c) for c in batch):
@@ -213,7 +220,7 @@ async def open_stream(
         raise
     except TimeoutError as exc:  # the deadline above (a provider timeout is a ModelwayError, handled first)
         await it.aclose()
-        raise ProviderTimeoutError(f"no output from the provider within {timeout:g}s", provider=adapter.name) from exc
+        raise ProviderTimeoutError(f"no output from the provider within {deadline:g}s", provider=adapter.name) from exc
     except BaseException:
         await it.aclose()
         raise

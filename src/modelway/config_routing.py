@@ -25,6 +25,7 @@ models:
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any
 
@@ -46,8 +47,8 @@ def _fail(where: str, message: str) -> ConfigError:
 
 def _number(v: Any, where: str, *, integer: bool = False, minimum: float = 0.0) -> Any:
     ok = isinstance(v, int) if integer else isinstance(v, int | float)
-    if isinstance(v, bool) or not ok or v < minimum:
-        kind = "an integer" if integer else "a number"
+    if isinstance(v, bool) or not ok or not math.isfinite(v) or v < minimum:
+        kind = "an integer" if integer else "a finite number"
         raise _fail(where, f"must be {kind} of at least {minimum:g} (got {v!r})")
     return v
 

@@ -1,6 +1,5 @@
-"""Review of the router (issue 11): defects found, each shown by a failing test marked ``xfail(strict=True)``.
-
-When a defect is fixed, its test starts passing and ``strict`` turns that into a failure: remove the marker then.
+"""Review of the router (issue 11): defects found, each shown by a test that failed before its fix (they were kept
+as strict xfails until the fixes; each now guards against the defect coming back).
 """
 
 from __future__ import annotations
@@ -55,10 +54,6 @@ def boom() -> UpstreamServerError:
 # -- 1. the model's time budget outlives the commit point of a stream ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the model's time budget is the idle timeout of the whole stream; the deployment is blamed",
-)
 async def test_a_streams_time_budget_ends_at_its_first_output() -> None:
     """``RoutingPolicy.timeout`` is documented as "streams: until their first output", but the budgeted attempt
     timeout is handed to ``calls.open_stream``, which passes it to ``stream_once``/``Transport.stream`` as the idle
@@ -97,10 +92,6 @@ def _sleeper(seconds: dict[str, float]) -> Call:
     return call
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: hedge p95 reads streams' ttft_samples for non-stream requests too (hedges every whole answer)",
-)
 async def test_p95_hedging_of_whole_answers_does_not_use_stream_first_output_times() -> None:
     """``hedge_delay`` reads ``stats.percentile`` of ``ttft_samples``, which only streams fill. A deployment that
     serves streams (first output in ~10 ms) and whole answers (~150 ms) hedges EVERY whole answer after ~10 ms:
@@ -115,9 +106,6 @@ async def test_p95_hedging_of_whole_answers_does_not_use_stream_first_output_tim
     assert trace.attempts == 1, "a whole answer of ordinary length was hedged on the streams' first-output p95"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="defect: hedge p95 never learns from non-stream requests (observe_total keeps no samples)"
-)
 async def test_p95_hedging_learns_from_whole_answers() -> None:
     """Without streams, ``ttft_samples`` stays empty: ``after: p95`` never hedges non-stream requests (unless a
     fixed ``default`` is set, which is then used forever)."""
@@ -143,10 +131,6 @@ class Exploding(WeightedStrategy):
 
 
 @pytest.mark.parametrize("ok", [True, False], ids=["success", "failure"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an exception in strategy.observe/on_failure skips Attempt.finish (slot leak)",
-)
 async def test_a_strategy_that_raises_does_not_leak_the_slot(ok: bool) -> None:
     """``Attempt.succeeded``/``failed`` call ``strategy.observe`` (a public seam: ``register_strategy``) and
     ``on_failure`` before ``finish()``, and ``Failover.attempt`` calls ``succeeded()`` after its try block, so an
@@ -178,9 +162,6 @@ async def test_a_strategy_that_raises_does_not_leak_the_slot(ok: bool) -> None:
         pytest.param(RoutingPolicy(timeout=0.3, max_attempts=3), id="max_attempts-round-backoff"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True, reason="defect: retry in place / round backoff sleeps past the budget, then sends a 1 ms attempt"
-)
 async def test_a_retry_after_longer_than_the_budget_left_is_not_slept(policy: RoutingPolicy) -> None:
     """``_wait_for_any`` gives up at once when a ``Retry-After`` exceeds the time left, but the default policy's
     retry in place (``_again``) and the backoff between rounds sleep up to the deadline and then send one more
@@ -208,7 +189,6 @@ async def test_a_retry_after_longer_than_the_budget_left_is_not_slept(policy: Ro
 # -- 5. failed attempts keep their token estimate in the TPM window --------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="defect: failed/abandoned attempts keep their token estimate in the TPM window")
 async def test_a_failed_attempt_does_not_hold_tokens_per_minute() -> None:
     """A slot's tokens are the admission estimate until ``settle``; a failed (or cancelled, or hedged-away) attempt
     is released without settling, so its estimate (prompt + max_tokens) stays in the deployment's TPM window for a
@@ -233,10 +213,6 @@ async def test_a_failed_attempt_does_not_hold_tokens_per_minute() -> None:
 # -- 6. the default policy is not exactly the old behaviour -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="behaviour change: the default policy cools a deployment down after a failure mended by its retry in place",
-)
 async def test_the_default_policy_does_not_cool_a_deployment_whose_retry_in_place_succeeded() -> None:
     """Before the router (7ca9ba5), ``calls.complete`` retried a deployment in place and the router cooled it down
     only when every retry failed. Now ``Attempt.failed`` cools it down (and tells ``on_failure``: metrics) after
@@ -267,10 +243,6 @@ def state(d: Deployment) -> CircuitState:
 # -- 7. a probe ended under another policy leaves the circuit half-open forever ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a probe's verdict is read from the policy at its end: stuck HALF_OPEN",
-)
 async def test_a_probe_ending_after_a_policy_change_does_not_stick_half_open() -> None:
     """``Attempt.succeeded``/``failed`` read ``group.policy.circuit`` when the attempt ENDS. If the model's policy
     is replaced while a probe runs (the run-time deployments API does ``g.policy = policy``) with one without
@@ -326,10 +298,6 @@ def test_a_fallback_that_can_never_be_served_is_a_config_error(fallback: str, se
 # -- 9. a hedge's loser is never measured: a deployment that turned slow keeps its fast average -------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a hedge loser's time is never recorded: a slow deployment keeps its fast EWMA",
-)
 async def test_a_slow_deployment_that_always_loses_the_hedge_stops_being_preferred() -> None:
     """The ``latency`` strategy (and the ``p95`` hedge delay) learn only from successes; a hedge's loser is
     cancelled (``Attempt.abandoned``) and nothing of its elapsed time is recorded. A deployment measured fast once
@@ -370,3 +338,32 @@ def test_top_level_fallbacks_do_not_make_the_fallback_fall_back_to_itself() -> N
         env={},
     )
     assert c.models[0].routing is not None and c.models[0].routing.fallbacks == ("backup",)
+
+
+# -- reviewer's note: a committed probe stream cut mid-way ------------------------------------------------------------
+
+
+async def test_a_probe_stream_cut_after_its_first_output_does_not_reopen_the_circuit() -> None:
+    """The probe's verdict is given at the commit point (its first output: the deployment answers again); a cut
+    later in that stream is an ordinary failure, counted towards ``failures``, not a failed probe that reopens the
+    circuit with the cooldown doubled."""
+    with OpenAISimulator() as sim:
+        transport = Transport()
+        try:
+            a = sim_dep(sim, "a")
+            settings = CircuitSettings(failures=3, cooldown=5)
+            clock = Clock()
+            router = make_router([group("m", [a], RoutingPolicy(circuit=settings))], transport, clock=clock)
+            a.circuit.failure(clock(), settings, boom(), probe=False)
+            a.circuit.failure(clock(), settings, boom(), probe=False)
+            a.circuit.failure(clock(), settings, boom(), probe=False)
+            assert state(a) is CircuitState.OPEN
+            clock.advance(6)
+            sim.push(Fault.cut_stream(after_chunks=3, reply=Reply(text="abcdefgh", chunk_size=2)))
+            with pytest.raises(ProviderError):
+                async for _ in router.stream("m", chat(stream=True)):
+                    pass
+            assert state(a) is CircuitState.CLOSED and a.circuit.consecutive == 1
+            assert a.stats.in_flight == 0
+        finally:
+            await transport.aclose()

@@ -101,3 +101,41 @@ def test_deployment_mistakes_name_the_field(dep: dict[str, Any], where: str) -> 
     with pytest.raises(ConfigError) as info:
         cfg([{"name": "a", "deployments": [dep]}])
     assert str(info.value).startswith(where), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("routing", "where", "field"),
+    [
+        ({"timeout": float("inf")}, "models[0].routing.timeout", "timeout"),
+        ({"timeout": float("nan")}, "models[0].routing.timeout", "timeout"),
+        ({"queue_wait": float("inf")}, "models[0].routing.queue_wait", "queue_wait"),
+        ({"queue_wait": float("nan")}, "models[0].routing.queue_wait", "queue_wait"),
+        ({"circuit": {"cooldown": 60, "max_cooldown": 30}}, "models[0].routing.circuit", "max_cooldown"),
+        ({"circuit": {"window": float("nan")}}, "models[0].routing.circuit", "window"),
+        ({"hedge": {"after": float("inf")}}, "models[0].routing.hedge", "after"),
+    ],
+)
+def test_non_finite_durations_and_a_max_cooldown_below_the_cooldown_are_refused(
+    routing: dict[str, Any], where: str, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        cfg([{"name": "a", "deployments": ["openai/x"], "routing": routing}])
+    message = str(info.value)
+    assert message.startswith(where) and field in message, message
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RoutingPolicy(timeout=float("inf")),
+        lambda: RoutingPolicy(timeout=float("nan")),
+        lambda: RoutingPolicy(queue_wait=float("inf")),
+        lambda: RoutingPolicy(queue_wait=float("nan")),
+        lambda: CircuitSettings(cooldown=60, max_cooldown=30),
+        lambda: CircuitSettings(account_cooldown=float("inf")),
+        lambda: HedgeSettings(after="p95", default=float("nan")),
+    ],
+)
+def test_the_policy_refuses_what_the_config_would(make: Any) -> None:
+    with pytest.raises(ValueError):
+        make()

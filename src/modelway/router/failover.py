@@ -12,8 +12,12 @@ Which deployment comes next:
 - the strategy orders the rest; deployments not tried yet in this call come first;
 - a deployment at its quota is skipped; when every usable one is, the call waits in the model's queue;
 - without ``max_attempts`` (the default policy) each deployment is retried in place as the router's
-  :class:`~modelway.retry.RetryPolicy` says, then the next one is tried; with it, each attempt goes to another
-  deployment while there is one, then round again after the retry policy's backoff, ``max_attempts`` in all;
+  :class:`~modelway.retry.RetryPolicy` says, then the next one is tried; a deployment is cooled down (no circuit
+  breakers) and reported to ``on_failure`` only when the call gives it up, not when its retry in place mends it;
+  with ``max_attempts``, each attempt goes to another deployment while there is one, then round again after the
+  retry policy's backoff, ``max_attempts`` in all;
+- a retry in place or a backoff longer than the model's time budget left is not slept: the deployment (or the
+  call, with the last error) is given up at once;
 - when every deployment asked to wait, the call waits for the soonest if that is within the retry policy's
   ``max_retry_after`` and the model's time budget, else gets 429 with ``Retry-After``.
 
@@ -29,9 +33,10 @@ none, admission is this process's own, as without it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ..errors import (
     AllDeploymentsFailedError,
@@ -39,13 +44,12 @@ from ..errors import (
     ModelwayError,
     ProviderError,
     ProviderTimeoutError,
-    RateLimitError,
     RoutingError,
     StreamError,
 )
+from .attempt import Attempt
 from .hedge import hedge_delay, race
-from .quotas import DeploymentsBusyError, Slot
-from .strategies import Outcome
+from .quotas import DeploymentsBusyError
 
 if TYPE_CHECKING:
     from .deployments import Deployment, ModelGroup
@@ -54,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["Attempt", "CallState", "Failover", "Trace", "note"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("modelway.router")
 
 
 class Trace(Protocol):
@@ -88,94 +94,6 @@ class CallState:
         note(self.trace, "attempts", self.attempts)
 
 
-class Attempt:
-    """One upstream request at one deployment, from admission to its end."""
-
-    __slots__ = ("budgeted", "dep", "done", "failover", "lease", "probe", "slot", "started")
-
-    def __init__(
-        self, failover: Failover[Any], dep: Deployment, probe: bool, slot: Slot | None, lease: str | None = None
-    ) -> None:
-        self.failover = failover
-        self.dep = dep
-        self.probe = probe
-        self.slot = slot
-        #: the attempt's place in the shared state (``None``: not shared)
-        self.lease = lease
-        self.done = False
-        #: the attempt's timeout is the model's remaining time budget (shorter than the deployment's own)
-        self.budgeted = False
-        self.started = failover.router.clock()
-        dep.stats.started()
-
-    def succeeded(self) -> None:
-        """The whole answer, or a stream's first output, arrived."""
-        f = self.failover
-        now = f.router.clock()
-        seconds = now - self.started
-        stats = self.dep.stats
-        if f.stream:
-            stats.observe_ttft(seconds)
-        else:
-            stats.observe_total(seconds)
-        settings = f.group.policy.circuit
-        if settings is not None:
-            self.dep.circuit.success(now, settings, probe=self.probe)
-            if f.router.shared is not None:
-                f.router.shared.outcome(self.dep, settings, probe=self.probe, lease=self.lease, error=None)
-        f.group.strategy.observe(self.dep, Outcome(True, f.stream, seconds))
-
-    def failed(self, exc: ModelwayError) -> None:
-        """The deployment's fault (any error but a bad request): count it, and keep away from the deployment."""
-        f = self.failover
-        router, dep = f.router, self.dep
-        now = router.clock()
-        dep.stats.failed(now)
-        retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-        settings = f.group.policy.circuit
-        if settings is None:  # the fixed cooldown: as long as the provider asked, else the router's
-            dep.cool_down(retry_after or router.cooldown, now)
-        else:
-            if retry_after:
-                dep.cool_down(retry_after, now)
-            if not (retry_after and not self.probe and _rate_limited(exc)):  # a 429 saying when is no outage
-                dep.circuit.failure(now, settings, exc, probe=self.probe)
-                if router.shared is not None:
-                    router.shared.outcome(dep, settings, probe=self.probe, lease=self.lease, error=exc)
-        f.group.strategy.observe(dep, Outcome(False, f.stream, None))
-        if router.on_failure is not None:
-            router.on_failure(dep, exc)
-        self.finish()
-
-    def abandoned(self) -> None:
-        """Ended without a verdict (cancelled, or stopped by the model's own time budget)."""
-        if not self.done:
-            self.dep.circuit.abandon(self.failover.router.clock(), probe=self.probe)
-            shared = self.failover.router.shared
-            if shared is not None:
-                shared.abandoned(self.dep, self.lease, probe=self.probe)
-        self.finish()
-
-    def finish(self, tokens: int | None = None) -> None:
-        """Give back the place in flight and the quota slot (``tokens``: the answer's usage, for the TPM window)."""
-        if self.done:
-            return
-        self.done = True
-        self.dep.stats.ended()
-        if self.slot is not None:
-            if tokens is not None:
-                self.slot.settle(tokens)
-            self.slot.release()
-        if self.lease is not None:
-            shared = self.failover.router.shared
-            if shared is not None:
-                shared.release(self.dep, self.lease, tokens)
-
-
-def _rate_limited(exc: ModelwayError) -> bool:
-    return isinstance(exc, RateLimitError)
-
-
 class Failover(Generic[T]):
     """One call's attempts at one model group."""
 
@@ -188,6 +106,7 @@ class Failover(Generic[T]):
         *,
         stream: bool = False,
         tokens: Callable[[], int] = lambda: 0,
+        prompt_tokens: Callable[[], int] | None = None,
         eligible: Callable[[Deployment], bool] | None = None,
         discard: Callable[[T], Awaitable[None]] | None = None,
     ) -> None:
@@ -198,6 +117,8 @@ class Failover(Generic[T]):
         self.stream = stream
         self._tokens = tokens
         self._token_estimate: int | None = None
+        self._prompt = prompt_tokens
+        self._prompt_estimate: int | None = None
         self.eligible = eligible
         self.discard = discard
         self.errors: list[ModelwayError] = []
@@ -209,6 +130,8 @@ class Failover(Generic[T]):
         #: deployments tried in the current round (``max_attempts``: each once a round)
         self.round: set[Deployment] = set()
         self.last: tuple[Deployment, ModelwayError] | None = None
+        #: deployments that failed and may be retried in place: cooled down and reported when given up
+        self.pending: dict[Deployment, ModelwayError] = {}
         budget = group.policy.timeout
         self.deadline = None if budget is None else router.clock() + budget
 
@@ -216,18 +139,28 @@ class Failover(Generic[T]):
     async def run(self) -> tuple[T, Attempt]:
         """The first answer (a stream: its first output) and its attempt, which the caller must finish."""
         hedge = self.group.policy.hedge
-        while True:
-            att = await self._next()
-            try:
-                if hedge is not None:
-                    delay = hedge_delay(hedge, att.dep)
-                    if delay is not None:
-                        return await race(self, att, delay)
-                return await self.attempt(att), att
-            except BadRequestError:
-                raise
-            except ModelwayError:
-                continue  # counted by attempt(): next
+        try:
+            while True:
+                att = await self._next()
+                try:
+                    if hedge is not None:
+                        delay = hedge_delay(hedge, att.dep, stream=self.stream)
+                        if delay is not None:
+                            value, att = await race(self, att, delay)
+                            break
+                    value = await self.attempt(att)
+                    break
+                except BadRequestError:
+                    raise
+                except ModelwayError:
+                    continue  # counted by attempt(): next
+        except Exception:
+            self._let_go_all()  # the call gave up: the deployments it still meant to retry in place too
+            raise
+        if self.pending:
+            self.pending.pop(att.dep, None)  # mended by its retry in place
+            self._let_go_all()
+        return value, att
 
     async def attempt(self, att: Attempt) -> T:
         """Send one attempt; a failure is counted (and re-raised), a cancellation gives everything back."""
@@ -235,7 +168,7 @@ class Failover(Generic[T]):
         try:
             value = await self.call(att.dep, timeout)
         except BadRequestError:
-            att.abandoned()  # the request's fault, not the deployment's
+            att.abandoned(0)  # the request's fault, not the deployment's
             raise
         except ModelwayError as exc:
             self.errors.append(exc)
@@ -245,14 +178,44 @@ class Failover(Generic[T]):
                 self.spent.add(att.dep)  # retrying would not mend it, or not soon enough
             if att.budgeted and isinstance(exc, ProviderTimeoutError):
                 att.abandoned()  # our own budget ran out, not the deployment's patience
-            else:
-                att.failed(exc)
+            else:  # without max_attempts the deployment may be retried in place: given up (cooled down) later
+                att.failed(exc, defer=self.group.policy.max_attempts is None)
             raise
         except BaseException:
             att.abandoned()
             raise
-        att.succeeded()
+        try:
+            att.succeeded()
+        except BaseException:  # a strategy's own observe raised: give everything back, the error goes on
+            att.finish()
+            if self.discard is not None:
+                await _quietly(self.discard(value))
+            raise
         return value
+
+    # -- a deployment given up --------------------------------------------------------------------
+    def fault(self, dep: Deployment, exc: ModelwayError) -> None:
+        """``dep`` failed and this call gives it up: without circuit breakers cool it down (as long as the
+        provider asked, else the router's cooldown); tell ``on_failure``."""
+        router = self.router
+        if self.group.policy.circuit is None:
+            retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+            dep.cool_down(retry_after or router.cooldown, router.clock())
+        if router.on_failure is not None:
+            try:
+                router.on_failure(dep, exc)
+            except Exception:  # a metrics hook must not change the call's outcome
+                log.exception("the router's on_failure hook raised")
+
+    def _let_go(self, dep: Deployment) -> None:
+        """No retry in place of ``dep`` in this call after all: its deferred failure counts now."""
+        exc = self.pending.pop(dep, None)
+        if exc is not None:
+            self.fault(dep, exc)
+
+    def _let_go_all(self, keep: Deployment | None = None) -> None:
+        for dep in [d for d in self.pending if d is not keep]:
+            self._let_go(dep)
 
     # -- choosing ---------------------------------------------------------------------------------
     async def _next(self) -> Attempt:
@@ -261,57 +224,84 @@ class Failover(Generic[T]):
         while True:
             if policy.max_attempts is not None and self.attempts >= policy.max_attempts:
                 raise self._give_up()
-            left = self._left()
+            left = None if self.deadline is None else self.deadline - self.router.clock()
             if left is not None and left <= 0:
                 raise self._give_up(timed_out=True)
-            again = self._again()
+            again = self._again(left) if self.last is not None else None
             if again is not None:
                 dep, wait = again
                 await self._sleep(wait)
                 att = await self._admit(dep) if self._room(dep) else None
                 if isinstance(att, Attempt):
                     return self._begin(att)
+                self._let_go(dep)
             candidates, round_again = self._candidates(self.router.clock())
             if round_again and self.errors:  # every deployment was tried: back off before the next round
-                await self._sleep(self.router.retry.wait(self.errors[-1], self.rounds))
+                wait = self.router.retry.wait(self.errors[-1], self.rounds)
+                left = self._left()
+                if left is not None and wait >= left:
+                    raise self._give_up()  # the budget ends first: no doomed request after a useless wait
+                await self._sleep(wait)
                 self.rounds += 1
                 self.round = set()
                 candidates, _ = self._candidates(self.router.clock())
             if candidates:
-                return self._begin(await self._queue(candidates))
+                hint: float | None = None
+                if self.router.shared is None and not self.group.queue:  # the common case, without awaiting
+                    att, hint = self._take_here(candidates, self.router.clock())
+                    if att is not None:
+                        return self._begin(att)
+                return self._begin(await self._queue(candidates, hint))
             await self._wait_for_any()
 
-    def _again(self) -> tuple[Deployment, float] | None:
-        """The same deployment again, and the wait first: the default policy's retries in place."""
-        if self.group.policy.max_attempts is not None or self.last is None:
+    def _again(self, left: float | None) -> tuple[Deployment, float] | None:
+        """The same deployment again, and the wait first: the default policy's retries in place (not when the wait
+        would outlast the time budget left: the deployment is given up)."""
+        if self.last is None:
             return None
         dep, exc = self.last
         self.last = None
-        n = self.tried.get(dep, 1) - 1
-        if dep.disabled or not self.router.retry.should_retry(exc, n):
-            self.spent.add(dep)
+        self._let_go_all(keep=dep)  # (a hedge's other failure: only the last one is retried in place)
+        if self.group.policy.max_attempts is not None:
             return None
-        return dep, self.router.retry.wait(exc, n)
+        n = self.tried.get(dep, 1) - 1
+        wait = 0.0
+        retry = self.router.retry
+        if not (dep.disabled or dep in self.spent) and retry.should_retry(exc, n):
+            wait = retry.wait(exc, n)
+            if left is None or wait < left:
+                return dep, wait
+        self.spent.add(dep)
+        self._let_go(dep)
+        return None
 
     def _candidates(self, now: float) -> tuple[list[Deployment], bool]:
         """Deployments that may take the next attempt now, in order (quotas aside), and whether they are a new
         round (every usable deployment was tried in this call already)."""
-        group, policy = self.group, self.group.policy
-        deps = [d for d in group.deployments if not d.disabled and d not in self.spent]
-        if self.eligible is not None:
-            deps = [d for d in deps if self.eligible(d)]
-        if policy.circuit is not None:  # open circuits and Retry-After are hard
-            ready = [d for d in deps if d.circuit.available(now) and not d.cooling(now)]
-            cooling: list[Deployment] = []
-        else:  # without circuit breakers a cooling deployment is still tried, last
-            ready = [d for d in deps if not d.cooling(now)]
-            cooling = sorted((d for d in deps if d.cooling(now)), key=lambda d: d.cooldown_until)
+        policy = self.group.policy
+        eligible, spent = self.eligible, self.spent
+        hard = policy.circuit is not None  # open circuits and Retry-After are hard
+        ready: list[Deployment] = []
+        cooling: list[Deployment] = []  # without circuit breakers a cooling deployment is still tried, last
+        for d in self.group.deployments:
+            if d.disabled or d in spent or (eligible is not None and not eligible(d)):
+                continue
+            if d.cooldown_until > now:
+                if not hard:
+                    cooling.append(d)
+            elif not hard or d.circuit.available(now):
+                ready.append(d)
+        if len(cooling) > 1:
+            cooling.sort(key=_cooldown_until)
         if policy.max_attempts is None:  # every deployment once (retries in place are :meth:`_again`'s)
-            fresh = [d for d in ready if d not in self.tried]
-            late = [d for d in cooling if d not in self.tried]
-            return self._order(fresh) + late, False
-        fresh = [d for d in ready if d not in self.round]
-        late = [d for d in cooling if d not in self.round]
+            tried = self.tried
+            if tried:
+                ready = [d for d in ready if d not in tried]
+                cooling = [d for d in cooling if d not in tried]
+            return self._order(ready) + cooling if cooling else self._order(ready), False
+        done = self.round
+        fresh = [d for d in ready if d not in done]
+        late = [d for d in cooling if d not in done]
         if fresh or late:
             return self._order(fresh) + late, False
         # every usable deployment was tried in this round: the next round (failures that cannot mend are spent)
@@ -320,32 +310,52 @@ class Failover(Generic[T]):
     def _order(self, deps: list[Deployment]) -> list[Deployment]:
         return self.group.strategy.order(deps, stream=self.stream) if len(deps) > 1 else deps
 
-    async def _queue(self, candidates: list[Deployment]) -> Attempt:
-        """Admit the first candidate under its quota, else wait in the model's queue."""
-        first = True
+    async def _queue(self, candidates: list[Deployment], hint: float | None = None) -> Attempt:
+        """Admit the first candidate under its quota, else wait in the model's queue (``hint``: the candidates were
+        tried already, with no one waiting, and this is how long until one may have room)."""
+        clock = self.router.clock
+        queue = self.group.queue
+        if hint is None and not queue:  # no one waits: the first candidate with room now, if any, without queueing
+            att, hint = await self._take(candidates, clock())
+            if att is not None:
+                return att
 
         async def take() -> tuple[object | None, float]:
-            nonlocal first
-            now = self.router.clock()
-            deps = candidates if first else self._candidates(now)[0]
-            first = False
-            soonest = math.inf
-            for dep in deps:
-                wait = self._room_in(dep, now)
-                if wait == 0:
-                    att = await self._admit(dep)
-                    if isinstance(att, Attempt):
-                        return att, 0.0
-                    wait = att
-                soonest = min(soonest, wait)
-            return None, soonest
+            now = clock()
+            return await self._take(self._candidates(now)[0], now)
 
         policy = self.group.policy
         left = self._left()
         wait = policy.queue_wait if left is None else max(0.0, min(policy.queue_wait, left))
-        got = await self.group.queue.wait_for(take, depth=policy.queue_depth, timeout=wait, clock=self.router.clock)
+        got = await queue.wait_for(take, depth=policy.queue_depth, timeout=wait, clock=clock, hint=hint)
         assert isinstance(got, Attempt)
         return got
+
+    def _take_here(self, deps: list[Deployment], now: float) -> tuple[Attempt | None, float]:
+        """:meth:`_take` without shared state."""
+        soonest = math.inf
+        for dep in deps:
+            wait = self._room_in(dep, now)
+            if wait == 0:
+                att = self._admit_here(dep, now)
+                if isinstance(att, Attempt):
+                    return att, 0.0
+                wait = att
+            soonest = min(soonest, wait)
+        return None, soonest
+
+    async def _take(self, deps: list[Deployment], now: float) -> tuple[Attempt | None, float]:
+        """Admit the first of ``deps`` with room; else ``None`` and how long until one may have."""
+        soonest = math.inf
+        for dep in deps:
+            wait = self._room_in(dep, now)
+            if wait == 0:
+                att = await self._admit(dep)
+                if isinstance(att, Attempt):
+                    return att, 0.0
+                wait = att
+            soonest = min(soonest, wait)
+        return None, soonest
 
     def _room_in(self, dep: Deployment, now: float) -> float:
         """0 when ``dep`` has room under its quota for this call now, else how long until it may."""
@@ -375,25 +385,32 @@ class Failover(Generic[T]):
         """Take ``dep``'s circuit pass and quota slot, if it has them to give; else how long until it may have
         (``0``: its circuit refused)."""
         circuit, shared = self.group.policy.circuit, self.router.shared
-        limited = dep.quota is not None and dep.quota.limited
-        tokens = self._estimate() if dep.quota is not None and dep.quota.tpm is not None else 0
-        lease: str | None = None
         if shared is not None and shared.needs_admission(dep, circuit):
+            quota = dep.quota
+            tokens = self._estimate() if quota is not None and quota.tpm is not None else 0
             timeout = dep.timeout or self.router.timeout or 600.0
             got = await shared.admit(dep, circuit, tokens, timeout + 5.0)
             if got is not None:  # the shared state decided (else it is unavailable: this process's view decides)
                 if not got.admitted:
                     return got.wait
+                limited = quota is not None and quota.limited
                 slot = dep.usage.take(self.router.clock(), tokens, self.group.queue.notify) if limited else None
-                return Attempt(self, dep, got.probe, slot, got.lease)
-        now = self.router.clock()
+                return Attempt(self, dep, got.probe, slot, got.lease, circuit)
+        return self._admit_here(dep, self.router.clock())
+
+    def _admit_here(self, dep: Deployment, now: float) -> Attempt | float:
+        """:meth:`_admit` by this process's own view (no shared state, or none to ask for ``dep`` now)."""
+        circuit, shared = self.group.policy.circuit, self.router.shared
         probe = dep.circuit.admit(now) if circuit is not None else False
         if probe is None:
             return 0.0
-        slot = dep.usage.take(now, tokens, self.group.queue.notify) if limited else None
-        if shared is not None:
-            lease = shared.started(dep)
-        return Attempt(self, dep, probe, slot, lease)
+        slot = None
+        quota = dep.quota
+        if quota is not None and quota.limited:
+            tokens = self._estimate() if quota.tpm is not None else 0
+            slot = dep.usage.take(now, tokens, self.group.queue.notify)
+        lease = shared.started(dep) if shared is not None else None
+        return Attempt(self, dep, probe, slot, lease, circuit)
 
     def _begin(self, att: Attempt) -> Attempt:
         self.attempts += 1
@@ -426,6 +443,14 @@ class Failover(Generic[T]):
         if self._token_estimate is None:
             self._token_estimate = self._tokens()
         return self._token_estimate
+
+    def prompt_estimate(self) -> int:
+        """The prompt's tokens (what a provider may bill for a request it read but did not answer)."""
+        if self._prompt is None:
+            return self._estimate()
+        if self._prompt_estimate is None:
+            self._prompt_estimate = self._prompt()
+        return self._prompt_estimate
 
     def _left(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.router.clock()
@@ -463,3 +488,14 @@ class Failover(Generic[T]):
         return AllDeploymentsFailedError(
             f"all {len(errors)} deployments of {name!r} failed; last: {errors[-1]}", errors
         )
+
+
+def _cooldown_until(dep: Deployment) -> float:
+    return dep.cooldown_until
+
+
+async def _quietly(closing: Awaitable[None]) -> None:
+    try:
+        await closing
+    except Exception:  # closing what is thrown away must not hide the error being raised
+        log.debug("closing a discarded answer failed", exc_info=True)

@@ -26,11 +26,12 @@ __all__ = ["hedge_delay", "race"]
 T = TypeVar("T")
 
 
-def hedge_delay(settings: HedgeSettings, dep: Deployment) -> float | None:
-    """Seconds to wait for ``dep``'s first output before hedging (``None``: do not hedge this attempt)."""
+def hedge_delay(settings: HedgeSettings, dep: Deployment, *, stream: bool) -> float | None:
+    """Seconds to wait for ``dep``'s output before hedging (``None``: do not hedge this attempt); ``"p95"`` reads
+    the deployment's times to first output for a stream, its whole answers' times for other requests."""
     if not isinstance(settings.after, str):
         return float(settings.after)
-    p95 = dep.stats.percentile(0.95, settings.min_samples)
+    p95 = dep.stats.percentile(0.95, settings.min_samples, stream=stream)
     return p95 if p95 is not None else settings.default
 
 
@@ -67,13 +68,16 @@ async def race(failover: Failover[T], first: Attempt, delay: float) -> tuple[T, 
 
 
 async def _stop(failover: Failover[T], tasks: dict[asyncio.Task[T], Attempt], keep: asyncio.Task[T] | None) -> None:
-    """Cancel every task but ``keep``; close what a loser produced anyway, and give back what each loser held."""
+    """Cancel every task but ``keep``; close what a loser produced anyway, and give back what each loser held (a
+    loser cancelled by a winner: its latency averages learn how long it took without an answer)."""
     losers = [t for t in tasks if t is not keep]
     for t in losers:
         t.cancel()
     await asyncio.gather(*losers, return_exceptions=True)
     for t in losers:
         att = tasks[t]
+        if keep is not None and t.cancelled():
+            att.lost()
         if not t.cancelled() and t.exception() is None and failover.discard is not None:
             try:
                 await failover.discard(t.result())  # it produced output at the same moment: close it

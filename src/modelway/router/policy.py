@@ -11,6 +11,7 @@ the admin API and tests can build them without the router.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,8 +42,15 @@ class CircuitSettings:
             raise ValueError("circuit failures and min_requests must be >= 1")
         if not 0.0 < self.error_rate <= 1.0:
             raise ValueError("circuit error_rate must be in (0, 1]")
-        if min(self.window, self.cooldown, self.max_cooldown, self.account_cooldown) < 0:
-            raise ValueError("circuit durations must be >= 0")
+        for name in ("window", "cooldown", "max_cooldown", "account_cooldown"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"circuit {name} must be a finite number of seconds >= 0 (got {v!r})")
+        if self.max_cooldown < self.cooldown:
+            raise ValueError(
+                f"circuit max_cooldown ({self.max_cooldown:g}) must be >= cooldown ({self.cooldown:g}): "
+                "a failed probe doubles the cooldown up to it"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,8 @@ class HedgeSettings:
     """Start the same request on a second deployment when the first has produced no output after ``after``
     seconds; the first to produce output wins and the other is cancelled (see :mod:`modelway.router.hedge`)."""
 
-    #: seconds, or ``"p95"``: the 95th percentile of the first deployment's observed time to first output
+    #: seconds, or ``"p95"``: the 95th percentile of the first deployment's observed times (to the first output for
+    #: a stream, to the whole answer for other requests)
     after: float | Literal["p95"] = "p95"
     #: with ``"p95"``: the samples needed before the percentile is trusted
     min_samples: int = 20
@@ -61,8 +70,10 @@ class HedgeSettings:
         if isinstance(self.after, str):
             if self.after != "p95":
                 raise ValueError('hedge after must be a number of seconds or "p95"')
-        elif self.after < 0:
-            raise ValueError("hedge after must be >= 0")
+        elif not math.isfinite(self.after) or self.after < 0:
+            raise ValueError(f"hedge after must be a finite number of seconds >= 0 (got {self.after!r})")
+        if self.default is not None and (not math.isfinite(self.default) or self.default < 0):
+            raise ValueError(f"hedge default must be a finite number of seconds >= 0 or None (got {self.default!r})")
         if self.min_samples < 1:
             raise ValueError("hedge min_samples must be >= 1")
 
@@ -122,7 +133,9 @@ class RoutingPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1 or None")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError("the routing timeout must be > 0 or None")
-        if self.queue_depth < 0 or self.queue_wait < 0:
-            raise ValueError("queue_depth and queue_wait must be >= 0")
+        if self.timeout is not None and (not math.isfinite(self.timeout) or self.timeout <= 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0 or None (got {self.timeout!r})")
+        if self.queue_depth < 0:
+            raise ValueError("queue_depth must be >= 0")
+        if not math.isfinite(self.queue_wait) or self.queue_wait < 0:
+            raise ValueError(f"queue_wait must be a finite number of seconds >= 0 (got {self.queue_wait!r})")

@@ -149,10 +149,14 @@ class AdmissionQueue:
         depth: int,
         timeout: float,
         clock: Callable[[], float],
+        hint: float | None = None,
     ) -> object:
         """Wait in line until ``take()`` returns something (it returns it, or ``None`` and how long until it may
-        succeed); :class:`DeploymentsBusyError` when the queue holds ``depth`` callers or after ``timeout``."""
-        if not self._waiters:
+        succeed); :class:`DeploymentsBusyError` when the queue holds ``depth`` callers or after ``timeout``.
+        ``hint``: the caller already tried ``take()`` with no one waiting, and this is what it said."""
+        if hint is not None:
+            pass
+        elif not self._waiters:
             got, hint = await take()
             if got is not None:
                 return got

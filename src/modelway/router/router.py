@@ -117,7 +117,9 @@ class Router:
                 self.transport, dep.adapter, self._request_for(dep, group, req), timeout=timeout
             )
 
-        resp, att = await self.route(model, trace, call, tokens=lambda: _chat_tokens(req))
+        resp, att = await self.route(
+            model, trace, call, tokens=lambda: _chat_tokens(req), prompt_tokens=lambda: _prompt_tokens(req)
+        )
         att.finish(resp.usage.total_tokens if resp.usage is not None else None)
         return resp
 
@@ -128,15 +130,27 @@ class Router:
         Opened = tuple[list[ChatCompletionChunk], AsyncGenerator[list[ChatCompletionChunk], None]]
 
         def call(group: ModelGroup) -> Callable[[Deployment, float | None], Awaitable[Opened]]:
+            # the model's time budget (``timeout``, when it is shorter) bounds the wait for the first output only;
+            # after the commit point the deployment's own timeout bounds the gaps of the stream
             return lambda dep, timeout: calls.open_stream(
-                self.transport, dep.adapter, self._request_for(dep, group, req), timeout=timeout
+                self.transport,
+                dep.adapter,
+                self._request_for(dep, group, req),
+                timeout=dep.timeout or self.timeout,
+                first_output=timeout,
             )
 
         async def discard(opened: Opened) -> None:
             await opened[1].aclose()
 
         (held, it), att = await self.route(
-            model, trace, call, stream=True, tokens=lambda: _chat_tokens(req), discard=discard
+            model,
+            trace,
+            call,
+            stream=True,
+            tokens=lambda: _chat_tokens(req),
+            prompt_tokens=lambda: _prompt_tokens(req),
+            discard=discard,
         )
         tokens: int | None = None
         try:
@@ -147,7 +161,7 @@ class Router:
                 yield batch
         except ProviderError as exc:  # after the commit point: no failover, but the deployment is at fault
             if not isinstance(exc, BadRequestError):
-                att.failed(exc)
+                att.failed(exc, tokens=tokens)  # (usage not reported yet: the admission estimate stays)
             raise
         finally:
             await it.aclose()  # also when the consumer stops early: the upstream closes now, not at GC
@@ -198,6 +212,7 @@ class Router:
         *,
         stream: bool = False,
         tokens: Callable[[], int] = lambda: 0,
+        prompt_tokens: Callable[[], int] | None = None,
         eligible: Callable[[Deployment], bool] | None = None,
         discard: Callable[[T], Awaitable[None]] | None = None,
     ) -> tuple[T, Attempt]:
@@ -205,13 +220,25 @@ class Router:
         finish (:meth:`Attempt.finish`, with the answer's tokens; a stream: when it ends).
 
         ``call(group)`` gives the function that sends one attempt (a deployment, its timeout); the four calls above
-        are built on this, and so can any other kind of request."""
+        are built on this, and so can any other kind of request. ``tokens``: the request's size for TPM quotas at
+        admission; ``prompt_tokens``: its prompt's (what stays counted for an attempt cancelled before its answer;
+        default: ``tokens``)."""
         group = self.group(model)
         state = CallState(trace)
         note(trace, "fallback", None)
 
         async def serve(g: ModelGroup) -> tuple[T, Attempt]:
-            f = Failover(self, g, state, call(g), stream=stream, tokens=tokens, eligible=eligible, discard=discard)
+            f = Failover(
+                self,
+                g,
+                state,
+                call(g),
+                stream=stream,
+                tokens=tokens,
+                prompt_tokens=prompt_tokens,
+                eligible=eligible,
+                discard=discard,
+            )
             value, att = await f.run()
             if trace is not None:
                 trace.deployment = att.dep  # the winner (a hedge may have started another since)
@@ -295,9 +322,12 @@ def _fallbacks_for(group: ModelGroup, exc: ModelwayError) -> tuple[str, ...]:
 def _chat_tokens(req: ChatRequest) -> int:
     """A request's tokens as its deployment's TPM quota counts them at admission: the prompt, estimated from its
     text, and the completion it may ask for."""
-    prompt = estimate_tokens(*prompt_chars(req.messages))
     limit = req.params.get("max_completion_tokens") or req.params.get("max_tokens")
-    return prompt + (limit if isinstance(limit, int) else 0)
+    return _prompt_tokens(req) + (limit if isinstance(limit, int) else 0)
+
+
+def _prompt_tokens(req: ChatRequest) -> int:
+    return estimate_tokens(*prompt_chars(req.messages))
 
 
 def _text_tokens(texts: list[str]) -> int:

@@ -16,7 +16,7 @@ __all__ = ["DeploymentStats"]
 
 #: weight of the newest sample in the moving averages
 ALPHA = 0.3
-#: time to first output samples kept for percentiles (hedging's "p95")
+#: samples kept for percentiles (hedging's "p95"), of each kind: streams' first output, whole answers
 SAMPLES = 200
 #: errors counted as recent
 RECENT = 60.0
@@ -31,6 +31,7 @@ class DeploymentStats:
         "others",
         "requests",
         "total",
+        "total_samples",
         "ttft",
         "ttft_samples",
     )
@@ -44,7 +45,9 @@ class DeploymentStats:
         #: exponentially weighted moving averages, seconds: streams' time to first output, whole answers' time
         self.ttft: float | None = None
         self.total: float | None = None
+        #: recent samples of each, for percentiles
         self.ttft_samples: deque[float] = deque(maxlen=SAMPLES)
+        self.total_samples: deque[float] = deque(maxlen=SAMPLES)
         self.requests = 0
         self.failures = 0
         #: monotonic times of recent failures
@@ -68,7 +71,15 @@ class DeploymentStats:
 
     def observe_total(self, seconds: float) -> None:
         self.total = seconds if self.total is None else self.total + ALPHA * (seconds - self.total)
+        self.total_samples.append(seconds)
         self.dirty = True
+
+    def observe(self, seconds: float, *, stream: bool) -> None:
+        """A stream's time to first output, or a whole answer's time."""
+        if stream:
+            self.observe_ttft(seconds)
+        else:
+            self.observe_total(seconds)
 
     def merge(self, ttft: float | None, total: float | None) -> None:
         """Take the shared averages (the mean over the processes that measured the deployment lately); the next
@@ -88,11 +99,13 @@ class DeploymentStats:
             errors.popleft()
         return len(errors)
 
-    def percentile(self, q: float, min_samples: int) -> float | None:
-        """The ``q`` quantile (0-1) of the recent times to first output, with at least ``min_samples`` of them."""
-        samples = sorted(self.ttft_samples)
-        if len(samples) < max(1, min_samples):
+    def percentile(self, q: float, min_samples: int, *, stream: bool = True) -> float | None:
+        """The ``q`` quantile (0-1) of the recent times to first output (``stream``) or of whole answers, with at
+        least ``min_samples`` of them."""
+        kept = self.ttft_samples if stream else self.total_samples
+        if len(kept) < max(1, min_samples):
             return None
+        samples = sorted(kept)
         return samples[min(len(samples) - 1, math.ceil(q * len(samples)) - 1)]
 
     def snapshot(self, now: float) -> dict[str, Any]:

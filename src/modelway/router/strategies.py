@@ -46,6 +46,7 @@ __all__ = [
     "Strategy",
     "WeightedStrategy",
     "make_strategy",
+    "observes",
     "register_strategy",
     "weighted_shuffle",
 ]
@@ -94,9 +95,8 @@ def weighted_shuffle(deps: Sequence[Deployment], rng: random.Random) -> list[Dep
     """Weighted sampling without replacement (Efraimidis-Spirakis keys); weight 0 or less comes last."""
     if len(deps) <= 1:
         return list(deps)
-    keyed = [(rng.random() ** (1.0 / d.weight) if d.weight > 0 else -1.0, d) for d in deps]
-    keyed.sort(key=lambda kd: kd[0], reverse=True)
-    return [d for _, d in keyed]
+    rand = rng.random
+    return sorted(deps, key=lambda d: rand() ** (1.0 / d.weight) if d.weight > 0 else -1.0, reverse=True)
 
 
 class _Base:
@@ -110,6 +110,12 @@ class _Base:
     def _ranked(self, deps: Sequence[Deployment], key: Callable[[Deployment], float]) -> list[Deployment]:
         """By ``key`` ascending, ties in weighted random order."""
         return sorted(weighted_shuffle(deps, self.rng), key=key)  # sorted() is stable: ties keep the shuffle
+
+
+def observes(strategy: Strategy) -> bool:
+    """Whether ``strategy`` does something with outcomes (the built-in ones do not: the router's own
+    :class:`~modelway.router.stats.DeploymentStats` are what they read), so the router may skip telling it."""
+    return getattr(type(strategy), "observe", None) is not _Base.observe
 
 
 class WeightedStrategy(_Base):
