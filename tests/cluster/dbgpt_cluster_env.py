@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from fastchat_env import CachedVenv, VenvError
+from fastchat_env import CachedVenv, VenvError  # (which puts tests/ on the path for venvs)
 
 __all__ = ["CONTROLLER_SCRIPT", "DBGPT"]
 

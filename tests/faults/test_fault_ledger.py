@@ -30,7 +30,6 @@ CHAT, DBGPT, EMBEDDINGS = DIALECTS
 ENDPOINTS = {CHAT.name: "chat", DBGPT.name: "dbgpt", EMBEDDINGS.name: "embeddings"}
 
 
-
 @dataclass(frozen=True)
 class Case:
     id: str

@@ -88,10 +88,6 @@ class Case:
         return self.behaviours if self.upstream == "raw" else self.faults
 
 
-
-
-
-
 CASES: tuple[Case, ...] = (
     # -- HTTP errors ------------------------------------------------------------------------------------------
     Case("http-429", RATE_LIMITED, RATE_LIMITED, (Fault.http(429),)),
