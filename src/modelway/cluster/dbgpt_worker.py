@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..errors import InvalidRequestError, ModelwayError
-from ..server.dialects import Call, Dialect, StreamRenderer, serve
+from ..server.dialects import Call, Dialect, StreamRenderer
 from ..server.dialects.base import model_field
 from ..server.disconnect import watched
 from ..server.errors import public_message
@@ -270,13 +270,6 @@ async def model_metadata(app: WorkerApp, gw: Gateway, req: Request, send: Send) 
     await send_json(send, 200, body)
 
 
-def _generate(dialect: Dialect) -> Callable[[WorkerApp, Gateway, Request, Send], Any]:
-    async def handler(app: WorkerApp, gw: Gateway, req: Request, send: Send) -> None:
-        await serve(dialect, gw, req, send)
-
-    return handler
-
-
 def routes(settings: WorkerSettings) -> dict[str, WorkerRoute]:
     from .worker import WorkerRoute
 
@@ -284,8 +277,8 @@ def routes(settings: WorkerSettings) -> dict[str, WorkerRoute]:
     stream = DbgptGenerate(settings, stream=True)
     whole = DbgptGenerate(settings, stream=False)
     return {
-        "/api/worker/generate_stream": WorkerRoute(_generate(stream), stream, work=True),
-        "/api/worker/generate": WorkerRoute(_generate(whole), whole, work=True),
+        "/api/worker/generate_stream": WorkerRoute.generate(stream),
+        "/api/worker/generate": WorkerRoute.generate(whole),
         "/api/worker/embeddings": WorkerRoute(embeddings, errors, work=True),
         "/api/worker/count_token": WorkerRoute(count_token, errors),
         "/api/worker/model_metadata": WorkerRoute(model_metadata, errors),

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import InvalidRequestError, ModelwayError
-from ..server.dialects import Call, Dialect, StreamRenderer, serve
+from ..server.dialects import Call, Dialect, StreamRenderer
 from ..server.dialects.base import model_field
 from ..server.disconnect import watched
 from ..server.errors import public_message
@@ -268,13 +268,6 @@ async def conv_template(app: WorkerApp, gw: Gateway, req: Request, send: Send) -
     await send_json(send, 200, {"conv": CONV_TEMPLATE})
 
 
-def _generate(dialect: Dialect) -> Callable[[WorkerApp, Gateway, Request, Send], Any]:
-    async def handler(app: WorkerApp, gw: Gateway, req: Request, send: Send) -> None:
-        await serve(dialect, gw, req, send)
-
-    return handler
-
-
 def routes(settings: WorkerSettings) -> dict[str, WorkerRoute]:
     from .worker import WorkerRoute
 
@@ -282,8 +275,8 @@ def routes(settings: WorkerSettings) -> dict[str, WorkerRoute]:
     stream = FastChatGenerate(settings, stream=True)
     whole = FastChatGenerate(settings, stream=False)
     return {
-        "/worker_generate_stream": WorkerRoute(_generate(stream), stream, work=True),
-        "/worker_generate": WorkerRoute(_generate(whole), whole, work=True),
+        "/worker_generate_stream": WorkerRoute.generate(stream),
+        "/worker_generate": WorkerRoute.generate(whole),
         "/worker_get_embeddings": WorkerRoute(embeddings, errors, work=True),
         "/worker_get_status": WorkerRoute(status, errors),
         "/count_token": WorkerRoute(count_token, errors),

@@ -26,6 +26,7 @@ from ..auth.authenticator import ANONYMOUS, MASTER, Caller
 from ..config import Config
 from ..errors import GatewayShutdownError, ModelwayError, ServiceUnavailableError, UnknownModelError
 from ..server.app import GatewayApp
+from ..server.dialects import serve
 from ..server.disconnect import ClientGone
 from ..server.errors import MethodNotAllowed
 from ..server.http import Receive, Request, Scope, Send
@@ -99,6 +100,15 @@ class WorkerRoute:
     handler: WorkerHandler
     dialect: Dialect
     work: bool = False
+
+    @classmethod
+    def generate(cls, dialect: Dialect) -> WorkerRoute:
+        """Model work served by the gateway's one chat path in ``dialect`` (a worker's generate endpoints)."""
+
+        async def handler(app: WorkerApp, gw: Gateway, req: Request, send: Send) -> None:
+            await serve(dialect, gw, req, send)
+
+        return cls(handler, dialect, work=True)
 
 
 class WorkerApp(GatewayApp):
