@@ -26,16 +26,23 @@ __all__ = ["keys", "usage"]
 
 T = TypeVar("T")
 
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="MODELWAY_CONFIG",
-    required=True,
-    help="The gateway's YAML config; its store.url says where keys and usage are kept.",
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+def config_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-c/--config`` (or ``$MODELWAY_CONFIG``), required: the admin commands work on the config's store."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        envvar="MODELWAY_CONFIG",
+        required=True,
+        help=help,
+    )
+
+
+_CONFIG = config_option("The gateway's YAML config; its store.url says where keys and usage are kept.")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_JSON = JSON_OPTION
 
 
 def with_config_store(
@@ -77,11 +84,12 @@ def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T
     return with_config_store(config_path, lambda store, _config: work(store))
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)) if ts else "-"
 
 
-def _table(rows: list[list[str]]) -> None:
+def table(rows: list[list[str]]) -> None:
+    """Rows as aligned columns (the first row is the header)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -189,11 +197,11 @@ def list_keys(config_path: str, include_revoked: bool, as_json: bool) -> None:
                 str(k["tpm"] or "-"),
                 str(k["max_parallel"] or "-"),
                 budget,
-                _when(k["expires_at"]),
-                _when(k["revoked_at"]),
+                when(k["expires_at"]),
+                when(k["revoked_at"]),
             ]
         )
-    _table(rows)
+    table(rows)
 
 
 @keys.command("revoke")
@@ -239,9 +247,9 @@ def usage(config_path: str, group_by: str, days: float | None, key_id: str | Non
     if not rows:
         click.echo("no usage recorded yet", err=True)
         return
-    table = [[group_by, "requests", "errors", "prompt", "completion", "cost"]]
+    lines = [[group_by, "requests", "errors", "prompt", "completion", "cost"]]
     for r in rows:
-        table.append(
+        lines.append(
             [
                 str(r["group"]),
                 str(r["requests"]),
@@ -251,4 +259,4 @@ def usage(config_path: str, group_by: str, days: float | None, key_id: str | Non
                 f"{r['cost']:.6f}",
             ]
         )
-    _table(table)
+    table(lines)

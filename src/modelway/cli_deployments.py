@@ -6,14 +6,13 @@ admin API (the YAML's parser); running gateways apply a change within a second o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
 
-from .cli_admin import with_config_store
+from .cli_admin import JSON_OPTION, config_option, table, when, with_config_store
 
 if TYPE_CHECKING:
     from .store.deployments import RuntimeChanges
@@ -22,16 +21,8 @@ __all__ = ["deployments"]
 
 T = TypeVar("T")
 
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="MODELWAY_CONFIG",
-    required=True,
-    help="The gateway's YAML config: its models are the base, its store.url keeps the changes.",
-)
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_CONFIG = config_option("The gateway's YAML config: its models are the base, its store.url keeps the changes.")
+_JSON = JSON_OPTION
 _SET = click.option(
     "--set",
     "sets",
@@ -68,16 +59,6 @@ def _show(data: dict[str, Any], as_json: bool, message: str) -> None:
     else:
         click.echo(message)
         click.secho("running gateways apply it within a second or two", err=True)
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)) if ts else "-"
-
-
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 @click.group()
@@ -129,10 +110,10 @@ def list_deployments(config_path: str, as_json: bool) -> None:
                 f"{spec.get('weight', 1.0):g}",
                 str(spec.get("tier", 0)),
                 key,
-                _when(d["updated_at"]) if d["changed"] else "-",
+                when(d["updated_at"]) if d["changed"] else "-",
             ]
         )
-    _table(rows)
+    table(rows)
 
 
 def _deployment_options(f: Callable[..., None]) -> Callable[..., None]:
@@ -229,9 +210,9 @@ def list_aliases(config_path: str, as_json: bool) -> None:
     for a in found:
         live = sum(d["state"] != "removed" for d in a["deployments"])
         strategy = (a["spec"].get("routing") or {}).get("strategy", "weighted")
-        changed = _when(a["updated_at"]) if a["changed"] else "-"
+        changed = when(a["updated_at"]) if a["changed"] else "-"
         rows.append([a["name"], a["source"], a["state"], strategy, f"{live}/{len(a['deployments'])}", changed])
-    _table(rows)
+    table(rows)
 
 
 @aliases.command("add")
