@@ -36,6 +36,7 @@ from ..store.deployment_specs import (
     config_ids,
     deployment_spec,
 )
+from ..store.responses import open_response_store
 from ..transport import Transport
 from ..types import ModelInfo
 from .control import ControlPlane
@@ -96,6 +97,8 @@ class Gateway:
             for dep_id, d, dep in zip(config_ids(m), m.deployments, groups[m.name].deployments, strict=True):
                 self._built[dep_id] = (deployment_spec(d), dep)
                 self.source_of[dep] = (dep_id, "config", False)
+        #: kept Responses (``/v1/responses`` with ``store``, ``previous_response_id``): in the SQL store, else memory
+        self.responses = open_response_store(config.responses, self.control.store)
         #: the controller of FastChat / DB-GPT workers (``cluster.controller``): their deployments join the router
         self.cluster: Cluster | None = None
         if config.cluster.controller:

@@ -33,9 +33,11 @@ from .errors import unreachable
 if TYPE_CHECKING:
     from sqlalchemy import Table
 
+    from ..config import ResponsesConfig
     from .sql import SQLStore
 
 __all__ = [
+    "open_response_store",
     "MemoryResponseStore",
     "ResponseStore",
     "ResponseStoreUnavailableError",
@@ -283,3 +285,11 @@ def _guard() -> Iterator[None]:
             raise
         log.error("the response store is unreachable: %s", exc)
         raise ResponseStoreUnavailableError("the gateway's response store is unavailable; try again shortly") from exc
+
+
+def open_response_store(cfg: ResponsesConfig, sql: SQLStore | None) -> ResponseStore:
+    """The gateway's store of Responses: in its SQL store when it has one, else in this process's memory."""
+    retention = cfg.retention_days * DAY
+    if sql is not None:
+        return SQLResponseStore(sql, retention=retention, max_bytes=cfg.max_stored_bytes)
+    return MemoryResponseStore(max_items=cfg.memory_max_items, retention=retention, max_bytes=cfg.max_stored_bytes)

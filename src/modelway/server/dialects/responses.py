@@ -29,7 +29,6 @@ namespace, as OpenAI's do). Accepted and ignored when the request is translated 
 from __future__ import annotations
 
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -37,7 +36,7 @@ import orjson
 
 from ...errors import InvalidRequestError, UnknownModelError
 from ...providers.openai_responses import API, serves_responses
-from ...store.responses import DAY, MemoryResponseStore, ResponseStore, SQLResponseStore
+from ...store.responses import ResponseStore
 from ...types import ChatCompletion, NativeBody
 from ...validate import chat_request
 from ..errors import MethodNotAllowed, NotFound
@@ -122,24 +121,10 @@ _CHAT_NAMES = {
     "reasoning_effort": "reasoning.effort",
 }
 
-_KEEPERS: weakref.WeakKeyDictionary[Gateway, ResponseStore] = weakref.WeakKeyDictionary()
-
 
 def keeper(gw: Gateway) -> ResponseStore:
-    """The gateway's response store: in its SQL store when it has one, else in memory (made on first use)."""
-    found = _KEEPERS.get(gw)
-    if found is None:
-        cfg = gw.config.responses
-        retention = cfg.retention_days * DAY
-        sql = gw.control.store
-        if sql is not None:
-            found = SQLResponseStore(sql, retention=retention, max_bytes=cfg.max_stored_bytes)
-        else:
-            found = MemoryResponseStore(
-                max_items=cfg.memory_max_items, retention=retention, max_bytes=cfg.max_stored_bytes
-            )
-        _KEEPERS[gw] = found
-    return found
+    """The gateway's response store (``Gateway.responses``)."""
+    return gw.responses
 
 
 def _natives(gw: Gateway, model: str) -> tuple[bool, bool]:
