@@ -58,13 +58,15 @@ if TYPE_CHECKING:
 __all__ = ["MessagesDialect", "count_tokens"]
 
 
-def _anthropic_only(gw: Gateway, model: str) -> bool:
-    """Whether every deployment of ``model`` speaks the Messages API (so the caller's body goes as it came)."""
+def _anthropic(gw: Gateway, model: str) -> tuple[bool, bool]:
+    """Whether every deployment of ``model`` speaks the Messages API (so untranslatable fields may pass), and
+    whether any does (so the caller's body is kept for it)."""
     try:
         group = gw.router.group(model)
     except ModelwayError:
-        return False  # an unknown model: told by the router, inside the request's ticket
-    return bool(group.deployments) and all(isinstance(d.adapter, AnthropicAdapter) for d in group.deployments)
+        return False, False  # an unknown model: told by the router, inside the request's ticket
+    native = [isinstance(d.adapter, AnthropicAdapter) for d in group.deployments]
+    return bool(native) and all(native), any(native)
 
 
 class MessagesDialect(Dialect):
@@ -73,9 +75,12 @@ class MessagesDialect(Dialect):
     async def parse(self, data: dict[str, Any], req: Request, gw: Gateway) -> Call:
         model = model_field(data)
         stream = stream_field(data)
-        t = translate(data, native=_anthropic_only(gw, model))
+        only, any_native = _anthropic(gw, model)
+        t = translate(data, native=only)
         creq = chat_request(model, t.messages, stream=stream, params=t.params, extra=t.extra)
-        creq.native = AnthropicNativeBody(NATIVE_API, without_our_thinking(data), beta=req.header(b"anthropic-beta"))
+        if any_native:  # (built only for a model with an Anthropic deployment: the others never read it)
+            body = without_our_thinking(data)
+            creq.native = AnthropicNativeBody(NATIVE_API, body, beta=req.header(b"anthropic-beta"))
         return Call(model, creq, {"input_estimate": t.input_estimate()})
 
     def body(self, resp: ChatCompletion, call: Call) -> bytes:
@@ -109,6 +114,6 @@ async def count_tokens(gw: Gateway, req: Request, send: Send) -> None:
             code="model_not_allowed",
         )
     gw.router.group(model)  # an unknown model: 404
-    t = translate(data, native=_anthropic_only(gw, model), require_max_tokens=False)
+    t = translate(data, native=_anthropic(gw, model)[0], require_max_tokens=False)
     chat_request(model, t.messages, params=t.params, extra=t.extra)  # the same checks as a request
     await send_json(send, 200, {"input_tokens": t.input_estimate()}, request_id=req.request_id)
