@@ -3,9 +3,7 @@ the version, how they lay over the YAML config, the checks (the YAML's own parse
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +15,6 @@ from modelway.errors import ConfigError, InvalidRequestError
 from modelway.store import SQLStore
 from modelway.store.deployment_specs import config_ids
 from modelway.store.deployments import RuntimeChanges
-from services import PG_URL
 
 CONFIG_KEY = "sk-config-secret-0123456789"
 API_KEY = "sk-api-secret-abcdefghijkl"
@@ -40,29 +37,6 @@ def config() -> Config:
         },
         env={},
     )
-
-
-async def _drop_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    request.getfixturevalue("postgres_server")
-    schema = "mw_test_" + secrets.token_hex(6)
-    try:
-        yield f"{PG_URL}?schema={schema}"
-    finally:
-        await _drop_schema(schema)
 
 
 @pytest.fixture

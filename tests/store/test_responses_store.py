@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from schemas import drop_schema
 
 import throwaway
 from modelway.store import SQLStore
@@ -38,16 +39,6 @@ def rec(
     }
     body = {"id": rid, "object": "response", "output": [out], "metadata": {"n": rid}}
     return StoredResponse(rid, key_id, time.time() - age, previous, [user], [out], body)
-
-
-async def drop_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -19,35 +18,10 @@ from modelway.errors import ConfigError
 from modelway.store import SQLStore
 from modelway.store.migrations import SCHEMA_VERSION
 from modelway.usage import UsageRecord
-from services import PG_URL
 
 #: 2023-11-15 00:00:00 UTC
 MIDNIGHT = 1_700_006_400.0
 DAY = 86_400.0
-
-
-async def drop_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL to a database of its own: a SQLite file, or a fresh PostgreSQL schema (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    request.getfixturevalue("postgres_server")
-    schema = "mw_test_" + secrets.token_hex(6)
-    try:
-        yield f"{PG_URL}?schema={schema}"
-    finally:
-        await drop_schema(schema)
 
 
 @pytest.fixture

@@ -1,0 +1,26 @@
+"""A database of its own for each store test: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from schemas import drop_schema
+
+from services import PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL to a database of its own: a SQLite file, or a fresh PostgreSQL schema (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    request.getfixturevalue("postgres_server")
+    schema = "mw_test_" + secrets.token_hex(6)
+    try:
+        yield f"{PG_URL}?schema={schema}"
+    finally:
+        await drop_schema(schema)
