@@ -34,6 +34,9 @@ __all__ = [
     "DIALECTS",
     "Dialect",
     "EMBEDDINGS",
+    "COMPLETIONS",
+    "MESSAGES",
+    "RESPONSES",
     "ErrorView",
     "Event",
     "FAULTY_TEXT",
@@ -257,6 +260,10 @@ class Dialect:
     )
     #: its error bodies and events carry the request id (``error.request_id``)
     errors_name_request: bool = True
+    #: the provider the rig's deployments are addressed as for this dialect (see ``fault_rig.PROVIDERS``)
+    provider: str = "openai"
+    #: like :attr:`translate`, for the error event that ends a broken stream (``None``: :attr:`translate`)
+    translate_event: Callable[[int, str, str | None], tuple[int | None, str | None, str | None]] | None = None
 
 
 def _openai_error(body: Any) -> ErrorView:
@@ -340,7 +347,120 @@ EMBEDDINGS = Dialect(
     chat=False,
 )
 
-DIALECTS: tuple[Dialect, ...] = (OPENAI_CHAT, DBGPT, EMBEDDINGS)
+
+def _completion_text(events: list[Event]) -> str:
+    text = []
+    for e in events:
+        if e.data == "[DONE]":
+            continue
+        data = orjson.loads(e.data)
+        if "error" not in data:
+            text += [str(c.get("text") or "") for c in data.get("choices") or ()]
+    return "".join(text)
+
+
+#: legacy text completions: OpenAI's error shape and ``[DONE]``, the text in ``choices[].text``
+COMPLETIONS = Dialect(
+    name="openai-completions",
+    path="/v1/completions",
+    request=lambda model, stream: {"model": model, "prompt": "hi", "stream": stream},
+    answer=lambda body: str(body["choices"][0]["text"]),
+    says=_says,
+    error=_openai_error,
+    streams=True,
+    stream_text=_completion_text,
+    stream_error=_openai_stream_error,
+    is_end=_is_done,
+)
+
+
+def _anthropic_error(body: Any) -> ErrorView:
+    err = body["error"]
+    return ErrorView(err.get("type"), None, str(err.get("message")), body.get("request_id"))
+
+
+def _anthropic_stream_error(event: Event) -> ErrorView | None:
+    return _anthropic_error(orjson.loads(event.data)) if event.event == "error" else None
+
+
+def _anthropic_text(events: list[Event]) -> str:
+    text = []
+    for e in events:
+        if e.event == "content_block_delta":
+            delta = orjson.loads(e.data)["delta"]
+            if delta.get("type") == "text_delta":
+                text.append(delta["text"])
+    return "".join(text)
+
+
+def _anthropic_type(status: int, type_: str, code: str | None) -> tuple[int | None, str | None, str | None]:
+    """Anthropic's error type for the status (its events claim no status, its bodies carry no code)."""
+    from modelway.server.dialects.anthropic_stream import error_type
+
+    return None, error_type(status), None
+
+
+#: Anthropic Messages: ``{"type": "error", "error": {"type", "message"}}``, ``event: error``, ``message_stop``
+MESSAGES = Dialect(
+    name="anthropic-messages",
+    path="/v1/messages",
+    request=lambda model, stream: {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    },
+    answer=lambda body: "".join(b["text"] for b in body["content"] if b["type"] == "text"),
+    says=_says,
+    error=_anthropic_error,
+    streams=True,
+    stream_text=_anthropic_text,
+    stream_error=_anthropic_stream_error,
+    is_end=lambda event: event.event == "message_stop",
+    translate=_anthropic_type,
+)
+
+
+def _responses_text(events: list[Event]) -> str:
+    return "".join(orjson.loads(e.data)["delta"] for e in events if e.event == "response.output_text.delta")
+
+
+def _responses_answer(body: Any) -> str:
+    return "".join(part["text"] for item in body["output"] if item["type"] == "message" for part in item["content"])
+
+
+def _responses_stream_error(event: Event) -> ErrorView | None:
+    if event.event != "response.failed":
+        return None
+    err = orjson.loads(event.data)["response"]["error"]
+    return ErrorView(None, err.get("code"), str(err.get("message")))
+
+
+def _responses_failure(status: int, type_: str, code: str | None) -> tuple[int | None, str | None, str | None]:
+    """``response.failed`` claims no status or type; its code is one Codex maps (a provider's 5xx, a broken
+    stream: ``server_error``)."""
+    return None, None, "rate_limit_exceeded" if status == 429 else "server_error"
+
+
+#: OpenAI Responses: OpenAI's error shape before the stream starts, ``response.failed`` after, ``response.completed``
+RESPONSES = Dialect(
+    name="openai-responses",
+    path="/v1/responses",
+    request=lambda model, stream: {"model": model, "input": "hi", "stream": stream, "store": False},
+    answer=_responses_answer,
+    says=_says,
+    error=_openai_error,
+    streams=True,
+    stream_text=_responses_text,
+    stream_error=_responses_stream_error,
+    is_end=lambda event: event.event == "response.completed",
+    translate_event=_responses_failure,
+    errors_name_request=False,
+    # through the translation to chat: OpenAI itself would take these natively, and the fault servers speak chat
+    provider="vllm",  # (its response.failed event names the response, not the request)
+)
+
+DIALECTS: tuple[Dialect, ...] = (OPENAI_CHAT, DBGPT, EMBEDDINGS, COMPLETIONS, MESSAGES, RESPONSES)
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -395,7 +515,7 @@ def check(
         assert errors == [len(events) - 1], f"not exactly one error event, last: {seen.describe()}"
         last = dialect.stream_error(events[-1])
         assert last is not None
-        want = dialect.translate(expect.status, expect.type, expect.code)
+        want = (dialect.translate_event or dialect.translate)(expect.status, expect.type, expect.code)
         assert (last.status, last.type, last.code) == want, seen.describe()
         assert last.message, seen.describe()
         if dialect.errors_name_request:

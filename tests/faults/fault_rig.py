@@ -69,12 +69,14 @@ class RunningGateway:
 def rig_config(faulty: str, healthy: str, raw: str, dead: str, data: Path, **server: Any) -> dict[str, Any]:
     """The gateway config over the upstreams' base URLs (see the module's docstring)."""
     bases = {"sim": faulty, "raw": raw, "dead": dead}
-    good = {"model": HEALTHY, "api_key": HEALTHY_KEY, "api_base": healthy, "timeout": 5}
     models = []
-    for upstream, base in bases.items():
-        bad = {"model": f"openai/{upstream}-faulty", "api_key": FAULTY_KEY, "api_base": base}
-        models.append({"name": f"{upstream}-1", "deployments": [bad]})
-        models.append({"name": f"{upstream}-2", "deployments": [{**bad, "weight": 1000}, {**good, "weight": 0.001}]})
+    for provider in PROVIDERS:
+        good = {"model": f"{provider}/healthy", "api_key": HEALTHY_KEY, "api_base": healthy, "timeout": 5}
+        for upstream, base in bases.items():
+            bad = {"model": f"{provider}/{upstream}-faulty", "api_key": FAULTY_KEY, "api_base": base}
+            one, two = Rig.model(upstream, 1, provider), Rig.model(upstream, 2, provider)
+            models.append({"name": one, "deployments": [bad]})
+            models.append({"name": two, "deployments": [{**bad, "weight": 1000}, {**good, "weight": 0.001}]})
     return {
         "server": {
             "master_key": MASTER_KEY,
@@ -93,12 +95,18 @@ def rig_config(faulty: str, healthy: str, raw: str, dead: str, data: Path, **ser
     }
 
 
+#: the providers the deployments are addressed as: ``openai``, and ``vllm`` (the same wire, but no Responses API of
+#: its own: a dialect whose requests OpenAI itself would take natively is put through the translation this way)
+PROVIDERS = ("openai", "vllm")
+
+
 @dataclass(frozen=True, slots=True)
 class Audit:
     what: str
     request_id: str
     expect: Outcome
     deployment: str
+    healthy: str
 
 
 class Rig:
@@ -125,13 +133,14 @@ class Rig:
         )
 
     @staticmethod
-    def model(upstream: str, deployments: int) -> str:
-        return f"{upstream}-{deployments}"
+    def model(upstream: str, deployments: int, provider: str = "openai") -> str:
+        suffix = "" if provider == "openai" else f"@{provider}"
+        return f"{upstream}-{deployments}{suffix}"
 
     @staticmethod
-    def deployment(upstream: str) -> str:
+    def deployment(upstream: str, provider: str = "openai") -> str:
         """The faulty deployment's address in usage records."""
-        return f"openai/{upstream}-faulty"
+        return f"{provider}/{upstream}-faulty"
 
     healthy_deployment = HEALTHY
 
@@ -155,9 +164,10 @@ class Rig:
         self.raw.clear()
         self.gateway.uncool()
 
-    def audit(self, what: str, request_id: str, expect: Outcome, upstream: str) -> None:
+    def audit(self, what: str, request_id: str, expect: Outcome, upstream: str, provider: str = "openai") -> None:
         """Check ``request_id``'s usage record later, in one query with every other (a query costs ~50 ms)."""
-        self.audited.append(Audit(what, request_id, expect, self.deployment(upstream)))
+        deployment = self.deployment(upstream, provider)
+        self.audited.append(Audit(what, request_id, expect, deployment, f"{provider}/healthy"))
 
     async def records(self, client: httpx.AsyncClient, limit: int = 50) -> dict[str, dict[str, Any]]:
         """The newest usage records by request id (the admin API flushes the ledger first)."""

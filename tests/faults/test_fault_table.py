@@ -307,7 +307,7 @@ def _combos() -> Iterator[object]:
 @pytest.mark.parametrize(("case", "dialect", "deployments", "stream", "expect"), list(_combos()))
 async def test_fault(rig: Rig, case: Case, dialect: Dialect, deployments: int, stream: bool, expect: Outcome) -> None:
     rig.push(case.upstream, case.items())
-    body = dialect.request(rig.model(case.upstream, deployments), stream)
+    body = dialect.request(rig.model(case.upstream, deployments, dialect.provider), stream)
     async with http_client() as client:
         seen = await post(client, rig.url + dialect.path, body)
     check(seen, expect, dialect, stream, rig.secrets)
@@ -320,6 +320,7 @@ async def test_fault(rig: Rig, case: Case, dialect: Dialect, deployments: int, s
         seen.request_id,
         expect,
         case.upstream,
+        dialect.provider,
     )
 
 
@@ -329,7 +330,7 @@ async def test_a_gzip_bomb_stream_fails_before_or_after_its_commit(rig: Rig, dia
     over it depends on how the reads fall, before the stream's first output (a clean 502, which fails over with a
     second deployment) or after it (the chunks so far, then one error event). Either way: a stream_error, in time."""
     rig.push("sim", (Fault.gzip_bomb(64 * MiB),))
-    body = dialect.request(rig.model("sim", 1), True)
+    body = dialect.request(rig.model("sim", 1, dialect.provider), True)
     async with http_client() as client:
         seen = await post(client, rig.url + dialect.path, body)
     if seen.status == 200:
@@ -347,7 +348,7 @@ async def test_usage_records_of_every_case(rig: Rig) -> None:
         record = records.get(audit.request_id)
         try:
             assert record is not None, "no usage record"
-            check_record(record, audit.expect, audit.deployment, rig.healthy_deployment)
+            check_record(record, audit.expect, audit.deployment, audit.healthy)
         except AssertionError as exc:
             wrong.append(f"{audit.what}: {exc}")
     assert not wrong, "\n".join(wrong)
