@@ -6,7 +6,6 @@ Every problem is reported as a :class:`~modelway.errors.ConfigError` naming the 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -521,34 +520,9 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
         if m.name in seen:
             raise ConfigError(f"models[{i}].name: {m.name!r} is defined twice")
         seen.add(m.name)
-    from .providers import PROVIDERS
+    from .config_routing import check_fallbacks
 
-    for i, m in enumerate(cfg.models):  # fallbacks name models of this config (or provider/model, called directly)
-        r = m.routing
-        if r is None:
-            continue
-        lists: dict[str, Any] = {}
-        for key in ("fallbacks", "context_window_fallbacks", "content_filter_fallbacks"):
-            names = getattr(r, key)
-            own = routing_own[i].get(key) is not None
-            if m.name in names and not own:  # inherited from the top-level defaults: not to itself
-                names = tuple(n for n in names if n != m.name)
-                lists[key] = names
-            for name in names:
-                where = f"models[{i}].routing.{key}" if own else f"routing.{key}"
-                if name == m.name:
-                    raise ConfigError(f"{where}: a model cannot fall back to itself")
-                if name in seen:
-                    continue
-                provider, slash, rest = name.partition("/")
-                if not slash or not rest:
-                    raise ConfigError(f"{where}: {name!r} is not a model of this config")
-                if provider not in PROVIDERS:
-                    raise ConfigError(f"{where}: {name!r} names an unknown provider {provider!r}")
-                if not cfg.server.allow_direct:
-                    raise ConfigError(f"{where}: {name!r} is called directly, but server.allow_direct is false")
-        if lists:
-            m.routing = dataclasses.replace(r, **lists)
+    check_fallbacks(cfg.models, routing_own, seen, allow_direct=cfg.server.allow_direct)
     providers = _dict(data, "providers", "config")
     from .providers import PROVIDERS
 

@@ -25,15 +25,19 @@ models:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .router.policy import CircuitSettings, HedgeSettings, Quota, RoutingPolicy
 from .router.strategies import STRATEGIES
 
-__all__ = ["ROUTING_FIELDS", "parse_deployment_routing", "parse_routing"]
+if TYPE_CHECKING:
+    from .config import ModelConfig
+
+__all__ = ["ROUTING_FIELDS", "check_fallbacks", "parse_deployment_routing", "parse_routing"]
 
 _LISTS = ("fallbacks", "context_window_fallbacks", "content_filter_fallbacks")
 _INTS = ("max_attempts", "queue_depth", "typical_prompt_tokens", "typical_completion_tokens")
@@ -138,3 +142,38 @@ def parse_deployment_routing(d: dict[str, Any], where: str) -> tuple[int, Quota 
     if not isinstance(disabled, bool):
         raise _fail(f"{where}.disabled", f"must be true or false (got {disabled!r})")
     return tier, quota, disabled
+
+
+def check_fallbacks(
+    models: list[ModelConfig], routing_own: list[dict[str, Any]], seen: set[str], *, allow_direct: bool
+) -> None:
+    """Every fallback names a model of this config or a ``provider/model`` that can be called directly; a list
+    inherited from the top-level ``routing:`` drops the model itself (named as written: the model's, or the top's)."""
+    from .providers import PROVIDERS
+
+    for i, m in enumerate(models):  # fallbacks name models of this config (or provider/model, called directly)
+        r = m.routing
+        if r is None:
+            continue
+        lists: dict[str, Any] = {}
+        for key in ("fallbacks", "context_window_fallbacks", "content_filter_fallbacks"):
+            names = getattr(r, key)
+            own = routing_own[i].get(key) is not None
+            if m.name in names and not own:  # inherited from the top-level defaults: not to itself
+                names = tuple(n for n in names if n != m.name)
+                lists[key] = names
+            for name in names:
+                where = f"models[{i}].routing.{key}" if own else f"routing.{key}"
+                if name == m.name:
+                    raise ConfigError(f"{where}: a model cannot fall back to itself")
+                if name in seen:
+                    continue
+                provider, slash, rest = name.partition("/")
+                if not slash or not rest:
+                    raise ConfigError(f"{where}: {name!r} is not a model of this config")
+                if provider not in PROVIDERS:
+                    raise ConfigError(f"{where}: {name!r} names an unknown provider {provider!r}")
+                if not allow_direct:
+                    raise ConfigError(f"{where}: {name!r} is called directly, but server.allow_direct is false")
+        if lists:
+            m.routing = dataclasses.replace(r, **lists)
