@@ -117,6 +117,8 @@ class ServerConfig:
     #: serve any ``provider/model`` whose provider has credentials, besides the configured aliases
     allow_direct: bool = True
     log_level: str = "info"
+    #: the HTTP server protocol: ``modelway`` (the gateway's own, the default) or ``uvicorn`` (uvicorn's, bounded)
+    http: str = "modelway"
 
 
 @dataclass(slots=True)
@@ -386,6 +388,10 @@ def _server(s: dict[str, Any]) -> ServerConfig:
         cfg.allow_direct = s["allow_direct"]
     if "log_level" in s:
         cfg.log_level = _str(s, "log_level", where).lower()
+    if "http" in s:
+        cfg.http = _str(s, "http", where).lower()
+        if cfg.http not in ("modelway", "uvicorn"):
+            raise ConfigError(f"{where}.http: must be modelway or uvicorn, not {s['http']!r}")
     return cfg
 
 

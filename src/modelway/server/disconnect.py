@@ -1,7 +1,9 @@
-"""Stop working for a client that went away: a watcher waits for ``http.disconnect`` and cancels the handler.
+"""Stop working for a client that went away: a disconnect cancels the task serving the request.
 
-Once a request's body has been read, the next ASGI ``receive()`` returns only when the client disconnects. The
-watcher task waits on it and cancels the task serving the request, so an upstream call (with its retries and
+Under the gateway's own server protocol (:mod:`.protocol_lean`) the request's cycle calls back when its connection
+is lost (the scope's ``extensions["modelway.disconnect"]``). Under another ASGI server a watcher task waits in
+``receive()``: once a request's body has been read, the next ``receive()`` returns only when the client
+disconnects. Either way the task serving the request is cancelled, so an upstream call (with its retries and
 failovers) stops at once instead of running on for nobody.
 """
 
@@ -31,22 +33,33 @@ class Watcher:
     """``with Watcher(req):`` around work for a request whose body was read; a disconnect cancels the work and
     raises :class:`ClientGone` out of the block."""
 
-    __slots__ = ("_fired", "_task", "_watcher", "_receive")
+    __slots__ = ("_cycle", "_fired", "_task", "_watcher", "_receive")
 
     def __init__(self, req: Request) -> None:
         self._receive = req.receive
         self._fired: list[bool] = []
         self._watcher: asyncio.Task[None] | None = None
+        extensions = req.scope.get("extensions")
+        self._cycle = extensions.get("modelway.disconnect") if extensions else None
         task = asyncio.current_task()
         assert task is not None
         self._task = task
 
+    def _gone(self) -> None:
+        self._fired.append(True)
+        self._task.cancel()
+
     def __enter__(self) -> Watcher:
-        self._watcher = asyncio.create_task(_watch(self._receive, self._task, self._fired))
+        if self._cycle is not None:
+            self._cycle.on_disconnect(self._gone)
+        else:
+            self._watcher = asyncio.create_task(_watch(self._receive, self._task, self._fired))
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
-        if self._watcher is not None:
+        if self._cycle is not None:
+            self._cycle.on_disconnect(None)
+        elif self._watcher is not None:
             self._watcher.cancel()
         # our cancel, and only ours (a server shutdown may cancel too): the client is gone, nothing else happened
         if et is asyncio.CancelledError and self._fired and self._task.uncancel() == 0:

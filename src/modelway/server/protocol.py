@@ -1,39 +1,24 @@
-"""uvicorn's httptools protocol with the bounds it lacks: header size and count, and deadlines for headers and body.
+"""What the gateway's HTTP server protocols share: the bounds of one connection, the refusals they answer, and the
+choice between them (``server.http`` in the config).
 
-uvicorn's httptools protocol buffers a request's line and headers without limit (httptools gathers a header value
-until its line ends, however long), and gives a client all the time it wants to send them and its body: four
-connections sending 64 MiB of headers took a worker from 42 to 314 MiB, and a connection trickling headers, or
-declaring a body it never sends, stayed open for ever. This subclass:
+* ``modelway`` (the default): :mod:`.protocol_lean`, the gateway's own httptools protocol;
+* ``uvicorn``: :mod:`.protocol_uvicorn`, uvicorn's httptools protocol with the same bounds added.
 
-* counts the bytes of the request line and headers as they arrive: past ``max_header_bytes`` (or past
-  ``max_headers`` header lines) the client gets ``431 Request Header Fields Too Large`` and the connection is
-  closed, so a connection holds at most the limit plus two reads (256 KiB each) of header bytes;
-* gives a request ``header_timeout`` seconds from its first byte (a new connection: from connecting; a pipelined
-  request: from the end of the response before it) to finish its headers, else ``408 Request Timeout`` (or, if
-  it sent nothing, a plain close);
-* gives it ``body_timeout`` seconds from the end of its headers to finish its body, else ``408`` (the app, waiting
-  for the body, sees the client gone); the connection is closed.
-
-A timer is armed only when a read ends inside the headers or the body: requests that arrive in one read, nearly
-all of them, cost no timer (a new connection costs one). Everything else is uvicorn's: keep-alive, pipelining,
-flow control.
+Both run under uvicorn's ``Server`` (:mod:`.runner`) and pass the same tests (``tests/server/test_protocol_bounds.py``,
+``test_odd_input.py``, the fault table); either can be deleted with its line below.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any
-
-import httptools
 import orjson
-from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
 
-__all__ = ["GatewayHttpProtocol", "HttpLimits"]
+__all__ = ["DEFAULT_LIMITS", "PROTOCOLS", "HttpLimits", "refusal"]
 
-log = logging.getLogger("modelway.server")
+#: ``server.http`` → the protocol class uvicorn loads
+PROTOCOLS = {
+    "modelway": "modelway.server.protocol_lean:LeanHttpProtocol",
+    "uvicorn": "modelway.server.protocol_uvicorn:GatewayHttpProtocol",
+}
 
 
 class HttpLimits:
@@ -54,168 +39,14 @@ class HttpLimits:
         self.body_timeout = body_timeout
 
 
-_DEFAULT = HttpLimits()
+DEFAULT_LIMITS = HttpLimits()
 
 
-class _HeadersTooLarge(Exception):
-    """Raised from a parser callback; httptools turns it into an ``HttpParserCallbackError``."""
-
-
-def _answer(status: int, reason: str, code: str, message: str) -> bytes:
+def refusal(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole response refusing a request at the HTTP level (the connection is then closed)."""
     body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
     )
     return head.encode() + body
-
-
-class GatewayHttpProtocol(HttpToolsProtocol):
-    """See the module docstring. Limits come from ``config.http_limits`` (:class:`.runner.ServeConfig`)."""
-
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        limits: HttpLimits = getattr(config, "http_limits", _DEFAULT)
-        self._max_bytes = limits.max_header_bytes
-        self._max_headers = limits.max_headers
-        self._header_timeout = limits.header_timeout
-        self._body_timeout = limits.body_timeout
-        #: waiting for a request's line and headers (a new connection counts), and whether one of them has begun
-        self._in_headers = True
-        self._begun = False
-        #: the headers are in, the body is not
-        self._in_body = False
-        #: bytes read while waiting for headers (whole reads), and the exact size and count of those parsed
-        self._read = 0
-        self._size = 0
-        self._count = 0
-        self._too_large = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    # -- asyncio.Protocol ---------------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._in_headers:
-            self._read += len(data)
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()
-            return
-        except httptools.HttpParserError:
-            if self._too_large:
-                self._refuse_too_large()
-            else:
-                log.debug("invalid HTTP request received")
-                self.transport.write(_answer(400, "Bad Request", "invalid_http", "the request is not valid HTTP/1.1"))
-                self.transport.close()
-            return
-        if self._timer is not None or self.transport.is_closing():
-            return
-        if self._in_headers:
-            if self._read > self._max_bytes:
-                self._refuse_too_large()
-            elif self._responding():
-                return  # a pipelined request: its clock starts when the response before it is done
-            else:
-                self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
-        elif self._in_body:
-            self._timer = self.loop.call_later(self._body_timeout, self._body_timed_out)
-
-    # -- parser callbacks ----------------------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_headers = True
-        self._begun = True
-        self._size = self._count = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._size += len(url)
-        if self._size > self._max_bytes:
-            self._too_large = True
-            raise _HeadersTooLarge
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._size += len(name) + len(value) + 4
-        self._count += 1
-        if self._size > self._max_bytes or self._count > self._max_headers:
-            self._too_large = True
-            raise _HeadersTooLarge
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._in_headers = self._begun = False
-        self._in_body = True
-        self._read = 0
-        self._cancel_timer()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._in_body = False
-        self._cancel_timer()
-        super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._in_headers and self._timer is None and not self.transport.is_closing():
-            # a pipelined request whose headers were still coming: its clock starts now
-            self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
-
-    # -- refusals --------------------------------------------------------------------------------------------------
-    def _responding(self) -> bool:
-        cycle = self.cycle
-        return cycle is not None and not cycle.response_complete
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _refuse_too_large(self) -> None:
-        self._cancel_timer()
-        message = (
-            f"the request's headers are larger than {self._max_bytes} bytes or more than {self._max_headers} lines"
-        )
-        log.warning("refused a request: %s", message)
-        if not self._responding():
-            self.transport.write(_answer(431, "Request Header Fields Too Large", "headers_too_large", message))
-        self.transport.close()
-
-    def _headers_timed_out(self) -> None:
-        self._timer = None
-        if not self._in_headers or self.transport.is_closing():
-            return
-        if self._begun and not self._responding():
-            message = f"the request's headers did not arrive within {self._header_timeout:g} s"
-            log.warning("refused a request: %s", message)
-            self.transport.write(_answer(408, "Request Timeout", "request_timeout", message))
-        self.transport.close()
-
-    def _body_timed_out(self) -> None:
-        self._timer = None
-        cycle = self.cycle
-        if not self._in_body or self.transport.is_closing() or cycle is None:
-            return
-        message = f"the request's body did not arrive within {self._body_timeout:g} s"
-        log.warning("refused a request: %s", message)
-        if not cycle.response_started:
-            # the app, waiting for the body, finds the client gone (and sends nothing); the client gets the 408
-            cycle.disconnected = True
-            cycle.message_event.set()
-            self.transport.write(_answer(408, "Request Timeout", "request_timeout", message))
-        self.transport.close()

@@ -35,7 +35,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 from ..config import Config
-from .protocol import HttpLimits
+from ..errors import ConfigError
+from .protocol import PROTOCOLS, HttpLimits
 
 __all__ = ["GatewayServer", "ServeConfig", "run", "serve_config"]
 
@@ -49,8 +50,12 @@ ABORT_GRACE = 3.0
 class ServeConfig(uvicorn.Config):
     """uvicorn's config plus the gateway's own bounds (pickled to every worker process with the rest)."""
 
-    def __init__(self, app: Any, *, http_limits: HttpLimits, shutdown_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, http="modelway.server.protocol:GatewayHttpProtocol", **kwargs)
+    def __init__(
+        self, app: Any, *, http_limits: HttpLimits, shutdown_timeout: float, http: str = "modelway", **kwargs: Any
+    ) -> None:
+        if http not in PROTOCOLS:
+            raise ConfigError(f"server.http (or MODELWAY_HTTP): must be one of {', '.join(PROTOCOLS)}, not {http!r}")
+        super().__init__(app, http=PROTOCOLS[http], **kwargs)
         self.http_limits = http_limits
         self.shutdown_timeout = shutdown_timeout
 
@@ -63,6 +68,7 @@ def serve_config(app: Any, config: Config, **kwargs: Any) -> ServeConfig:
         app,
         http_limits=HttpLimits(sc.max_header_bytes, sc.max_headers, sc.header_timeout, sc.body_timeout),
         shutdown_timeout=sc.shutdown_timeout,
+        http=os.environ.get("MODELWAY_HTTP") or sc.http,
         **kwargs,
     )
 

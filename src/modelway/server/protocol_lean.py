@@ -1,0 +1,405 @@
+"""The gateway's own HTTP/1.1 server protocol: httptools on an asyncio ``Protocol``, speaking ASGI to the app.
+
+It does what uvicorn's httptools protocol did for the gateway, with the bounds that one lacked built in, at a
+fraction of the cost per request (BENCHMARKS.md, "Hot-path decisions"):
+
+* a response's status line, headers and body (or first chunk) leave in **one** socket write (uvicorn writes the
+  head as soon as ``http.response.start`` is sent, so every answer cost two ``send`` system calls);
+* no timer per request or per read: one sweep per server checks every connection's deadline a few times per
+  timeout (the header, body and keep-alive deadlines below);
+* a handler that must stop when its client goes away registers a callback (:meth:`Cycle.on_disconnect`, found in
+  the scope's ``extensions`` as ``modelway.disconnect``) instead of running a task that waits in ``receive()``;
+* ``receive()`` hands over a body that has arrived without waiting on an event.
+
+Bounds, each as the previous protocol had them (``server.*`` in the config, :class:`.protocol.HttpLimits`):
+
+* the request line and headers may not be larger than ``max_header_bytes`` or have more than ``max_headers`` lines:
+  past either the client gets ``431`` and the connection is closed (counted as they arrive, so a connection holds at
+  most the limit plus one read of header bytes);
+* a request has ``header_timeout`` seconds from its first byte (a new connection: from connecting; a pipelined
+  request: from the end of the response before it) to finish its headers, else ``408`` (or, if it sent nothing, a
+  plain close); ``body_timeout`` seconds from the end of its headers to finish its body, else ``408``, and the app
+  waiting for the body sees the client gone;
+* an idle keep-alive connection is closed after uvicorn's ``timeout_keep_alive`` (5 s by default);
+* llhttp refuses what request smuggling needs (``Content-Length`` with ``Transfer-Encoding``, conflicting lengths,
+  bad chunk sizes): ``400`` and close; a request body is buffered only up to 64 KiB before reading pauses (the app
+  bounds the whole body: ``server.max_body_bytes``, 413);
+* writes respect the transport's flow control: a client that does not read makes ``send`` wait, not memory grow.
+
+It plugs into uvicorn's ``Server`` (sockets, signals, workers, lifespan, the shutdown in :mod:`.runner`) through
+uvicorn's ``http=`` protocol setting; ``server.http: uvicorn`` selects uvicorn's own protocol instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from .cycle import Cycle
+from .protocol import DEFAULT_LIMITS, HttpLimits, refusal
+
+__all__ = ["LeanHttpProtocol"]
+
+log = logging.getLogger("modelway.server")
+
+#: unread request body held before the connection stops reading (the app takes it with receive())
+_BODY_HIGH_WATER = 64 * 1024
+
+# what a connection is waiting for: its deadline's meaning
+_IDLE, _HEADERS, _BODY, _BUSY = 0, 1, 2, 3
+
+
+class _Sweep:
+    """One recurring timer per server that checks every connection's deadline (instead of a timer per request)."""
+
+    __slots__ = ("handle", "loop", "tick")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.loop = loop
+        self.tick = tick
+        self.handle: asyncio.TimerHandle | None = None
+
+    def ensure(self, connections: set[Any]) -> None:
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.tick, self._run, connections)
+
+    def _run(self, connections: set[Any]) -> None:
+        self.handle = None
+        now = self.loop.time()
+        for conn in [c for c in connections if 0.0 < getattr(c, "deadline", 0.0) <= now]:
+            conn.expired()
+        if connections:
+            self.handle = self.loop.call_later(self.tick, self._run, connections)
+
+
+class LeanHttpProtocol(asyncio.Protocol):
+    """See the module docstring. Limits come from ``config.http_limits`` (:class:`.runner.ServeConfig`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.state = server_state
+        self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.app_state = app_state
+        self.root_path: str = config.root_path
+        limits: HttpLimits = getattr(config, "http_limits", DEFAULT_LIMITS)
+        self.limits = limits
+        self.keep_alive_timeout = float(config.timeout_keep_alive)
+        self.sweep = _sweep_of(server_state, self.loop, limits, self.keep_alive_timeout)
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        #: a write is paused until this future is done (the client does not read); reading paused; and why
+        self.write_paused: asyncio.Future[None] | None = None
+        self.read_paused = False
+        #: when the connection's current wait must end (loop time; 0: no deadline), and what it waits for
+        self.deadline = 0.0
+        self.waiting = _HEADERS
+        #: bytes of the request line and headers received so far (whole reads), their exact size and count
+        self.read = 0
+        self.size = 0
+        self.count = 0
+        self.too_large = False
+        #: the request being parsed, its parts, and the cycle answering (the newest one; pipelined ones queue)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_100 = False
+        self.cycle: Cycle | None = None
+        self.pipeline: deque[Cycle] = deque()
+        self._head_cache: tuple[object, bytes] = (None, b"")
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's transports do not subclass asyncio's)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                self.server = _addr(sock.getsockname())
+                self.client = _addr(sock.getpeername())
+            except OSError:
+                pass
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        self.sweep.ensure(self.connections)
+        self.deadline = self.loop.time() + self.limits.header_timeout
+        self.waiting = _IDLE  # nothing begun: a silent connection is closed without an answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.deadline = 0.0
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.lost()
+        for queued in self.pipeline:
+            queued.lost()
+        paused, self.write_paused = self.write_paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+        self.parser = None  # type: ignore[assignment]
+
+    def eof_received(self) -> None:
+        pass  # the transport closes itself; a response being written still goes out (half-close)
+
+    def pause_writing(self) -> None:
+        if self.write_paused is None:
+            self.write_paused = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        paused, self.write_paused = self.write_paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.waiting
+        if waiting == _IDLE:
+            self.waiting = waiting = _HEADERS
+            self.deadline = self.loop.time() + self.limits.header_timeout
+            self.read = 0
+        if waiting == _HEADERS:
+            self.read += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            log.debug("an upgrade request: not supported, answered as plain HTTP")
+        except httptools.HttpParserError:
+            if self.too_large:
+                self._refuse_too_large()
+            else:
+                log.debug("invalid HTTP request received")
+                self._refuse(400, "Bad Request", "invalid_http", "the request is not valid HTTP/1.1")
+            return
+        if self.waiting == _HEADERS and self.read > self.limits.max_header_bytes and not self.transport.is_closing():
+            self._refuse_too_large()
+
+    # -- parser callbacks ----------------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.expect_100 = False
+        self.size = self.count = 0
+        if self.waiting != _HEADERS:  # a request after a response, in the same read as other bytes
+            self.waiting = _HEADERS
+            self.read = 0
+            self.deadline = self.loop.time() + self.limits.header_timeout
+        if self._responding():
+            self.deadline = 0.0  # pipelined: its clock starts when the response before it is done
+
+    def on_url(self, url: bytes) -> None:
+        self.size += len(url)
+        if self.size > self.limits.max_header_bytes:
+            self.too_large = True
+            raise _HeadersTooLarge
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.size += len(name) + len(value) + 4
+        self.count += 1
+        limits = self.limits
+        if self.size > limits.max_header_bytes or self.count > limits.max_headers:
+            self.too_large = True
+            raise _HeadersTooLarge
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which is not part of a value
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100 = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": self.root_path,
+            "path": self.root_path + path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+        cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect_100)
+        scope["extensions"] = {"modelway.disconnect": cycle}
+        busy = self._responding()
+        self.cycle = cycle
+        self.waiting = _BODY
+        self.deadline = 0.0 if busy else self.loop.time() + self.limits.body_timeout
+        if busy:
+            self.pipeline.appendleft(cycle)
+            self._pause_reading()
+        else:
+            self._start(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.complete:
+            return
+        cycle.body = cycle.body + body if cycle.body else body
+        if len(cycle.body) > _BODY_HIGH_WATER:
+            self._pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.complete:  # answered before its body ended (a 413): idle now
+            self.waiting = _IDLE
+            self.deadline = self.loop.time() + self.keep_alive_timeout
+            return
+        self.waiting = _BUSY
+        self.deadline = 0.0
+        cycle.more_body = False
+        cycle.wake()
+
+    # -- the cycle's life ----------------------------------------------------------------------------------------
+    def _start(self, cycle: Cycle) -> None:
+        task = self.loop.create_task(cycle.run(self.app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def response_complete(self, cycle: Cycle) -> None:
+        self.state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        if self.pipeline:
+            self._resume_reading()
+            self._start(self.pipeline.pop())
+            return
+        self._resume_reading()
+        if self.waiting == _BUSY:
+            self.waiting = _IDLE
+            self.deadline = self.loop.time() + self.keep_alive_timeout
+        elif self.waiting == _HEADERS:
+            # a pipelined request whose headers were still coming: its clock starts now
+            self.deadline = self.loop.time() + self.limits.header_timeout
+        elif self.waiting == _BODY and self.deadline == 0.0:
+            self.deadline = self.loop.time() + self.limits.body_timeout
+
+    def resume_body(self) -> None:
+        """The app takes the body: read on."""
+        if self.read_paused:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _responding(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and not cycle.complete
+
+    def default_head(self) -> bytes:
+        """uvicorn's default headers (``date``, ``server``: the server renews the list every second), encoded."""
+        headers = self.state.default_headers
+        cached, head = self._head_cache
+        if cached is not headers:
+            head = b"".join([b"%b: %b\r\n" % (name, value) for name, value in headers])
+            self._head_cache = (headers, head)
+        return head
+
+    def shutdown(self) -> None:
+        """The server is shutting down: close now if idle, else after the response in flight."""
+        cycle = self.cycle
+        if cycle is None or cycle.complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
+
+    # -- deadlines and refusals ------------------------------------------------------------------------------------
+    def expired(self) -> None:
+        """The sweep found this connection's deadline passed."""
+        self.deadline = 0.0
+        if self.transport.is_closing():
+            return
+        waiting = self.waiting
+        if waiting == _HEADERS:
+            message = f"the request's headers did not arrive within {self.limits.header_timeout:g} s"
+            if self._responding():
+                self.transport.close()
+                return
+            log.warning("refused a request: %s", message)
+            self._refuse(408, "Request Timeout", "request_timeout", message)
+        elif waiting == _BODY:
+            message = f"the request's body did not arrive within {self.limits.body_timeout:g} s"
+            log.warning("refused a request: %s", message)
+            cycle = self.cycle
+            if cycle is not None and not cycle.started:
+                # the app, waiting for the body, finds the client gone (and sends nothing); the client gets the 408
+                cycle.lost()
+                self._refuse(408, "Request Timeout", "request_timeout", message)
+            else:
+                self.transport.close()
+        else:
+            self.transport.close()  # idle: a keep-alive connection, or one that never sent a byte
+
+    def _refuse_too_large(self) -> None:
+        limits = self.limits
+        message = (
+            f"the request's headers are larger than {limits.max_header_bytes} bytes or more than "
+            f"{limits.max_headers} lines"
+        )
+        log.warning("refused a request: %s", message)
+        if self._responding():
+            self.transport.close()
+        else:
+            self._refuse(431, "Request Header Fields Too Large", "headers_too_large", message)
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        self.deadline = 0.0
+        self.transport.write(refusal(status, reason, code, message))
+        self.transport.close()
+
+
+class _HeadersTooLarge(Exception):
+    """Raised from a parser callback; httptools turns it into an ``HttpParserCallbackError``."""
+
+
+def _addr(addr: Any) -> tuple[str, int] | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return str(addr[0]), int(addr[1])
+    return None
+
+
+def _sweep_of(state: ServerState, loop: asyncio.AbstractEventLoop, limits: HttpLimits, keep_alive: float) -> _Sweep:
+    sweep: _Sweep | None = getattr(state, "_modelway_sweep", None)
+    if sweep is None or sweep.loop is not loop:
+        shortest = min(limits.header_timeout, limits.body_timeout, keep_alive)
+        sweep = _Sweep(loop, max(0.02, min(1.0, shortest / 5)))
+        state._modelway_sweep = sweep  # type: ignore[attr-defined]
+    return sweep
