@@ -53,6 +53,7 @@ class RowResult:
     cpu_ms_per_stream: float | None = None
     ttfb: TtfbResult | None = None  # medians over the rounds
     errors: int = 0  # over every run: socket errors, non-2xx, broken streams
+    stream_errors: int = 0  # the same over the stream runs only (wrk c=32 and TTFB)
 
     @property
     def ok(self) -> bool:
@@ -138,6 +139,7 @@ def _finish(lv: Live) -> None:
         )
     runs = lv._lat + [r for r, _ in lv._json] + [r for r, _ in lv._stream]
     row.errors = sum(r.errors for r in runs) + sum(x.errors for x in lv._ttfb)
+    row.stream_errors = sum(r.errors for r, _ in lv._stream) + sum(x.errors for x in lv._ttfb)
     row.rss_after_mb = rss_bytes(lv.server.pid) / MB
 
 

@@ -1,15 +1,16 @@
-"""The phases beyond the main table: memory at 1,000 concurrent streams, start-up, and ``--workers 2``."""
+"""The phases beyond the main table: memory at 10,000 concurrent streams, start-up, and ``--workers 2``."""
 
 from __future__ import annotations
 
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,8 @@ Say = Callable[[str], None]
 
 
 def raise_nofile(want: int = 65536) -> int:
-    """Raise the soft open-files limit (inherited by the children) as far as the hard limit allows."""
+    """Raise the soft open-files limit (inherited by the children) as far as the hard limit allows (it cannot be
+    raised without CAP_SYS_RESOURCE: in this sandbox it is 20,000 per process)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
     if soft < target:
@@ -54,31 +56,69 @@ class ScaleResult:
     rss_peak_mb: float
     rss_after_mb: float  # 1 s after the load stopped
     run: WrkResult  # through modelway
-    peak_client_conns: int  # established connections to modelway (sampled every 100 ms)
+    ramp_s: float  # how long opening the connections took (steps of RAMP_STEP, see ``ramped_wrk``)
+    peak_client_conns: int  # established connections to modelway (sampled, see ``conn_samples``)
     peak_upstream_conns: int  # established connections from modelway to the upstream
     direct: WrkResult | None  # the same load straight at the slow upstream: the stream time to compare with
     cpu_percent: float  # modelway's CPU during the run, percent of one core
     profile: Profile | None = None  # py-spy during a second, identical run (``--profile``)
+    conn_samples: int = 0  # how many times the connections were counted during the run
+    conn_count_ms: float = 0.0  # the slowest count (ss or /proc/net/tcp walks every socket of the machine)
+    nofile: int = 0  # the open-files limit of every process (a server needs one per client and upstream socket)
 
     @property
     def growth_mb(self) -> float:
         return self.rss_peak_mb - self.rss_base_mb
 
 
-def established(port: int) -> int:
-    """Established TCP connections whose local port is ``port`` (server side), from /proc/net/tcp."""
-    want = f":{port:04X} "
-    n = 0
+def _count_ss(ss: str, ports: tuple[int, ...]) -> dict[int, int] | None:
+    """Established connections per local port with ``ss`` (the kernel filters the sockets: sock_diag)."""
+    flt = " or ".join(f"sport = :{p}" for p in ports)
+    try:
+        proc = subprocess.run(
+            [ss, "-Htn", "state", "established", f"( {flt} )"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    seen: dict[int, set[str]] = {p: set() for p in ports}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        local, peer = parts[-2], parts[-1]
+        port = int(local.rpartition(":")[2]) if local.rpartition(":")[2].isdigit() else -1
+        if port in seen:
+            seen[port].add(peer)
+    return {p: len(peers) for p, peers in seen.items()}
+
+
+def _count_proc(ports: tuple[int, ...]) -> dict[int, int]:
+    """The same from /proc/net/tcp, one pass for every port; a connection is counted once even if the table
+    changes while it is read (the kernel then lists some sockets twice)."""
+    want = {f"{p:04X}": p for p in ports}
+    seen: dict[int, set[str]] = {p: set() for p in ports}
     try:
         with open("/proc/net/tcp") as f:
             next(f)
             for line in f:
                 parts = line.split(None, 4)
-                if parts[3] == "01" and (parts[1] + " ").endswith(want):
-                    n += 1
+                if parts[3] == "01":
+                    port = want.get(parts[1].rpartition(":")[2])
+                    if port is not None:
+                        seen[port].add(parts[2])
     except OSError:
         pass
-    return n
+    return {p: len(peers) for p, peers in seen.items()}
+
+
+def established(*ports: int) -> dict[int, int]:
+    """Established TCP connections per local (server-side) port: with ``ss`` if it is installed, else from
+    /proc/net/tcp. Either walks every socket of the machine: ~0.1 s with 25,000 of them."""
+    ss = shutil.which("ss")
+    got = _count_ss(ss, ports) if ss else None
+    return got if got is not None else _count_proc(ports)
 
 
 @dataclass
@@ -86,13 +126,174 @@ class _Peaks:
     rss: int = 0
     clients: int = 0
     upstream: int = 0
+    conn_samples: int = 0
+    conn_count_s: float = 0.0
 
 
 def _sample(pid: int, port: int, upstream_port: int, stop: threading.Event, peaks: _Peaks) -> None:
+    """RSS every 100 ms; the connections at most every second and so that counting them takes at most a tenth of
+    the time (it walks every socket, and this 2-core machine also runs the server, wrk and the upstream)."""
+    next_count = 0.0
     while not stop.wait(0.1):
         peaks.rss = max(peaks.rss, rss_bytes(pid))
-        peaks.clients = max(peaks.clients, established(port))
-        peaks.upstream = max(peaks.upstream, established(upstream_port))
+        now = time.perf_counter()
+        if now < next_count:
+            continue
+        counts = established(port, upstream_port)
+        took = time.perf_counter() - now
+        peaks.conn_samples += 1
+        peaks.conn_count_s = max(peaks.conn_count_s, took)
+        peaks.clients = max(peaks.clients, counts[port])
+        peaks.upstream = max(peaks.upstream, counts[upstream_port])
+        next_count = now + max(1.0, 10 * took)
+
+
+def scale_event_ms(streams: int) -> float:
+    """The gap between the slow upstream's events: 100 ms up to 1,000 streams, then longer in proportion, so that
+    the upstream sends 10,000 events/s whatever the number of streams. The fake upstream is one Python process: at
+    10,000 streams and 100 ms it would have to write 100,000 events/s, which it cannot on this 2-core machine even
+    alone (measured: its streams took 3.6-4.6 s instead of 2, and connections were dropped from its listen queue),
+    and a gateway in front would have to relay them. With 1 s per event it holds 10,000 streams exactly: 10,000
+    connections, p50 stream 20.07 s for 20 s of events, no error."""
+    return max(100.0, 100.0 * streams / 1000)
+
+
+def scale_seconds(streams: int, event_ms: float, quick: bool) -> tuple[float, float]:
+    """(seconds of load through modelway, seconds of the reference straight at the slow upstream): 10 s each for
+    1,000 streams of 2 s; longer streams need longer runs for one to complete (10,000 streams of 20 s: 30 s and
+    25 s). ``--quick``: 5 s each for 1,000 streams, 25 s and 23 s for 10,000."""
+    stream_s = 20 * event_ms / 1000
+    if quick:
+        return max(5.0, 1.25 * stream_s), max(5.0, stream_s + 3)
+    return max(10.0, 1.5 * stream_s), max(10.0, stream_s + 5)
+
+
+#: the scale load opens its connections in steps of this many (one wrk process each), at least this far apart, and
+#: each step once the server's accept queue is empty again (waiting at most ``RAMP_MAX_WAIT_S``)
+RAMP_STEP = 1000
+RAMP_INTERVAL_S = 0.25
+RAMP_MAX_WAIT_S = 5.0
+
+
+def accept_queue(port: int) -> int | None:
+    """Connections waiting in the accept queue of the listener on ``port`` (``ss -l``: Recv-Q), or None."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    try:
+        out = subprocess.run([ss, "-Hltn", f"( sport = :{port} )"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    queued = [int(p[1]) for p in (line.split() for line in out.splitlines()) if len(p) > 1 and p[1].isdigit()]
+    return max(queued) if queued else None
+
+
+@dataclass
+class Ramped:
+    run: WrkResult  # the runs of every step together
+    ramp_s: float  # from the first step's start until the last one started
+
+
+def ramped_wrk(
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    headers: Mapping[str, str],
+    script_dir: Path,
+    server_port: int | None = None,
+) -> Ramped:
+    """Stream load with ``connections`` connections, opened ``RAMP_STEP`` at a time, all of them kept for ``seconds``
+    once the last step has started (every step is stopped then, with SIGINT).
+
+    One wrk opens all its connections at once; 10,000 SYNs in a few milliseconds overflow the server's listen queue
+    (the kernel caps it at net.core.somaxconn, 4,096 here; uvicorn asks for 2,048): the handshakes dropped wait for
+    SYN retransmits (1, 3, 7, 15 s ...), those answered with a SYN cookie the server cannot take in end in resets
+    (wrk read errors). That measures the kernel's queue and how soon a busy server gets round to ``accept``, not the
+    streams it holds, so the connections arrive in steps: one wrk of 1,000 connections at a time, at least
+    ``RAMP_INTERVAL_S`` apart, the next once the accept queue of ``server_port`` is empty again (at most
+    ``RAMP_MAX_WAIT_S`` later). Their results are summed; p50 and p90 are request-weighted means of theirs, p99 and
+    max the largest. Each stream is checked (``[DONE]``, no error event); wrk's per-request timeout is 60 s, as a
+    stream waits for a pooled upstream connection and shares the server's CPU with thousands of others."""
+    sizes = [min(RAMP_STEP, connections - i) for i in range(0, connections, RAMP_STEP)]
+
+    stop = threading.Event()
+    # a step runs until ``stop``, set ``seconds`` after the last step started (at most this long)
+    longest = seconds + len(sizes) * (RAMP_INTERVAL_S + RAMP_MAX_WAIT_S) + 5
+
+    def one(i: int, n: int) -> WrkResult:
+        return run_wrk(
+            url,
+            body,
+            connections=n,
+            seconds=seconds if len(sizes) == 1 else longest,
+            headers=headers,
+            script_dir=script_dir,
+            check_stream=True,
+            timeout_s=60,
+            tag=f"-ramp{i}",
+            stop=None if len(sizes) == 1 else stop,
+        )
+
+    if len(sizes) == 1:
+        return Ramped(one(0, sizes[0]), 0.0)
+    results: list[WrkResult | BaseException | None] = [None] * len(sizes)
+
+    def run(i: int, n: int) -> None:
+        try:
+            results[i] = one(i, n)
+        except BaseException as exc:  # reported below
+            results[i] = exc
+
+    threads = []
+    t0 = time.perf_counter()
+    for i, n in enumerate(sizes):
+        if i:
+            time.sleep(RAMP_INTERVAL_S)
+            until = time.perf_counter() + RAMP_MAX_WAIT_S
+            while server_port is not None and time.perf_counter() < until:
+                queued = accept_queue(server_port)
+                if queued is None or queued == 0:
+                    break
+                time.sleep(0.05)
+        t = threading.Thread(target=run, args=(i, n), daemon=True)
+        t.start()
+        threads.append(t)
+    ramp_s = time.perf_counter() - t0
+    try:
+        time.sleep(seconds)
+    finally:
+        stop.set()
+    for t in threads:
+        t.join()
+    done: list[WrkResult] = []
+    for r in results:
+        if not isinstance(r, WrkResult):
+            raise RuntimeError(f"one of the ramped wrk runs failed: {r}")
+        done.append(r)
+    total = sum(r.requests for r in done)
+
+    def mean(key: Callable[[WrkResult], float]) -> float:
+        return sum(key(r) * r.requests for r in done) / total if total else 0.0
+
+    detail: dict[str, int] = {}
+    for r in done:
+        for k, v in r.socket_detail.items():
+            detail[k] = detail.get(k, 0) + v
+    merged = WrkResult(
+        requests=total,
+        seconds=max(r.seconds for r in done),
+        p50_ms=mean(lambda r: r.p50_ms),
+        p90_ms=mean(lambda r: r.p90_ms),
+        p99_ms=max(r.p99_ms for r in done),
+        max_ms=max(r.max_ms for r in done),
+        socket_errors=sum(r.socket_errors for r in done),
+        non_2xx=sum(r.non_2xx for r in done),
+        bad_streams=sum(r.bad_streams for r in done),
+        socket_detail=detail,
+    )
+    return Ramped(merged, ramp_s)
 
 
 def measure_scale(
@@ -104,24 +305,25 @@ def measure_scale(
     say: Say,
     direct: bool = True,
     profile_dir: Path | None = None,
+    direct_seconds: float | None = None,
 ) -> ScaleResult:
-    """modelway in front of a slow upstream (one event per ``chunk_delay_ms``), ``streams`` concurrent streams."""
+    """modelway in front of a slow upstream (one event per ``chunk_delay_ms``), ``streams`` concurrent streams;
+    then (``direct``) the same load straight at the slow upstream for ``direct_seconds`` (default ``seconds``)."""
     say(f"slow upstream ({chunk_delay_ms:g} ms per event) + modelway")
     slow, slow_port = start_upstream(ctx.procs, "upstream-slow", chunk_delay_ms=chunk_delay_ms)
     server = start_modelway(ctx, config=modelway_config(ctx, slow_port), name="modelway-scale")
     assert server.child is not None
     body = chat_body(stream=True)
 
-    def load(port: int, connections: int, secs: float) -> WrkResult:
-        return run_wrk(
+    def load(port: int, connections: int, secs: float) -> Ramped:
+        return ramped_wrk(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             body,
             connections=connections,
             seconds=secs,
             headers=server.headers,
             script_dir=ctx.work,
-            check_stream=True,
-            timeout_s=30,
+            server_port=port,
         )
 
     try:
@@ -137,7 +339,7 @@ def measure_scale(
         sampler.start()
         cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
         try:
-            run = load(server.port, streams, seconds)
+            ramped = load(server.port, streams, seconds)
         finally:
             cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0) * 100
             stop.set()
@@ -160,8 +362,9 @@ def measure_scale(
         ctx.procs.stop(server.child)
         ref = None
         if direct:
-            say(f"{streams} concurrent streams straight to the slow upstream for {seconds:g}s (reference)")
-            ref = load(slow_port, streams, seconds)
+            ref_s = direct_seconds or seconds
+            say(f"{streams} concurrent streams straight to the slow upstream for {ref_s:g}s (reference)")
+            ref = load(slow_port, streams, ref_s).run
         return ScaleResult(
             streams=streams,
             chunk_delay_ms=chunk_delay_ms,
@@ -170,12 +373,16 @@ def measure_scale(
             rss_base_mb=base / MB,
             rss_peak_mb=peaks.rss / MB,
             rss_after_mb=after / MB,
-            run=run,
+            run=ramped.run,
+            ramp_s=ramped.ramp_s,
             peak_client_conns=peaks.clients,
             peak_upstream_conns=peaks.upstream,
             direct=ref,
             cpu_percent=cpu,
             profile=prof,
+            conn_samples=peaks.conn_samples,
+            conn_count_ms=peaks.conn_count_s * 1000,
+            nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         )
     finally:
         ctx.procs.stop(server.child)

@@ -19,7 +19,14 @@ from .limits_phase import measure_limits
 from .machine import background_cpu_percent, machine_info
 from .measure import MB, Live, Plan, RowResult, measure_rows
 from .payloads import MODEL
-from .phases import measure_scale, measure_startup, measure_workers, raise_nofile
+from .phases import (
+    measure_scale,
+    measure_startup,
+    measure_workers,
+    raise_nofile,
+    scale_event_ms,
+    scale_seconds,
+)
 from .procs import ProcessTable, rss_bytes
 from .profile import profile_server, py_spy
 from .report import RunResult, render_markdown, to_json
@@ -36,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     names = ", ".join([t.name for t in TARGETS] + list(_PHASES))
     ap = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark modelway against a direct call, nginx, a minimal Python proxy and (opt-in) LiteLLM, "
+        description="Benchmark modelway against a direct call, nginx, a minimal Python proxy and (opt-in) LiteLLM "
+        "and Portkey, "
         "with a fast fake upstream, wrk and a raw-socket TTFB client. Everything runs on 127.0.0.1.",
     )
     ap.add_argument("--quick", action="store_true", help="one round of short runs: a smoke test, not numbers to quote")
@@ -50,7 +58,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure LiteLLM's proxy (installed on first use into bench/.venv-litellm)",
     )
-    ap.add_argument("--streams", type=int, default=1000, help="concurrent streams in the scale phase (default 1000)")
+    ap.add_argument(
+        "--with-portkey",
+        action="store_true",
+        help="also measure Portkey's gateway (npm-installed on first use into bench/.portkey, run on Node 22)",
+    )
+    ap.add_argument("--streams", type=int, default=10_000, help="concurrent streams in the scale phase (default 10000)")
+    ap.add_argument(
+        "--scale-event-ms",
+        type=float,
+        metavar="MS",
+        help="gap between the slow upstream's stream events in the scale phase (default 100 up to 1000 streams, "
+        "then 100 x streams / 1000: the upstream sends 10,000 events/s; 1000 ms for 10,000 streams)",
+    )
     ap.add_argument(
         "--profile",
         action="store_true",
@@ -73,11 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _select(args: argparse.Namespace) -> tuple[list[str], set[str], bool]:
-    """(target names, phase names, with_litellm) from ``--only`` and ``--with-litellm``."""
+def _select(args: argparse.Namespace) -> tuple[list[str], set[str], bool, bool]:
+    """(target names, phase names, with_litellm, with_portkey) from ``--only``, ``--with-litellm`` and
+    ``--with-portkey``."""
     known = [t.name for t in TARGETS]
     if not args.only:
-        return known, set(_PHASES), bool(args.with_litellm)
+        return known, set(_PHASES), bool(args.with_litellm), bool(args.with_portkey)
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     bad = [w for w in wanted if w not in known and w not in _PHASES]
     if bad:
@@ -86,6 +107,7 @@ def _select(args: argparse.Namespace) -> tuple[list[str], set[str], bool]:
         [n for n in known if n in wanted],
         {w for w in wanted if w in _PHASES},
         args.with_litellm or ("litellm" in wanted),
+        args.with_portkey or ("portkey" in wanted),
     )
 
 
@@ -182,11 +204,14 @@ def _run(
         _profile(ctx, res, out_dir, progress("profile"))
 
     def scale() -> None:
+        event_ms = args.scale_event_ms or scale_event_ms(args.streams)
+        run_s, ref_s = scale_seconds(args.streams, event_ms, args.quick)
         res.scale = measure_scale(
             ctx,
             streams=args.streams,
-            chunk_delay_ms=100,
-            seconds=5 if args.quick else 10,
+            chunk_delay_ms=event_ms,
+            seconds=run_s,
+            direct_seconds=ref_s,
             say=progress("scale"),
             profile_dir=out_dir if args.profile and py_spy() else None,
         )
@@ -222,7 +247,7 @@ def _run(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    names, phases, with_litellm = _select(args)
+    names, phases, with_litellm, with_portkey = _select(args)
     if args.baseline is not None and not (args.baseline / "src" / "modelway").is_dir():
         print(f"error: --baseline {args.baseline}: no src/modelway there", file=sys.stderr)
         return 2
@@ -270,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         say("starting the fake upstream")
         upstream, port = start_upstream(procs)
         baseline = args.baseline.resolve() if args.baseline is not None else None
-        ctx = Context(procs, work, port, upstream, with_litellm=with_litellm, baseline=baseline)
+        ctx = Context(
+            procs, work, port, upstream, with_litellm=with_litellm, with_portkey=with_portkey, baseline=baseline
+        )
         _run(args, res, ctx, names, phases, progress, out_md.parent)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every child process", file=sys.stderr)

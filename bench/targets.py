@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from . import litellm_env
+from . import litellm_env, portkey_env
 from .payloads import COMPAT_MODEL, MODEL
 from .procs import Child, ProcessTable, free_port, wait_http_ok
 
@@ -52,6 +52,7 @@ class Context:
     upstream: Child | None
     master_key: str = field(default_factory=lambda: "sk-bench-" + secrets.token_hex(16))
     with_litellm: bool = False
+    with_portkey: bool = False
     #: another checkout of modelway (its ``src`` is put first on PYTHONPATH) for the ``baseline`` rows: the same
     #: measurements, before and after a change, side by side in one run
     baseline: Path | None = None
@@ -83,6 +84,7 @@ FAILOVER = "modelway-failover"
 FAILOVER_RETRY = "modelway-failover-retry"
 BASELINE = "baseline"
 BASELINE_CP = "baseline+cp"
+PORTKEY = "portkey"
 
 TARGETS: list[Target] = [
     Target("direct", "direct", MODEL, "straight to the fake upstream (the floor)"),
@@ -117,6 +119,13 @@ TARGETS: list[Target] = [
     Target(BASELINE, BASELINE, MODEL, "the modelway row, served by the --baseline checkout"),
     Target(BASELINE_CP, BASELINE_CP, MODEL, "the modelway+cp row, served by the --baseline checkout"),
     Target("litellm", "litellm", MODEL, f"LiteLLM proxy {litellm_env.LITELLM_VERSION}, 1 worker, no DB"),
+    Target(
+        PORTKEY,
+        PORTKEY,
+        MODEL,
+        f"Portkey's gateway {portkey_env.PORTKEY_VERSION} on Node {portkey_env.NODE_VERSION}, 1 process, "
+        "configured per request by its x-portkey-config header (provider openai, custom_host the upstream)",
+    ),
 ]
 
 
@@ -193,6 +202,10 @@ def unavailable(target: Target, ctx: Context) -> str | None:
         return "nginx is not installed: apt-get install -y nginx-light"
     if target.server == "litellm" and not ctx.with_litellm:
         return "opt-in: --with-litellm"
+    if target.server == PORTKEY and not ctx.with_portkey:
+        return "opt-in: --with-portkey"
+    if target.server == PORTKEY and not portkey_env.installed() and portkey_env.npm_path() is None:
+        return "npm is not installed (apt-get install -y npm): it installs Portkey's gateway"
     if target.server in (BASELINE, BASELINE_CP) and ctx.baseline is None:
         return "opt-in: --baseline DIR"
     return None
@@ -411,6 +424,27 @@ def _start_litellm(ctx: Context) -> Server:
     return Server(port, child.pid, ready, f"litellm {version}", child, headers)
 
 
+def _start_portkey(ctx: Context) -> Server:
+    """Portkey's gateway (``build/start-server.js --port=P --headless``) on the pinned Node 22, bound to 127.0.0.1;
+    the load configures it per request with ``x-portkey-config``: provider ``openai`` at the fake upstream."""
+    label = portkey_env.ensure_portkey(ctx.work / "portkey-npm.log")
+    port = free_port()
+    argv = [
+        str(portkey_env.node_exe()),
+        "--import",
+        portkey_env.listen_preload().as_uri(),
+        str(portkey_env.gateway_entry()),
+        f"--port={port}",
+        "--headless",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NODE_", "PORTKEY_", "REDIS_"))}
+    child = ctx.procs.spawn(PORTKEY, argv, env=env, cwd=ctx.work)
+    ready = wait_http_ok(child, port, "/", timeout=60)  # GET / answers 200 "AI Gateway says hey!"
+    config = {"provider": "openai", "custom_host": f"http://127.0.0.1:{ctx.upstream_port}/v1", "api_key": _UPSTREAM_KEY}
+    headers = {"x-portkey-config": orjson.dumps(config).decode()}
+    return Server(port, child.pid, ready, label, child, headers)
+
+
 _STARTERS: dict[str, Callable[[Context], Server]] = {
     "direct": _start_direct,
     "nginx": _start_nginx,
@@ -422,6 +456,7 @@ _STARTERS: dict[str, Callable[[Context], Server]] = {
     BASELINE: lambda ctx: start_modelway(ctx, name="baseline", baseline=True),
     BASELINE_CP: lambda ctx: _start_control_plane(ctx, baseline=True),
     "litellm": _start_litellm,
+    PORTKEY: _start_portkey,
 }
 
 

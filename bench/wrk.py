@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .payloads import CHAT, Api
@@ -51,6 +54,7 @@ class WrkResult:
     socket_errors: int  # connect + read + write + timeout
     non_2xx: int  # wrk counts status > 399
     bad_streams: int  # 200 but not a complete, error-free SSE stream (stream runs only)
+    socket_detail: dict[str, int] = field(default_factory=dict)  # the socket errors by kind, those that happened
 
     @property
     def rps(self) -> float:
@@ -92,12 +96,16 @@ def run_wrk(
     api: Api = CHAT,
     threads: int = 1,
     timeout_s: float = 10.0,
+    tag: str = "",
+    stop: threading.Event | None = None,
 ) -> WrkResult:
-    """One wrk run; raises ``RuntimeError`` (with wrk's output) if wrk fails or prints no result."""
+    """One wrk run; raises ``RuntimeError`` (with wrk's output) if wrk fails or prints no result. ``tag`` names its
+    script file apart from those of wrk runs at the same time. With ``stop``, wrk is stopped with SIGINT (it still
+    reports) when the event is set, if that comes before ``seconds``."""
     exe = wrk_path()
     if exe is None:
         raise RuntimeError("wrk is not installed: apt-get install -y wrk")
-    script = script_dir / f"wrk-{'stream' if check_stream else 'json'}-{abs(hash(body)) % 10**8}.lua"
+    script = script_dir / f"wrk-{'stream' if check_stream else 'json'}-{abs(hash(body)) % 10**8}{tag}.lua"
     script.write_text(_script(body, {"Content-Type": "application/json", **headers}, check_stream, api))
     argv = [
         exe,
@@ -109,8 +117,25 @@ def run_wrk(
         str(script),
         url,
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
-    for line in proc.stdout.splitlines():
+    if stop is None:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
+        stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
+    else:
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as popen:
+            deadline = time.monotonic() + seconds + timeout_s + 30
+            while popen.poll() is None and not stop.wait(0.1):
+                if time.monotonic() > deadline:
+                    popen.kill()
+                    break
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGINT)
+            try:
+                stdout, stderr = popen.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                stdout, stderr = popen.communicate()
+            rc = popen.returncode
+    for line in stdout.splitlines():
         if line.startswith("WRK-RESULT "):
             d = json.loads(line.removeprefix("WRK-RESULT "))
             return WrkResult(
@@ -123,5 +148,6 @@ def run_wrk(
                 socket_errors=d["connect"] + d["read"] + d["write"] + d["timeout"],
                 non_2xx=d["status"],
                 bad_streams=d["bad"],
+                socket_detail={k: d[k] for k in ("connect", "read", "write", "timeout") if d[k]},
             )
-    raise RuntimeError(f"wrk gave no result (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    raise RuntimeError(f"wrk gave no result (exit {rc}):\n{stdout}\n{stderr}")
