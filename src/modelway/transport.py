@@ -1,7 +1,10 @@
-"""The one shared async HTTP transport (aiohttp), and the mapping of transport failures to our errors.
+"""The one shared async HTTP transport, and the mapping of transport failures to our errors.
 
-Everything that touches the network goes through :class:`Transport`: one pooled ``aiohttp.ClientSession`` per
-client (or per gateway process), shared by every provider and every key. Adapters never do I/O.
+Everything that touches the network goes through :class:`Transport`: one connection pool per client (or per gateway
+process), shared by every provider and every key. Adapters never do I/O. Two backends sit behind it: a lean
+HTTP/1.1 client on asyncio protocols and httptools (:mod:`modelway.transport_h1`, the default), and aiohttp
+(:mod:`modelway.transport_aiohttp`), chosen with ``Transport(backend=...)`` or the ``MODELWAY_TRANSPORT``
+environment variable (``h1`` or ``aiohttp``); without httptools installed it is aiohttp.
 
 Answers are bounded: a whole answer (a JSON body, an error body, or everything a stream sends) may not decode to
 more than ``max_answer_bytes``; past it the attempt fails with :class:`~modelway.errors.StreamError` and the
@@ -13,34 +16,43 @@ filled memory.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
-from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import Protocol
 
-if TYPE_CHECKING:
-    import aiohttp
-
-from .errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeoutError, StreamError
-from .inflate import ACCEPT_ENCODING, InflateError, Inflater
+from .errors import (
+    ConfigError,
+    ModelwayError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamError,
+)
+from .inflate import InflateError, Inflater
 from .providers.base import HTTPRequest
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
-__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "Response", "StreamResponse", "Transport"]
+__all__ = ["BACKENDS", "DEFAULT_MAX_ANSWER_BYTES", "Response", "StreamResponse", "Transport"]
 
 #: the largest decoded answer accepted from a provider by default (a whole JSON body, or a whole stream)
 DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: the HTTP clients :class:`Transport` can use
+BACKENDS = ("h1", "aiohttp")
+
+OTHER_LOOP = (
+    "this client's connections belong to another event loop (a client was used under one asyncio.run() "
+    "and then under another): create the AsyncClient inside the loop that uses it, e.g. "
+    "`async with modelway.AsyncClient() as client:` in your main coroutine"
+)
 
 
-def _aiohttp() -> ModuleType:
-    """aiohttp, imported on first use: importing it costs ~150 ms (it builds SSL contexts), which ``import modelway``
-    should not pay."""
-    import aiohttp
-
-    return aiohttp
+class MapError(Protocol):
+    def __call__(
+        self, exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
+    ) -> ProviderError: ...
 
 
 @dataclass(slots=True)
@@ -48,6 +60,64 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class Body(Protocol):
+    """An answer whose head has arrived, as a backend hands it out: its body is read with ``read_some()``."""
+
+    status: int
+    headers: dict[str, str]  # lower-cased names
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    def read_some(self) -> Awaitable[bytes]:
+        """What arrived of the body (waiting for some if nothing did); ``b""`` at its end."""
+        ...
+
+    def at_eof(self) -> bool: ...
+
+    def release(self) -> None:
+        """Done with the answer: the connection goes back to the pool if the body was read to its end, else it
+        is closed."""
+
+    def close(self) -> None:
+        """Close the connection now (a pending ``read_some()`` fails)."""
+
+
+class Backend(Protocol):
+    loop: asyncio.AbstractEventLoop | None
+    failures: tuple[type[BaseException], ...]
+    map: MapError
+
+    async def send(self, req: HTTPRequest, timeout: float | None) -> Response: ...
+
+    async def stream(self, req: HTTPRequest, timeout: float | None) -> StreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def in_use(self) -> int: ...
+
+
+class TransportFailure(Exception):
+    """A failure of the lean client's connection (its messages never name the host)."""
+
+
+class ConnectionLost(TransportFailure):
+    """The connection closed or was reset before the answer ended. ``stale``: a pooled connection that the server
+    closed (FIN, not a reset) before any byte of the answer: it had closed it while idle, as the request came (the
+    request may be sent again, once, on a new connection)."""
+
+    def __init__(self, message: str, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+class BadAnswer(TransportFailure):
+    """The answer is not valid HTTP (or its head is over the bounds)."""
 
 
 class _IdleWatch:
@@ -96,9 +166,11 @@ class StreamResponse:
     :class:`~modelway.errors.ProviderTimeoutError`."""
 
     __slots__ = (
-        "_aio",
+        "_body",
+        "_clock",
+        "_failures",
         "_inflater",
-        "_resp",
+        "_map",
         "_watch",
         "expired",
         "headers",
@@ -112,23 +184,26 @@ class StreamResponse:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        body: Body,
         provider: str,
         timeout: float | None,
         watch: _IdleWatch,
-        aio: ModuleType,
+        backend: Backend,
         max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
-        self._aio = aio
-        self._inflater = _inflater(resp, provider)
+        self._inflater = _inflater(body, provider)
+        self._body: Body | None = body
+        self._failures = backend.failures
+        self._map = backend.map
         self.max_bytes = max_bytes
-        self._resp = resp
         self.provider = provider
-        self.status = resp.status
-        self.headers: Mapping[str, str] = _lower(resp.headers)
+        self.status = body.status
+        self.headers: Mapping[str, str] = body.headers
         self.expired = False
         self.waiting = False
-        self.last = asyncio.get_running_loop().time()
+        loop = backend.loop
+        self._clock = loop.time if loop is not None else asyncio.get_running_loop().time
+        self.last = self._clock()
         self.idle = timeout or 0.0
         self._watch = watch
         if timeout:
@@ -142,42 +217,60 @@ class StreamResponse:
         """The provider stopped sending: close the connection (a pending read fails, and says timeout)."""
         self.expired = True
         self._watch.streams.discard(self)
-        self._resp.close()
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
 
     def _timed_out(self) -> ProviderTimeoutError:
         return ProviderTimeoutError(f"the provider stopped sending for {self.idle:g}s", provider=self.provider)
 
     async def read(self) -> bytes:
         """The whole (rest of the) body, at most ``max_bytes`` of it."""
-        self.last = asyncio.get_running_loop().time()
+        body = self._body
+        if body is None:
+            if self.expired:
+                raise self._timed_out()
+            return b""
+        self.last = self._clock()
         self.waiting = True
         try:
-            return await read_capped(self._resp, self.max_bytes, self.provider)
-        except _failures(self._aio) as exc:
+            data = await read_capped(body, self.max_bytes, self.provider)
+        except ModelwayError:
+            raise
+        except self._failures as exc:
             if self.expired:
                 raise self._timed_out() from exc
-            raise _map(exc, self.provider, reading=True) from exc
+            raise self._map(exc, self.provider, reading=True) from exc
         finally:
             self.waiting = False
+        self._release()
+        return data
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        content = self._resp.content
-        now = asyncio.get_running_loop().time
+        body = self._body
+        if body is None:
+            if self.expired:
+                raise self._timed_out()
+            return
+        read = body.read_some
+        now = self._clock
+        inflater = self._inflater
         left = self.max_bytes
         try:
             while True:
                 self.last = now()
                 self.waiting = True  # the idle clock runs only while we wait for the provider
-                data = await content.readany()
+                data = await read()
                 self.waiting = False
                 if not data:
                     if self.expired:
                         raise self._timed_out()
-                    if self._inflater is not None:
-                        _finish(self._inflater, self.provider)
+                    if inflater is not None:
+                        _finish(inflater, self.provider)
+                    self._release()  # the connection goes back to the pool now, not when the caller closes
                     return
-                if self._inflater is not None:
-                    for piece in _inflate(self._inflater, data, left, self.provider):
+                if inflater is not None:
+                    for piece in _inflate(inflater, data, left, self.provider):
                         left -= len(piece)
                         if left < 0:
                             raise answer_too_large(self.max_bytes, self.provider)
@@ -187,22 +280,36 @@ class StreamResponse:
                 if left < 0:
                     raise answer_too_large(self.max_bytes, self.provider)
                 yield data
-        except _failures(self._aio) as exc:
+        except ModelwayError:
+            raise
+        except self._failures as exc:
             if self.expired:
                 raise self._timed_out() from exc
-            raise _map(exc, self.provider, reading=True) from exc
+            raise self._map(exc, self.provider, reading=True) from exc
+
+    def _release(self) -> None:
+        self._watch.streams.discard(self)
+        body, self._body = self._body, None
+        if body is not None:
+            if body.at_eof():
+                body.release()
+            else:
+                body.close()
 
     async def aclose(self) -> None:
         """Release the connection: back to the pool if the body was read to its end, else closed at once
         (an unfinished upstream stream must not go back to the pool half-read, and must stop now)."""
-        self._watch.streams.discard(self)
-        resp = self._resp
-        if resp.closed:
-            return
-        if resp.content.at_eof():
-            resp.release()
-        else:
-            resp.close()
+        self._release()
+
+    def __del__(self) -> None:
+        # dropped without aclose(): its connection must not stay lent out (aiohttp's responses do this too)
+        body = getattr(self, "_body", None)
+        if body is not None:
+            self._body = None
+            try:
+                body.close()
+            except Exception:  # (its loop may be closed by now)
+                pass
 
     async def __aenter__(self) -> StreamResponse:
         return self
@@ -214,7 +321,10 @@ class StreamResponse:
 
 
 class Transport:
-    """Pooled HTTP client. Create inside a running event loop, or let it create its session lazily on first use."""
+    """Pooled HTTP client. Create inside a running event loop, or let it create its pool lazily on first use.
+
+    ``backend``: ``"h1"`` (the lean HTTP/1.1 client) or ``"aiohttp"``; when not given, the ``MODELWAY_TRANSPORT``
+    environment variable says which (for A/B runs), else ``"h1"``."""
 
     def __init__(
         self,
@@ -224,167 +334,62 @@ class Transport:
         connect_timeout: float = 10.0,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        backend: str | None = None,
     ) -> None:
         #: the largest decoded answer accepted (a JSON body, or a whole stream), and the largest single SSE event
         self.max_answer_bytes = max_answer_bytes
         self.max_event_bytes = max_event_bytes
-        self._limit = limit
-        self._limit_per_host = limit_per_host
-        self._connect_timeout = connect_timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._aio = _aiohttp()
-        self._timeouts: dict[tuple[float | None, bool], aiohttp.ClientTimeout] = {}
         self._idle = _IdleWatch()
-        self._failures = _failures(self._aio)
+        chosen = backend or os.environ.get("MODELWAY_TRANSPORT", "").strip().lower() or "h1"
+        if chosen not in BACKENDS:
+            raise ConfigError(f"the transport backend must be one of {', '.join(BACKENDS)}, not {chosen!r}")
+        self._backend: Backend
+        if chosen == "h1":
+            try:
+                from .transport_h1 import H1Backend
+            except ImportError as exc:  # httptools is installed with modelway[server]: without it, aiohttp
+                if exc.name != "httptools":
+                    raise
+                chosen = "aiohttp"
+            else:
+                self._backend = H1Backend(limit, limit_per_host, connect_timeout, max_answer_bytes, self._idle)
+        if chosen == "aiohttp":
+            from .transport_aiohttp import AiohttpBackend
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        s = self._session
-        loop = asyncio.get_running_loop()
-        if s is not None and not s.closed and self._loop is not loop:
-            raise ConfigError(
-                "this client's connections belong to another event loop (a client was used under one asyncio.run() "
-                "and then under another): create the AsyncClient inside the loop that uses it, e.g. "
-                "`async with modelway.AsyncClient() as client:` in your main coroutine"
-            )
-        if s is None or s.closed:
-            self._loop = loop
-            aiohttp = self._aio
-            connector = aiohttp.TCPConnector(
-                limit=self._limit,
-                limit_per_host=self._limit_per_host,
-                ttl_dns_cache=300,
-                enable_cleanup_closed=False,
-            )
-            s = self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # decoded here, bounded (modelway.inflate)
-                skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "modelway", "Accept-Encoding": ACCEPT_ENCODING},
-            )
-        return s
-
-    def _timeout(self, timeout: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
-        t = self._timeouts.get((timeout, stream))
-        if t is None:
-            t = self._timeouts[(timeout, stream)] = self._make_timeout(timeout, stream=stream)
-        return t
-
-    def _make_timeout(self, timeout: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
-        from aiohttp import ClientTimeout
-
-        if timeout is None:
-            return ClientTimeout(total=None, sock_connect=self._connect_timeout)
-        if stream:
-            # a stream may run long: the wait for its headers is bounded in stream(), every gap between reads by
-            # the idle watch
-            return ClientTimeout(total=None, sock_connect=min(timeout, self._connect_timeout))
-        return ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
+            self._backend = AiohttpBackend(limit, limit_per_host, connect_timeout, max_answer_bytes, self._idle)
+        #: the HTTP client in use: ``"h1"`` or ``"aiohttp"``
+        self.backend = chosen
 
     async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
         """Send a request and read the whole body."""
-        session = self._get_session()
-        failures = self._failures
-        try:
-            async with session.request(
-                req.method,
-                req.url,
-                headers=req.headers,
-                data=_payload(req.body),
-                timeout=self._timeout(timeout, stream=False),
-                allow_redirects=False,
-            ) as resp:
-                _refuse_redirect(resp, req.provider)
-                _watch_chunks(resp)
-                try:
-                    body = await read_capped(resp, self.max_answer_bytes, req.provider)
-                except failures as exc:  # the answer started, then broke
-                    raise _map(exc, req.provider, reading=True, timeout=timeout) from exc
-                return Response(resp.status, _lower(resp.headers), body)
-        except failures as exc:
-            raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
+        return await self._backend.send(req, timeout)
 
     async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
         """Send a request and return once the response headers arrived; the caller must ``aclose()`` it."""
-        session = self._get_session()
-        try:
-            async with asyncio.timeout(timeout):
-                resp = await session.request(
-                    req.method,
-                    req.url,
-                    headers=req.headers,
-                    data=_payload(req.body),
-                    timeout=self._timeout(timeout, stream=True),
-                    allow_redirects=False,
-                )
-        except self._failures as exc:
-            raise _map(exc, req.provider, reading=False, timeout=timeout) from exc
-        _refuse_redirect(resp, req.provider)
-        _watch_chunks(resp)
-        return StreamResponse(resp, req.provider, timeout, self._idle, self._aio, self.max_answer_bytes)
+        return await self._backend.stream(req, timeout)
 
     async def aclose(self) -> None:
         await self._idle.aclose()
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self._backend.aclose()
 
     @property
     def closed(self) -> bool:
-        return self._session is None or self._session.closed
+        return self._backend.closed
+
+    def in_use(self) -> int:
+        """How many connections are lent out to requests now (not idle in the pool)."""
+        return self._backend.in_use()
 
 
-#: aiohttp warns (ResourceWarning) when a request body over 1 MiB is given as bytes: such bodies go as a stream
-_LARGE_BODY = 1024 * 1024
-
-
-def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
-    return io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
-
-
-def _failures(aio: ModuleType) -> tuple[type[BaseException], ...]:
-    """What the transport turns into our errors: timeouts, aiohttp's client errors, and the HTTP parsing errors
-    its pure-Python parser raises as they are (where aiohttp's C extension is not built)."""
-    return (TimeoutError, aio.ClientError, aio.http_exceptions.HttpProcessingError)
-
-
-def _watch_chunks(resp: aiohttp.ClientResponse) -> None:
-    """Fail a chunked body's pending read when its connection dies of a parse error.
-
-    aiohttp's C parser, meeting an invalid chunk-size line after the response has been handed out, records the
-    error on the connection's protocol and closes the connection, but never fails the body's reader: a read waits
-    for ever (its pure-Python parser fails the read). When the connection closes, an error left on the protocol
-    is passed on to the body, so the read raises it.
-    """
-    if resp.headers.get("Transfer-Encoding", "").lower() != "chunked" or resp.connection is None:
-        return
-    protocol = resp.connection.protocol
-    closed = protocol.closed if protocol is not None else None
-    if protocol is None or closed is None:
-        return
-    content = resp.content
-
-    def lost(_: asyncio.Future[None]) -> None:
-        exc = protocol.exception()
-        if exc is not None and not content.at_eof() and content.exception() is None:
-            content.set_exception(exc)
-
-    def ended() -> None:  # the connection outlives the answer (it goes back to the pool): let go of the callback
-        closed.remove_done_callback(lost)
-
-    closed.add_done_callback(lost)
-    content.on_eof(ended)
-
-
-def _refuse_redirect(resp: aiohttp.ClientResponse, provider: str) -> None:
+def refuse_redirect(body: Body, provider: str) -> None:
     """A provider's redirect is not followed: the caller's prompt goes only where the operator configured."""
-    if 300 <= resp.status < 400:
-        resp.close()
+    if 300 <= body.status < 400:
+        body.close()
         raise ProviderError(
-            f"the provider answered with a redirect (HTTP {resp.status}), which modelway does not follow: the "
+            f"the provider answered with a redirect (HTTP {body.status}), which modelway does not follow: the "
             "deployment's URL must name the API itself",
             provider=provider,
-            status_code=resp.status,
+            status_code=body.status,
         )
 
 
@@ -392,25 +397,25 @@ def answer_too_large(limit: int, provider: str) -> StreamError:
     return StreamError(f"the provider's answer is larger than the limit of {limit} bytes", provider=provider)
 
 
-async def read_capped(resp: aiohttp.ClientResponse, limit: int, provider: str) -> bytes:
-    """The rest of ``resp``'s body, decoded; :class:`StreamError` (and the connection closed) past ``limit`` bytes."""
-    declared = resp.content_length
-    if declared is not None and declared > limit and "content-encoding" not in resp.headers:
-        resp.close()
+async def read_capped(body: Body, limit: int, provider: str) -> bytes:
+    """The rest of ``body``, decoded; :class:`StreamError` (and the connection closed) past ``limit`` bytes."""
+    declared = body.content_length
+    if declared is not None and declared > limit and "content-encoding" not in body.headers:
+        body.close()
         raise answer_too_large(limit, provider)
-    inflater = _inflater(resp, provider)
-    content = resp.content
+    inflater = _inflater(body, provider)
+    read = body.read_some
     parts: list[bytes] = []
     left = limit
     while True:
-        data = await content.readany()
+        data = await read()
         if not data:
             break
         pieces = [data] if inflater is None else _inflate(inflater, data, left, provider)
         for piece in pieces:
             left -= len(piece)
             if left < 0:
-                resp.close()
+                body.close()
                 raise answer_too_large(limit, provider)
             parts.append(piece)
     if inflater is not None:
@@ -418,15 +423,15 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, provider: str) -
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _inflater(resp: aiohttp.ClientResponse, provider: str) -> Inflater | None:
-    """The decoder of ``resp``'s Content-Encoding, or ``None`` for a body that is not encoded."""
-    coding = resp.headers.get("Content-Encoding")
+def _inflater(body: Body, provider: str) -> Inflater | None:
+    """The decoder of ``body``'s Content-Encoding, or ``None`` for a body that is not encoded."""
+    coding = body.headers.get("content-encoding")
     if not coding or coding.strip().lower() == "identity":
         return None
     try:
         return Inflater(coding)
     except InflateError as exc:
-        resp.close()
+        body.close()
         raise StreamError(str(exc), provider=provider) from None
 
 
@@ -444,34 +449,43 @@ def _finish(inflater: Inflater, provider: str) -> None:
         raise StreamError(str(exc), provider=provider) from None
 
 
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
-
-
-def _map(
+def map_failure(
     exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
 ) -> ProviderConnectionError | ProviderTimeoutError | StreamError:
-    aiohttp = _aiohttp()
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    """Our error for a failure of the lean client (:mod:`modelway.transport_h1`): a timeout, a connection that
+    failed or broke, an answer that is not HTTP. ``reading``: the answer's head had arrived."""
+    if isinstance(exc, TimeoutError):
         what = "stopped sending" if reading else "did not answer"
         limit = f" within {timeout:g}s" if timeout else ""
         return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
-    if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
-    if reading and isinstance(exc, aiohttp.ClientConnectionError | aiohttp.http_exceptions.HttpProcessingError):
-        # (messages of failures while reading name no address: "Connection reset by peer", a parser's complaint)
-        return StreamError(f"the provider's response broke off: {exc}", provider=provider)
-    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):
-        return StreamError(f"the provider's answer is not valid HTTP: {exc}", provider=provider)
+    if isinstance(exc, ConnectionLost):
+        if reading:
+            return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
+        return ProviderConnectionError(f"cannot reach the provider: {exc}", provider=provider)
+    if isinstance(exc, BadAnswer):
+        if reading:
+            return StreamError(f"the provider's response broke off: {exc}", provider=provider)
+        # (a head that is not HTTP: the wrong port, a proxy's garbage; the provider was not reached)
+        return ProviderConnectionError(
+            f"cannot reach the provider: its answer is not valid HTTP: {exc}", provider=provider
+        )
+    if isinstance(exc, TransportFailure):  # (a URL that cannot be used, a transport that was closed)
+        return ProviderConnectionError(f"cannot reach the provider: {exc}", provider=provider)
+    if reading:
+        return StreamError(f"the provider's response broke off: {reason(exc)}", provider=provider)
     # the message never names the host: a gateway shows it to its callers (the cause stays chained for logs)
-    return ProviderConnectionError(f"cannot reach the provider: {_reason(exc)}", provider=provider)
+    return ProviderConnectionError(f"cannot reach the provider: {reason(exc)}", provider=provider)
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """Why a connection failed, without the address: ``connection refused``, ``name or service not known``, ..."""
+    import ssl  # (loaded with asyncio already)
+
     err = getattr(exc, "os_error", exc)
-    if "certificate" in type(exc).__name__.lower():
+    if "certificate" in type(exc).__name__.lower() or isinstance(err, ssl.SSLCertVerificationError):
         return "the provider's TLS certificate was not accepted"
+    if isinstance(err, ssl.SSLError):
+        return f"the TLS handshake failed ({err.reason or type(err).__name__})"
     if isinstance(err, OSError):
         if isinstance(err.errno, int) and err.errno > 0:
             return os.strerror(err.errno).lower()  # (strerror may carry the address: "Connect call failed (...)")

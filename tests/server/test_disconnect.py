@@ -80,7 +80,7 @@ def test_client_disconnect_cancels_a_non_streaming_upstream_call(
     assert gw_pool is not None
     deadline = closed_at + 0.5
     while time.monotonic() < deadline:
-        conns = gw_pool.transport._session.connector._acquired if gw_pool.transport._session else set()  # type: ignore[union-attr]
+        conns = gw_pool.transport.in_use()
         if not conns:
             break
         time.sleep(0.01)

@@ -1,0 +1,513 @@
+"""The lean HTTP/1.1 client (modelway.transport_h1), played against a raw asyncio server that writes exact bytes:
+pooling and its limits, the stale-connection retry, bounds on the answer's head, read-side flow control, header
+injection, timeouts, and the framings of a body."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+from modelway import errors, transport_h1
+from modelway.providers.base import HTTPRequest
+from modelway.transport import Transport
+
+Play = Callable[["Exchange"], Awaitable[bool]]  # the answer to one request; False: close the connection after it
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class Exchange:
+    """One request as the server read it, on its connection (``conn``: 0 for the server's first connection)."""
+
+    def __init__(self, index: int, conn: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        self.index, self.conn, self.head, self.body, self.writer = index, conn, head, body, writer
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def reset(self) -> None:
+        import socket
+        import struct
+
+        self.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+class Server:
+    """Reads requests framed by Content-Length and answers each with ``play``; counts connections."""
+
+    def __init__(self, play: Play) -> None:
+        self.play = play
+        self.requests: list[Exchange] = []
+        self.conns = 0
+        self.open = 0
+        self.most_open = 0
+        self.closed_by_client = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/x"
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = self.conns
+        self.conns += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    self.closed_by_client += 1
+                    return
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                ex = Exchange(len(self.requests), conn, head, await reader.readexactly(length), writer)
+                self.requests.append(ex)
+                if not await self.play(ex):
+                    return
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+            self._tasks.discard(task)
+
+
+def request(url: str, body: bytes | None = b"{}", **headers: str) -> HTTPRequest:
+    return HTTPRequest("POST", url, {"Content-Type": "application/json", **headers}, body, provider="p")
+
+
+async def answer_ok(ex: Exchange) -> bool:
+    ex.write(OK)
+    return True
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[Transport]:
+    t = Transport(backend="h1")
+    yield t
+    await t.aclose()
+
+
+def pool(t: Transport) -> transport_h1._Pool:
+    p = t._backend._pool  # type: ignore[attr-defined]
+    assert p is not None
+    return p  # type: ignore[no-any-return]
+
+
+def test_the_default_backend_is_h1_and_the_environment_can_change_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELWAY_TRANSPORT", raising=False)
+    assert Transport().backend == "h1"
+    assert Transport(backend="aiohttp").backend == "aiohttp"
+    monkeypatch.setenv("MODELWAY_TRANSPORT", "aiohttp")
+    assert Transport().backend == "aiohttp"
+    assert Transport(backend="h1").backend == "h1"  # a backend asked for by name is the one used
+    monkeypatch.setenv("MODELWAY_TRANSPORT", "h2")
+    with pytest.raises(errors.ConfigError, match="h1, aiohttp"):
+        Transport()
+
+
+# -- pooling ---------------------------------------------------------------------------------------------------
+async def test_sequential_requests_share_one_connection(transport: Transport) -> None:
+    async with Server(answer_ok) as server:
+        for _ in range(5):
+            resp = await transport.send(request(server.url), timeout=5)
+            assert (resp.status, resp.body) == (200, b"{}")
+            assert transport.in_use() == 0
+        for _ in range(3):
+            async with await transport.stream(request(server.url), timeout=5) as s:
+                assert b"".join([d async for d in s.iter_bytes()]) == b"{}"
+        assert server.conns == 1 and len(server.requests) == 8
+
+
+async def test_what_goes_on_the_wire(transport: Transport) -> None:
+    async with Server(answer_ok) as server:
+        url = f"http://127.0.0.1:{server.port}/v1/a b/ü?q=1"
+        await transport.send(request(url, Authorization="Bearer k", Accept="text/event-stream"), timeout=5)
+        await transport.send(HTTPRequest("GET", server.url, {}, None, "p"), timeout=5)
+    post, get = (ex.head.decode() for ex in server.requests)
+    lines = post.split("\r\n")
+    assert lines[0] == "POST /v1/a%20b/%C3%BC?q=1 HTTP/1.1"
+    for line in (
+        f"Host: 127.0.0.1:{server.port}",
+        "User-Agent: modelway",
+        "Accept-Encoding: gzip, deflate",
+        "Authorization: Bearer k",
+        "Accept: text/event-stream",
+        "Content-Type: application/json",
+        "Content-Length: 2",
+    ):
+        assert line in lines
+    assert "Accept: */*" not in lines  # the request's own Accept wins
+    assert server.requests[0].body == b"{}"
+    assert get.startswith("GET /v1/x HTTP/1.1\r\n") and "Content-Length" not in get
+
+
+async def test_header_injection_is_refused_before_anything_is_sent(transport: Transport) -> None:
+    async with Server(answer_ok) as server:
+        for headers in ({"Authorization": "Bearer k\r\nX-Evil: 1"}, {"X-A\nB": "v"}, {"A": "b\0c"}):
+            with pytest.raises(errors.ConfigError, match="header injection"):
+                await transport.send(HTTPRequest("POST", server.url, headers, b"{}", "p"), timeout=5)
+        with pytest.raises(errors.ConfigError, match="header injection"):
+            await transport.send(request(server.url + "\r\nX-Evil: 1"), timeout=5)
+        with pytest.raises(errors.ConfigError, match="header injection"):
+            await transport.stream(request(server.url, Authorization="k\n"), timeout=5)
+        assert server.conns == 0
+        assert (await transport.send(request(server.url), timeout=5)).status == 200
+
+
+async def test_a_pooled_connection_the_server_closed_is_sent_again_once(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        if ex.index == 1:
+            return False  # the server closed the idle connection as the request came: FIN, no answer
+        ex.write(OK)
+        return True
+
+    async with Server(play) as server:
+        assert (await transport.send(request(server.url), timeout=5)).status == 200
+        assert (await transport.send(request(server.url), timeout=5)).status == 200
+        assert [ex.conn for ex in server.requests] == [0, 0, 1]
+
+
+async def test_no_second_try_after_a_reset_an_answer_byte_or_on_a_new_connection(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        if ex.index in (0, 2, 4):
+            ex.write(OK)
+            return True
+        if ex.index == 1:
+            ex.reset()  # a reset: the server may have seen the request
+        elif ex.index == 3:
+            ex.write(b"HTTP/1.1 200 OK\r\nContent-Le")  # some of an answer, then the end
+        return False
+
+    async with Server(play) as server:
+        await transport.send(request(server.url), timeout=5)
+        with pytest.raises(errors.ProviderConnectionError, match="connection reset by peer"):
+            await transport.send(request(server.url), timeout=5)
+        await transport.send(request(server.url), timeout=5)
+        with pytest.raises(errors.ProviderConnectionError, match="closed before an answer"):
+            await transport.send(request(server.url), timeout=5)
+        assert len(server.requests) == 4
+        await transport.send(request(server.url), timeout=5)
+        assert len(server.requests) == 5
+
+    async def close_at_once(ex: Exchange) -> bool:
+        return False
+
+    async with Server(close_at_once) as server:  # a new connection is not retried
+        with pytest.raises(errors.ProviderConnectionError, match="closed before an answer"):
+            await transport.send(request(server.url), timeout=5)
+        assert len(server.requests) == 1
+
+
+async def test_an_idle_connection_the_server_closes_leaves_the_pool_at_once(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(OK)
+        await ex.writer.drain()
+        await asyncio.sleep(0.05)
+        return False  # keep-alive said, then closed while idle
+
+    async with Server(play) as server:
+        await transport.send(request(server.url), timeout=5)
+        await asyncio.sleep(0.2)
+        assert pool(transport).open == 0
+        await transport.send(request(server.url), timeout=5)
+        assert [ex.conn for ex in server.requests] == [0, 1]  # no request met the closed connection
+
+
+async def test_idle_connections_expire(transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport_h1, "KEEPALIVE", 0.1)
+    async with Server(answer_ok) as server:
+        await transport.send(request(server.url), timeout=5)
+        assert pool(transport).open == 1
+        await asyncio.sleep(0.3)
+        assert pool(transport).open == 0 and server.closed_by_client == 1
+        await transport.send(request(server.url), timeout=5)
+        assert server.conns == 2
+
+
+async def test_an_unfinished_stream_closes_its_connection(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await asyncio.sleep(10)
+        return True
+
+    async with Server(play) as server:
+        s = await transport.stream(request(server.url), timeout=5)
+        async for data in s.iter_bytes():
+            assert data == b"abc"
+            break
+        assert transport.in_use() == 1
+        await s.aclose()
+        assert transport.in_use() == 0 and pool(transport).open == 0
+
+
+# -- limits ----------------------------------------------------------------------------------------------------
+def slow(seconds: float) -> Play:
+    async def play(ex: Exchange) -> bool:
+        await asyncio.sleep(seconds)
+        ex.write(OK)
+        return True
+
+    return play
+
+
+async def test_limit_per_host_makes_callers_wait_in_order() -> None:
+    t = Transport(limit_per_host=1, backend="h1")
+    try:
+        async with Server(slow(0.1)) as server:
+            order: list[int] = []
+
+            async def call(i: int) -> None:
+                await t.send(request(server.url, body=b'{"i": %d}' % i), timeout=5)
+                order.append(i)
+
+            tasks = []
+            start = time.monotonic()
+            for i in range(4):
+                tasks.append(asyncio.create_task(call(i)))
+                await asyncio.sleep(0.01)  # they queue in this order
+            await asyncio.gather(*tasks)
+            assert time.monotonic() - start >= 0.39  # one after the other
+            assert order == [0, 1, 2, 3] and [ex.body for ex in server.requests] == [b'{"i": %d}' % i for i in range(4)]
+            assert server.conns == 1 and server.most_open == 1
+
+            blocker = asyncio.create_task(t.send(request(server.url), timeout=5))
+            await asyncio.sleep(0.01)
+            with pytest.raises(errors.ProviderTimeoutError, match="did not answer within 0.05s"):
+                await t.send(request(server.url), timeout=0.05)  # its wait for the connection counts
+            await blocker
+            assert not pool(t).waiters and pool(t).open == 1
+    finally:
+        await t.aclose()
+
+
+async def test_the_global_limit_counts_idle_connections_and_closes_one_to_make_room() -> None:
+    t = Transport(limit=1, backend="h1")
+    try:
+        async with Server(slow(0.1)) as a, Server(answer_ok) as b:
+            first = asyncio.create_task(t.send(request(a.url), timeout=5))
+            await asyncio.sleep(0.02)
+            start = time.monotonic()
+            await t.send(request(b.url), timeout=5)  # waits for a's connection to end...
+            assert time.monotonic() - start >= 0.05
+            await first
+            await asyncio.sleep(0.05)
+            assert a.closed_by_client == 1  # ...and a's idle connection was closed to make room
+            assert pool(t).open == 1
+    finally:
+        await t.aclose()
+
+
+# -- answers ---------------------------------------------------------------------------------------------------
+async def test_interim_answers_are_skipped(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+        ex.write(b"HTTP/1.1 201 Created\r\nX-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    async with Server(play) as server:
+        resp = await transport.send(request(server.url), timeout=5)
+        assert (resp.status, resp.body) == (201, b"ok")
+        assert resp.headers == {"x-multi": "b", "content-length": "2"}
+        await transport.send(request(server.url), timeout=5)
+        assert server.conns == 1
+
+
+async def test_a_body_that_ends_with_the_connection(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+        await ex.writer.drain()
+        await asyncio.sleep(0.02)
+        ex.write(b"world")
+        return False
+
+    async with Server(play) as server:
+        assert (await transport.send(request(server.url), timeout=5)).body == b"hello world"
+        async with await transport.stream(request(server.url), timeout=5) as s:
+            assert b"".join([d async for d in s.iter_bytes()]) == b"hello world"
+        assert server.conns == 2
+
+
+async def test_the_head_is_bounded(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        if ex.index == 0:
+            ex.write(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n")
+        elif ex.index == 1:
+            ex.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (100 * 1024) + b"\r\nContent-Length: 2\r\n\r\n{}")
+        else:
+            ex.write(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(100)) + OK[17:])
+        return True
+
+    async with Server(play) as server:
+        with pytest.raises(errors.ProviderConnectionError, match="not valid HTTP: .* more than 128 header lines"):
+            await transport.send(request(server.url), timeout=5)
+        with pytest.raises(errors.ProviderConnectionError, match="not valid HTTP: .* larger than 65536 bytes"):
+            await transport.stream(request(server.url), timeout=5)
+        assert (await transport.send(request(server.url), timeout=5)).status == 200
+
+
+async def test_a_parse_error_mid_body_fails_the_pending_read(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await ex.writer.drain()
+        await asyncio.sleep(0.05)
+        ex.write(b"zz-not-a-size\r\n")
+        await asyncio.sleep(10)  # and the connection stays open
+        return True
+
+    async with Server(play) as server:
+        s = await transport.stream(request(server.url), timeout=5)
+        got = []
+        with pytest.raises(errors.StreamError, match="broke off: Invalid character in chunk size"):
+            async with asyncio.timeout(2):
+                async for data in s.iter_bytes():
+                    got.append(data)
+        await s.aclose()
+        assert got == [b"hello"] and transport.in_use() == 0
+
+
+async def test_a_slow_consumer_pauses_reading_from_the_provider(transport: Transport) -> None:
+    chunk = b"x" * 65536
+    total = 16 * 1024 * 1024
+
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % total)
+        for _ in range(total // len(chunk)):
+            ex.write(chunk)
+            await ex.writer.drain()
+        return True
+
+    async with Server(play) as server:
+        s = await transport.stream(request(server.url), timeout=5)
+        conn = s._body
+        assert isinstance(conn, transport_h1._Conn)
+        it = s.iter_bytes()
+        received = len(await anext(it))
+        await asyncio.sleep(0.3)  # the consumer is busy: the provider keeps writing
+        assert conn.read_paused and not conn.transport.is_reading()
+        assert conn.buffered <= transport_h1.HIGH_WATER + 256 * 1024
+        async for data in it:
+            received += len(data)
+        assert received == total
+        await s.aclose()
+        await transport.send(request(server.url), timeout=5)
+        assert server.conns == 1  # read to its end: the connection was reused
+
+
+async def test_a_large_request_body_arrives_whole(transport: Transport) -> None:
+    async with Server(answer_ok) as server:
+        body = bytes(range(256)) * (8 * 4096 + 7)  # ~8 MiB, in slices under write flow control
+        assert (await transport.send(request(server.url, body=body), timeout=10)).status == 200
+        assert server.requests[0].body == body
+
+
+async def test_the_whole_send_is_bounded_by_its_timeout(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await asyncio.sleep(10)
+        return True
+
+    async with Server(play) as server:
+        start = time.monotonic()
+        with pytest.raises(errors.ProviderTimeoutError, match="did not answer within 0.2s"):
+            await transport.send(request(server.url), timeout=0.2)
+        assert time.monotonic() - start < 1
+        start = time.monotonic()
+        s = await transport.stream(request(server.url), timeout=0.2)  # a stream: the idle watch, after the head
+        with pytest.raises(errors.ProviderTimeoutError, match="stopped sending for 0.2s"):
+            async for _ in s.iter_bytes():
+                pass
+        await s.aclose()
+        assert time.monotonic() - start < 1
+        assert transport.in_use() == 0 and pool(transport).open == 0
+
+
+async def test_connection_failures_name_no_address(transport: Transport) -> None:
+    with pytest.raises(errors.ProviderConnectionError, match="^\\[p\\] cannot reach the provider: connection refused$"):
+        await transport.send(request("http://127.0.0.1:1/x"), timeout=5)
+    with pytest.raises(errors.ProviderConnectionError, match="not an http or https URL"):
+        await transport.send(request("ftp://127.0.0.1/x"), timeout=5)
+    assert pool(transport).open == 0
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost``, and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_by_name_with_sni_and_a_certificate_check(
+    transport: Transport, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,func-returns-value]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                writer.write(OK)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://localhost:{server.sockets[0].getsockname()[1]}/v1/x"  # (localhost may be ::1 first: refused)
+    try:
+        with pytest.raises(errors.ProviderConnectionError, match="TLS certificate was not accepted"):
+            await transport.send(request(url), timeout=5)  # the default context does not trust it
+        trusting = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(transport_h1, "_tls_context", trusting)
+        for _ in range(2):
+            assert (await transport.send(request(url), timeout=5)).body == b"{}"
+        assert names == ["localhost", "localhost"]  # SNI: the refused handshake's, then one for both requests
+        assert ("localhost", server.sockets[0].getsockname()[1]) in pool(transport).dns
+    finally:
+        await transport.aclose()
+        server.close()
