@@ -184,6 +184,17 @@ class Scenario:
     stream: bool = False
 
 
+def _measure_and_stop(
+    ctx: Context, runs: list[Running], scenarios: list[Scenario], args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[tuple[str, str], list[Sample]]:
+    """:func:`_rounds` over ``runs``, then every server stopped (also when a run fails)."""
+    try:
+        return _rounds(runs, scenarios, args.rounds, args.seconds, ctx.work, log)
+    finally:
+        for r in runs:
+            ctx.procs.stop(r.child)
+
+
 def _rounds(
     runs: list[Running], scenarios: list[Scenario], rounds: int, seconds: float, work: Path, log: Callable[[str], None]
 ) -> dict[tuple[str, str], list[Sample]]:
@@ -300,11 +311,7 @@ def section_servers(args: argparse.Namespace, ctx: Context, log: Callable[[str],
         Scenario("proxy c=32", "/proxy", body, 32),
         Scenario("proxy c=1", "/proxy", body, 1),
     ]
-    try:
-        samples = _rounds(runs, scenarios, args.rounds, args.seconds, ctx.work, log)
-    finally:
-        for r in runs:
-            ctx.procs.stop(r.child)
+    samples = _measure_and_stop(ctx, runs, scenarios, args, log)
     lines = ["## 1. Servers: the tiny app (one worker each)", ""]
     lines += [
         f"Request body: {len(body)} B (bench.payloads.chat_body); `/echo` answers 691 B built from it; `/proxy` "
@@ -377,11 +384,7 @@ def section_gateway(args: argparse.Namespace, ctx: Context, log: Callable[[str],
         Scenario("stream c=32", path, chat_body(MODEL, stream=True), 32, True),
         Scenario("stream c=1", path, chat_body(MODEL, stream=True), 1, True),
     ]
-    try:
-        samples = _rounds(runs, scenarios, args.rounds, args.seconds, ctx.work, log)
-    finally:
-        for r in runs:
-            ctx.procs.stop(r.child)
+    samples = _measure_and_stop(ctx, runs, scenarios, args, log)
     lines = ["## 2. The gateway: `modelway serve` vs granian ASGI, same app, same config", ""]
     lines += [
         "Config: bench.targets `modelway_config` (alias bench-model -> openai/bench-model at the fake upstream). "
@@ -558,11 +561,7 @@ def section_sweep(args: argparse.Namespace, ctx: Context, log: Callable[[str], N
     runs = _start_all(ctx.procs, stacks, log)
     body = chat_body()
     scenarios = [Scenario("echo c=32", "/echo", body, 32), Scenario("proxy c=32", "/proxy", body, 32)]
-    try:
-        samples = _rounds(runs, scenarios, args.rounds, args.seconds, ctx.work, log)
-    finally:
-        for r in runs:
-            ctx.procs.stop(r.child)
+    samples = _measure_and_stop(ctx, runs, scenarios, args, log)
     lines = ["## Granian's options: `--runtime-mode` x `--loop` (1 worker, 1 runtime thread), c=32", ""]
     lines += [
         "| server | echo req/s | echo CPU ms/req | vs uvicorn | proxy req/s | proxy CPU ms/req | vs uvicorn | errors |"

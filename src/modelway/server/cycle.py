@@ -114,13 +114,12 @@ class Cycle:
             if not self.proto.transport.is_closing():
                 self.proto.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         while not (self.disconnected or self.complete):
+            self.proto.resume_body()  # the app takes the body: read on
             if self.body or (not self.more_body and not self.ended):
                 body, self.body = self.body, b""
                 more = self.more_body
                 self.ended = not more
-                self.proto.resume_body()
                 return {"type": "http.request", "body": body, "more_body": more}
-            self.proto.resume_body()
             self.waiter = waiter = self.proto.loop.create_future()
             try:
                 await waiter

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import orjson
 
-__all__ = ["DEFAULT_LIMITS", "PROTOCOLS", "HttpLimits", "refusal"]
+__all__ = ["DEFAULT_LIMITS", "PROTOCOLS", "HeadersTooLarge", "HttpLimits", "refusal"]
 
 #: ``server.http`` → the protocol class uvicorn loads
 PROTOCOLS = {
@@ -37,6 +37,21 @@ class HttpLimits:
         self.max_headers = max_headers
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+
+    def too_large(self) -> str:
+        """Why a request was answered 431."""
+        return (
+            f"the request's headers are larger than {self.max_header_bytes} bytes or more than {self.max_headers} lines"
+        )
+
+    def late(self, part: str) -> str:
+        """Why a request was answered 408: its ``headers`` or its ``body`` did not arrive in time."""
+        timeout = self.header_timeout if part == "headers" else self.body_timeout
+        return f"the request's {part} did not arrive within {timeout:g} s"
+
+
+class HeadersTooLarge(Exception):
+    """Raised from a parser callback past the header bounds; httptools turns it into an ``HttpParserCallbackError``."""
 
 
 DEFAULT_LIMITS = HttpLimits()

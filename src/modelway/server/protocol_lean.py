@@ -43,7 +43,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from .cycle import Cycle
-from .protocol import DEFAULT_LIMITS, HttpLimits, refusal
+from .protocol import DEFAULT_LIMITS, HeadersTooLarge, HttpLimits, refusal
 
 __all__ = ["LeanHttpProtocol"]
 
@@ -208,7 +208,7 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.size += len(url)
         if self.size > self.limits.max_header_bytes:
             self.too_large = True
-            raise _HeadersTooLarge
+            raise HeadersTooLarge
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -217,7 +217,7 @@ class LeanHttpProtocol(asyncio.Protocol):
         limits = self.limits
         if self.size > limits.max_header_bytes or self.count > limits.max_headers:
             self.too_large = True
-            raise _HeadersTooLarge
+            raise HeadersTooLarge
         name = name.lower()
         value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which is not part of a value
         if name == b"expect" and value.lower() == b"100-continue":
@@ -348,15 +348,12 @@ class LeanHttpProtocol(asyncio.Protocol):
         if self.transport.is_closing():
             return
         waiting = self.waiting
-        if waiting == _HEADERS:
-            message = f"the request's headers did not arrive within {self.limits.header_timeout:g} s"
-            if self._responding():
-                self.transport.close()
-                return
+        if waiting == _HEADERS:  # (a pipelined request's clock runs only once nothing is being answered)
+            message = self.limits.late("headers")
             log.warning("refused a request: %s", message)
             self._refuse(408, "Request Timeout", "request_timeout", message)
         elif waiting == _BODY:
-            message = f"the request's body did not arrive within {self.limits.body_timeout:g} s"
+            message = self.limits.late("body")
             log.warning("refused a request: %s", message)
             cycle = self.cycle
             if cycle is not None and not cycle.started:
@@ -369,11 +366,7 @@ class LeanHttpProtocol(asyncio.Protocol):
             self.transport.close()  # idle: a keep-alive connection, or one that never sent a byte
 
     def _refuse_too_large(self) -> None:
-        limits = self.limits
-        message = (
-            f"the request's headers are larger than {limits.max_header_bytes} bytes or more than "
-            f"{limits.max_headers} lines"
-        )
+        message = self.limits.too_large()
         log.warning("refused a request: %s", message)
         if self._responding():
             self.transport.close()
@@ -384,10 +377,6 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.transport.write(refusal(status, reason, code, message))
         self.transport.close()
-
-
-class _HeadersTooLarge(Exception):
-    """Raised from a parser callback; httptools turns it into an ``HttpParserCallbackError``."""
 
 
 def _addr(addr: Any) -> tuple[str, int] | None:

@@ -31,15 +31,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from .protocol import DEFAULT_LIMITS, HttpLimits, refusal
+from .protocol import DEFAULT_LIMITS, HeadersTooLarge, HttpLimits, refusal
 
 __all__ = ["GatewayHttpProtocol"]
 
 log = logging.getLogger("modelway.server")
-
-
-class _HeadersTooLarge(Exception):
-    """Raised from a parser callback; httptools turns it into an ``HttpParserCallbackError``."""
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -54,6 +50,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         limits: HttpLimits = getattr(config, "http_limits", DEFAULT_LIMITS)
+        self._limits = limits
         self._max_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
         self._header_timeout = limits.header_timeout
@@ -119,7 +116,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._size += len(url)
         if self._size > self._max_bytes:
             self._too_large = True
-            raise _HeadersTooLarge
+            raise HeadersTooLarge
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -127,7 +124,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._count += 1
         if self._size > self._max_bytes or self._count > self._max_headers:
             self._too_large = True
-            raise _HeadersTooLarge
+            raise HeadersTooLarge
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -160,9 +157,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _refuse_too_large(self) -> None:
         self._cancel_timer()
-        message = (
-            f"the request's headers are larger than {self._max_bytes} bytes or more than {self._max_headers} lines"
-        )
+        message = self._limits.too_large()
         log.warning("refused a request: %s", message)
         if not self._responding():
             self.transport.write(refusal(431, "Request Header Fields Too Large", "headers_too_large", message))
@@ -173,7 +168,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self._in_headers or self.transport.is_closing():
             return
         if self._begun and not self._responding():
-            message = f"the request's headers did not arrive within {self._header_timeout:g} s"
+            message = self._limits.late("headers")
             log.warning("refused a request: %s", message)
             self.transport.write(refusal(408, "Request Timeout", "request_timeout", message))
         self.transport.close()
@@ -183,7 +178,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if not self._in_body or self.transport.is_closing() or cycle is None:
             return
-        message = f"the request's body did not arrive within {self._body_timeout:g} s"
+        message = self._limits.late("body")
         log.warning("refused a request: %s", message)
         if not cycle.response_started:
             # the app, waiting for the body, finds the client gone (and sends nothing); the client gets the 408
