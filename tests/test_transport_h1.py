@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 client (modelway.transport_h1), played against a raw asyncio server that writes exact bytes:
+"""The lean HTTP/1.1 client (modelway.h1), played against a raw asyncio server that writes exact bytes:
 pooling and its limits, the stale-connection retry, bounds on the answer's head, read-side flow control, header
 injection, timeouts, and the framings of a body."""
 
@@ -9,13 +9,15 @@ import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 
-from modelway import errors, transport_h1
+from modelway import errors
+from modelway.h1 import conn as h1_conn
+from modelway.h1 import pool as h1_pool
 from modelway.providers.base import HTTPRequest
 from modelway.transport import Transport
 
@@ -119,7 +121,7 @@ async def transport() -> AsyncIterator[Transport]:
     await t.aclose()
 
 
-def pool(t: Transport) -> transport_h1._Pool:
+def pool(t: Transport) -> h1_pool.Pool:
     p = t._backend._pool  # type: ignore[attr-defined]
     assert p is not None
     return p  # type: ignore[no-any-return]
@@ -246,7 +248,7 @@ async def test_an_idle_connection_the_server_closes_leaves_the_pool_at_once(tran
 
 
 async def test_idle_connections_expire(transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_h1, "KEEPALIVE", 0.1)
+    monkeypatch.setattr(h1_pool, "KEEPALIVE", 0.1)
     async with Server(answer_ok) as server:
         await transport.send(request(server.url), timeout=5)
         assert pool(transport).open == 1
@@ -329,6 +331,133 @@ async def test_the_global_limit_counts_idle_connections_and_closes_one_to_make_r
         await t.aclose()
 
 
+async def test_a_caller_held_back_by_its_host_does_not_hold_back_callers_for_other_hosts() -> None:
+    t = Transport(limit=2, limit_per_host=1, backend="h1")
+    try:
+        async with Server(slow(0.5)) as a, Server(slow(0.1)) as b, Server(answer_ok) as c:
+            done: list[str] = []
+
+            async def call(name: str, url: str) -> None:
+                await t.send(request(url), timeout=5)
+                done.append(name)
+
+            tasks = [asyncio.create_task(call("a1", a.url)), asyncio.create_task(call("b", b.url))]
+            await asyncio.sleep(0.02)  # both limits reached: a1 and b in flight
+            tasks.append(asyncio.create_task(call("a2", a.url)))  # waits: its host is at limit_per_host
+            await asyncio.sleep(0.01)
+            tasks.append(asyncio.create_task(call("c", c.url)))  # waits: the global limit
+            await asyncio.gather(*tasks)
+            # b's connection, idle once b ends, is closed to make room for c: c does not wait behind a2 for a1
+            assert done.index("c") < done.index("a1"), done
+            assert b.closed_by_client == 1 and not pool(t).waiters
+    finally:
+        await t.aclose()
+
+
+async def test_a_connection_that_died_on_its_way_to_a_waiting_caller_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t = Transport(limit_per_host=1, backend="h1")
+    try:
+        async with Server(slow(0.05)) as server:
+            first = asyncio.create_task(t.send(request(server.url), timeout=5))
+            await asyncio.sleep(0.01)
+            p = pool(t)
+            real_put = p.put
+
+            def put(conn: h1_conn.Conn) -> None:
+                conn.transport.abort()  # closed as it goes back (its connection_lost runs before the caller)
+                real_put(conn)
+
+            monkeypatch.setattr(p, "put", put)
+            second = await t.send(request(server.url), timeout=2)  # not written into a dead connection
+            assert second.status == 200 and (await first).status == 200
+            assert [ex.conn for ex in server.requests] == [0, 1]
+            assert t.in_use() == 0
+    finally:
+        await t.aclose()
+
+
+async def test_closing_the_transport_while_a_name_is_looked_up_fails_the_call_with_our_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def lookup(self: h1_pool.Pool, host: str, port: int) -> list[h1_pool.AddrInfo]:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(h1_pool.Pool, "_lookup", lookup)
+    t = Transport(backend="h1")
+    call = asyncio.create_task(t.send(request("http://provider.test/v1/x"), timeout=5))
+    await asyncio.sleep(0.05)
+    await t.aclose()
+    with pytest.raises(errors.ProviderConnectionError, match="the transport is closed"):
+        await call
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[str, int]]:
+    """An address whose connects hang: a listener that accepts nothing, its queue full (SYNs are dropped)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(address)
+        fillers.append(s)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        probe.connect(address)
+        pytest.skip("this kernel does not drop connects to a full listen queue")
+    except TimeoutError:
+        pass
+    finally:
+        probe.close()
+    yield address
+    for s in [*fillers, listener]:
+        s.close()
+
+
+async def test_an_address_that_does_not_answer_costs_a_quarter_second_not_the_connect_timeout(
+    black_hole: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    async with Server(answer_ok) as server:
+        infos: list[h1_pool.AddrInfo] = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", black_hole),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", server.port)),
+        ]
+
+        async def lookup(self: h1_pool.Pool, host: str, port: int) -> list[h1_pool.AddrInfo]:
+            return infos
+
+        monkeypatch.setattr(h1_pool.Pool, "_lookup", lookup)
+        t = Transport(backend="h1", connect_timeout=5)
+        try:
+            start = time.monotonic()
+            assert (await t.send(request(f"http://provider.test:{server.port}/x"), timeout=10)).status == 200
+            assert 0.2 < time.monotonic() - start < 2
+        finally:
+            await t.aclose()
+
+        del infos[1]  # only the black hole: the connect timeout, said as such
+        t = Transport(backend="h1", connect_timeout=0.3)
+        try:
+            with pytest.raises(errors.ProviderTimeoutError, match="did not take a connection within 0.3s"):
+                await t.send(request("http://other.test/x"), timeout=10)
+            with pytest.raises(errors.ProviderTimeoutError, match="did not answer within 0.2s"):
+                await t.send(request("http://other.test/x"), timeout=0.2)  # the request's own time is shorter
+            assert pool(t).open == 0
+        finally:
+            await t.aclose()
+
+
 # -- answers ---------------------------------------------------------------------------------------------------
 async def test_interim_answers_are_skipped(transport: Transport) -> None:
     async def play(ex: Exchange) -> bool:
@@ -377,6 +506,33 @@ async def test_the_head_is_bounded(transport: Transport) -> None:
         assert (await transport.send(request(server.url), timeout=5)).status == 200
 
 
+async def test_trailers_are_bounded(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Big: ")
+        for _ in range(40):
+            ex.write(b"a" * 4096)  # a trailer line that never ends, arriving piece by piece
+            await ex.writer.drain()
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(10)
+        return True
+
+    async with Server(play) as server:
+        with pytest.raises(errors.StreamError, match="chunk framing or trailers are larger than 65536 bytes"):
+            await transport.send(request(server.url), timeout=5)
+        assert pool(transport).open == 0
+
+
+async def test_bytes_after_an_answer_keep_its_connection_out_of_the_pool(transport: Transport) -> None:
+    async def play(ex: Exchange) -> bool:
+        ex.write(OK + (b"HTTP/1.1 200 OK\r\nContent-" if ex.index == 0 else b""))  # a second answer begins
+        return True
+
+    async with Server(play) as server:
+        assert (await transport.send(request(server.url), timeout=5)).body == b"{}"
+        assert (await transport.send(request(server.url), timeout=5)).body == b"{}"
+        assert [ex.conn for ex in server.requests] == [0, 1]
+
+
 async def test_a_parse_error_mid_body_fails_the_pending_read(transport: Transport) -> None:
     async def play(ex: Exchange) -> bool:
         ex.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -411,12 +567,12 @@ async def test_a_slow_consumer_pauses_reading_from_the_provider(transport: Trans
     async with Server(play) as server:
         s = await transport.stream(request(server.url), timeout=5)
         conn = s._body
-        assert isinstance(conn, transport_h1._Conn)
+        assert isinstance(conn, h1_conn.Conn)
         it = s.iter_bytes()
         received = len(await anext(it))
         await asyncio.sleep(0.3)  # the consumer is busy: the provider keeps writing
         assert conn.read_paused and not conn.transport.is_reading()
-        assert conn.buffered <= transport_h1.HIGH_WATER + 256 * 1024
+        assert conn.buffered <= h1_conn.HIGH_WATER + 256 * 1024
         async for data in it:
             received += len(data)
         assert received == total
@@ -503,7 +659,7 @@ async def test_https_by_name_with_sni_and_a_certificate_check(
         with pytest.raises(errors.ProviderConnectionError, match="TLS certificate was not accepted"):
             await transport.send(request(url), timeout=5)  # the default context does not trust it
         trusting = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(transport_h1, "_tls_context", trusting)
+        monkeypatch.setattr(h1_pool, "_tls_context", trusting)
         for _ in range(2):
             assert (await transport.send(request(url), timeout=5)).body == b"{}"
         assert names == ["localhost", "localhost"]  # SNI: the refused handshake's, then one for both requests

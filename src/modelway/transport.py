@@ -2,7 +2,7 @@
 
 Everything that touches the network goes through :class:`Transport`: one connection pool per client (or per gateway
 process), shared by every provider and every key. Adapters never do I/O. Two backends sit behind it: a lean
-HTTP/1.1 client on asyncio protocols and httptools (:mod:`modelway.transport_h1`, the default), and aiohttp
+HTTP/1.1 client on asyncio protocols and httptools (:mod:`modelway.h1`, the default), and aiohttp
 (:mod:`modelway.transport_aiohttp`), chosen with ``Transport(backend=...)`` or the ``MODELWAY_TRANSPORT``
 environment variable (``h1`` or ``aiohttp``); without httptools installed it is aiohttp.
 
@@ -26,7 +26,6 @@ from typing import Protocol
 from .errors import (
     ConfigError,
     ModelwayError,
-    ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
     StreamError,
@@ -41,6 +40,8 @@ __all__ = ["BACKENDS", "DEFAULT_MAX_ANSWER_BYTES", "Response", "StreamResponse",
 DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: the HTTP clients :class:`Transport` can use
 BACKENDS = ("h1", "aiohttp")
+#: the User-Agent sent upstream unless a request has its own
+USER_AGENT = "modelway"
 
 OTHER_LOOP = (
     "this client's connections belong to another event loop (a client was used under one asyncio.run() "
@@ -100,24 +101,6 @@ class Backend(Protocol):
     def closed(self) -> bool: ...
 
     def in_use(self) -> int: ...
-
-
-class TransportFailure(Exception):
-    """A failure of the lean client's connection (its messages never name the host)."""
-
-
-class ConnectionLost(TransportFailure):
-    """The connection closed or was reset before the answer ended. ``stale``: a pooled connection that the server
-    closed (FIN, not a reset) before any byte of the answer: it had closed it while idle, as the request came (the
-    request may be sent again, once, on a new connection)."""
-
-    def __init__(self, message: str, stale: bool = False) -> None:
-        super().__init__(message)
-        self.stale = stale
-
-
-class BadAnswer(TransportFailure):
-    """The answer is not valid HTTP (or its head is over the bounds)."""
 
 
 class _IdleWatch:
@@ -346,7 +329,7 @@ class Transport:
         self._backend: Backend
         if chosen == "h1":
             try:
-                from .transport_h1 import H1Backend
+                from .h1 import H1Backend
             except ImportError as exc:  # httptools is installed with modelway[server]: without it, aiohttp
                 if exc.name != "httptools":
                     raise
@@ -449,32 +432,11 @@ def _finish(inflater: Inflater, provider: str) -> None:
         raise StreamError(str(exc), provider=provider) from None
 
 
-def map_failure(
-    exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
-) -> ProviderConnectionError | ProviderTimeoutError | StreamError:
-    """Our error for a failure of the lean client (:mod:`modelway.transport_h1`): a timeout, a connection that
-    failed or broke, an answer that is not HTTP. ``reading``: the answer's head had arrived."""
-    if isinstance(exc, TimeoutError):
-        what = "stopped sending" if reading else "did not answer"
-        limit = f" within {timeout:g}s" if timeout else ""
-        return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
-    if isinstance(exc, ConnectionLost):
-        if reading:
-            return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
-        return ProviderConnectionError(f"cannot reach the provider: {exc}", provider=provider)
-    if isinstance(exc, BadAnswer):
-        if reading:
-            return StreamError(f"the provider's response broke off: {exc}", provider=provider)
-        # (a head that is not HTTP: the wrong port, a proxy's garbage; the provider was not reached)
-        return ProviderConnectionError(
-            f"cannot reach the provider: its answer is not valid HTTP: {exc}", provider=provider
-        )
-    if isinstance(exc, TransportFailure):  # (a URL that cannot be used, a transport that was closed)
-        return ProviderConnectionError(f"cannot reach the provider: {exc}", provider=provider)
-    if reading:
-        return StreamError(f"the provider's response broke off: {reason(exc)}", provider=provider)
-    # the message never names the host: a gateway shows it to its callers (the cause stays chained for logs)
-    return ProviderConnectionError(f"cannot reach the provider: {reason(exc)}", provider=provider)
+def timed_out(provider: str, *, reading: bool, timeout: float | None) -> ProviderTimeoutError:
+    """Our error for a request whose time ran out (``reading``: after the answer's head had arrived)."""
+    what = "stopped sending" if reading else "did not answer"
+    limit = f" within {timeout:g}s" if timeout else ""
+    return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
 
 
 def reason(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from .inflate import ACCEPT_ENCODING
 from .providers.base import HTTPRequest
 from .transport import (
     OTHER_LOOP,
+    USER_AGENT,
     MapError,
     Response,
     StreamResponse,
@@ -26,6 +27,7 @@ from .transport import (
     read_capped,
     reason,
     refuse_redirect,
+    timed_out,
 )
 
 __all__ = ["AiohttpBackend"]
@@ -99,7 +101,7 @@ class AiohttpBackend:
                 connector=connector,
                 auto_decompress=False,  # decoded here, bounded (modelway.inflate)
                 skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "modelway", "Accept-Encoding": ACCEPT_ENCODING},
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
             )
         return s
 
@@ -215,9 +217,7 @@ def _map(
     exc: BaseException, provider: str, *, reading: bool, timeout: float | None = None
 ) -> ProviderConnectionError | ProviderTimeoutError | StreamError:
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        what = "stopped sending" if reading else "did not answer"
-        limit = f" within {timeout:g}s" if timeout else ""
-        return ProviderTimeoutError(f"the provider {what}{limit}", provider=provider)
+        return timed_out(provider, reading=reading, timeout=timeout)
     if reading and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
         return StreamError(f"the provider's response was cut off: {exc}", provider=provider)
     if reading and isinstance(exc, aiohttp.ClientConnectionError | aiohttp.http_exceptions.HttpProcessingError):
