@@ -282,6 +282,25 @@ class TestLeanOnly:
         paused, resumed = asyncio.run(go())
         assert paused and resumed and taken == [200_000]
 
+    def test_an_app_that_fails_after_its_head_but_before_a_byte_went_out_answers_500(self) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
+            if scope["path"] == "/raise":
+                raise RuntimeError("failed before the body")
+            # (/return: returns with the response started and not ended)
+
+        async def go(path: bytes) -> list[bytes]:
+            proto, transport = _protocol(app, asyncio.get_running_loop())
+            proto.data_received(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.gather(*proto.tasks)
+            return transport.writes
+
+        for path in (b"/raise", b"/return"):
+            writes = asyncio.run(go(path))
+            assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 500"), (path, writes)
+            assert b"x-a" not in writes[0] and b"transfer-encoding" not in writes[0]
+            assert writes[0].endswith(b"\r\n\r\nInternal Server Error")
+
     def test_response_headers_with_a_line_break_are_refused(self) -> None:
         async def app(scope: Scope, receive: Any, send: Any) -> None:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\r\nx-b: 2")]})

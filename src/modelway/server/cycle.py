@@ -212,7 +212,7 @@ class Cycle:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
             log.error("Exception in ASGI application", exc_info=exc)
-            if not self.started and not self.disconnected:
+            if self._unsent():
                 await self._send_500()
             elif not self.complete:
                 self.proto.transport.close()
@@ -225,12 +225,19 @@ class Cycle:
                 await self._send_500()
             elif not self.complete and not self.disconnected:
                 log.error("ASGI callable returned without completing response.")
-                self.proto.transport.close()
+                if self._unsent():
+                    await self._send_500()
+                else:
+                    self.proto.transport.close()
         finally:
             self.watcher = None
 
+    def _unsent(self) -> bool:
+        """Nothing of the response went out yet (its head, when started, is still held): a 500 can replace it."""
+        return not self.disconnected and (not self.started or self.head is not None)
+
     async def _send_500(self) -> None:
-        self.started = False
+        self.started = self.chunked = False
         self.head = None
         self.keep_alive = False
         await self.send(
