@@ -311,7 +311,10 @@ def measure_scale(
     then (``direct``) the same load straight at the slow upstream for ``direct_seconds`` (default ``seconds``)."""
     say(f"slow upstream ({chunk_delay_ms:g} ms per event) + modelway")
     slow, slow_port = start_upstream(ctx.procs, "upstream-slow", chunk_delay_ms=chunk_delay_ms)
-    server = start_modelway(ctx, config=modelway_config(ctx, slow_port), name="modelway-scale")
+    config = modelway_config(ctx, slow_port)
+    # every stream gets its own provider connection (the default pool, 4,096 per worker, would make the rest wait)
+    config["server"] = {**config["server"], "upstream_connections": max(4096, streams + 100)}  # type: ignore[dict-item]
+    server = start_modelway(ctx, config=config, name="modelway-scale")
     assert server.child is not None
     body = chat_body(stream=True)
 

@@ -33,6 +33,8 @@ def test_env_references() -> None:
     [
         ({"server": {"port": "eighty"}}, r"server.port: must be a positive integer"),
         ({"server": {"prot": 1}}, r"server: unknown field 'prot'"),
+        ({"server": {"upstream_connections": 0}}, r"server.upstream_connections: must be a positive integer"),
+        ({"server": {"backlog": 1.5}}, r"server.backlog: must be a positive integer"),
         ({"models": [{"name": "a"}]}, r"models\[0\].deployments: required"),
         ({"models": [{"name": "a", "deployments": []}]}, r"models\[0\].deployments: must be a non-empty list"),
         (
@@ -111,3 +113,23 @@ def test_control_plane_sections_and_prices() -> None:
 def test_string_deployments_shorthand() -> None:
     cfg = parse_config({"models": [{"name": "m", "deployments": "zhipu/glm-4-flash"}]}, env={})
     assert cfg.models[0].deployments[0].model == "zhipu/glm-4-flash"
+
+
+def test_server_connection_settings_reach_the_listener_and_the_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from modelway.server.gateway import Gateway
+    from modelway.server.runner import raise_open_files, serve_config
+
+    cfg = parse_config({"server": {"backlog": 100, "upstream_connections": 300}}, env={})
+    assert serve_config(object(), cfg).backlog == 100
+    assert Gateway(cfg, env={}).transport.limit == 300
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 100_000))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, pair: asked.append(pair))
+    raise_open_files(cfg, workers=2)
+    assert asked == [((300 * 2 + 1024) * 2, 100_000)]  # a client and a provider connection per request, per worker
+    asked.clear()
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 1000))
+    raise_open_files(cfg)
+    assert asked == [(1000, 1000)]  # as far as the hard limit goes

@@ -232,7 +232,7 @@ def serve(
             fg="yellow",
             err=True,
         )
-    from .server.runner import run, serve_config
+    from .server.runner import raise_open_files, run, serve_config
 
     kwargs: dict[str, Any] = {
         "factory": True,
@@ -259,6 +259,7 @@ def serve(
 
         metrics_dir = tempfile.mkdtemp(prefix="modelway-metrics-")
         os.environ["MODELWAY_METRICS_DIR"] = metrics_dir
+    raise_open_files(config, workers)
     try:
         run(serve_config("modelway.server.main:app_factory", config, **kwargs))
     finally:

@@ -119,6 +119,10 @@ class ServerConfig:
     log_level: str = "info"
     #: the HTTP server protocol: ``modelway`` (the gateway's own, the default) or ``uvicorn`` (uvicorn's, bounded)
     http: str = "modelway"
+    #: connections the kernel queues for the gateway while it is busy accepting (the listen backlog)
+    backlog: int = 2048
+    #: open connections to providers per worker process, idle ones included (more requests at once wait for one)
+    upstream_connections: int = 4096
 
 
 @dataclass(slots=True)
@@ -370,7 +374,15 @@ def _server(s: dict[str, Any]) -> ServerConfig:
         cfg.port = int(_num(s, "port", where, integer=True))
     if s.get("master_key"):  # an empty value (e.g. an unset ${VAR:-}) means no key
         cfg.master_key = _str(s, "master_key", where)
-    for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_answer_bytes", "max_event_bytes"):
+    for name in (
+        "max_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "max_answer_bytes",
+        "max_event_bytes",
+        "backlog",
+        "upstream_connections",
+    ):
         if name in s:
             setattr(cfg, name, int(_num(s, name, where, integer=True)))
     for name in ("header_timeout", "body_timeout", "shutdown_timeout"):

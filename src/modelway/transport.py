@@ -319,6 +319,8 @@ class Transport:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         backend: str | None = None,
     ) -> None:
+        #: open connections at most (idle ones included)
+        self.limit = limit
         #: the largest decoded answer accepted (a JSON body, or a whole stream), and the largest single SSE event
         self.max_answer_bytes = max_answer_bytes
         self.max_event_bytes = max_event_bytes

@@ -64,7 +64,9 @@ class Gateway:
         self.control = control or ControlPlane(config, Authenticator(config.server.master_key))
         self.env = dict(os.environ if env is None else env)
         s = config.server
-        self.transport = Transport(max_answer_bytes=s.max_answer_bytes, max_event_bytes=s.max_event_bytes)
+        self.transport = Transport(
+            limit=s.upstream_connections, max_answer_bytes=s.max_answer_bytes, max_event_bytes=s.max_event_bytes
+        )
         self._provider_adapters: dict[str, Adapter | None] = {}
         groups = {m.name: self._group(m) for m in config.models}
         # a provider/model called directly costs what the same upstream costs behind an alias

@@ -38,7 +38,7 @@ from ..config import Config
 from ..errors import ConfigError
 from .protocol import PROTOCOLS, HttpLimits
 
-__all__ = ["GatewayServer", "ServeConfig", "run", "serve_config"]
+__all__ = ["GatewayServer", "ServeConfig", "raise_open_files", "run", "serve_config"]
 
 log = logging.getLogger("modelway.server")
 
@@ -69,8 +69,35 @@ def serve_config(app: Any, config: Config, **kwargs: Any) -> ServeConfig:
         http_limits=HttpLimits(sc.max_header_bytes, sc.max_headers, sc.header_timeout, sc.body_timeout),
         shutdown_timeout=sc.shutdown_timeout,
         http=os.environ.get("MODELWAY_HTTP") or sc.http,
+        backlog=sc.backlog,
         **kwargs,
     )
+
+
+def raise_open_files(config: Config, workers: int = 1) -> None:
+    """Raise this process's soft limit of open files toward its hard limit, as far as the gateway can use: a
+    client and a provider connection per request in flight, per worker (a soft limit of 1,024, common, would end
+    in "too many open files" at ~500 streams). Says so when the hard limit is lower than that."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return
+    want = (config.server.upstream_connections * 2 + 1024) * max(1, workers)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < cap:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (cap, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, cap, exc)
+    if cap < want:
+        log.warning(
+            "the open-files limit is %d (hard): fewer than the %d that server.upstream_connections=%d needs at its "
+            "fullest; raise it (ulimit -n, LimitNOFILE=) or lower upstream_connections",
+            cap,
+            want,
+            config.server.upstream_connections,
+        )
 
 
 def _gateway(app: Any) -> Any:
