@@ -394,6 +394,66 @@ async def test_closing_the_transport_while_a_name_is_looked_up_fails_the_call_wi
         await call
 
 
+async def test_callers_queued_behind_a_limit_survive_connections_the_server_closes_after_each_answer() -> None:
+    async def answer_and_close(ex: Exchange) -> bool:
+        ex.write(OK)  # keep-alive said, then closed: a connection handed to a waiting caller may be dead on arrival
+        return False
+
+    t = Transport(limit_per_host=1, backend="h1")
+    try:
+        async with Server(answer_and_close) as server:
+            answers = await asyncio.gather(*[t.send(request(server.url), timeout=5) for _ in range(100)])
+            assert [a.status for a in answers] == [200] * 100 and len(server.requests) == 100
+            await asyncio.sleep(0.05)
+            assert pool(t).open == 0 and not pool(t).waiters
+    finally:
+        await t.aclose()
+
+
+async def test_closing_the_transport_fails_a_caller_that_is_connecting(black_hole: tuple[str, int]) -> None:
+    t = Transport(backend="h1", connect_timeout=5)
+    call = asyncio.create_task(t.send(request(f"http://{black_hole[0]}:{black_hole[1]}/x"), timeout=10))
+    await asyncio.sleep(0.1)
+    start = time.monotonic()
+    await t.aclose()
+    with pytest.raises(errors.ProviderConnectionError, match="the transport is closed"):
+        await call
+    assert time.monotonic() - start < 1
+
+
+async def test_a_cancellation_swallowed_while_connecting_still_cancels_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_open = h1_pool.Pool._open
+
+    async def swallowing(self: h1_pool.Pool, t: object, infos: list[h1_pool.AddrInfo]) -> h1_conn.Conn:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass  # (as aiohappyeyeballs' staggered race can, when a winner is already there)
+        return await real_open(self, t, infos)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(h1_pool.Pool, "_open", swallowing)
+    t = Transport(backend="h1")
+    try:
+        async with Server(answer_ok) as server:
+            call = asyncio.create_task(t.send(request(server.url), timeout=5))
+            await asyncio.sleep(0.05)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await asyncio.sleep(0.05)
+            assert server.requests == [] and pool(t).open == 0  # not sent, and the connection it made is gone
+    finally:
+        await t.aclose()
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b", ".example"])
+async def test_a_host_name_that_is_not_valid_is_our_error(transport: Transport, host: str) -> None:
+    with pytest.raises(errors.ProviderConnectionError, match="host name that is not valid"):
+        await transport.send(request(f"http://{host}/x"), timeout=5)
+
+
 @pytest.fixture
 def black_hole() -> Iterator[tuple[str, int]]:
     """An address whose connects hang: a listener that accepts nothing, its queue full (SYNs are dropped)."""

@@ -455,4 +455,6 @@ def reason(exc: BaseException) -> str:
             return os.strerror(err.errno).lower()  # (strerror may carry the address: "Connect call failed (...)")
         if isinstance(err, socket.gaierror) and err.strerror:
             return err.strerror.lower()
+        if not isinstance(err, TimeoutError):
+            return "the connection failed"  # (e.g. every address failed, each differently: the text names them)
     return type(exc).__name__

@@ -29,7 +29,7 @@ _MAX_TARGETS = 1024
 class H1Backend:
     """The lean client: :class:`~modelway.transport.Transport`'s default backend."""
 
-    failures: tuple[type[BaseException], ...] = (TimeoutError, OSError, TransportFailure)
+    failures: tuple[type[BaseException], ...] = (OSError, TransportFailure)  # (TimeoutError is an OSError)
     map: MapError = staticmethod(map_failure)
 
     def __init__(
@@ -80,14 +80,13 @@ class H1Backend:
                 raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
             try:
                 await conn.exchange(request_head, req.body, deadline, req.method == "HEAD")
-            except ConnectionLost as exc:
-                conn.close()
-                if exc.stale and not fresh:
-                    fresh = True  # a pooled connection the server had closed: once more, on a new one
-                    continue
-                raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
             except BaseException as exc:
                 conn.close()
+                if isinstance(exc, ConnectionLost) and (exc.unsent or (exc.stale and not fresh)):
+                    # a pooled connection the server had closed: once more, on a new one (again whenever nothing
+                    # of the request was written)
+                    fresh = True
+                    continue
                 if isinstance(exc, self.failures):
                     raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
                 raise

@@ -93,9 +93,9 @@ class Conn(asyncio.Protocol):
     # -- the request -------------------------------------------------------------------------------------
     async def exchange(self, head: bytes, body: bytes | None, deadline: float | None, head_only: bool) -> None:
         """Send the request; return when the answer's head has arrived (1xx answers skipped)."""
-        if not self.alive or self.transport.is_closing():
-            # (closed between the pool handing it over and now: nothing was sent, it may be sent again)
-            raise ConnectionLost("the connection was closed", stale=self.reused)
+        if not self.usable:
+            # (closed between the pool handing it over and now: nothing was sent, so it is sent again)
+            raise ConnectionLost("the connection was closed", stale=True, unsent=True)
         self.phase = HEAD
         self.status = self.lines = self.fed = self.size = 0
         self.headers = {}
@@ -134,6 +134,11 @@ class Conn(asyncio.Protocol):
             if self.phase != HEAD:
                 return
         self.written = True
+
+    @property
+    def usable(self) -> bool:
+        """Open, and not being closed: a request may be written."""
+        return self.alive and not self.transport.is_closing()
 
     def disarm(self) -> None:
         """The head arrived: no more deadline (a stream's gaps are the idle watch's)."""

@@ -15,11 +15,13 @@ class TransportFailure(Exception):
 class ConnectionLost(TransportFailure):
     """The connection closed or was reset before the answer ended. ``stale``: a pooled connection that the server
     closed (FIN, not a reset) before any byte of the answer: it had closed it while idle, as the request came (the
-    request may be sent again, once, on a new connection)."""
+    request may be sent again, once, on a new connection). ``unsent``: nothing of the request was written (it may be
+    sent again, whatever happened before)."""
 
-    def __init__(self, message: str, stale: bool = False) -> None:
+    def __init__(self, message: str, stale: bool = False, unsent: bool = False) -> None:
         super().__init__(message)
         self.stale = stale
+        self.unsent = unsent
 
 
 class BadAnswer(TransportFailure):

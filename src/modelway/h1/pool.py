@@ -34,6 +34,9 @@ DNS_TTL = 300.0
 HAPPY_EYEBALLS_DELAY = 0.25
 
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+#: a caller waiting for room: its host, whether it needs a new connection, and what it will be given
+Waiter = tuple[Key, bool, "asyncio.Future[Conn | None]"]
+CLOSED = "the transport is closed"
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 
 _tls_context: ssl.SSLContext | None = None
@@ -61,10 +64,11 @@ class Pool:
         self.per_host: dict[Key, int] = {}
         self.idle: dict[Key, list[Conn]] = {}  # oldest first (closed ones are skipped when met)
         self.conns: set[Conn] = set()
-        self.waiters: deque[tuple[Key, asyncio.Future[Conn | None]]] = deque()
+        self.waiters: deque[Waiter] = deque()
         self.sweeper: asyncio.TimerHandle | None = None
         self.dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
         self.resolving: dict[tuple[str, int], asyncio.Task[list[AddrInfo]]] = {}
+        self.connecting: set[asyncio.Task[Conn]] = set()
         self.closed = False
 
     # -- lending -----------------------------------------------------------------------------------------
@@ -75,16 +79,15 @@ class Pool:
             idle = self.idle.get(key)
             while idle:
                 conn = idle.pop()
-                if conn.alive:
-                    if not conn.transport.is_closing():
-                        return conn
-                    conn.close()
+                if conn.usable:
+                    return conn
+                conn.close()
         if self.closed:
-            raise ConnectionLost("the transport is closed")
+            raise ConnectionLost(CLOSED)
         if self._room(key):
             self._reserve(key)
         else:
-            conn_or_slot = await self._wait(key, deadline)
+            conn_or_slot = await self._wait(key, fresh, deadline)
             if conn_or_slot is not None:
                 return conn_or_slot
         try:
@@ -129,10 +132,12 @@ class Pool:
         if grant and self.waiters:
             self._grant()
 
-    async def _wait(self, key: Key, deadline: float | None) -> Conn | None:
-        """Wait in line: a connection handed over (``Conn``), or room reserved for a new one (``None``)."""
+    async def _wait(self, key: Key, fresh: bool, deadline: float | None) -> Conn | None:
+        """Wait in line: a connection handed over (``Conn``; never to a ``fresh`` caller), or room reserved for a new
+        one (``None``)."""
         fut: asyncio.Future[Conn | None] = self.loop.create_future()
-        self.waiters.append((key, fut))
+        waiter = (key, fresh, fut)
+        self.waiters.append(waiter)
         try:
             if deadline is None:
                 return await fut
@@ -148,7 +153,7 @@ class Pool:
             else:
                 fut.cancel()
                 try:
-                    self.waiters.remove((key, fut))
+                    self.waiters.remove(waiter)
                 except ValueError:
                     pass
             raise
@@ -159,7 +164,7 @@ class Pool:
         waiters = self.waiters
         i = 0
         while i < len(waiters):
-            key, fut = waiters[i]
+            key, _, fut = waiters[i]
             if fut.done():
                 del waiters[i]
             elif self._full(key):
@@ -172,13 +177,17 @@ class Pool:
                 fut.set_result(None)
 
     def put(self, conn: Conn) -> None:
-        """An idle connection: to a caller waiting for its host, else into the pool."""
-        if self.closed or not conn.alive or conn.transport.is_closing():
+        """An idle connection: to the first caller waiting for its host, else into the pool. When that caller needs
+        a new connection (its request met a dead one), this one is closed to make room for it."""
+        if self.closed or not conn.usable:
             conn.close()
             return
         key = conn.key
-        for i, (k, fut) in enumerate(self.waiters):
+        for i, (k, fresh, fut) in enumerate(self.waiters):
             if k == key and not fut.done():
+                if fresh:
+                    conn.close()  # (its room goes to the waiters, this one first)
+                    return
                 del self.waiters[i]
                 fut.set_result(conn)
                 return
@@ -228,25 +237,27 @@ class Pool:
         by_deadline = deadline is not None and deadline - loop.time() <= limit
         if deadline is not None:
             limit = min(limit, deadline - loop.time())
-        key = t.key
-        factory: Callable[[], Conn] = lambda: Conn(self, key)  # noqa: E731
-        tls = _tls() if t.tls else None
+        current = asyncio.current_task()
         try:
             async with asyncio.timeout(limit):
                 infos = await self._resolve(t)
+                # in a task the pool's close() can cancel; awaited (not shielded): cancelling the caller cancels it
+                task = loop.create_task(self._open(t, infos))
+                self.connecting.add(task)
+                before = current.cancelling() if current is not None else 0
                 try:
-                    sock = await aiohappyeyeballs.start_connection(
-                        infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1, loop=loop
-                    )
-                except RuntimeError as exc:  # (uvloop's way of failing a connect)
-                    raise OSError(str(exc)) from exc
-                try:
-                    _, conn = await loop.create_connection(
-                        factory, sock=sock, ssl=tls, server_hostname=t.host if tls else None
-                    )
-                except BaseException:
-                    sock.close()
+                    conn = await task
+                except asyncio.CancelledError:
+                    if self.closed and task.cancelled() and (current is None or current.cancelling() == before):
+                        raise ConnectionLost(CLOSED) from None
                     raise
+                finally:
+                    self.connecting.discard(task)
+                if current is not None and current.cancelling() > before:
+                    # the caller was cancelled while the connect ended anyway (aiohappyeyeballs' staggered race can
+                    # swallow a cancellation): the cancellation stands, the connection goes
+                    conn.transport.abort()
+                    raise asyncio.CancelledError
         except TimeoutError:
             if by_deadline:
                 raise
@@ -255,9 +266,28 @@ class Pool:
             raise ConnectionLost("the connection was closed at once")
         if self.closed:  # (closed while this one connected: it must not outlive the pool)
             conn.transport.abort()
-            raise ConnectionLost("the transport is closed")
+            raise ConnectionLost(CLOSED)
         conn.alive = True  # the room reserved for this attempt is the connection's now
         self.conns.add(conn)
+        return conn
+
+    async def _open(self, t: Target, infos: list[AddrInfo]) -> Conn:
+        """A connected socket (happy eyeballs over ``infos``), then TLS when asked for, as a :class:`Conn`."""
+        loop = self.loop
+        key = t.key
+        factory: Callable[[], Conn] = lambda: Conn(self, key)  # noqa: E731
+        tls = _tls() if t.tls else None
+        try:
+            sock = await aiohappyeyeballs.start_connection(
+                infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1, loop=loop
+            )
+        except RuntimeError as exc:  # (uvloop's way of failing a connect)
+            raise OSError(str(exc)) from exc
+        try:
+            _, conn = await loop.create_connection(factory, sock=sock, ssl=tls, server_hostname=t.host if tls else None)
+        except BaseException:
+            sock.close()
+            raise
         return conn
 
     async def _resolve(self, t: Target) -> list[AddrInfo]:
@@ -276,7 +306,7 @@ class Pool:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.closed and task.cancelled() and (current is None or not current.cancelling()):
-                raise ConnectionLost("the transport is closed") from None  # (closed while the name was looked up)
+                raise ConnectionLost(CLOSED) from None  # (closed while the name was looked up)
             raise
 
     async def _lookup(self, host: str, port: int) -> list[AddrInfo]:
@@ -297,12 +327,12 @@ class Pool:
         for conn in list(self.conns):
             conn.close(grant=False)
         self.idle.clear()
-        for _, fut in self.waiters:
+        for _, _, fut in self.waiters:
             if not fut.done():
-                fut.set_exception(ConnectionLost("the transport is closed"))
+                fut.set_exception(ConnectionLost(CLOSED))
         self.waiters.clear()
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
-        for task in self.resolving.values():
+        for task in [*self.resolving.values(), *self.connecting]:
             task.cancel()

@@ -44,10 +44,9 @@ class Target:
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not host:
             raise BadURL("the provider's URL is not an http or https URL with a host")
-        try:
-            host.encode("ascii")
-        except UnicodeEncodeError:
-            try:
+        literal = _is_ip(host)
+        if not literal:
+            try:  # (IDNA for names that are not ASCII; for all, labels that are empty or longer than 63 refused)
                 host = host.encode("idna").decode("ascii")
             except UnicodeError:
                 raise BadURL("the provider's URL has a host name that is not valid") from None
@@ -55,7 +54,7 @@ class Target:
         self.port = port if port is not None else _DEFAULT_PORTS[scheme]
         self.host = host
         self.key: Key = (scheme, host, self.port)
-        self.literal = _is_ip(host)
+        self.literal = literal  # (an IPv6 literal's brackets are gone: urlsplit's hostname drops them)
         named = f"[{host}]" if ":" in host else host
         self.host_line = f"Host: {named}\r\n" if port in (None, _DEFAULT_PORTS[scheme]) else f"Host: {named}:{port}\r\n"
         path = parts.path or "/"
