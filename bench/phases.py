@@ -312,8 +312,13 @@ def measure_scale(
     say(f"slow upstream ({chunk_delay_ms:g} ms per event) + modelway")
     slow, slow_port = start_upstream(ctx.procs, "upstream-slow", chunk_delay_ms=chunk_delay_ms)
     config = modelway_config(ctx, slow_port)
-    # every stream gets its own provider connection (the default pool, 4,096 per worker, would make the rest wait)
-    config["server"] = {**config["server"], "upstream_connections": max(4096, streams + 100)}  # type: ignore[dict-item]
+    # every stream its own provider connection, as far as the open-files limit lets a process hold a client and a
+    # provider connection per stream (the default pool, 4,096 per worker, would make more streams wait)
+    import resource
+
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    pool = max(4096, min(streams + 100, files - streams - 1024))
+    config["server"] = {**config["server"], "upstream_connections": pool}  # type: ignore[dict-item]
     server = start_modelway(ctx, config=config, name="modelway-scale")
     assert server.child is not None
     body = chat_body(stream=True)
