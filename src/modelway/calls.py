@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
+from . import tracing
 from .errors import ModelwayError, ProviderError, ProviderTimeoutError, StreamError
 from .providers.base import Adapter, HTTPRequest, StreamParser
 from .rerank import RerankRequest, RerankResponse
@@ -59,15 +60,27 @@ async def _exchange(
     parse: Callable[[bytes, Mapping[str, str]], R],
     *,
     timeout: float | None,
+    operation: str | None = None,
+    model: str | None = None,
 ) -> R:
-    """Send one request and parse the whole answer; HTTP errors and odd payloads become typed errors."""
-    resp = await transport.send(http, timeout=timeout)
-    if resp.status >= 400:
-        raise adapter.parse_error(resp.status, resp.headers, resp.body)
+    """Send one request and parse the whole answer; HTTP errors and odd payloads become typed errors. When the
+    request being served is traced, the exchange is an ``operation`` span (:mod:`modelway.tracing`)."""
+    span = tracing.upstream(operation, model, adapter.name, http) if tracing.ACTIVE and operation else None
     try:
-        return parse(resp.body, resp.headers)
-    except _SHAPE_ERRORS as exc:
-        raise _shape_error(exc, adapter.name, resp.body) from exc
+        resp = await transport.send(http, timeout=timeout)
+        if resp.status >= 400:
+            raise adapter.parse_error(resp.status, resp.headers, resp.body)
+        try:
+            answer = parse(resp.body, resp.headers)
+        except _SHAPE_ERRORS as exc:
+            raise _shape_error(exc, adapter.name, resp.body) from exc
+    except BaseException as exc:
+        if span is not None:
+            tracing.upstream_failed(span, exc)
+        raise
+    if span is not None:
+        tracing.upstream_done(span, answer, resp.status)
+    return answer
 
 
 async def _with_retries(retry: RetryPolicy, attempt: Callable[[], Awaitable[R]]) -> R:
@@ -86,7 +99,13 @@ async def complete_once(
 ) -> ChatCompletion:
     """One non-streaming chat request, no retry."""
     return await _exchange(
-        transport, adapter, adapter.chat_request(req), lambda b, h: adapter.parse_chat(b, h, req), timeout=timeout
+        transport,
+        adapter,
+        adapter.chat_request(req),
+        lambda b, h: adapter.parse_chat(b, h, req),
+        timeout=timeout,
+        operation="chat",
+        model=req.model,
     )
 
 
@@ -95,45 +114,65 @@ async def stream_once(
 ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
     """One streaming chat request, no retry: batches of chunks, one batch per network read (so a server can send
     what arrived together in one write). Closing the iterator closes the upstream connection at once."""
-    resp = await transport.stream(adapter.chat_request(req), timeout=timeout)
+    http = adapter.chat_request(req)
+    span = tracing.upstream("chat", req.model, adapter.name, http) if tracing.ACTIVE else None
+    notes = None
     try:
-        if resp.status >= 400:
-            raise adapter.parse_error(resp.status, resp.headers, await resp.read())
-        if resp.content_type.startswith("application/json"):
-            # a JSON body where a stream was expected: a whole answer from a server that ignores "stream": true,
-            # or an error answered with 200 (MiniMax does this)
-            yield [_json_answer(adapter, req, resp.headers, await resp.read())]
-            return
-        parser = adapter.stream_parser(req)
-        decoder = _decoder(adapter, transport.max_event_bytes)
-        clock = asyncio.get_running_loop().time
-        heard = clock()  # when the provider last sent an event (keep-alive comments do not count)
+        resp = await transport.stream(http, timeout=timeout)
         try:
-            async for data in resp.iter_bytes():
-                batch, error = _parse(parser, decoder.feed(data))
-                if batch:
-                    yield batch
-                    heard = clock()  # (after the yield: time our own caller took is not the provider's silence)
-                if error is not None:
-                    raise error
-                if not batch and timeout is not None and clock() - heard > timeout:
-                    raise ProviderTimeoutError(
-                        f"the provider sent nothing but keep-alive comments for {timeout:g}s", provider=adapter.name
-                    )
-            batch, error = _parse(parser, decoder.flush())
-        except SSEEventTooLarge as exc:
-            raise StreamError(f"the provider's stream is broken: {exc}", provider=adapter.name) from None
-        if error is None:
+            if resp.status >= 400:
+                raise adapter.parse_error(resp.status, resp.headers, await resp.read())
+            if resp.content_type.startswith("application/json"):
+                # a JSON body where a stream was expected: a whole answer from a server that ignores "stream":
+                # true, or an error answered with 200 (MiniMax does this)
+                batch = [_json_answer(adapter, req, resp.headers, await resp.read())]
+                if span is not None:
+                    notes = tracing.upstream_chunks(span, notes, batch)
+                yield batch
+                if span is not None:
+                    tracing.upstream_done(span, notes, resp.status)
+                return
+            parser = adapter.stream_parser(req)
+            decoder = _decoder(adapter, transport.max_event_bytes)
+            clock = asyncio.get_running_loop().time
+            heard = clock()  # when the provider last sent an event (keep-alive comments do not count)
             try:
-                batch += parser.close()
-            except ModelwayError as exc:
-                error = exc
-        if batch:
-            yield batch
-        if error is not None:
-            raise error
-    finally:
-        await resp.aclose()
+                async for data in resp.iter_bytes():
+                    batch, error = _parse(parser, decoder.feed(data))
+                    if batch:
+                        if span is not None:
+                            notes = tracing.upstream_chunks(span, notes, batch)
+                        yield batch
+                        heard = clock()  # (after the yield: time our own caller took is not the provider's silence)
+                    if error is not None:
+                        raise error
+                    if not batch and timeout is not None and clock() - heard > timeout:
+                        raise ProviderTimeoutError(
+                            f"the provider sent nothing but keep-alive comments for {timeout:g}s",
+                            provider=adapter.name,
+                        )
+                batch, error = _parse(parser, decoder.flush())
+            except SSEEventTooLarge as exc:
+                raise StreamError(f"the provider's stream is broken: {exc}", provider=adapter.name) from None
+            if error is None:
+                try:
+                    batch += parser.close()
+                except ModelwayError as exc:
+                    error = exc
+            if batch:
+                if span is not None:
+                    notes = tracing.upstream_chunks(span, notes, batch)
+                yield batch
+            if error is not None:
+                raise error
+        finally:
+            await resp.aclose()
+    except BaseException as exc:
+        if span is not None:
+            tracing.upstream_failed(span, exc)
+        raise
+    if span is not None:
+        tracing.upstream_done(span, notes, resp.status)
 
 
 class FrameDecoder(Protocol):
@@ -287,7 +326,16 @@ async def embed(
         return adapter.parse_embed(body, headers, req)
 
     return await _with_retries(
-        retry, lambda: _exchange(transport, adapter, adapter.embed_request(req), parse, timeout=timeout)
+        retry,
+        lambda: _exchange(
+            transport,
+            adapter,
+            adapter.embed_request(req),
+            parse,
+            timeout=timeout,
+            operation="embeddings",
+            model=req.model,
+        ),
     )
 
 
@@ -300,7 +348,10 @@ async def rerank(
         return adapter.parse_rerank(body, headers, req)
 
     return await _with_retries(
-        retry, lambda: _exchange(transport, adapter, adapter.rerank_request(req), parse, timeout=timeout)
+        retry,
+        lambda: _exchange(
+            transport, adapter, adapter.rerank_request(req), parse, timeout=timeout, operation="rerank", model=req.model
+        ),
     )
 
 

@@ -27,9 +27,11 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "Price",
+    "RequestLogConfig",
     "ResponsesConfig",
     "ServerConfig",
     "StoreConfig",
+    "TracingConfig",
     "UsageConfig",
     "load_config",
     "parse_config",
@@ -123,6 +125,8 @@ class ServerConfig:
     backlog: int = 2048
     #: open connections to providers per worker process, idle ones included (more requests at once wait for one)
     upstream_connections: int = 4096
+    #: origins browsers may call the gateway from (CORS; ``["*"]``: any); empty: no CORS headers, OPTIONS is 405
+    cors_origins: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -168,6 +172,40 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class RequestLogConfig:
+    """One line per request (:mod:`modelway.server.request_log`); off by default: the usage ledger keeps the same
+    facts, and a line costs a few microseconds of every request."""
+
+    enabled: bool = False
+    #: ``json`` (one object a line) or ``text`` (``key=value`` pairs)
+    format: str = "json"
+    #: append to this file; ``None``: standard error (beside the other logs)
+    path: str | None = None
+    #: also log the request's body and a whole answer's body (secret-looking fields redacted), cut at
+    #: ``max_body_bytes``
+    bodies: bool = False
+    max_body_bytes: int = 4096
+    #: leave out requests to /health*, /metrics and /openapi.json that were answered (probes and scrapers)
+    skip_probes: bool = True
+
+
+@dataclass(slots=True)
+class TracingConfig:
+    """OpenTelemetry traces over OTLP/HTTP (``pip install 'modelway[otel]'``: :mod:`modelway.tracing`)."""
+
+    #: ``None``: on when an endpoint is known (here or ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``); false: off
+    enabled: bool | None = None
+    #: the collector's OTLP/HTTP base URL (``/v1/traces`` is added) or its traces URL ending in ``/v1/traces``
+    endpoint: str | None = None
+    #: ``service.name`` of the spans (default ``OTEL_SERVICE_NAME``, else ``modelway``)
+    service_name: str | None = None
+    #: headers sent to the collector (an API key of a tracing service)
+    headers: dict[str, str] = field(default_factory=dict)
+    #: share of new traces recorded (a caller's sampled ``traceparent`` decides for its own)
+    sample_ratio: float = 1.0
+
+
+@dataclass(slots=True)
 class ResponsesConfig:
     """What ``/v1/responses`` keeps (``store: true``): in the SQL store when one is configured, else in memory."""
 
@@ -207,6 +245,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    request_log: RequestLogConfig = field(default_factory=RequestLogConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     #: prices of ``provider/model`` names not priced in ``models`` (direct calls)
@@ -404,7 +444,23 @@ def _server(s: dict[str, Any]) -> ServerConfig:
         cfg.http = _str(s, "http", where).lower()
         if cfg.http not in ("modelway", "uvicorn"):
             raise ConfigError(f"{where}.http: must be modelway or uvicorn, not {s['http']!r}")
+    if s.get("cors_origins") is not None:
+        cfg.cors_origins = _origins(s["cors_origins"], f"{where}.cors_origins")
     return cfg
+
+
+def _origins(v: Any, where: str) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(o, str) and o for o in v):
+        raise ConfigError(f"{where}: must be a list of origins such as https://app.example.com, or ['*']")
+    out = []
+    for o in v:
+        o = o.rstrip("/")
+        if o != "*" and not re.fullmatch(r"https?://[^/\s?#]+", o):
+            raise ConfigError(f"{where}: {o!r} is not an origin (scheme://host[:port], no path) nor '*'")
+        out.append(o)
+    return out
 
 
 def _store(s: dict[str, Any]) -> StoreConfig:
@@ -453,6 +509,46 @@ def _metrics(s: dict[str, Any]) -> MetricsConfig:
         cfg.enabled = _bool(s, "enabled", where)
     if "public" in s:
         cfg.public = _bool(s, "public", where)
+    return cfg
+
+
+def _request_log(s: dict[str, Any]) -> RequestLogConfig:
+    where = "request_log"
+    _take(s, where, set(RequestLogConfig.__slots__))
+    cfg = RequestLogConfig()
+    for name in ("enabled", "bodies", "skip_probes"):
+        if name in s:
+            setattr(cfg, name, _bool(s, name, where))
+    if "format" in s:
+        cfg.format = _str(s, "format", where).lower()
+        if cfg.format not in ("json", "text"):
+            raise ConfigError(f"{where}.format: must be json or text (got {s['format']!r})")
+    if s.get("path"):
+        cfg.path = _str(s, "path", where)
+    if "max_body_bytes" in s:
+        cfg.max_body_bytes = int(_num(s, "max_body_bytes", where, integer=True))
+    return cfg
+
+
+def _tracing(s: dict[str, Any]) -> TracingConfig:
+    where = "tracing"
+    _take(s, where, set(TracingConfig.__slots__))
+    cfg = TracingConfig()
+    if s.get("enabled") is not None:
+        cfg.enabled = _bool(s, "enabled", where)
+    if s.get("endpoint"):  # empty (an unset ${VAR:-}) means the environment's, if any
+        url = _str(s, "endpoint", where)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.endpoint: must be an http(s) URL of an OTLP/HTTP collector (got {url!r})")
+        cfg.endpoint = url
+    if s.get("service_name"):
+        cfg.service_name = _str(s, "service_name", where)
+    cfg.headers = {str(k): str(v) for k, v in _dict(s, "headers", where).items()}
+    if "sample_ratio" in s:
+        ratio = _num(s, "sample_ratio", where, positive=False)
+        if ratio > 1:
+            raise ConfigError(f"{where}.sample_ratio: must be between 0 and 1 (got {ratio!r})")
+        cfg.sample_ratio = float(ratio)
     return cfg
 
 
@@ -513,13 +609,18 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     _take(
         data,
         "config",
-        {"server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster", "routing"},
+        {
+            *("server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster"),
+            *("routing", "request_log", "tracing"),
+        },
     )
     cfg = Config()
     cfg.server = _server(_dict(data, "server", "config"))
     cfg.store = _store(_dict(data, "store", "config"))
     cfg.usage = _usage(_dict(data, "usage", "config"))
     cfg.metrics = _metrics(_dict(data, "metrics", "config"))
+    cfg.request_log = _request_log(_dict(data, "request_log", "config"))
+    cfg.tracing = _tracing(_dict(data, "tracing", "config"))
     cfg.responses = _responses(_dict(data, "responses", "config"))
     cfg.cluster = _cluster(_dict(data, "cluster", "config"))
     cfg.prices = {str(k): _price(v, f"prices.{k}") for k, v in _dict(data, "prices", "config").items()}

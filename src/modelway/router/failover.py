@@ -327,7 +327,16 @@ class Failover(Generic[T]):
         policy = self.group.policy
         left = self._left()
         wait = policy.queue_wait if left is None else max(0.0, min(policy.queue_wait, left))
-        got = await queue.wait_for(take, depth=policy.queue_depth, timeout=wait, clock=clock, hint=hint)
+        waited = self.router.on_queue_wait
+        since = clock() if waited is not None else 0.0
+        try:
+            got = await queue.wait_for(take, depth=policy.queue_depth, timeout=wait, clock=clock, hint=hint)
+        finally:
+            if waited is not None:
+                try:
+                    waited(self.group, clock() - since)
+                except Exception:  # a metrics hook must not change the call's outcome
+                    log.exception("the router's on_queue_wait hook raised")
         assert isinstance(got, Attempt)
         return got
 

@@ -69,6 +69,7 @@ class Router:
         cooldown: float = 5.0,
         direct: Callable[[str], ModelGroup | None] | None = None,
         on_failure: Callable[[Deployment, ModelwayError], None] | None = None,
+        on_queue_wait: Callable[[ModelGroup, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         shared: SharedState | None = None,
     ) -> None:
@@ -84,6 +85,8 @@ class Router:
         self._direct_cache: dict[str, ModelGroup] = {}
         #: told of every failed attempt (metrics count them per deployment)
         self.on_failure = on_failure
+        #: told how long each call waited in a model's quota queue (admitted or refused)
+        self.on_queue_wait = on_queue_wait
         #: monotonic seconds (tests drive it)
         self.clock = clock
         #: routing state shared with other processes (``None``: in process only)

@@ -11,21 +11,25 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import tracing
 from ..config import Config
 from ..errors import GatewayShutdownError, ModelwayError, ServiceUnavailableError
 from . import openai_api
 from .admin_api import ADMIN_PREFIX, handle_admin
 from .control import ControlPlane
+from .cors import Cors
 from .dialects import Dialect, anthropic, responses, serve
 from .dialects.completions import CompletionsDialect
 from .dialects.dbgpt import DBGPTDialect
 from .dialects.openai_chat import ChatDialect
 from .disconnect import ClientGone
 from .errors import Forbidden, MethodNotAllowed, NotFound
+from .exchange import CURRENT, Exchange
 from .gateway import Gateway
 from .http import Lifecycle, Receive, Request, Scope, Send, send_json
 from .openapi import openapi_schema
 from .rerank_api import rerank
+from .ticket import outcome, settle_exchange
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -76,6 +80,14 @@ _ROUTES: dict[tuple[str, str], tuple[Handler, Dialect]] = {
     ("GET", "/models"): (openai_api.list_models, _OPENAI),
 }
 _DIALECT_OF: dict[str, Dialect] = {path: dialect for (_, path), (_, dialect) in _ROUTES.items()}
+#: the endpoint label of a request the gateway refuses before admitting it (bounded: a path no route has is
+#: ``other``); admitted requests are labelled by their ticket
+_ENDPOINT_OF: dict[str, str] = {
+    **{path: dialect.endpoint for path, dialect in _DIALECT_OF.items()},
+    **dict.fromkeys(("/v1/embeddings", "/embeddings"), "embeddings"),
+    **dict.fromkeys(("/v1/rerank", "/rerank"), "rerank"),
+    **dict.fromkeys(("/v1/models", "/models"), "models"),
+}
 _PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
 _METRICS = "/metrics"
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
@@ -101,6 +113,11 @@ class GatewayApp:
         self._auth_required = bool(config.server.master_key) or config.control_plane
         #: draining once a shutdown began, aborting once its deadline passed (the server sets them)
         self.lifecycle = Lifecycle()
+        self.cors = Cors(config.server.cors_origins) if config.server.cors_origins else None
+        #: traces (``tracing:``, or the OTEL_EXPORTER_OTLP_* environment), from start-up
+        self.tracing: tracing.Tracing | None = None
+        #: CORS, the request log or traces watch every exchange (set at start-up)
+        self._observing = self.cors is not None
 
     def abort(self) -> None:
         """The shutdown deadline passed: requests still in flight are about to be cancelled; each one answers (or
@@ -114,22 +131,50 @@ class GatewayApp:
         try:
             self.gateway = Gateway(self.config, self.env, control)
             await self.gateway.start()
+            self.tracing = self._start_tracing()
         except BaseException:
             if self.gateway is not None:
                 await self.gateway.aclose()  # (closes the control plane too)
             else:
                 await control.aclose()
             raise
+        self._observing = self.cors is not None or control.request_log is not None or self.tracing is not None
         # everything built so far lives as long as the process: move it out of the collector's way, so that full
         # collections stay short (they stall every request in flight)
         gc.collect()
         gc.freeze()
         self.ready = True
 
+    def _start_tracing(self) -> tracing.Tracing | None:
+        """A tracer when tracing is configured (an ImportError naming the extra when OpenTelemetry is missing; only
+        a warning when the endpoint came from the environment alone)."""
+        import os
+
+        tc = self.config.tracing
+        env = os.environ if self.env is None else self.env
+        endpoint = tracing.traces_endpoint(tc, env)
+        if endpoint is None:
+            return None
+        try:
+            return tracing.Tracing(
+                endpoint,
+                service_name=tc.service_name or env.get("OTEL_SERVICE_NAME") or "modelway",
+                headers=tc.headers,
+                sample_ratio=tc.sample_ratio,
+            )
+        except ImportError as exc:
+            if tc.enabled or tc.endpoint:
+                raise
+            log.warning("%s: OTEL_EXPORTER_OTLP_ENDPOINT is set, requests are not traced", exc)
+            return None
+
     async def shutdown(self) -> None:
         self.ready = False
         if self.gateway is not None:
             await self.gateway.aclose()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # (exports what is left: a blocking HTTP request)
+            self.tracing = None
         for hook in self.on_shutdown:
             await hook(self)
 
@@ -166,6 +211,65 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, self.lifecycle)
+        ex = Exchange(req)
+        CURRENT.set(ex)
+        try:
+            if self._observing:
+                await self._observed(req, ex, send)
+            else:
+                await self._serve(req, ex, send)
+        finally:
+            # a request no ticket counted: the gateway refused it itself (counted now), or answered it without the
+            # control plane (a model list, the admin API, a probe: only logged and traced)
+            gw = self.gateway
+            if ex.ticket is None and gw is not None and (self._observing or ex.code is not None):
+                counted = ex.code is not None or (ex.status is not None and ex.status >= 400)
+                settle_exchange(gw.control, ex, self._endpoint(req.path), counted=counted)
+            if ex.span is not None and self.tracing is not None:
+                self.tracing.end_request(ex.span, ex.restore, ex.status)
+
+    @staticmethod
+    def _endpoint(path: str) -> str:
+        label = _ENDPOINT_OF.get(path)
+        if label is not None:
+            return label
+        if path.startswith(responses.RESOURCE_PREFIX):
+            return "responses"
+        if path.startswith(_MODEL_PREFIXES):
+            return "models"
+        if path.startswith(ADMIN_PREFIX):
+            return "admin"
+        return "other"
+
+    async def _observed(self, req: Request, ex: Exchange, send: Send) -> None:
+        """Serve a request with CORS, the request log or traces on."""
+        extra = None
+        cors = self.cors
+        if cors is not None:
+            origin = req.headers.get(b"origin")
+            if origin is not None:
+                extra = cors.headers(origin)
+                if cors.is_preflight(req):
+                    if extra is None:
+                        exc = Forbidden(
+                            f"the origin {origin.decode('latin-1')[:200]!r} may not call this gateway "
+                            "(server.cors_origins)",
+                            code="cors_origin_not_allowed",
+                        )
+                        await self._send_error(req, send, exc, _OPENAI, ex)
+                    else:
+                        ex.status = await cors.preflight(req, origin, send)
+                    return
+        gw = self.gateway
+        if gw is not None and gw.control.request_log is not None and gw.control.request_log.bodies:
+            req.keep_body = True
+        if self.tracing is not None:
+            path = req.path
+            route = path if path in _ENDPOINT_OF or path in _PUBLIC else None
+            ex.span, ex.restore = self.tracing.start_request(req.method, route, req.headers)
+        await self._serve(req, ex, ex.watch(send, extra))
+
+    async def _serve(self, req: Request, ex: Exchange, send: Send) -> None:
         path = req.path
         # errors on a route (a wrong method too) are told in the route's dialect
         dialect = _DIALECT_OF.get(path, _OPENAI)
@@ -210,17 +314,20 @@ class GatewayApp:
                 raise MethodNotAllowed(req.method, path, ", ".join(allowed))
             raise NotFound(f"no route {req.method} {path}")
         except ModelwayError as exc:
-            await self._send_error(req, send, exc, dialect)
+            await self._send_error(req, send, exc, dialect, ex)
         except ClientGone:
+            ex.failed(499, "client_gone", "ClientGone")
             log.debug("request %s: the client went away; its upstream work was cancelled", req.request_id)
         except asyncio.CancelledError:
             if not req.absorb_abort():
+                ex.failed(499, "client_gone", "CancelledError")
                 raise
             # ended at the shutdown deadline before its answer started: say so
-            await self._send_error(req, send, GatewayShutdownError(), dialect)
-        except Exception:
+            await self._send_error(req, send, GatewayShutdownError(), dialect, ex)
+        except Exception as exc:
             # a bug of ours: log it with the request id, answer 500 in the route's dialect if nothing was sent yet
             log.exception("request %s: internal error on %s %s", req.request_id, req.method, path)
+            ex.failed(500, "internal_error", type(exc).__name__)
             try:
                 status, body, headers = dialect.error(_InternalError(), req.request_id)
                 await send_json(send, status, body, request_id=req.request_id, headers=headers)
@@ -228,8 +335,12 @@ class GatewayApp:
                 log.debug("request %s: could not send the 500 answer", req.request_id)
 
     @staticmethod
-    async def _send_error(req: Request, send: Send, exc: ModelwayError, dialect: Dialect) -> None:
+    async def _send_error(
+        req: Request, send: Send, exc: ModelwayError, dialect: Dialect, ex: Exchange | None = None
+    ) -> None:
         status, body, headers = dialect.error(exc, req.request_id)
+        if ex is not None:
+            ex.failed(status, outcome(exc)[1], type(exc).__name__)
         try:
             await send_json(send, status, body, request_id=req.request_id, headers=headers)
         except RuntimeError:  # the response had started (uvicorn refuses a second start): the connection closes

@@ -37,7 +37,8 @@ from ..router import Deployment, ModelGroup
 from .errors import Forbidden
 from .http import Lifecycle
 from .metrics import UNKNOWN_MODEL, Metrics
-from .ticket import Ticket
+from .request_log import RequestLog
+from .ticket import MASTER_NAME, Ticket
 
 if TYPE_CHECKING:
     from ..store.sql import SQLStore
@@ -86,6 +87,7 @@ class ControlPlane:
         ledger: Ledger | None = None,
         limiter: Limiter | None = None,
         lifecycle: Lifecycle | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.config = config
         #: the app's life (a request cancelled while it shuts down is recorded as such)
@@ -95,6 +97,8 @@ class ControlPlane:
         self.store = store
         self.ledger = ledger
         self.limiter = limiter
+        #: one line per request (``request_log.enabled``)
+        self.request_log = request_log
         #: the model group a name resolves to (the gateway sets its router's); used for budgeted keys' prices
         self.resolve: Callable[[str], ModelGroup] | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -146,7 +150,18 @@ class ControlPlane:
         metrics = Metrics() if config.metrics.enabled else None
         if metrics is not None:
             await metrics.start()
-        return cls(config, auth, metrics=metrics, store=store, ledger=ledger, limiter=limiter, lifecycle=lifecycle)
+        rl = config.request_log
+        request_log = RequestLog(rl, secret_prefix=config.cluster.path_prefix) if rl.enabled else None
+        return cls(
+            config,
+            auth,
+            metrics=metrics,
+            store=store,
+            ledger=ledger,
+            limiter=limiter,
+            lifecycle=lifecycle,
+            request_log=request_log,
+        )
 
     async def aclose(self) -> None:
         """Stop the key refresh, flush the ledger (nothing is lost), close the limiter and the store."""
@@ -161,6 +176,8 @@ class ControlPlane:
             await self.store.aclose()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.request_log is not None:
+            self.request_log.close()
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"auth": self.auth.required, "metrics": self.metrics is not None}
@@ -204,6 +221,7 @@ class ControlPlane:
         """Check the caller may call ``model`` now; the returned ticket must be finished (``finish``/``fail``)."""
         ticket = Ticket(self, request_id, caller.key_id, model, endpoint, stream)
         key = caller.key
+        ticket.key_name = key.name if key is not None else MASTER_NAME if caller.admin else None
         limits = caller.limits
         try:
             if key is not None:

@@ -40,6 +40,7 @@ from ..store.responses import open_response_store
 from ..transport import Transport
 from ..types import ModelInfo
 from .control import ControlPlane
+from .metrics import CIRCUIT_STATES, Gauges
 
 if TYPE_CHECKING:
     from ..cluster.controller import Cluster
@@ -83,10 +84,13 @@ class Gateway:
             cooldown=s.cooldown,
             direct=self._direct if s.allow_direct else None,
             on_failure=self._attempt_failed if self.control.metrics is not None else None,
+            on_queue_wait=self._queue_waited if self.control.metrics is not None else None,
             # circuits, quotas, in flight and latency shared by every worker and replica on this Redis (fails open)
             shared=RedisRouterState(config.store.redis_url) if config.store.redis_url is not None else None,
         )
         self.control.resolve = self.router.group
+        if self.control.metrics is not None:
+            self.control.metrics.gauges = self._gauges
         #: run-time changes: the store's (when there is one), what was built from which definition, and each
         #: deployment's (id, source, changed) for the admin listing
         self.runtime: RuntimeChanges | None = None
@@ -280,6 +284,33 @@ class Gateway:
         metrics = self.control.metrics
         if metrics is not None:
             metrics.count_failure(self.control.deployment_label(dep), type(exc).__name__)
+
+    def _queue_waited(self, group: ModelGroup, seconds: float) -> None:
+        metrics = self.control.metrics
+        if metrics is not None:
+            metrics.observe_queue_wait(self.control.label(group.name, None), seconds)
+
+    def _gauges(self) -> Gauges:
+        """What ``/metrics`` reads at scrape time: each configured model's deployments (circuit state, upstream
+        requests in flight) and its quota queue."""
+        circuits: dict[tuple[str, ...], float] = {}
+        in_flight: dict[tuple[str, ...], float] = {}
+        queues: dict[tuple[str, ...], float] = {}
+        label = self.control.label
+        for name, group in self.router.groups.items():
+            model = label(name, None)
+            queues[(model,)] = queues.get((model,), 0.0) + len(group.queue)
+            breaker = group.policy.circuit is not None
+            for dep in group.deployments:
+                key = (model, self.control.deployment_label(dep))
+                state = CIRCUIT_STATES.get(dep.circuit.state.value, 0) if breaker else 0
+                circuits[key] = max(circuits.get(key, 0.0), state)
+                in_flight[key] = in_flight.get(key, 0.0) + dep.stats.local_in_flight
+        return {
+            "modelway_deployment_circuit_state": circuits,
+            "modelway_deployment_in_flight": in_flight,
+            "modelway_queue_length": queues,
+        }
 
     # -- queries --------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:

@@ -86,6 +86,8 @@ class Request:
         "caller",
         "lifecycle",
         "aborted",
+        "keep_body",
+        "kept_body",
     )
 
     def __init__(self, scope: Scope, receive: Receive, lifecycle: Lifecycle | None = None) -> None:
@@ -101,6 +103,9 @@ class Request:
         self.request_id = rid.decode("latin-1")[:128] if rid else new_request_id()
         #: who is calling, once the app has checked the key
         self.caller: Caller = ANONYMOUS
+        #: keep the body once read (the request log's ``bodies``), in ``kept_body``
+        self.keep_body = False
+        self.kept_body: bytes | None = None
 
     def header(self, name: bytes) -> str | None:
         v = self.headers.get(name)
@@ -123,7 +128,10 @@ class Request:
                     raise _too_large(limit)
                 parts.append(chunk)
             if not msg.get("more_body", False):
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+                body = parts[0] if len(parts) == 1 else b"".join(parts)
+                if self.keep_body:
+                    self.kept_body = body
+                return body
 
     def absorb_abort(self) -> bool:
         """The task serving this request was cancelled. ``True`` when that is the gateway's shutdown abort reaching

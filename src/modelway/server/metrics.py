@@ -11,8 +11,14 @@ a sum never goes down between two scrapes). Counters and histograms of a worker 
 requests in flight do not.
 
 Label values are bounded: ``model`` is a configured model, a priced one or a provider's known model (else
-``provider/(other)`` or ``(unknown)``), never an arbitrary name a caller sent; keys are not labels (the usage ledger
-has them).
+``provider/(other)`` or ``(unknown)``), never an arbitrary name a caller sent; ``endpoint`` is one of
+:data:`~modelway.usage.records.ENDPOINTS` (a request to no route is ``other``, never its path); keys are not labels
+(the usage ledger has them).
+
+Gauges read at scrape time (each deployment's circuit, requests waiting in a model's quota queue, the process's CPU,
+memory, descriptors and garbage collections) come from :attr:`Metrics.gauges` and this process; with workers each
+snapshot carries its worker's, and the answer gives the circuits' worst state over the live workers, the queues'
+sum, and the process series of every live worker with a ``pid`` label.
 """
 
 from __future__ import annotations
@@ -20,14 +26,21 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import gc
 import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+try:
+    import resource
+except ImportError:  # (not on Windows: no CPU time, memory or descriptor series there)
+    resource = None  # type: ignore[assignment]
 
 __all__ = ["CONTENT_TYPE", "UNKNOWN_MODEL", "Metrics"]
 
@@ -39,6 +52,10 @@ SNAPSHOT_INTERVAL = 0.5
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: ``modelway_deployment_circuit_state``'s values
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 # name, type, help, label names (for counters the sample name gets ``_total``)
 _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -69,12 +86,63 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Failed attempts at a deployment (each one fails over or ends the request), by error type.",
         ("deployment", "error"),
     ),
+    "modelway_retries": (
+        "counter",
+        "Upstream requests beyond a request's first one (retries in place, failovers, hedges), by model.",
+        ("model",),
+    ),
+    "modelway_fallbacks": (
+        "counter",
+        "Requests the router served from a fallback model, by the model asked for and the fallback.",
+        ("model", "fallback"),
+    ),
+    "modelway_queue_wait_seconds": (
+        "histogram",
+        "Time a request waited in its model's queue while every deployment was at its quota (admitted or refused).",
+        ("model",),
+    ),
     "modelway_requests_in_flight": ("gauge", "Requests being answered now.", ()),
 }
 _BUCKETS = {
     "modelway_request_duration_seconds": _LATENCY_BUCKETS,
     "modelway_time_to_first_token_seconds": _TTFT_BUCKETS,
+    "modelway_queue_wait_seconds": _QUEUE_BUCKETS,
 }
+
+# gauges read at scrape time: name → (help, label names, how workers' values combine: "max" or "sum")
+_GAUGES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "modelway_deployment_circuit_state": (
+        "Each deployment's circuit breaker: 0 closed, 1 half-open (a probe runs), 2 open (worst over workers).",
+        ("model", "deployment"),
+        "max",
+    ),
+    "modelway_deployment_in_flight": ("Upstream requests in flight, by deployment.", ("model", "deployment"), "sum"),
+    "modelway_queue_length": (
+        "Requests waiting in the model's queue for a deployment under its quota.",
+        ("model",),
+        "sum",
+    ),
+}
+
+# the process's own series (per live worker, with a ``pid`` label, when workers share a directory)
+_PROCESS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "process_cpu_seconds_total": ("counter", "User and system CPU time spent, in seconds.", ()),
+    "process_resident_memory_bytes": ("gauge", "Resident memory size in bytes.", ()),
+    "process_virtual_memory_bytes": ("gauge", "Virtual memory size in bytes.", ()),
+    "process_open_fds": ("gauge", "Open file descriptors.", ()),
+    "process_max_fds": ("gauge", "The open-files limit (soft).", ()),
+    "process_start_time_seconds": ("gauge", "When the process started, in seconds since the epoch.", ()),
+    "python_gc_collections_total": ("counter", "Garbage collections, by generation.", ("generation",)),
+    "python_gc_objects_collected_total": ("counter", "Objects collected by the GC, by generation.", ("generation",)),
+    "python_gc_objects_uncollectable_total": (
+        "counter",
+        "Uncollectable objects found by the GC, by generation.",
+        ("generation",),
+    ),
+}
+
+#: what :attr:`Metrics.gauges` returns: gauge name → {label values: value}
+Gauges = dict[str, dict[tuple[str, ...], float]]
 
 # values: for counters {labels: number}; for histograms {labels: [count per bucket..., count above, sum]}
 Values = dict[str, dict[tuple[str, ...], Any]]
@@ -87,6 +155,9 @@ class Metrics:
         self.directory = Path(path) if path else None
         self.in_flight = 0
         self._values: Values = {name: {} for name in _FAMILIES if name != "modelway_requests_in_flight"}
+        #: the scrape-time gauges of this worker (the gateway sets it: circuits, queues, upstream in flight)
+        self.gauges: Callable[[], Gauges] | None = None
+        self._started = _process_start()
         self._task: asyncio.Task[None] | None = None
         # this worker's snapshot file: the pid and a random part (a later process may get the same pid)
         self._file = f"{os.getpid()}-{secrets.token_hex(4)}.json"
@@ -103,8 +174,11 @@ class Metrics:
         prompt_tokens: int,
         completion_tokens: int,
         cost: float,
+        attempts: int = 0,
+        fallback: str | None = None,
     ) -> None:
-        """One finished request."""
+        """One finished request (``attempts``: its upstream requests; ``fallback``: the model it fell back to, a
+        label already)."""
         v = self._values
         requests = v["modelway_requests"]
         key = (model, endpoint, str(status))
@@ -119,6 +193,16 @@ class Metrics:
         if cost:
             costs = v["modelway_cost"]
             costs[(model,)] = costs.get((model,), 0.0) + cost
+        if attempts > 1:
+            retries = v["modelway_retries"]
+            retries[(model,)] = retries.get((model,), 0) + attempts - 1
+        if fallback is not None:
+            fallbacks = v["modelway_fallbacks"]
+            fallbacks[(model, fallback)] = fallbacks.get((model, fallback), 0) + 1
+
+    def observe_queue_wait(self, model: str, seconds: float) -> None:
+        """A request left its model's quota queue after ``seconds`` (admitted, refused, or gone)."""
+        _hist(self._values["modelway_queue_wait_seconds"], (model,), _QUEUE_BUCKETS, seconds)
 
     def count_limited(self, limit: str) -> None:
         counts = self._values["modelway_limit_rejections"]
@@ -147,7 +231,49 @@ class Metrics:
             "pid": os.getpid(),
             "in_flight": self.in_flight,
             "values": {name: [[list(k), val] for k, val in series.items()] for name, series in self._values.items()},
+            "gauges": {name: [[list(k), val] for k, val in series.items()] for name, series in self._gauges().items()},
+            "process": {
+                name: [[list(k), val] for k, val in series.items()] for name, series in self._process().items()
+            },
         }
+
+    def _gauges(self) -> Gauges:
+        if self.gauges is None:
+            return {}
+        try:
+            return self.gauges()
+        except Exception:  # a scrape must not fail for one gauge: the rest is still answered
+            log.exception("could not read the gateway's gauges")
+            return {}
+
+    def _process(self) -> Gauges:
+        """This process's CPU, memory, descriptors and collections (Linux's /proc where it helps)."""
+        out: Gauges = {}
+        if resource is None:
+            return out
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        out["process_cpu_seconds_total"] = {(): ru.ru_utime + ru.ru_stime}
+        rss, vms = _memory()
+        if rss is not None:
+            out["process_resident_memory_bytes"] = {(): float(rss)}
+        if vms is not None:
+            out["process_virtual_memory_bytes"] = {(): float(vms)}
+        try:
+            out["process_open_fds"] = {(): float(len(os.listdir("/proc/self/fd")))}
+        except OSError:
+            pass
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY:
+            out["process_max_fds"] = {(): float(soft)}
+        out["process_start_time_seconds"] = {(): self._started}
+        stats = gc.get_stats()
+        for name, field in (
+            ("python_gc_collections_total", "collections"),
+            ("python_gc_objects_collected_total", "collected"),
+            ("python_gc_objects_uncollectable_total", "uncollectable"),
+        ):
+            out[name] = {(str(gen),): float(st[field]) for gen, st in enumerate(stats)}
+        return out
 
     def _write_snapshot(self) -> None:
         assert self.directory is not None
@@ -170,8 +296,9 @@ class Metrics:
             except OSError as exc:
                 log.warning("could not write the last metrics snapshot to %s: %s", self.directory, exc)
 
-    def _merged(self) -> tuple[Values, float]:
-        """All workers' values, and the requests in flight of the live ones.
+    def _merged(self) -> tuple[Values, float, Gauges, dict[str, Gauges]]:
+        """All workers' values, the requests in flight and the gauges of the live ones, and the process series of
+        each live worker (by pid; ``""``: this process alone, no ``pid`` label).
 
         Counters are summed over the snapshot files only, this worker's written first: every file only grows, so
         the sum never goes down from one scrape to the next, whichever worker answers them (a decrease would read
@@ -180,10 +307,12 @@ class Metrics:
         pid a new process reuses, stop counting.
         """
         if self.directory is None:
-            return self._values, float(self.in_flight)
+            return self._values, float(self.in_flight), self._gauges(), {"": self._process()}
         self._write_snapshot()
         merged: Values = {}
         in_flight = float(self.in_flight)
+        gauges: Gauges = {}
+        processes: dict[str, Gauges] = {}
         fresh_after = time.time() - 4 * SNAPSHOT_INTERVAL
         for path in self.directory.glob("*.json"):
             try:
@@ -192,8 +321,15 @@ class Metrics:
                 snap = orjson.loads(data)
             except (OSError, orjson.JSONDecodeError):
                 continue  # gone, or not one of ours
-            if path.name != self._file and mtime >= fresh_after:
+            live = path.name == self._file or mtime >= fresh_after
+            if path.name != self._file and live:
                 in_flight += snap.get("in_flight", 0)
+            if live:
+                _combine(gauges, snap.get("gauges", {}))
+                if "process" in snap:
+                    processes[str(snap.get("pid", path.stem))] = {
+                        name: {tuple(k): v for k, v in rows} for name, rows in snap["process"].items()
+                    }
             for name, rows in snap.get("values", {}).items():
                 series = merged.setdefault(name, {})
                 for labels, val in rows:
@@ -204,12 +340,12 @@ class Metrics:
                             mine[i] += x
                     else:
                         series[key] = series.get(key, 0) + val
-        return merged, in_flight
+        return merged, in_flight, gauges, processes
 
     # -- exposition ---------------------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
-        values, in_flight = self._merged()
+        values, in_flight, gauges, processes = self._merged()
         out: list[str] = []
         for name, (kind, help_text, labels) in _FAMILIES.items():
             family = name + "_total" if kind == "counter" else name
@@ -231,7 +367,64 @@ class Metrics:
                     out.append(f"{name}_bucket{_labels(labels, key, le='+Inf')} {float(total)!r}")
                     out.append(f"{name}_count{_labels(labels, key)} {float(total)!r}")
                     out.append(f"{name}_sum{_labels(labels, key)} {float(counts[-1])!r}")
+        for name, (help_text, labels, _) in _GAUGES.items():
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} gauge")
+            for key, val in sorted(gauges.get(name, {}).items()):
+                out.append(f"{name}{_labels(labels, key)} {float(val)!r}")
+        for name, (kind, help_text, labels) in _PROCESS.items():
+            rows = [
+                (pid, key, val) for pid, proc in sorted(processes.items()) for key, val in proc.get(name, {}).items()
+            ]
+            if not rows:
+                continue
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+            for pid, key, val in rows:
+                extra = {"pid": pid} if pid else {}
+                out.append(f"{name}{_labels(labels, tuple(key), **extra)} {float(val)!r}")
         return ("\n".join(out) + "\n").encode(), CONTENT_TYPE
+
+
+def _rows(values: dict[str, dict[tuple[str, ...], Any]]) -> dict[str, list[list[Any]]]:
+    """Series as JSON can carry them: ``[[label values], value]`` per series."""
+    return {name: [[list(k), val] for k, val in series.items()] for name, series in values.items()}
+
+
+def _combine(into: Gauges, rows: dict[str, list[Any]]) -> None:
+    """Add one worker's gauges: the worst circuit state, the sum of the rest."""
+    for name, series in rows.items():
+        spec = _GAUGES.get(name)
+        if spec is None:
+            continue
+        mine = into.setdefault(name, {})
+        for labels, val in series:
+            key = tuple(labels)
+            old = mine.get(key)
+            mine[key] = val if old is None else (max(old, val) if spec[2] == "max" else old + val)
+
+
+def _memory() -> tuple[int | None, int | None]:
+    """Resident and virtual memory in bytes, from /proc/self/statm (else the peak RSS, where there is no /proc)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            parts = f.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(parts[1]) * page, int(parts[0]) * page
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
+
+
+def _process_start() -> float:
+    """When this process started (Unix seconds): from /proc, else the time metrics were set up."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 def _hist(series: dict[tuple[str, ...], Any], key: tuple[str, ...], buckets: tuple[float, ...], value: float) -> None:

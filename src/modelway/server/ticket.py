@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .. import tracing
 from ..errors import GatewayShutdownError, ModelwayError
 from ..limits.base import LimiterUnavailableError, Permit
 from ..router import Deployment
@@ -23,14 +24,22 @@ from ..usage.estimate import estimate_tokens, prompt_chars
 from ..usage.records import UsageRecord
 from .disconnect import ClientGone
 from .errors import error_payload
+from .exchange import CURRENT, Exchange
 from .http import Request, Send, send_json
+from .metrics import UNKNOWN_MODEL
 from .streaming import stream_sse
 
 if TYPE_CHECKING:
     from .control import ControlPlane
     from .dialects.base import Dialect, StreamRenderer
 
-__all__ = ["Ticket", "outcome"]
+__all__ = ["PROBES", "Ticket", "outcome", "settle_exchange"]
+
+#: the request log's key name of the master key
+MASTER_NAME = "(master)"
+
+#: paths of probes and scrapers: their answered requests are not logged (``request_log.skip_probes``)
+PROBES = frozenset({"/health", "/health/liveness", "/health/readiness", "/metrics", "/openapi.json"})
 
 log = logging.getLogger("modelway.server")
 
@@ -78,6 +87,10 @@ class Ticket:
         "other_chars",
         "attempts",
         "fallback",
+        "exchange",
+        "key_name",
+        "error_type",
+        "answer_body",
     )
 
     def __init__(
@@ -112,6 +125,15 @@ class Ticket:
         #: fell back to (``None``: the one asked for)
         self.attempts = 0
         self.fallback: str | None = None
+        #: the HTTP exchange this ticket admitted (the request log's and the trace's view of it)
+        self.exchange: Exchange | None = CURRENT.get()
+        if self.exchange is not None:
+            self.exchange.ticket = self
+        #: the virtual key's name (the control plane sets it), the class of the error the request ended with, and
+        #: the whole answer's body when the request log keeps bodies
+        self.key_name: str | None = None
+        self.error_type: str | None = None
+        self.answer_body: bytes | None = None
 
     def answer_headers(self) -> list[tuple[bytes, bytes]]:
         """The headers of an answer: the key's rate limits, and what the router did (``x-modelway-deployment``,
@@ -150,6 +172,8 @@ class Ticket:
     async def answer(self, req: Request, send: Send, usage: Usage | None, payload: bytes) -> None:
         """Send a whole JSON answer, the request counted first: no answered request goes unrecorded."""
         self.usage = usage
+        if self.plane.request_log is not None and self.plane.request_log.bodies:
+            self.answer_body = payload
         self.settle(200, usage)
         await send_json(send, 200, payload, request_id=req.request_id, headers=self.answer_headers())
 
@@ -213,32 +237,53 @@ class Ticket:
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     cost=cost,
+                    attempts=self.attempts,
+                    fallback=plane.label(self.fallback, None) if self.fallback is not None else None,
                 )
             except Exception:
                 log.exception("request %s: could not count its metrics", self.request_id)
+        ex = self.exchange
+        span = ex.span if ex is not None else None
+        if plane.ledger is None and plane.request_log is None and span is None:
+            return
+        record = UsageRecord(
+            ts=self.ts,
+            request_id=_clean(self.request_id),
+            key_id=self.key_id,
+            model=_clean(self.model),
+            deployment=dep.address if dep is not None else None,
+            endpoint=self.endpoint,
+            stream=self.stream,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            cost=cost,
+            status=status,
+            error=error,
+            latency_ms=elapsed * 1000.0,
+            ttft_ms=self.ttft * 1000.0 if self.ttft is not None else None,
+            estimated=estimated,
+            attempts=self.attempts,
+            fallback=_clean(self.fallback) if self.fallback is not None else None,
+        )
         if plane.ledger is not None:
-            plane.ledger.record(
-                UsageRecord(
-                    ts=self.ts,
-                    request_id=_clean(self.request_id),
-                    key_id=self.key_id,
-                    model=_clean(self.model),
-                    deployment=dep.address if dep is not None else None,
-                    endpoint=self.endpoint,
-                    stream=self.stream,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    total_tokens=total,
-                    cost=cost,
-                    status=status,
-                    error=error,
-                    latency_ms=elapsed * 1000.0,
-                    ttft_ms=self.ttft * 1000.0 if self.ttft is not None else None,
-                    estimated=estimated,
-                    attempts=self.attempts,
-                    fallback=_clean(self.fallback) if self.fallback is not None else None,
-                )
+            plane.ledger.record(record)
+        if plane.request_log is not None:
+            req = ex.req if ex is not None else None
+            plane.request_log.write(
+                record,
+                key_name=self.key_name,
+                error_type=self.error_type,
+                method=req.method if req is not None else None,
+                path=req.path if req is not None else None,
+                request_body=req.kept_body if req is not None else None,
+                answer_body=self.answer_body,
             )
+        if span is not None:
+            try:
+                tracing.request_done(span, record, self.error_type)
+            except Exception:
+                log.exception("request %s: could not annotate its trace", self.request_id)
 
     async def release(self) -> None:
         """Give the key's place in flight back and add the settled tokens and cost to its limits (once)."""
@@ -285,6 +330,7 @@ class Ticket:
     async def fail(self, exc: BaseException) -> None:
         """Finish with the status ``exc`` is answered with (499 when the caller went away)."""
         status, code = outcome(exc, self.plane.lifecycle.aborting)
+        self.error_type = type(exc).__name__
         if isinstance(exc, asyncio.CancelledError):
             # this task is being cancelled: count it now, and release in a task of its own, so the limiter's
             # release is not cut
@@ -320,6 +366,7 @@ class Ticket:
             status, code = 200, None
         except BaseException as exc:
             status, code = outcome(exc, self.plane.lifecycle.aborting)
+            self.error_type = type(exc).__name__
             raise
         finally:
             try:
@@ -364,3 +411,50 @@ def _clean(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "")
     return text[:256]
+
+
+def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted: bool) -> None:
+    """An exchange that ended without a ticket: the gateway answered it itself. ``counted``: it refused the request
+    (bad JSON, a field out of range, 401, 404, 405, 413, the caller leaving while it sent its body ...): count it in
+    the metrics and the usage ledger (model ``(unknown)``, the key when it was known), as an admitted request is.
+    Either way it gets its request log line and its trace's attributes. Never raises."""
+    req = ex.req
+    status = ex.status if ex.status is not None else 499
+    elapsed = time.perf_counter() - ex.start
+    log_ = plane.request_log
+    try:
+        if counted and plane.metrics is not None:
+            plane.metrics.observe(
+                UNKNOWN_MODEL, endpoint, status, elapsed, ttft=None, prompt_tokens=0, completion_tokens=0, cost=0.0
+            )
+        if not counted and log_ is None and ex.span is None:
+            return
+        caller = req.caller
+        key = caller.key
+        record = UsageRecord(
+            ts=ex.ts,
+            request_id=_clean(req.request_id),
+            key_id=key.id if key is not None else None,
+            model=UNKNOWN_MODEL if counted else "",
+            deployment=None,
+            endpoint=endpoint,
+            stream=False,
+            status=status,
+            error=ex.code,
+            latency_ms=elapsed * 1000.0,
+        )
+        if counted and plane.ledger is not None:
+            plane.ledger.record(record)
+        if log_ is not None and not (log_.skip_probes and status < 400 and req.path in PROBES):
+            log_.write(
+                record,
+                key_name=key.name if key is not None else MASTER_NAME if caller.admin else None,
+                error_type=ex.error_type,
+                method=req.method,
+                path=req.path,
+                request_body=req.kept_body,
+            )
+        if ex.span is not None:
+            tracing.request_done(ex.span, record, ex.error_type)
+    except Exception:  # a bug of ours in counting must not turn into a second answer
+        log.exception("request %s: could not count its refusal", req.request_id)

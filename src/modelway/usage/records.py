@@ -13,6 +13,9 @@ __all__ = ["ENDPOINTS", "GROUP_BY", "UsageRecord", "new_record_id"]
 ENDPOINTS = (
     *("chat", "messages", "responses", "completions", "embeddings", "rerank", "dbgpt"),
     *("fastchat", "dbgpt-worker"),  # modelway worker: the FastChat and DB-GPT worker APIs
+    # requests the gateway refused before admitting them, on routes without a model: the model list, the admin API,
+    # and any other path (a path no route has, the health checks, /metrics): never the path itself
+    *("models", "admin", "other"),
 )
 
 #: how usage totals can be grouped (``modelway usage --by``, ``/admin/usage?group_by=``)

@@ -1,0 +1,198 @@
+"""One structured line per request: who (the key's name), what (model, deployment, endpoint), how it went (status,
+latency, time to first token, tokens, cost, error) — as JSON or ``key=value`` text, to standard error or a file.
+
+A line is written when the request is counted (its ticket settles, before the answer's last byte), or, for a
+request the gateway answered without admitting it (bad JSON, a 401, an unknown route), when its answer is sent.
+Secrets never reach a line: headers are not logged at all (so neither ``Authorization`` nor ``x-api-key``), a
+deployment is its ``provider/model`` (never its base URL or key), a path is the route's (a path no route has is
+cut, and anything in it that looks like a key is masked; the cluster's secret prefix is never written). With
+``request_log.bodies`` the request's body and a whole answer's body are added, cut at ``max_body_bytes``, with the
+values of secret-named fields (``api_key``, ``authorization``, ``password``, ``*_token`` ...) and secret-looking
+strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs, AWS access keys) masked as ``[redacted]``.
+
+Each line is one ``write`` to the file descriptor (opened with ``O_APPEND``): the lines of several workers sharing a
+file do not interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from typing import Any
+
+import orjson
+
+from ..config import RequestLogConfig
+from ..usage.records import UsageRecord
+
+__all__ = ["REDACTED", "RequestLog", "redact_text", "secret_field"]
+
+log = logging.getLogger("modelway.server")
+
+REDACTED = "[redacted]"
+
+#: field names whose values are secrets (compared lower-case, ``-`` read as ``_``)
+_SECRET_NAMES = frozenset(
+    {
+        *("authorization", "proxy_authorization", "cookie", "set_cookie", "password", "passwd", "secret"),
+        *("token", "key", "apikey", "api_key", "x_api_key", "access_token", "refresh_token", "id_token"),
+        *("auth_token", "client_secret", "private_key", "secret_key", "access_key", "session_token"),
+        *("credential", "credentials", "master_key", "x_goog_api_key"),
+    }
+)
+_SECRET_ENDINGS = ("api_key", "_secret", "_password", "_token", "access_key", "private_key", "secret_key")
+
+# a JSON member with a secret's name: its value (a string, possibly cut at the end) is masked
+_NAMES = "|".join(
+    sorted(
+        {n.replace("_", "[-_]") for n in _SECRET_NAMES}
+        | {r"[A-Za-z0-9_\-]*" + e.replace("_", "[-_]") for e in _SECRET_ENDINGS}
+    )
+)
+_MEMBER = re.compile(r'("(?i:' + _NAMES + r')"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)')
+# strings that look like credentials wherever they are
+_TOKENS = re.compile(
+    r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}"  # an Authorization value
+    r"|\b(?:sk|pk|rk|mw|sess)-[A-Za-z0-9_\-]{6,}"  # OpenAI/Anthropic-style keys, modelway virtual keys
+    r"|\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"  # JWTs (Zhipu signs its requests with one)
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
+    r"|\bAIza[0-9A-Za-z_\-]{20,}"  # Google API keys
+)
+# a path segment that looks like a key (long and random, or a known prefix)
+_SEGMENT = re.compile(r"(?<=/)(?:(?:sk|pk|rk|mw|sess)-[^/]*|[A-Za-z0-9_\-=.~+]{32,})(?=/|$)")
+_MAX_PATH = 200
+
+
+def secret_field(name: str) -> bool:
+    """Whether a field (a header, a JSON member, a query parameter) of this name holds a secret."""
+    n = name.lower().replace("-", "_")
+    return n in _SECRET_NAMES or n.endswith(_SECRET_ENDINGS)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (JSON, or any text) with secret-named JSON members' values and secret-looking strings masked."""
+    text = _MEMBER.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
+    return _TOKENS.sub(REDACTED, text)
+
+
+def clip_body(body: bytes, limit: int) -> str:
+    """A body as logged: at most ``limit`` bytes of it, redacted; a cut body ends with how long it was. The cut
+    drops a word it would split (so no prefix of a key is left where masking could not recognise it)."""
+    cut = len(body) > limit
+    text = body[:limit].decode("utf-8", "replace")
+    if cut:
+        text = re.sub(r"[A-Za-z0-9._~+/=\-]+$", "", text)
+    text = redact_text(text)
+    return f"{text}…({len(body)} bytes)" if cut else text
+
+
+def clean_path(path: str, secret_prefix: str | None = None) -> str:
+    """A request's path as logged: the cluster's secret prefix replaced, key-like segments masked, bounded."""
+    if secret_prefix and path.startswith(secret_prefix):
+        path = "/{cluster}" + path[len(secret_prefix) :]
+    path = _SEGMENT.sub(REDACTED, path)
+    return path if len(path) <= _MAX_PATH else path[:_MAX_PATH] + "…"
+
+
+_second: list[Any] = [None, ""]
+
+
+def _iso(ts: float) -> str:
+    """``2026-05-01T12:00:00.123Z`` (the part up to the second made once a second)."""
+    whole = int(ts)
+    if _second[0] != whole:
+        _second[0] = whole
+        _second[1] = dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((ts - whole) * 1000):03d}Z"
+
+
+class RequestLog:
+    """Where request lines go, and in which format (``request_log:`` in the config)."""
+
+    def __init__(self, config: RequestLogConfig, *, secret_prefix: str | None = None) -> None:
+        self.config = config
+        self.secret_prefix = secret_prefix or None
+        self.json = config.format == "json"
+        self.bodies = config.bodies
+        self.max_body_bytes = config.max_body_bytes
+        self.skip_probes = config.skip_probes
+        self._own = config.path is not None
+        self._fd = os.open(config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640) if config.path else 2
+        self._failing = False
+
+    def close(self) -> None:
+        if self._own and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def write(
+        self,
+        record: UsageRecord,
+        *,
+        key_name: str | None = None,
+        error_type: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        request_body: bytes | None = None,
+        answer_body: bytes | None = None,
+    ) -> None:
+        """Write one request's line. Never raises: a log that cannot be written is said once, not per request."""
+        entry: dict[str, Any] = {
+            "ts": _iso(record.ts),
+            "request_id": record.request_id,
+            "key": key_name,
+            "key_id": record.key_id,
+            "method": method,
+            "path": clean_path(path, self.secret_prefix) if path is not None else None,
+            "endpoint": record.endpoint,
+            "model": record.model or None,
+            "deployment": record.deployment,
+            "stream": record.stream,
+            "status": record.status,
+            "latency_ms": round(record.latency_ms, 3),
+            "ttft_ms": round(record.ttft_ms, 3) if record.ttft_ms is not None else None,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "total_tokens": record.total_tokens,
+            "cost": record.cost,
+            "estimated": record.estimated,
+            "attempts": record.attempts,
+            "fallback": record.fallback,
+            "error": record.error,
+            "error_type": error_type,
+        }
+        if self.bodies:
+            if request_body is not None:
+                entry["request_body"] = clip_body(request_body, self.max_body_bytes)
+            if answer_body is not None:
+                entry["response_body"] = clip_body(answer_body, self.max_body_bytes)
+        try:
+            line = orjson.dumps(entry) + b"\n" if self.json else _text(entry)
+            os.write(self._fd, line)
+        except Exception as exc:  # a full disk, a closed descriptor: the request itself is not affected
+            if not self._failing:
+                self._failing = True
+                log.warning("cannot write the request log (%s); further failures are not reported", exc)
+        else:
+            self._failing = False
+
+
+_QUOTE = re.compile(r'[\s"=\\]|^$')
+
+
+def _text(entry: dict[str, Any]) -> bytes:
+    """logfmt: ``key=value`` pairs, values quoted (as JSON strings) when they hold spaces, quotes or ``=``; empty
+    values left out."""
+    parts = []
+    for k, v in entry.items():
+        if v is None:
+            continue
+        if isinstance(v, str):
+            parts.append(f"{k}={orjson.dumps(v).decode()}" if _QUOTE.search(v) else f"{k}={v}")
+        elif v is True or v is False:
+            parts.append(f"{k}=true" if v else f"{k}=false")
+        else:
+            parts.append(f"{k}={v}")
+    return (" ".join(parts) + "\n").encode()
