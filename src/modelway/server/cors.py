@@ -73,9 +73,9 @@ class Cors:
             (b"access-control-allow-headers", asked),
             (b"access-control-max-age", _MAX_AGE),
             (b"content-length", b"0"),
+            # (the allowed headers echo the asked ones: a cache must keep them apart)
+            (b"vary", b"Access-Control-Request-Headers" if self.any else b"Origin, Access-Control-Request-Headers"),
         ]
-        if not self.any:
-            headers.append((b"vary", b"Origin"))
         headers.append((b"x-request-id", req.request_id.encode("latin-1")))
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
