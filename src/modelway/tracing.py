@@ -239,25 +239,27 @@ def upstream_chunks(span: Any, notes: _StreamNotes | None, batch: list[ChatCompl
 def upstream_done(span: Any, answer: Any, status: int | None = None) -> None:
     """End an upstream span with what its answer says (a whole answer, or a stream's :class:`_StreamNotes`)."""
     try:
+        attributes: dict[str, Any] = {}
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         model = getattr(answer, "model", None)
         if model:
-            span.set_attribute("gen_ai.response.model", model)
+            attributes["gen_ai.response.model"] = model
         usage = getattr(answer, "usage", None)
         if usage is not None:
             prompt = getattr(usage, "prompt_tokens", None)
             completion = getattr(usage, "completion_tokens", None)
             if isinstance(prompt, int):
-                span.set_attribute("gen_ai.usage.input_tokens", prompt)
+                attributes["gen_ai.usage.input_tokens"] = prompt
             if isinstance(completion, int):
-                span.set_attribute("gen_ai.usage.output_tokens", completion)
+                attributes["gen_ai.usage.output_tokens"] = completion
         reasons = getattr(answer, "reasons", None)
         if reasons is None:
             choices = getattr(answer, "choices", None) or []
             reasons = [str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None) is not None]
         if reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            attributes["gen_ai.response.finish_reasons"] = reasons
+        span.set_attributes(attributes)  # (one lock, not one per attribute)
     finally:
         span.end()
 
@@ -283,33 +285,36 @@ def upstream_failed(span: Any, exc: BaseException) -> None:
 
 def request_done(span: Any, record: UsageRecord, error_type: str | None) -> None:
     """Put what the request came to on its span (the span ends when its answer is sent)."""
+    attributes: dict[str, Any] = {
+        "modelway.endpoint": record.endpoint,
+        "modelway.request_id": record.request_id,
+        "modelway.attempts": record.attempts,
+    }
     operation = _OPERATION.get(record.endpoint)
     if operation is not None:
-        span.set_attribute("gen_ai.operation.name", operation)
+        attributes["gen_ai.operation.name"] = operation
     if record.model:
-        span.set_attribute("gen_ai.request.model", record.model)
+        attributes["gen_ai.request.model"] = record.model
     if record.deployment:
         provider = record.deployment.partition("/")[0]
-        span.set_attribute("gen_ai.provider.name", provider)
-        span.set_attribute("gen_ai.system", provider)
-        span.set_attribute("modelway.deployment", record.deployment)
+        attributes["gen_ai.provider.name"] = provider
+        attributes["gen_ai.system"] = provider
+        attributes["modelway.deployment"] = record.deployment
     if record.prompt_tokens or record.completion_tokens:
-        span.set_attribute("gen_ai.usage.input_tokens", record.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", record.completion_tokens)
-    span.set_attribute("modelway.endpoint", record.endpoint)
-    span.set_attribute("modelway.request_id", record.request_id)
-    span.set_attribute("modelway.attempts", record.attempts)
+        attributes["gen_ai.usage.input_tokens"] = record.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = record.completion_tokens
     if record.key_id:
-        span.set_attribute("modelway.key_id", record.key_id)
+        attributes["modelway.key_id"] = record.key_id
     if record.fallback:
-        span.set_attribute("modelway.fallback", record.fallback)
+        attributes["modelway.fallback"] = record.fallback
     if record.cost:
-        span.set_attribute("modelway.cost", record.cost)
+        attributes["modelway.cost"] = record.cost
     if record.ttft_ms is not None:
-        span.set_attribute("modelway.ttft_ms", record.ttft_ms)
+        attributes["modelway.ttft_ms"] = record.ttft_ms
     if record.estimated:
-        span.set_attribute("modelway.usage_estimated", True)
+        attributes["modelway.usage_estimated"] = True
     if record.status >= 400:
-        span.set_attribute("error.type", error_type or record.error or str(record.status))
+        attributes["error.type"] = error_type or record.error or str(record.status)
         if record.error:
-            span.set_attribute("modelway.error_code", record.error)
+            attributes["modelway.error_code"] = record.error
+    span.set_attributes(attributes)
