@@ -104,7 +104,7 @@ class Tracing:
             if exporter is None:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-                exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers) if headers else None)
+                exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers) if headers else None, timeout=5)
         except ImportError as exc:
             raise ImportError(
                 f"tracing needs OpenTelemetry: pip install 'modelway[otel]' ({exc.name} is missing)"

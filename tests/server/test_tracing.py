@@ -190,6 +190,17 @@ def test_the_endpoint_comes_from_the_config_or_the_standard_environment() -> Non
     assert tracing.traces_endpoint(cfg, {}) == "http://collector:4318/v1/traces"
 
 
+def test_the_config_section_is_checked() -> None:
+    from modelway.config import ConfigError
+
+    cfg = parse_config({"tracing": {"enabled": True, "sample_ratio": 0.25, "headers": {"x-key": "k"}}}).tracing
+    assert cfg.enabled and cfg.sample_ratio == 0.25 and cfg.headers == {"x-key": "k"}
+    for bad, field in (({"sample_ratio": 2}, "sample_ratio"), ({"endpoint": "collector:4318"}, "endpoint"),
+                       ({"enabled": "yes"}, "enabled"), ({"exporter": "zipkin"}, "unknown field")):  # fmt: skip
+        with pytest.raises(ConfigError, match=field):
+            parse_config({"tracing": bad})
+
+
 def test_off_nothing_of_opentelemetry_is_imported() -> None:
     """A gateway without tracing serves requests without importing OpenTelemetry (and with ACTIVE at 0)."""
     code = """

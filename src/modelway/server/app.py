@@ -90,6 +90,8 @@ _ENDPOINT_OF: dict[str, str] = {
 }
 _PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
 _METRICS = "/metrics"
+#: seconds a shutdown waits for the last spans to be exported
+_TRACES_FLUSH = 5.0
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
 
 
@@ -173,8 +175,12 @@ class GatewayApp:
         if self.gateway is not None:
             await self.gateway.aclose()
         if self.tracing is not None:
-            await asyncio.to_thread(self.tracing.shutdown)  # (exports what is left: a blocking HTTP request)
-            self.tracing = None
+            tracer, self.tracing = self.tracing, None
+            self._observing = self.cors is not None  # (the control plane is closed: no request log either)
+            try:  # exports what is left (a blocking HTTP request): bounded, a collector that is down must not
+                await asyncio.wait_for(asyncio.to_thread(tracer.shutdown), _TRACES_FLUSH)  # hold the exit up
+            except TimeoutError:
+                log.warning("traces: the collector took over %gs, the spans left were dropped", _TRACES_FLUSH)
         for hook in self.on_shutdown:
             await hook(self)
 
