@@ -428,13 +428,14 @@ def test_virtual_key_limits_and_usage_records(cp: RunningGateway, openai_sim: Op
     deadline = time.monotonic() + 5
     while True:
         records = admin(cp, "GET", f"/admin/usage/records?key_id={key['id']}")["data"]
-        if len(records) >= 3 or time.monotonic() > deadline:
+        if len(records) >= 4 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert {r["endpoint"] for r in records} == {"messages"}
     answered = sorted((r["stream"], r["prompt_tokens"], r["completion_tokens"]) for r in records if r["status"] == 200)
     assert answered == [(False, 11, 7), (True, 5, 3)]
-    assert [r["status"] for r in records if r["status"] != 200] == [429]
+    # the 429 (its ticket), and the 403 of count_tokens the gateway refused itself (recorded since issue 13)
+    assert sorted(r["status"] for r in records if r["status"] != 200) == [403, 429]
 
 
 def test_abandoned_stream_gives_back_its_place(cp: RunningGateway, openai_sim: OpenAISimulator) -> None:
