@@ -233,6 +233,9 @@ class GatewayApp:
                 settle_exchange(gw.control, ex, self._endpoint(req.path), counted=counted)
             if ex.span is not None and self.tracing is not None:
                 self.tracing.end_request(ex.span, ex.restore, ex.status)
+            # no cycle left for the collector: the ticket points back to its exchange, the context tokens to the
+            # context that holds the exchange
+            ex.ticket = ex.span = ex.restore = None
 
     @staticmethod
     def _endpoint(path: str) -> str:
