@@ -6,7 +6,9 @@ The app is driven through ASGI calls (one task per request, as a server makes), 
 the dialect, the router, the upstream client, the ticket, metrics, and what is being measured. Traces go to a local
 collector stand-in that accepts and drops them (a real exporter thread, a real OTLP/HTTP export).
 
-    python -m bench.observe_cost [--requests 4000] [--rows off,log,trace,cors] [--cp]
+    python -m bench.observe_cost [--requests 4000] [--rows off,log,trace,trace10,cors] [--cp]
+
+(``trace10``: traces with ``sample_ratio: 0.1``.)
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def main() -> None:
             "off": (base, headers),
             "log": ({**base, "request_log": {"enabled": True, "path": os.devnull}}, headers),
             "trace": ({**base, "tracing": {"endpoint": _sink()}}, headers),
+            "trace10": ({**base, "tracing": {"endpoint": _sink(), "sample_ratio": 0.1}}, headers),
             "cors": (
                 {**base, "server": {**base["server"], "cors_origins": ["https://app.example"]}},
                 [*headers, (b"origin", b"https://app.example")],

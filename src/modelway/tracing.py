@@ -173,7 +173,15 @@ class Tracing:
     # -- upstream requests ------------------------------------------------------------------------
     def start_upstream(self, operation: str, model: str | None, provider: str, http: HTTPRequest) -> Any:
         """A ``CLIENT`` span for one upstream request, under the current span; its ``traceparent`` is put in
-        ``http``'s headers (a copy: the adapter's own headers are not changed)."""
+        ``http``'s headers (a copy: the adapter's own headers are not changed). Under a request that is not
+        recorded (not sampled) no span is made: the request's own context goes on, saying so."""
+        parent = self._trace.get_current_span()
+        if not parent.is_recording():
+            carrier: dict[str, str] = {}
+            self._propagator.inject(carrier)
+            if carrier:
+                http.headers = {**http.headers, **carrier}
+            return None
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.provider.name": provider,
@@ -192,7 +200,7 @@ class Tracing:
         span = self.tracer.start_span(
             f"{operation} {model}" if model else operation, kind=self._client, attributes=attributes
         )
-        carrier: dict[str, str] = {}
+        carrier = {}
         self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
         if carrier:
             http.headers = {**http.headers, **carrier}

@@ -178,6 +178,28 @@ async def test_refusals_are_traced_too(traced: RunningGateway, collector: Collec
     assert server.attributes["http.response.status_code"] == 400
 
 
+async def test_a_request_not_sampled_exports_nothing_and_still_passes_its_trace_on(
+    start_gateway: Callable[[dict[str, Any]], RunningGateway], openai_sim: OpenAISimulator, collector: Collector
+) -> None:
+    dep = {"model": "openai/gpt-4o-mini", "api_key": openai_sim.api_key, "api_base": openai_sim.base_url}
+    gw = start_gateway(
+        {
+            "server": {"master_key": MASTER_KEY, "max_retries": 0},
+            "tracing": {"endpoint": collector.endpoint, "sample_ratio": 0.0},
+            "models": [{"name": "gpt", "deployments": [dep]}],
+        }
+    )
+    openai_sim.push(Reply(text="a"), Reply(text="b"))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "x"}]}
+    assert (await chat(gw, body, {"traceparent": f"00-{TRACE}-{CALLER_SPAN}-00"}))[0] == 200
+    _, trace, _, flags = openai_sim.last_request.headers["traceparent"].split("-")
+    assert (trace, flags) == (TRACE, "00")  # the caller's trace, not sampled, goes on to the provider
+    # a caller that samples its trace is recorded whatever the ratio (the parent decides)
+    assert (await chat(gw, body, {"traceparent": f"00-{TRACE}-{CALLER_SPAN}-01"}))[0] == 200
+    server, (client,) = server_and_clients(spans(gw, collector, 2))
+    assert server.parent_id == CALLER_SPAN and client.parent_id == server.span_id
+
+
 def test_the_endpoint_comes_from_the_config_or_the_standard_environment() -> None:
     on = TracingConfig()
     assert tracing.traces_endpoint(on, {}) is None

@@ -88,6 +88,12 @@ _ENDPOINT_OF: dict[str, str] = {
     **dict.fromkeys(("/v1/rerank", "/rerank"), "rerank"),
     **dict.fromkeys(("/v1/models", "/models"), "models"),
 }
+#: routes whose answers are always counted by a ticket (or refused with an error the app sees)
+_TICKETED = frozenset(
+    path
+    for (_, path), (handler, _) in _ROUTES.items()
+    if handler not in (anthropic.count_tokens, openai_api.list_models)
+)
 _PUBLIC = frozenset({"/health/liveness", "/health/readiness", "/openapi.json", "/health"})
 _METRICS = "/metrics"
 #: seconds a shutdown waits for the last spans to be exported
@@ -276,7 +282,9 @@ class GatewayApp:
             path = req.path
             route = path if path in _ENDPOINT_OF or path in _PUBLIC else None
             ex.span, ex.restore = self.tracing.start_request(req.method, route, req.headers)
-        await self._serve(req, ex, ex.watch(send, extra))
+        if extra is not None or ex.span is not None or req.path not in _TICKETED:
+            send = ex.watch(send, extra)  # (the status of an answer no ticket counts, CORS headers)
+        await self._serve(req, ex, send)
 
     async def _serve(self, req: Request, ex: Exchange, send: Send) -> None:
         path = req.path
