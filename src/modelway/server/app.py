@@ -15,6 +15,7 @@ from ..config import Config
 from ..errors import GatewayShutdownError, ModelwayError, ServiceUnavailableError
 from . import openai_api
 from .admin_api import ADMIN_PREFIX, handle_admin
+from .console import CONSOLE_PREFIX, serve_console
 from .control import ControlPlane
 from .dialects import Dialect, anthropic, responses, serve
 from .dialects.completions import CompletionsDialect
@@ -204,6 +205,9 @@ class GatewayApp:
                 return
             if path == _METRICS:
                 await self._metrics(gw, req, send)
+                return
+            if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+                await serve_console(req, send)  # (static files: the page signs in against the admin API)
                 return
             allowed = [m for m, p in _ROUTES if p == path]
             if allowed:
