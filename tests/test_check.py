@@ -85,13 +85,19 @@ def test_one_working_one_failing_one_timing_out(
 def test_json_and_exit_status_0_when_every_deployment_answers(
     tmp_path: Path, sims: tuple[ZhipuSimulator, OpenAISimulator, DashScopeSimulator]
 ) -> None:
-    ok, other, _ = sims
+    ok, other, third = sims
     cfg = write(
         tmp_path,
         {
             "models": [
                 {"name": "a", "system_prompt": "be brief", "deployments": [at(ok, "zhipu/glm-4-flash")]},
                 {"name": "b", "deployments": [at(other, "openai/gpt-4o-mini", params={"top_p": 0.5, "seed": 7})]},
+                {
+                    "name": "c",
+                    "system_prompt": "no system role here",
+                    "merge_system": True,
+                    "deployments": [at(third, "dashscope/qwen-plus")],
+                },
             ]
         },
     )
@@ -101,11 +107,14 @@ def test_json_and_exit_status_0_when_every_deployment_answers(
     assert [(x["alias"], x["deployment"], x["status"], x["error"]) for x in got] == [
         ("a", "zhipu/glm-4-flash", "ok", None),
         ("b", "openai/gpt-4o-mini", "ok", None),
+        ("c", "dashscope/qwen-plus", "ok", None),
     ]
     assert all(isinstance(x["latency_ms"], float) and x["kind"] == "chat" for x in got)
     # sent as the gateway sends it: the model's system prompt, the deployment's own parameters
     assert ok.last_request.json["messages"][0] == {"role": "system", "content": "be brief"}
     assert other.last_request.json["top_p"] == 0.5 and other.last_request.json["seed"] == 7
+    [merged] = third.last_request.json["input"]["messages"]
+    assert merged["role"] == "user" and "no system role here" in merged["content"] and "ping" in merged["content"]
 
 
 def test_a_deployment_without_a_key_fails_without_a_request(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from .validate import chat_request, embedding_request
 
 if TYPE_CHECKING:
     from .config import Config
-    from .router import Deployment
+    from .router import Deployment, ModelGroup
     from .server.gateway import Gateway
     from .transport import Transport
 
@@ -88,7 +88,8 @@ class _Target:
     #: ``None``: a name that resolves to no deployment (``error`` says why)
     dep: Deployment | None
     kind: str
-    system_prompt: str | None = None
+    #: the model's own messages treatment (its system prompt, system text merged for models without the role)
+    group: ModelGroup | None = None
     name: str = ""
     error: str | None = None
 
@@ -116,8 +117,8 @@ async def _check(transport: Transport, t: _Target, timeout: float) -> CheckResul
                 extra = {k: v for k, v in dep.params.items() if k not in CHAT_PARAMS}
                 params["max_tokens"] = 1
                 messages: list[dict[str, Any]] = [{"role": "user", "content": "ping"}]
-                if t.system_prompt:
-                    messages.insert(0, {"role": "system", "content": t.system_prompt})
+                if t.group is not None:
+                    messages = t.group.prepare(messages)
                 cr = chat_request(dep.model, messages, params=params, extra=extra)
                 await calls.complete_once(transport, dep.adapter, cr, timeout=limit)
     except ModelwayError as exc:  # (a ProviderTimeoutError too: it says what timed out)
@@ -138,7 +139,7 @@ def _targets(gateway: Gateway, models: Sequence[str], env: Mapping[str, str], *,
 
     groups = gateway.router.groups
     out = [
-        _Target(name, dep, model_kind(dep.address), g.system_prompt)
+        _Target(name, dep, model_kind(dep.address), g)
         for name, g in groups.items()
         if not models or name in models
         for dep in g.deployments
