@@ -287,6 +287,14 @@ class TestEmbeddings:
         assert r.data[0].embedding == pytest.approx(one.data[0].embedding)
         assert r.data[0].embedding != r.data[1].embedding
         assert r.usage is not None and r.usage.total_tokens > 0
+        # what the README's example says: one vector per text, in the input's order
+        assert r.vectors == [r.data[0].embedding, r.data[1].embedding] and one.vectors == [one.data[0].embedding]
+
+    def test_vectors_follow_the_input_order_whatever_the_answer_order(self) -> None:
+        from modelway.types import Embedding, EmbeddingResponse
+
+        r = EmbeddingResponse([Embedding(1, [2.0]), Embedding(0, [1.0])], "m")
+        assert r.vectors == [[1.0], [2.0]]
 
 
 class TestSeedBugs:
@@ -457,6 +465,29 @@ class TestLifecycle:
                 client.chat("nosuch/model", "hi")
             with pytest.raises(errors.InvalidRequestError):
                 client.chat("zhipu/glm-4-flash", [])
+
+    def test_gateway_mode_without_a_key_sends_none(self) -> None:
+        """A gateway without a master key needs no key: none is sent, and no provider's variable is asked for."""
+        with (
+            OpenAISimulator(check_auth=False) as sim,
+            modelway.Client(base_url=sim.base_url, env={"OPENAI_API_KEY": ""}) as client,
+        ):
+            assert client.chat("demo/glm-4-flash", "gw").content == "You said: gw"
+            assert "authorization" not in sim.last_request.headers
+            assert [m.id for m in client.models()]
+            with pytest.raises(errors.NotFoundError):  # (the simulator has no /rerank: the request is what counts)
+                client.rerank("demo/jina", "q", ["d"])
+            assert sim.last_request.path.endswith("/rerank") and "authorization" not in sim.last_request.headers
+
+    def test_gateway_mode_takes_modelway_api_key_from_the_environment(self) -> None:
+        with OpenAISimulator(api_key="mw-env") as sim:
+            with modelway.Client(base_url=sim.base_url, env={"MODELWAY_API_KEY": "mw-env"}) as client:
+                assert client.chat("m", "hi").content == "You said: hi"
+                assert sim.last_request.headers["authorization"] == "Bearer mw-env"
+            with modelway.Client(base_url=sim.base_url, api_key="mw-given", env={"MODELWAY_API_KEY": "mw-env"}) as c:
+                with pytest.raises(errors.AuthenticationError):  # the explicit key wins (and this one is wrong)
+                    c.chat("m", "hi")
+                assert sim.last_request.headers["authorization"] == "Bearer mw-given"
 
     def test_gateway_mode_sends_model_unchanged(self) -> None:
         with OpenAISimulator() as sim, modelway.Client(base_url=sim.base_url, api_key=sim.api_key) as client:

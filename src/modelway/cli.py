@@ -1,18 +1,39 @@
-"""The ``modelway`` command: ``chat``, ``providers`` (and, with the server installed, ``serve``)."""
+"""The ``modelway`` command: ``chat``, ``models``, ``providers``, ``completion`` and, with the server installed,
+``serve`` and ``worker`` (``check`` is in :mod:`.cli_check`, ``keys`` and ``usage`` in :mod:`.cli_admin`,
+``deployments`` in :mod:`.cli_deployments`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
+from click.shell_completion import CompletionItem
 
-from .errors import ModelwayError
+from .errors import AuthenticationError, ModelwayError
 
-_DEMO_PROVIDERS = ("zhipu", "dashscope", "openai", "deepseek", "moonshot", "dashscope-compatible", "anthropic")
+#: ``chat --demo`` with a provider's own model name (the names before demo/...): the simulator of each provider
+_DEMO_SIMULATORS = {
+    "zhipu": "ZhipuSimulator",
+    "dashscope": "DashScopeSimulator",
+    "openai": "OpenAISimulator",
+    "deepseek": "DeepSeekSimulator",
+    "moonshot": "MoonshotSimulator",
+    "dashscope-compatible": "DashScopeCompatibleSimulator",
+    "anthropic": "AnthropicSimulator",
+}
+
+
+def complete_models(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of a model name: the demo models, then every provider's known models."""
+    from .providers import PROVIDERS
+    from .testing.demo import DEMO_MODELS
+
+    names = [*DEMO_MODELS, *(f"{p}/{m}" for p, cls in sorted(PROVIDERS.items()) for m in cls.known_models)]
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,33 +44,42 @@ def main() -> None:
     Models are addressed as provider/model, e.g. zhipu/glm-4-flash, dashscope/qwen-plus,
     openai/gpt-4o-mini, deepseek/deepseek-chat. Keys come from the providers' usual environment
     variables (ZHIPUAI_API_KEY, DASHSCOPE_API_KEY, OPENAI_API_KEY, DEEPSEEK_API_KEY, ...);
-    `modelway providers` shows which were found.
+    `modelway providers` shows which were found. The demo/... models (demo/glm-4-flash, ...) answer from
+    local simulators: no key, no network. `COMMAND --help` explains each command, with examples.
+
+    \b
+    Examples:
+      modelway chat --demo -m demo/glm-4-flash "hello"     # no key needed
+      modelway serve --demo                                # the gateway on 127.0.0.1:4000
+      modelway check -c modelway.yaml                      # does every deployment answer?
+      eval "$(modelway completion bash)"                   # tab completion in this shell
     """
 
 
 @contextmanager
-def _demo_provider(provider: str) -> Iterator[dict[str, Any]]:
-    """Start the bundled simulator for ``provider`` and yield the client settings that point at it."""
+def _demo_provider(model: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """Start the bundled simulator serving ``model`` (``demo/glm-4-flash``, or a provider's own name such as
+    ``zhipu/glm-4-flash``); yield the client's provider settings pointing at it and the model to ask it for."""
     from . import testing
+    from .testing.demo import DEMO_MODELS
 
-    sims: dict[str, Any] = {
-        "zhipu": testing.ZhipuSimulator,
-        "dashscope": testing.DashScopeSimulator,
-        "openai": testing.OpenAISimulator,
-        "deepseek": testing.DeepSeekSimulator,
-        "moonshot": testing.MoonshotSimulator,
-        "dashscope-compatible": testing.DashScopeCompatibleSimulator,
-        "anthropic": testing.AnthropicSimulator,
-    }
-    if provider not in sims:
-        raise click.UsageError(f"--demo simulates {', '.join(_DEMO_PROVIDERS)}; not {provider!r}")
-    with sims[provider]() as sim:
+    demo = DEMO_MODELS.get(model)
+    if demo is not None:
+        provider, sim_name, call = demo.provider, demo.simulator, f"{demo.provider}/{model.partition('/')[2]}"
+    else:
+        provider, sim_name, call = model.partition("/")[0], _DEMO_SIMULATORS.get(model.partition("/")[0], ""), model
+    if not sim_name:
+        raise click.UsageError(
+            f"--demo serves the demo models ({', '.join(DEMO_MODELS)}) and {', '.join(_DEMO_SIMULATORS)}/...; "
+            f"not {model!r}"
+        )
+    with getattr(testing, sim_name)(record=False) as sim:
         click.secho(
             f"[demo] answers come from modelway's local {type(sim).__name__}, not from {provider}",
             fg="yellow",
             err=True,
         )
-        yield {provider: {"api_key": sim.api_key, "base_url": sim.base_url}}
+        yield {provider: {"api_key": sim.api_key, "base_url": sim.base_url}}, call
 
 
 @main.command()
@@ -59,7 +89,9 @@ def _demo_provider(provider: str) -> Iterator[dict[str, Any]]:
     "--model",
     envvar="MODELWAY_MODEL",
     required=True,
-    help="provider/model to call, e.g. zhipu/glm-4-flash (env MODELWAY_MODEL).",
+    help="provider/model to call, e.g. zhipu/glm-4-flash (env MODELWAY_MODEL); with --demo, demo/glm-4-flash; "
+    "with --base-url, a model of that gateway.",
+    shell_complete=complete_models,
 )
 @click.option("-s", "--system", help="A system prompt sent before your prompt.")
 @click.option("-t", "--temperature", type=float, help="Sampling temperature (0 = greedy; kept, not dropped).")
@@ -70,11 +102,17 @@ def _demo_provider(provider: str) -> Iterator[dict[str, Any]]:
     envvar="MODELWAY_BASE_URL",
     help="Talk to a modelway gateway (or any OpenAI-compatible server) at this URL instead.",
 )
-@click.option("--api-key", envvar="MODELWAY_API_KEY", help="Key for --base-url (env MODELWAY_API_KEY).")
+@click.option(
+    "--api-key",
+    envvar="MODELWAY_API_KEY",
+    help="Key for --base-url (env MODELWAY_API_KEY); a gateway without a master key needs none.",
+)
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the provider.")
 @click.option("--usage", "show_usage", is_flag=True, help="Print token usage to stderr at the end.")
 @click.option(
-    "--demo", is_flag=True, help="Answer from the bundled local simulator of the provider (no key, no network)."
+    "--demo",
+    is_flag=True,
+    help="Answer from a bundled local simulator (no key, no network): -m demo/glm-4-flash, demo/qwen-plus, ...",
 )
 def chat(
     prompt: str | None,
@@ -97,7 +135,8 @@ def chat(
     Examples:
       modelway chat -m zhipu/glm-4-flash "用一句话介绍你自己"
       modelway chat -m dashscope/qwen-plus -s "Answer briefly." "What is SSE?"
-      modelway chat --demo -m zhipu/glm-4-flash "hello"        # no key needed: local simulator
+      modelway chat --demo -m demo/glm-4-flash "hello"         # no key needed: local simulator
+      modelway chat --base-url http://127.0.0.1:4000/v1 -m demo/qwen-plus "hi"   # through a gateway
     """
     from .client import Client
 
@@ -111,7 +150,7 @@ def chat(
     messages.append({"role": "user", "content": prompt})
     params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
 
-    def run(client_kwargs: dict[str, Any]) -> None:
+    def run(client_kwargs: dict[str, Any], model: str) -> None:
         with Client(timeout=timeout, **client_kwargs) as client:
             usage = None
             if no_stream:
@@ -138,17 +177,21 @@ def chat(
                     err=True,
                 )
 
+    if not demo and not base_url and model.startswith("demo/"):
+        raise click.UsageError(f"{model} answers from a local simulator: add --demo (or --base-url of a gateway)")
     try:
         if demo:
-            provider = model.partition("/")[0]
-            with _demo_provider(provider) as providers:
-                run({"providers": providers})
+            with _demo_provider(model) as (providers, call):
+                run({"providers": providers}, call)
         elif base_url:
-            run({"base_url": base_url, "api_key": api_key})
+            run({"base_url": base_url, "api_key": api_key}, model)
         else:
-            run({})
+            run({}, model)
     except ModelwayError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        hint = ""
+        if base_url and isinstance(exc, AuthenticationError):
+            hint = " (the gateway wants a key: --api-key or MODELWAY_API_KEY)"
+        click.secho(f"error: {exc}{hint}", fg="red", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -188,10 +231,16 @@ def serve(
     Prometheus metrics (/metrics). With store.url in the config: virtual keys with rate limits and budgets,
     the usage ledger, and the admin API (/admin/keys, /admin/usage); see `modelway keys --help`.
 
+    A deployment that cannot work (no key for its provider) is logged at start and skipped; a model with no
+    working deployment answers 503 deployment_unavailable. `modelway check -c FILE` tries every deployment first.
+    Deployments may be demo models (model: demo/glm-4-flash, with fault options): their simulators start with the
+    gateway.
+
     \b
     Examples:
       modelway serve --demo                       # try it with no key: demo/glm-4-flash, demo/qwen-plus, ...
       modelway serve -c modelway.yaml --port 4000 --workers 2
+      modelway serve -c demo.yaml                 # aliases over demo/... deployments (see the README)
     """
     from .config import load_config
 
@@ -445,27 +494,104 @@ def worker(
 @click.option(
     "--base-url", envvar="MODELWAY_BASE_URL", help="List a gateway's models (or any OpenAI-compatible server's)."
 )
-@click.option("--api-key", envvar="MODELWAY_API_KEY", help="Key for --base-url (env MODELWAY_API_KEY).")
-def models(base_url: str | None, api_key: str | None) -> None:
-    """List the models you can call: a gateway's (with --base-url), else the known models of every provider whose
-    key is in the environment, as provider/model."""
-    from .client import Client
+@click.option(
+    "--api-key",
+    envvar="MODELWAY_API_KEY",
+    help="Key for --base-url (env MODELWAY_API_KEY); a gateway without a master key needs none.",
+)
+@click.option("--demo", is_flag=True, help="List the demo/... models too (they answer from local simulators).")
+@click.option("-q", "--quiet", is_flag=True, help="Print the names only, one a line (for scripts).")
+def models(base_url: str | None, api_key: str | None, demo: bool, quiet: bool) -> None:
+    """List the models you can call, as a table: name, provider, kind (chat, embedding or rerank, told by the
+    model's name). With --base-url: a gateway's models (its aliases, and provider/model names it serves); else the
+    known models of every provider whose key is in the environment, as provider/model (each provider serves more
+    than it lists).
 
+    \b
+    Examples:
+      modelway models                                          # what your environment's keys can call
+      modelway models --demo                                   # and the demo/... models
+      modelway models --base-url http://127.0.0.1:4000/v1      # what a gateway serves
+      modelway models -q | grep glm
+    """
+    from .client import Client
+    from .health import model_kind
+
+    rows: list[tuple[str, str, str]] = []
+    if demo:
+        from .testing.demo import DEMO_MODELS
+
+        rows += [(name, "demo", m.kind) for name, m in DEMO_MODELS.items()]
     try:
         with Client(**({"base_url": base_url, "api_key": api_key} if base_url else {})) as client:
             found = client.models()
     except ModelwayError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
-    if not found:
-        click.echo("no models: no provider key found in the environment (see `modelway providers`)", err=True)
-    for m in found:
-        click.echo(m.id)
+    rows += [(m.id, m.owned_by, model_kind(m.id)) for m in found if not (demo and m.id.startswith("demo/"))]
+    if not rows:
+        click.echo(
+            "no models: no provider key found in the environment (see `modelway providers`); "
+            "`modelway models --demo` lists the demo models, which need none",
+            err=True,
+        )
+        return
+    if quiet:
+        for name, _, _ in rows:
+            click.echo(name)
+        return
+    _table(("name", "provider", "kind"), rows)
+
+
+def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell; the last one unpadded."""
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=False)), cells[-1]])
+
+    click.echo(line(head))
+    for r in rows:
+        click.echo(line(r))
+
+
+_COMPLETION_HELP = """Print the shell completion script of modelway for SHELL (bash, zsh or fish).
+
+\b
+Install it once (then open a new shell):
+  bash:  modelway completion bash > ~/.local/share/bash-completion/completions/modelway
+         (or add  eval "$(modelway completion bash)"  to ~/.bashrc)
+  zsh:   modelway completion zsh > "${fpath[1]}/_modelway"
+         (or add  eval "$(modelway completion zsh)"  to ~/.zshrc, after compinit)
+  fish:  modelway completion fish > ~/.config/fish/completions/modelway.fish
+
+\b
+Examples:
+  eval "$(modelway completion bash)"        # this shell only
+  modelway ch<TAB>                          # chat, check
+  modelway chat -m demo/<TAB>               # the demo models
+"""
+
+
+@main.command(help=_COMPLETION_HELP)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # (click has all three)
+    click.echo(cls(main, {}, "modelway", "_MODELWAY_COMPLETE").source())
 
 
 @main.command()
 def providers() -> None:
-    """List the providers modelway speaks, and whether their credentials were found in the environment."""
+    """List the providers modelway speaks, and whether their credentials were found in the environment.
+
+    \b
+    Examples:
+      modelway providers
+      ZHIPUAI_API_KEY=id.secret modelway providers   # zhipu: key found (ZHIPUAI_API_KEY)
+    """
     from .providers import PROVIDERS
 
     rows = []
@@ -486,11 +612,12 @@ def providers() -> None:
         click.echo(f"{name:<{w0}}  {label:<{w1}}  " + click.style(status, fg=colour))
 
 
-from . import cli_admin, cli_deployments  # noqa: E402  (registers ``keys``, ``usage`` and ``deployments``)
+from . import cli_admin, cli_check, cli_deployments  # noqa: E402  (``keys``, ``usage``, ``check``, ``deployments``)
 
 main.add_command(cli_admin.keys)
 main.add_command(cli_admin.usage)
+main.add_command(cli_check.check)
 main.add_command(cli_deployments.deployments)
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="modelway")  # (python -m modelway.cli: the same usage lines and shell completion as `modelway`)

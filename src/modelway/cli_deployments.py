@@ -84,7 +84,12 @@ def deployments() -> None:
 @_CONFIG
 @_JSON
 def list_deployments(config_path: str, as_json: bool) -> None:
-    """Every deployment of every model: id, model, upstream, source (config|api), state, weight, tier, key."""
+    """Every deployment of every model: id, model, upstream, source (config|api), state, weight, tier, key.
+
+    \b
+    Example:
+      modelway deployments list -c modelway.yaml --json
+    """
 
     async def fetch(changes: RuntimeChanges) -> list[dict[str, Any]]:
         return [d.to_dict() for a in await changes.catalog() for d in a.deployments]
@@ -140,7 +145,13 @@ def _deployment_options(f: Callable[..., None]) -> Callable[..., None]:
 @_deployment_options
 @click.option("--disabled", is_flag=True, help="Add it out of rotation.")
 def add_deployment(config_path: str, model_name: str, sets: tuple[str, ...], as_json: bool, **given: Any) -> None:
-    """Add a deployment to a model, and print its id."""
+    """Add a deployment to a model, and print its id.
+
+    \b
+    Example:
+      modelway deployments add -c modelway.yaml --model-name chat --model deepseek/deepseek-chat \\
+          --api-key-env DEEPSEEK_API_KEY
+    """
     if given.get("model") is None:
         raise click.UsageError("--model is required (provider/model)")
     if not given.pop("disabled"):
@@ -159,14 +170,21 @@ def add_deployment(config_path: str, model_name: str, sets: tuple[str, ...], as_
 def update_deployment(
     config_path: str, deployment_id: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool, **given: Any
 ) -> None:
-    """Change fields of DEPLOYMENT_ID (a configured one keeps the YAML's other fields)."""
+    """Change fields of DEPLOYMENT_ID (a configured one keeps the YAML's other fields).
+
+    \b
+    Example:
+      modelway deployments update -c modelway.yaml dep_1a2b3c4d5e6f7a8b --weight 3 --set quota='{"rpm": 60}'
+    """
     body: dict[str, Any] = {**_fields(sets, **given), **dict.fromkeys(unset)}
     found = _run(config_path, lambda changes: changes.update_deployment(deployment_id, body))
     _show(found.to_dict(), as_json, f"updated {found.id}")
 
 
 def _action(name: str, doc: str) -> None:
-    @deployments.command(name, help=doc)
+    example = f"\n\n\b\nExample:\n  modelway deployments {name} -c modelway.yaml cfg_0a1b2c3d4e5f\n"
+
+    @deployments.command(name, help=doc + example)
     @_CONFIG
     @click.argument("deployment_id")
     @_JSON
@@ -190,14 +208,24 @@ _action("reset", "Drop the changes of a configured DEPLOYMENT_ID: back to the YA
 
 @deployments.group("aliases")
 def aliases() -> None:
-    """The models callers ask for: list, add, update (system prompt, price, routing), remove, reset."""
+    """The models callers ask for: list, add, update (system prompt, price, routing), remove, reset.
+
+    \b
+    Example:
+      modelway deployments aliases list -c modelway.yaml
+    """
 
 
 @aliases.command("list")
 @_CONFIG
 @_JSON
 def list_aliases(config_path: str, as_json: bool) -> None:
-    """Every model: name, source, state, strategy, deployments."""
+    """Every model: name, source, state, strategy, deployments.
+
+    \b
+    Example:
+      modelway deployments aliases list -c modelway.yaml --json
+    """
 
     async def fetch(changes: RuntimeChanges) -> list[dict[str, Any]]:
         return [a.to_dict() for a in await changes.catalog()]
@@ -221,7 +249,12 @@ def list_aliases(config_path: str, as_json: bool) -> None:
 @_SET
 @_JSON
 def add_alias(config_path: str, name: str, sets: tuple[str, ...], as_json: bool) -> None:
-    """Add the model NAME (fields: system_prompt, merge_system, description, price, routing)."""
+    """Add the model NAME (fields: system_prompt, merge_system, description, price, routing).
+
+    \b
+    Example:
+      modelway deployments aliases add -c modelway.yaml fast --set routing='{"strategy": "latency"}'
+    """
     body = {"name": name, **_fields(sets)}
     found = _run(config_path, lambda changes: changes.add_alias(body))
     _show(found.to_dict(), as_json, f"added {name}")
@@ -234,7 +267,12 @@ def add_alias(config_path: str, name: str, sets: tuple[str, ...], as_json: bool)
 @click.option("--unset", multiple=True, metavar="FIELD", help="Back to the config's value or the default.")
 @_JSON
 def update_alias(config_path: str, name: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool) -> None:
-    """Change the settings of the model NAME (routing is replaced as a whole)."""
+    """Change the settings of the model NAME (routing is replaced as a whole).
+
+    \b
+    Example:
+      modelway deployments aliases update -c modelway.yaml chat --set system_prompt='Answer briefly.'
+    """
     body = {**_fields(sets), **dict.fromkeys(unset)}
     found = _run(config_path, lambda changes: changes.update_alias(name, body))
     _show(found.to_dict(), as_json, f"updated {name}")
@@ -245,7 +283,12 @@ def update_alias(config_path: str, name: str, sets: tuple[str, ...], unset: tupl
 @click.argument("name")
 @_JSON
 def remove_alias(config_path: str, name: str, as_json: bool) -> None:
-    """Remove the model NAME with its deployments (`aliases reset` or `aliases add` brings it back)."""
+    """Remove the model NAME with its deployments (`aliases reset` or `aliases add` brings it back).
+
+    \b
+    Example:
+      modelway deployments aliases remove -c modelway.yaml legacy-no-system
+    """
     found = _run(config_path, lambda changes: changes.remove_alias(name))
     _show(found.to_dict(), as_json, f"removed {name}")
 
@@ -255,6 +298,11 @@ def remove_alias(config_path: str, name: str, as_json: bool) -> None:
 @click.argument("name")
 @_JSON
 def reset_alias(config_path: str, name: str, as_json: bool) -> None:
-    """Drop the changes of the model NAME's settings (and its removal)."""
+    """Drop the changes of the model NAME's settings (and its removal).
+
+    \b
+    Example:
+      modelway deployments aliases reset -c modelway.yaml chat
+    """
     found = _run(config_path, lambda changes: changes.reset_alias(name))
     _show(found.to_dict(), as_json, f"reset {name}")

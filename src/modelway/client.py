@@ -30,12 +30,24 @@ from .transport import Transport
 from .types import ChatCompletion, ChatCompletionChunk, EmbeddingResponse, Message, ModelInfo
 from .validate import chat_request, embedding_request
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["GATEWAY_KEY_ENV", "AsyncClient", "Client"]
+
+#: the environment variable a gateway's key is read from when ``base_url=`` comes without ``api_key=``
+GATEWAY_KEY_ENV = "MODELWAY_API_KEY"
 
 #: a modelway gateway (or another OpenAI-compatible server) as the library's one upstream: OpenAI's wire format,
-#: but earlier reasoning_content stays in the messages (the gateway hands it to thinking-mode providers in tool loops)
+#: but earlier reasoning_content stays in the messages (the gateway hands it to thinking-mode providers in tool loops);
+#: its key is the gateway's (``MODELWAY_API_KEY``), and a gateway without a master key needs none
 _GatewayAdapter = make_adapter_class(
-    dataclasses.replace(OPENAI, name="gateway", label="an OpenAI-compatible gateway", reasoning_in_messages=True)
+    dataclasses.replace(
+        OPENAI,
+        name="gateway",
+        label="an OpenAI-compatible gateway",
+        reasoning_in_messages=True,
+        key_env=(GATEWAY_KEY_ENV,),
+        base_url_env=(),
+        key_required=False,
+    )
 )
 
 T = TypeVar("T")
@@ -62,7 +74,8 @@ class AsyncClient:
     ``AsyncClient()`` reads keys from the environment (``ZHIPUAI_API_KEY``, ``DASHSCOPE_API_KEY``,
     ``OPENAI_API_KEY``, ...). ``AsyncClient(providers={"zhipu": {"api_key": "id.secret", "auth": "jwt"}})``
     sets them explicitly; two clients with two keys for one provider work side by side.
-    ``AsyncClient(base_url="http://gateway:4000/v1", api_key="sk-...")`` talks to a gateway.
+    ``AsyncClient(base_url="http://gateway:4000/v1", api_key="sk-...")`` talks to a gateway; without ``api_key``
+    it sends ``MODELWAY_API_KEY`` when that is set, else no key (a gateway without a master key needs none).
 
     Use it as ``async with AsyncClient() as client:`` or call :meth:`aclose` when done.
     """
@@ -86,6 +99,8 @@ class AsyncClient:
         #: a gateway's /rerank speaks Jina's shape
         self._gateway_rerank: Adapter | None = None
         if base_url is not None:
+            if api_key is None:
+                api_key = self._env.get(GATEWAY_KEY_ENV) or None
             self._gateway = _GatewayAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
             self._gateway_rerank = JinaAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
         elif api_key is not None:

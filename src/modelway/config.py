@@ -338,9 +338,12 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
     provider, sep, name = model.partition("/")
     from .providers import PROVIDERS
 
-    if not sep or not name or provider not in PROVIDERS:
+    if provider == "demo" and name:  # a local simulator (modelway.testing.demo): its options are fault modes
+        _demo_deployment(d, model, where)
+    elif not sep or not name or provider not in PROVIDERS:
         raise ConfigError(
-            f"{where}.model: {model!r} is not provider/model with a known provider ({', '.join(sorted(PROVIDERS))})"
+            f"{where}.model: {model!r} is not provider/model with a known provider ({', '.join(sorted(PROVIDERS))}), "
+            "nor a demo model (demo/glm-4-flash, ...)"
         )
     dep = DeploymentConfig(model=model)
     if d.get("api_key"):  # empty means "use the provider's key"
@@ -363,6 +366,21 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
 
     dep.tier, dep.quota, dep.disabled = parse_deployment_routing(d, where)
     return dep
+
+
+def _demo_deployment(d: dict[str, Any], model: str, where: str) -> None:
+    from .testing.demo import check_demo_deployment
+
+    for key in ("api_key", "api_base", "base_url"):
+        if d.get(key):
+            raise ConfigError(f"{where}.{key}: a demo deployment answers from a local simulator, it takes no {key}")
+    try:
+        check_demo_deployment(model, _dict(d, "options", where))
+    except ValueError as exc:  # "options.<name>: ..." names its option; anything else is about the model
+        message = str(exc)
+        raise ConfigError(
+            f"{where}.{message}" if message.startswith("options.") else f"{where}.model: {message}"
+        ) from None
 
 
 def _model(m: Any, where: str, routing: dict[str, Any]) -> ModelConfig:

@@ -21,7 +21,8 @@ Every error modelway raises derives from :class:`ModelwayError`::
     │   ├── ProviderConnectionError    the provider could not be reached or cut the connection
     │   └── StreamError                the stream broke: malformed event, cut before its end
     └── RoutingError                   no deployment could serve the request
-        └── AllDeploymentsFailedError  every attempt failed; ``attempts`` holds each error
+        ├── AllDeploymentsFailedError  every attempt failed; ``attempts`` holds each error
+        └── DeploymentUnavailableError no deployment of the model can work as configured (no key for its provider)
 
 Each :class:`ProviderError` carries ``provider``, ``status_code``, ``code`` (the provider's own
 error code, as a string), ``request_id``, ``retry_after`` (seconds, if the provider said) and ``body``.
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ContentFilterError",
     "ContextLengthError",
+    "DeploymentUnavailableError",
     "GatewayShutdownError",
     "InvalidRequestError",
     "ModelwayError",
@@ -252,6 +254,13 @@ class AllDeploymentsFailedError(RoutingError):
     def __init__(self, message: str, attempts: list[ModelwayError]) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+class DeploymentUnavailableError(RoutingError):
+    """No deployment of the model can work as configured (no key for its provider, say): none was tried. The
+    gateway answers 503 with code ``deployment_unavailable`` and logged why at its start. Not retried."""
+
+    code = "deployment_unavailable"
 
 
 _STATUS_TO_CLASS: dict[int, type[ProviderError]] = {

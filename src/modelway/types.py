@@ -395,6 +395,10 @@ class Embedding:
         return {"object": self.object, "index": self.index, "embedding": self.embedding}
 
 
+def _index(e: Embedding) -> int:
+    return e.index
+
+
 @dataclass(slots=True)
 class EmbeddingResponse:
     data: list[Embedding]
@@ -402,6 +406,11 @@ class EmbeddingResponse:
     usage: Usage | None = None
     provider: str | None = None
     object: str = "list"
+
+    @property
+    def vectors(self) -> list[list[float]]:
+        """The embeddings alone, in the order of the input (``client.embed(model, texts).vectors``)."""
+        return [e.embedding for e in sorted(self.data, key=_index)]
 
     def to_dict(self) -> dict[str, Any]:
         u = self.usage or Usage()

@@ -63,6 +63,12 @@ def _limits(key: ApiKey) -> Limits | None:
     return limits if limits.any else None
 
 
+def _caller(key: ApiKey) -> Caller:
+    """A virtual key as a caller; one whose metadata says ``"role": "admin"`` may use the admin API and the console
+    (its own requests are still counted and limited as the key's)."""
+    return Caller(key=key, admin=key.admin, limits=_limits(key))
+
+
 class Authenticator:
     def __init__(self, master_key: str | None, store: SQLStore | None = None, *, refresh: float = 5.0) -> None:
         self._master = master_key.encode() if master_key else None
@@ -86,7 +92,7 @@ class Authenticator:
     def _apply(self, key: ApiKey) -> None:
         self._unknown.pop(key.key_hash, None)
         if key.active(time.time()):
-            self._by_hash[key.key_hash] = Caller(key=key, limits=_limits(key))
+            self._by_hash[key.key_hash] = _caller(key)
         else:
             self._by_hash.pop(key.key_hash, None)
 
@@ -97,7 +103,7 @@ class Authenticator:
         started = time.monotonic()
         keys = await self.store.list_keys()
         now = time.time()
-        self._by_hash = {k.key_hash: Caller(key=k, limits=_limits(k)) for k in keys if k.active(now)}
+        self._by_hash = {k.key_hash: _caller(k) for k in keys if k.active(now)}
         # a revoke or change made while the rows were read must not be undone by them
         self._changes = [(t, k) for t, k in self._changes if t >= started]
         for _, k in self._changes:

@@ -25,6 +25,10 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+#: the ``role`` in a key's metadata that makes it an admin key
+ADMIN_ROLE = "admin"
+
+
 @dataclass(slots=True)
 class ApiKey:
     """A virtual key as the store keeps it (never the secret itself)."""
@@ -55,6 +59,11 @@ class ApiKey:
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+    @property
+    def admin(self) -> bool:
+        """An admin-scoped key (``metadata: {"role": "admin"}``): the admin API and the console accept it."""
+        return self.metadata.get("role") == ADMIN_ROLE
 
     def to_dict(self) -> dict[str, Any]:
         """The key as the admin API shows it: everything but the hash."""

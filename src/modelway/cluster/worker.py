@@ -270,9 +270,12 @@ def create_worker_app(
 ) -> WorkerApp:
     """The worker app for ``config`` and ``settings``; ``demo`` adds the simulated ``demo/...`` models (as
     ``modelway serve --demo`` does)."""
-    if demo:
+    from ..server.demo import uses_demo
+
+    if demo or uses_demo(config):
         from ..server.demo import add_demo
 
-        hooks = add_demo(config, env=env)  # a gateway app whose hooks start and stop the simulators
+        # a gateway app whose hooks start and stop the simulators (and add the demo aliases with ``demo``)
+        hooks = add_demo(config, env=env, catalog=demo)
         return WorkerApp(config, settings, env=env, on_startup=hooks.on_startup, on_shutdown=hooks.on_shutdown)
     return WorkerApp(config, settings, env=env)

@@ -42,6 +42,8 @@ class Deployment:
     quota: Quota | None = None
     #: taken out of rotation by an operator: never tried, whatever its circuit says
     disabled: bool = False
+    #: why it cannot work as configured (no key for its provider): never tried; ``None`` when it can
+    unavailable: str | None = None
     stats: DeploymentStats = field(default_factory=DeploymentStats, repr=False)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker, repr=False)
     usage: QuotaUsage = field(default_factory=QuotaUsage, repr=False)
@@ -94,7 +96,7 @@ class ModelGroup:
         """Deployments in the order to try them: the strategy's order of those in rotation and not cooling down,
         then the cooling ones (soonest ready first)."""
         now = time.monotonic()
-        deps = [d for d in self.deployments if not d.disabled]
+        deps = [d for d in self.deployments if not d.disabled and d.unavailable is None]
         ready = [d for d in deps if not d.cooling(now)]
         cooling = sorted((d for d in deps if d.cooling(now)), key=lambda d: d.cooldown_until)
         return self.strategy.order(ready, stream=False) + cooling

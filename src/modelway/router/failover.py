@@ -7,7 +7,9 @@ once: answered (a stream: ended), failed, or cancelled.
 
 Which deployment comes next:
 
-- those out of rotation (disabled), whose circuit is open, or that asked to wait (``Retry-After``) are skipped;
+- those out of rotation (disabled), that cannot work as configured (``unavailable``: no key), whose circuit is
+  open, or that asked to wait (``Retry-After``) are skipped (a model none of whose deployments can work as configured
+  raises :class:`~modelway.errors.DeploymentUnavailableError`);
   without circuit breakers (the default policy) a deployment cooling down after a failure is tried last, as before;
 - the strategy orders the rest; deployments not tried yet in this call come first;
 - a deployment at its quota is skipped; when every usable one is, the call waits in the model's queue;
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from ..errors import (
     AllDeploymentsFailedError,
     BadRequestError,
+    DeploymentUnavailableError,
     ModelwayError,
     ProviderError,
     ProviderTimeoutError,
@@ -284,7 +287,7 @@ class Failover(Generic[T]):
         ready: list[Deployment] = []
         cooling: list[Deployment] = []  # without circuit breakers a cooling deployment is still tried, last
         for d in self.group.deployments:
-            if d.disabled or d in spent or (eligible is not None and not eligible(d)):
+            if d.disabled or d.unavailable is not None or d in spent or (eligible is not None and not eligible(d)):
                 continue
             if d.cooldown_until > now:
                 if not hard:
@@ -431,7 +434,7 @@ class Failover(Generic[T]):
     async def _wait_for_any(self) -> None:
         """No deployment can take an attempt now: wait for the one that asked to wait the shortest, or give up."""
         now = self.router.clock()
-        deps = [d for d in self.group.deployments if not d.disabled and d not in self.spent]
+        deps = [d for d in self.group.deployments if not d.disabled and d.unavailable is None and d not in self.spent]
         if self.eligible is not None:
             deps = [d for d in deps if self.eligible(d)]
         waiting = [d for d in deps if d.cooling(now) and d.circuit.available(now)]
@@ -491,6 +494,10 @@ class Failover(Generic[T]):
         if timed_out and not errors:
             return ProviderTimeoutError(f"no deployment of {name!r} answered within the model's time budget")
         if not errors:
+            broken = [d for d in self.group.deployments if not d.disabled]
+            if broken and all(d.unavailable is not None for d in broken):
+                reasons = "; ".join(dict.fromkeys(f"{d.address}: {d.unavailable}" for d in broken))
+                return DeploymentUnavailableError(f"no deployment of {name!r} can work as configured ({reasons})")
             return RoutingError(f"no deployment of {name!r} is available now (circuits open or out of rotation)")
         if len(errors) == 1:
             return errors[0]

@@ -69,7 +69,7 @@ def _float(q: dict[str, str], name: str) -> float | None:
 async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
     """Dispatch ``/admin/...``; the caller's key has been checked (it must be the master key)."""
     if not req.caller.admin:
-        raise Forbidden("the admin API needs the master key (server.master_key)", code="admin_only")
+        raise Forbidden("the admin API needs the master key (server.master_key) or an admin key", code="admin_only")
     if req.path.rstrip("/") == "/admin/deployments" and req.method == "GET":  # needs no store
         body = {"object": "list", "data": gw.deployments()}
         await send_json(send, 200, body, request_id=req.request_id)

@@ -9,13 +9,14 @@ import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import tracing
 from ..config import Config
 from ..errors import GatewayShutdownError, ModelwayError, ServiceUnavailableError
 from . import openai_api
 from .admin_api import ADMIN_PREFIX, handle_admin
+from .console import CONSOLE_PREFIX, serve_console
 from .control import ControlPlane
 from .cors import Cors
 from .dialects import Dialect, anthropic, responses, serve
@@ -30,6 +31,9 @@ from .http import Lifecycle, Receive, Request, Scope, Send, send_json
 from .openapi import openapi_schema
 from .rerank_api import rerank
 from .ticket import outcome, settle_exchange
+
+if TYPE_CHECKING:
+    from ..testing.demo import DemoFleet
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -118,6 +122,8 @@ class GatewayApp:
         self.ready = False
         self.on_startup = list(on_startup or [])
         self.on_shutdown = list(on_shutdown or [])
+        #: the simulators behind demo deployments (a start-up hook of :mod:`.demo` starts them)
+        self.demo: DemoFleet | None = None
         self._auth_required = bool(config.server.master_key) or config.control_plane
         #: draining once a shutdown began, aborting once its deadline passed (the server sets them)
         self.lifecycle = Lifecycle()
@@ -137,7 +143,7 @@ class GatewayApp:
             await hook(self)
         control = await ControlPlane.start(self.config, self.lifecycle)
         try:
-            self.gateway = Gateway(self.config, self.env, control)
+            self.gateway = Gateway(self.config, self.env, control, demo=self.demo)
             await self.gateway.start()
             self.tracing = self._start_tracing()
         except BaseException:
@@ -326,6 +332,9 @@ class GatewayApp:
             if path == _METRICS:
                 await self._metrics(gw, req, send)
                 return
+            if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+                await serve_console(req, send)  # (static files: the page signs in against the admin API)
+                return
             allowed = [m for m, p in _ROUTES if p == path]
             if allowed:
                 raise MethodNotAllowed(req.method, path, ", ".join(allowed))
@@ -416,10 +425,12 @@ class GatewayApp:
 
 
 def create_app(config: Config | None = None, *, env: dict[str, str] | None = None, demo: bool = False) -> GatewayApp:
-    """The gateway ASGI app for ``config`` (embedded defaults when ``None``); ``demo`` adds simulated providers."""
+    """The gateway ASGI app for ``config`` (embedded defaults when ``None``); ``demo`` adds an alias per demo model
+    (``demo/glm-4-flash``, ...). The simulators start with the app when ``demo`` is set or a deployment is a demo
+    model."""
     cfg = config or Config()
-    if demo:
+    if demo or any(d.model.startswith("demo/") for m in cfg.models for d in m.deployments):
         from .demo import add_demo
 
-        return add_demo(cfg, env=env)
+        return add_demo(cfg, env=env, catalog=demo)
     return GatewayApp(cfg, env=env)

@@ -1,6 +1,8 @@
-"""``modelway serve --demo``: simulated providers from :mod:`modelway.testing`, so every feature can be tried with
-no key and no network. Every demo model is named ``demo/...`` and answers from a local simulator, never from the
-real provider.
+"""Demo models in the gateway: ``serve --demo`` (an alias per model of the catalog) and configs whose deployments
+are demo models (``model: demo/glm-4-flash``, with fault options to watch failover). Every demo model is named
+``demo/...`` and answers from a local simulator of :mod:`modelway.testing`, never from the real provider; the
+simulators start in the gateway's own event loop, before its deployments are built (see
+:mod:`modelway.testing.demo`).
 """
 
 from __future__ import annotations
@@ -8,54 +10,46 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Config, DeploymentConfig, ModelConfig, Price
+from ..testing.demo import DEMO_MODELS, DEMO_PROVIDER, DemoFleet
 from .app import GatewayApp
 
-__all__ = ["DEMO_MODELS", "add_demo"]
-
-#: demo model name → (simulator class name in modelway.testing, provider, upstream model)
-DEMO_MODELS: dict[str, tuple[str, str, str]] = {
-    "demo/glm-4-flash": ("ZhipuSimulator", "zhipu", "glm-4-flash"),
-    "demo/qwen-plus": ("DashScopeSimulator", "dashscope", "qwen-plus"),
-    "demo/gpt-4o-mini": ("OpenAISimulator", "openai", "gpt-4o-mini"),
-    "demo/deepseek-chat": ("DeepSeekSimulator", "deepseek", "deepseek-chat"),
-    "demo/moonshot-v1-8k": ("MoonshotSimulator", "moonshot", "moonshot-v1-8k"),
-    "demo/claude-haiku-4-5": ("AnthropicSimulator", "anthropic", "claude-haiku-4-5"),
-    "demo/embedding-3": ("ZhipuSimulator", "zhipu", "embedding-3"),
-    "demo/text-embedding-3-small": ("OpenAISimulator", "openai", "text-embedding-3-small"),
-    "demo/gte-rerank-v2": ("DashScopeSimulator", "dashscope", "gte-rerank-v2"),
-    "demo/jina-reranker-v2": ("JinaSimulator", "jina", "jina-reranker-v2-base-multilingual"),
-}
+__all__ = ["DEMO_MODELS", "add_demo", "uses_demo"]
 
 
-def add_demo(config: Config, *, env: dict[str, str] | None = None) -> GatewayApp:
-    """A gateway app whose start-up also starts the simulators (in the server's own event loop) and adds the
-    ``demo/...`` models over them."""
-    from .. import testing
+def _demo_deployments(config: Config) -> list[tuple[str, dict[str, Any]]]:
+    prefix = DEMO_PROVIDER + "/"
+    return [(d.model, d.options) for m in config.models for d in m.deployments if d.model.startswith(prefix)]
 
-    sims: dict[str, Any] = {}
+
+def uses_demo(config: Config) -> bool:
+    """Whether a deployment of ``config`` is a demo model."""
+    return bool(_demo_deployments(config))
+
+
+def add_demo(config: Config, *, env: dict[str, str] | None = None, catalog: bool = True) -> GatewayApp:
+    """A gateway app whose start-up also starts the simulators its demo deployments need (in the server's own event
+    loop); ``catalog`` adds an alias per demo model (``serve --demo``)."""
+    fleet = DemoFleet()
 
     async def start(app: GatewayApp) -> None:
-        reply = testing.Reply(chunk_delay=0.03)  # visible streaming in a terminal
-        for name, (sim_name, provider, model) in DEMO_MODELS.items():
-            sim = sims.get(sim_name)
-            if sim is None:
-                sim = sims[sim_name] = await getattr(testing, sim_name)(default_reply=reply).astart()
-            if any(m.name == name for m in app.config.models):
-                continue
-            app.config.models.append(
-                ModelConfig(
-                    name=name,
-                    deployments=[
-                        DeploymentConfig(model=f"{provider}/{model}", api_key=sim.api_key, api_base=sim.base_url)
-                    ],
-                    description=f"simulated {provider} (modelway.testing.{sim_name}), not the real service",
-                    # a simulator costs nothing: priced at zero, so keys with a budget may call it too
-                    price=Price(0.0, 0.0),
+        if catalog:
+            for name, model in DEMO_MODELS.items():
+                if any(m.name == name for m in app.config.models):
+                    continue
+                app.config.models.append(
+                    ModelConfig(
+                        name=name,
+                        deployments=[DeploymentConfig(model=name)],
+                        description=f"simulated {model.provider} (modelway.testing.{model.simulator}), not the real "
+                        "service",
+                        # a simulator costs nothing: priced at zero, so keys with a budget may call it too
+                        price=Price(0.0, 0.0),
+                    )
                 )
-            )
+        await fleet.astart(_demo_deployments(app.config))
+        app.demo = fleet
 
     async def stop(app: GatewayApp) -> None:
-        for sim in sims.values():
-            await sim.astop()
+        await fleet.astop()
 
     return GatewayApp(config, env=env, on_startup=[start], on_shutdown=[stop])

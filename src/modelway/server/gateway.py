@@ -5,6 +5,11 @@ With a store, deployments and aliases changed at run time (the admin API, ``mode
 changed) and applied to the router in one step, between two awaits: a deployment whose upstream is unchanged keeps
 its object (statistics, circuit, quota usage), a request in flight keeps the deployment it holds, and the cluster's
 registered workers are merged in again as the cluster's own sync does.
+
+A deployment that cannot work as configured (no key for its provider) is built but never tried: the start logs a
+warning naming it and what to set, the router skips it while others of its model can serve, and a model none of
+whose deployments can work answers 503 ``deployment_unavailable`` (its fallbacks are tried first). Demo deployments
+(``demo/...``) are served by the app's :class:`~modelway.testing.demo.DemoFleet`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth.authenticator import Authenticator
 from ..config import Config, DeploymentConfig, ModelConfig, Price
-from ..errors import ModelwayError
+from ..errors import ConfigError, ModelwayError
 from ..providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
 from ..providers.base import Adapter, ProviderSettings
 from ..retry import RetryPolicy
@@ -45,10 +50,15 @@ from .metrics import CIRCUIT_STATES, Gauges
 if TYPE_CHECKING:
     from ..cluster.controller import Cluster
     from ..store.deployments import RuntimeChanges
+    from ..testing.demo import DemoFleet
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger("modelway.server")
+
+#: the provider part of demo deployments' names (:data:`modelway.testing.demo.DEMO_PROVIDER`, not imported here:
+#: the simulators load only when a demo deployment is built)
+_DEMO = "demo"
 
 
 class Gateway:
@@ -58,9 +68,17 @@ class Gateway:
     runtime_poll: float = 1.0
 
     def __init__(
-        self, config: Config, env: Mapping[str, str] | None = None, control: ControlPlane | None = None
+        self,
+        config: Config,
+        env: Mapping[str, str] | None = None,
+        control: ControlPlane | None = None,
+        *,
+        demo: DemoFleet | None = None,
     ) -> None:
         self.config = config
+        #: the simulators of demo deployments (the app's; one of the gateway's own is made when first needed)
+        self.demo = demo
+        self._owns_demo = False
         #: keys, limits, usage ledger, metrics (built by the app at start-up; auth only when built here)
         self.control = control or ControlPlane(config, Authenticator(config.server.master_key))
         self.env = dict(os.environ if env is None else env)
@@ -70,6 +88,12 @@ class Gateway:
         )
         self._provider_adapters: dict[str, Adapter | None] = {}
         groups = {m.name: self._group(m) for m in config.models}
+        for m in config.models:
+            _warn_unavailable(m.name, groups[m.name].deployments)
+        for provider in config.providers if config.server.allow_direct else ():
+            problem = _problem(get_adapter_class(provider)(self._provider_settings(provider) or ProviderSettings()))
+            if problem is not None:
+                log.warning("providers.%s: direct %s/... calls cannot work: %s", provider, provider, problem)
         # a provider/model called directly costs what the same upstream costs behind an alias
         self._configured_prices = {
             d.address: d.price for g in groups.values() for d in g.deployments if d.price is not None
@@ -201,9 +225,13 @@ class Gateway:
             return None
         prev = self._built.get(d.id)
         if prev is None or any(prev[0].get(k) != d.spec.get(k) for k in ADAPTER_FIELDS):
+            if fresh.unavailable is not None:
+                log.warning(
+                    "run-time deployments: %s (model %r) cannot work: %s", d.id, d.model_name, fresh.unavailable
+                )
             return fresh
         dep = prev[1]
-        for attr in ("weight", "timeout", "params", "price", "tier", "quota", "disabled"):
+        for attr in ("weight", "timeout", "params", "price", "tier", "quota", "disabled", "unavailable"):
             setattr(dep, attr, getattr(fresh, attr))
         return dep
 
@@ -234,17 +262,22 @@ class Gateway:
         return settings
 
     def _deployment(self, d: DeploymentConfig, price: Price | None = None) -> Deployment:
+        """The deployment ``d`` configures; ``unavailable`` says why it cannot work (it is then never tried)."""
         provider, model = split_model(d.model)
-        cls = get_adapter_class(provider)
-        base = self._provider_settings(provider) or ProviderSettings()
-        settings = ProviderSettings(
-            api_key=d.api_key or base.api_key,
-            base_url=d.api_base or base.base_url,
-            headers={**base.headers, **d.headers},
-            options={**base.options, **d.options},
-        )
+        if provider == _DEMO:
+            adapter, model = self._demo_adapter(d)
+        else:
+            cls = get_adapter_class(provider)
+            base = self._provider_settings(provider) or ProviderSettings()
+            settings = ProviderSettings(
+                api_key=d.api_key or base.api_key,
+                base_url=d.api_base or base.base_url,
+                headers={**base.headers, **d.headers},
+                options={**base.options, **d.options},
+            )
+            adapter = cls(settings)
         return Deployment(
-            cls(settings),
+            adapter,
             model,
             weight=d.weight,
             timeout=d.timeout,
@@ -253,7 +286,18 @@ class Gateway:
             tier=d.tier,
             quota=d.quota,
             disabled=d.disabled,
+            unavailable=_problem(adapter),
         )
+
+    def _demo_adapter(self, d: DeploymentConfig) -> tuple[Adapter, str]:
+        if self.demo is None:  # (a demo deployment added at run time to a gateway started without one)
+            from ..testing.demo import DemoFleet
+
+            self.demo, self._owns_demo = DemoFleet(), True
+        try:
+            return self.demo.adapter(d.model, d.options)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _group(self, m: ModelConfig) -> ModelGroup:
         return ModelGroup(
@@ -278,7 +322,8 @@ class Gateway:
         if adapter is None:
             return None
         price = self.config.prices.get(model) or self._configured_prices.get(model)
-        return ModelGroup(model, [Deployment(adapter, name, price=price)], owned_by=provider)
+        dep = Deployment(adapter, name, price=price, unavailable=_problem(adapter))
+        return ModelGroup(model, [dep], owned_by=provider)
 
     def _attempt_failed(self, dep: Deployment, exc: ModelwayError) -> None:
         metrics = self.control.metrics
@@ -341,6 +386,9 @@ class Gateway:
         that must come back down when the load stops: the soak test watches it)."""
         return {
             "models": len(self.router.groups),
+            "unavailable_deployments": sum(
+                1 for g in self.router.groups.values() for d in g.deployments if d.unavailable is not None
+            ),
             "direct": self.config.server.allow_direct,
             "tasks": len(asyncio.all_tasks()),
             **self.control.describe(),
@@ -363,6 +411,8 @@ class Gateway:
                     "changed": changed,
                     "address": dep.adapter.base_url,
                     "cooling": dep.cooling(now),
+                    # why it cannot work as configured (never tried), or null
+                    "unavailable": dep.unavailable,
                     "last_heartbeat": worker.last_heartbeat if worker is not None else None,
                     "queue_length": worker.queue_length if worker is not None else None,
                 }
@@ -382,3 +432,34 @@ class Gateway:
         await self.router.aclose()
         await self.transport.aclose()
         await self.control.aclose()
+        if self._owns_demo and self.demo is not None:
+            await self.demo.astop()
+
+
+def _problem(adapter: Adapter) -> str | None:
+    """Why ``adapter`` cannot send a request as configured (no key for its provider, a malformed key), or ``None``.
+    Nothing is sent: the adapter is asked for the headers it would authenticate with."""
+    try:
+        adapter.auth_headers()
+    except ConfigError as exc:
+        if adapter.api_key:
+            return str(exc)
+        env = " or ".join(adapter.key_env) or "a key"
+        return (
+            f"no API key for provider {adapter.name!r}: set {env}, or give the "
+            f"deployment an api_key (or providers.{adapter.name}.api_key)"
+        )
+    return None
+
+
+def _warn_unavailable(model: str, deployments: list[Deployment]) -> None:
+    """Tell the operator, at start, of each deployment of ``model`` that cannot work, and what callers get."""
+    bad = [d for d in deployments if d.unavailable is not None]
+    for dep in bad:
+        log.warning("model %r: deployment %s cannot work and is skipped: %s", model, dep.address, dep.unavailable)
+    if bad and len(bad) == len(deployments):
+        log.warning(
+            "model %r: none of its deployments can work: requests for it get 503 deployment_unavailable "
+            "(after its fallbacks, if any)",
+            model,
+        )

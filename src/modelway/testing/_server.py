@@ -56,9 +56,15 @@ class BaseSimulator:
         embedding_dim: int = 8,
         host: str = "127.0.0.1",
         port: int = 0,
+        script: Callable[[int], Item | None] | None = None,
     ) -> None:
         self.api_key = api_key if api_key is not None else self.default_api_key
         self.default_reply = default_reply or Reply()
+        #: what to answer the n-th model request (counted from 1) that finds nothing queued; ``None`` from it (or no
+        #: script): the default reply. The demo's fault modes are scripts (:mod:`modelway.testing.demo`).
+        self.script = script
+        #: model requests answered from the script or the default reply so far
+        self.served = 0
         self.check_auth = check_auth
         self.record = record
         self.embedding_dim = embedding_dim
@@ -279,7 +285,12 @@ class BaseSimulator:
 
     def _next_item(self) -> Item:
         with self._lock:
-            return self._queue.popleft() if self._queue else self.default_reply
+            if self._queue:
+                return self._queue.popleft()
+            self.served += 1
+            n = self.served
+        item = self.script(n) if self.script is not None else None
+        return item or self.default_reply
 
     def _bearer(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
