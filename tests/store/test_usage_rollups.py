@@ -16,10 +16,12 @@ from sqlalchemy import text
 from modelway.auth.keys import ApiKey
 from modelway.store import SQLStore
 from modelway.store.rollups import (
-    BUCKETS,
     DAY,
     HOUR,
     LATENCY_BOUNDS_MS,
+    LATENCY_HIST,
+    ROLLUPS,
+    TTFT_BOUNDS_MS,
     Plan,
     deltas,
     percentile,
@@ -74,10 +76,13 @@ def records(n: int, *, seed: int = 7, start: float = MIDNIGHT - 2 * DAY, span: f
     return [make(rng, i, start, span) for i in range(n)]
 
 
-def hist(values: list[float]) -> list[int]:
-    out = [0] * BUCKETS
+BUCKETS = len(LATENCY_HIST)
+
+
+def hist(values: list[float], bounds: tuple[int, ...] = LATENCY_BOUNDS_MS) -> list[int]:
+    out = [0] * (len(bounds) + 1)
     for v in values:
-        out[bisect.bisect_left(LATENCY_BOUNDS_MS, v)] += 1
+        out[bisect.bisect_left(bounds, v)] += 1
     return out
 
 
@@ -99,7 +104,7 @@ def expected(recs: list[UsageRecord], group: Any) -> dict[Any, dict[str, Any]]:
             "cost": sum(r.cost for r in rs),
             "p50_ms": percentile(hist([r.latency_ms for r in rs]), 0.5),
             "p95_ms": percentile(hist([r.latency_ms for r in rs]), 0.95),
-            "ttft_p50_ms": percentile(hist(ttfts), 0.5),
+            "ttft_p50_ms": percentile(hist(ttfts, TTFT_BOUNDS_MS), 0.5, TTFT_BOUNDS_MS),
         }
     return out
 
@@ -138,24 +143,53 @@ class TestHistogram:
 
     def test_interpolation_empty_and_the_open_last_bucket(self) -> None:
         assert percentile([0] * BUCKETS, 0.5) is None
-        one = hist([120.0])  # in (100, 150]: the middle of it
-        assert percentile(one, 0.5) == 125.0
-        assert percentile(hist([1.0, 2.0, 3.0, 4.0]), 0.5) == 5.0  # (0, 10]: half of it
-        assert percentile(hist([10.0]), 0.99) == 9.9  # a value on a bound is in the bucket it closes
-        assert percentile(hist([10.0001]), 0.01) == 10.2  # just above: the next bucket
+        one = hist([120.0])  # in (100, 200]: the middle of it
+        assert percentile(one, 0.5) == 150.0
+        assert percentile(hist([1.0, 2.0, 3.0, 4.0]), 0.5) == 25.0  # (0, 50]: half of it
+        assert percentile(hist([50.0]), 0.99) == 49.5  # a value on a bound is in the bucket it closes
+        assert percentile(hist([50.0001]), 0.01) == 50.5  # just above: the next bucket
+        ttft = hist([40_000.0, 250.0], TTFT_BOUNDS_MS)  # the TTFT histogram has bounds of its own
+        assert percentile(ttft, 0.5, TTFT_BOUNDS_MS) == 300.0 and percentile(ttft, 0.99, TTFT_BOUNDS_MS) == 30_000
         assert percentile(hist([900_000.0]), 0.5) == LATENCY_BOUNDS_MS[-1]  # "at least" the last bound
 
     def test_deltas_fold_a_batch_into_hours_and_days(self) -> None:
         base = UsageRecord(MIDNIGHT - 1.5, "a", "k", "m", None, "chat", False, 1, 2, 3, 0.5, latency_ms=20.0)
         same_hour = UsageRecord(MIDNIGHT - 3599.0, "b", "k", "m", None, "chat", True, 1, 1, 2, 0.25, 500, "x", 80.0, 7)
         next_day = UsageRecord(MIDNIGHT, "c", None, "m", "p/m", "chat", False, latency_ms=5.0)
-        hours, days = deltas([next_day, base, same_hour])
-        assert [h[:5] for h in hours] == [(MIDNIGHT - HOUR, "k", "m", "", "chat"), (MIDNIGHT, "", "m", "p/m", "chat")]
-        h = hours[0]
+        other_key = UsageRecord(MIDNIGHT - 7000.0, "d", "k2", "m", None, "chat", False, 4, 0, 4, 1.0, latency_ms=9.0)
+        hours, days, key_hours, key_days, dep_hours, dep_days = deltas([next_day, base, same_hour, other_key])
+        assert [h[:5] for h in hours] == [
+            (MIDNIGHT - 2 * HOUR, "k2", "m", "", "chat"),
+            (MIDNIGHT - HOUR, "k", "m", "", "chat"),
+            (MIDNIGHT, "", "m", "p/m", "chat"),
+        ]
+        h = hours[1]
         assert h[5:14] == (2, 1, 2, 3, 5, 0.75, 100.0, 7.0, 1)
         assert sum(h[14 : 14 + BUCKETS]) == 2 and sum(h[14 + BUCKETS :]) == 1
-        assert [d[:5] for d in days] == [(MIDNIGHT - DAY, "k", "m", "", "chat"), (MIDNIGHT, "", "m", "p/m", "chat")]
+        assert [d[:5] for d in days] == [
+            (MIDNIGHT - DAY, "k", "m", "", "chat"),
+            (MIDNIGHT - DAY, "k2", "m", "", "chat"),
+            (MIDNIGHT, "", "m", "p/m", "chat"),
+        ]
         assert days[0][5:] == h[5:]
+        assert [k[:3] for k in key_hours] == [
+            (MIDNIGHT - 2 * HOUR, "k2", "m"),
+            (MIDNIGHT - HOUR, "k", "m"),
+            (MIDNIGHT, "", "m"),
+        ]
+        assert [k[:3] for k in key_days] == [
+            (MIDNIGHT - DAY, "k", "m"),
+            (MIDNIGHT - DAY, "k2", "m"),
+            (MIDNIGHT, "", "m"),
+        ]
+        assert [d[:3] for d in dep_hours] == [
+            (MIDNIGHT - 2 * HOUR, "", "chat"),
+            (MIDNIGHT - HOUR, "", "chat"),
+            (MIDNIGHT, "p/m", "chat"),
+        ]
+        [folded, _] = dep_days  # both keys' requests of the day before, in one row
+        assert folded[:3] == (MIDNIGHT - DAY, "", "chat") and folded[3:8] == (3, 1, 6, 3, 9)
+        assert folded[8] == 1.75 and sum(folded[12 : 12 + BUCKETS]) == 3
 
 
 class TestSplit:
@@ -193,6 +227,17 @@ class TestTotals:
             assert without(rows, "key_name") == expected(recs, of), group_by
             costs = [r["cost"] for r in rows]
             assert costs == sorted(costs, reverse=True)
+
+    async def test_every_grouping_with_every_filter_matches_the_records(self, store: SQLStore) -> None:
+        recs = records(900)
+        await store.insert_usage(recs)
+        filters: list[dict[str, str]] = [{"key_id": "key_b"}, {"model": "gpt"}, {"key_id": "key_a", "model": "qwen"}]
+        for f in filters:
+            keep = [r for r in recs if all(getattr(r, k) == v for k, v in f.items())]
+            for group_by, of in GROUPS.items():
+                rows = await store.usage_summary(group_by=group_by, since=MIDNIGHT - DAY - 1, **f)
+                inside = [r for r in keep if r.ts >= MIDNIGHT - DAY - HOUR]
+                assert without(rows, "key_name") == expected(inside, of), (group_by, f)
 
     async def test_a_range_is_read_at_whole_hours_from_days_and_hours_alike(self, store: SQLStore) -> None:
         recs = records(1200, span=5 * DAY)
@@ -388,19 +433,23 @@ class TestMigration:
             sql, order = s._usage_insert()
             async with s._connect(write=True) as conn:  # back to schema 5: records only, some without a record_id
                 for stmt in (
-                    "DROP TABLE mw_usage_hourly",
-                    "DROP TABLE mw_usage_daily",
+                    *(f"DROP TABLE {r.name}" for r in ROLLUPS),
                     "DROP INDEX mw_usage_key_id",
                     "DROP INDEX mw_usage_model_id",
+                    "CREATE INDEX mw_usage_key_ts ON mw_usage (key_id, ts)",
+                    "CREATE INDEX mw_usage_model_ts ON mw_usage (model, ts)",
                     "UPDATE mw_schema_version SET version = 5",
                 ):
                     await conn.execute(text(stmt))
                 await conn.exec_driver_sql(sql, _old_rows(recs, order))
             await s.aclose()
             await s.open()
-            for group_by in ("model", "deployment", "day", "key"):
+            for group_by in ("model", "deployment", "day", "key"):  # (every rollup is read by one of these)
                 rows = await s.usage_summary(group_by=group_by)
                 assert without(rows, "key_name") == expected(recs, GROUPS[group_by]), group_by
+                rows = await s.usage_summary(group_by=group_by, key_id="key_b", since=MIDNIGHT - HOUR)
+                inside = [r for r in recs if r.key_id == "key_b" and r.ts >= MIDNIGHT - HOUR]
+                assert without(rows, "key_name") == expected(inside, GROUPS[group_by]), group_by
             page, _ = await s.usage_page(limit=1000)
             ids = {rec.request_id: rec.record_id for _i, _n, rec in page}
             assert ids["req0"] == "legacy-1" and ids["req1"] == "rid1"  # every record can be fetched by its id

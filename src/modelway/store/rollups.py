@@ -1,13 +1,17 @@
-"""Usage aggregates that outlive the raw records: per UTC hour and per UTC day, per key, model, deployment and
-endpoint, with fixed-bucket latency and TTFT histograms (so percentiles need no raw record).
+"""Usage aggregates that outlive the raw records: per UTC hour and per UTC day, with fixed-bucket latency and TTFT
+histograms (so percentiles need no raw record).
 
-Both tables (``mw_usage_hourly``, ``mw_usage_daily``) are kept up to date in the transaction that stores the records
-(:func:`deltas` folds a batch into one row per hour or day and group, then an upsert adds them), and are filled from
-the existing records by the migration that creates them. A query over a range reads whole days from the daily table
-and the hours at its edges from the hourly one (:func:`split`): the daily table is there because summing the hours
-of a month of a busy gateway (a row per hour per key, model, deployment and endpoint) took seconds.
+The aggregates of record (``mw_usage_hourly``, ``mw_usage_daily``) have a row per hour (or day) and key, model,
+deployment and endpoint. Two narrower pairs hold the same sums per (key, model) and per (deployment, endpoint): a
+query reads the narrowest pair that has the dimensions it groups and filters by (:func:`pair_for`). A query over a
+range reads whole days from the daily table and the hours at its edges from the hourly one (:func:`split`). Both the
+narrow pairs and the daily tables are there for speed: a gateway with a few hundred keys has a row per hour for
+nearly every request of its quiet hours, and summing a month of those took a second (BENCHMARKS.md, "Ledger at
+scale").
 
-``None`` key ids and deployments are stored as ``''`` in the aggregates: NULL is never equal to NULL in a primary
+Every table is kept up to date in the transaction that stores the records (:func:`deltas` folds a batch into one
+row per table, time and group, and an upsert adds them), and filled from the existing records by the migration
+that creates them. ``None`` key ids and deployments are stored as ``''``: NULL is never equal to NULL in a primary
 key, so an upsert would never find the row to add to.
 
 Nothing here does I/O; :mod:`.usage_queries` reads the tables and :mod:`.migrations` creates them.
@@ -16,6 +20,7 @@ Nothing here does I/O; :mod:`.usage_queries` reads the tables and :mod:`.migrati
 from __future__ import annotations
 
 import bisect
+import operator
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,16 +31,20 @@ from sqlalchemy import BigInteger, Column, Double, MetaData, String, Table
 from ..usage.records import UsageRecord
 
 __all__ = [
+    "LATENCY_HIST",
     "DAY",
     "DIMENSIONS",
-    "HISTOGRAM_COLUMNS",
     "HOUR",
     "LATENCY_BOUNDS_MS",
     "METRICS",
+    "ROLLUPS",
+    "SUMS",
+    "TTFT_BOUNDS_MS",
+    "TTFT_HIST",
     "Plan",
-    "daily",
+    "Rollup",
     "deltas",
-    "hourly",
+    "pair_for",
     "percentile",
     "split",
 ]
@@ -43,20 +52,21 @@ __all__ = [
 HOUR = 3600
 DAY = 86_400
 
-#: the histogram buckets' upper bounds in milliseconds (a value ``v`` is in the first bucket with ``v <= bound``; one
-#: more bucket holds what is above the last bound). Frozen: they are the columns the migration creating the tables
-#: made (``latency_h00`` ...), so other bounds would be a new migration. Neighbouring bounds are at most 2.5 times
-#: apart (1.5 between 100 ms and 20 s), which bounds how far an interpolated percentile can be from the true one.
+#: the latency histogram's bucket upper bounds in milliseconds (a value ``v`` is in the first bucket with ``v <=
+#: bound``; one more bucket holds what is above the last bound). Frozen: they are the columns the migration creating
+#: the tables made (``latency_h00`` ...), so other bounds would be a new migration. Neighbouring bounds are at most
+#: 1.5 times apart from 200 ms to 20 s (2 below and above, 2.5 at the top), which bounds how far an interpolated
+#: percentile can be from the true one; few buckets keep the rows narrow (every one is a column written and summed).
 LATENCY_BOUNDS_MS: tuple[int, ...] = (
-    *(10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000),
-    *(3000, 5000, 7500, 10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000),
+    *(50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500),
+    *(10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000),
 )
-BUCKETS = len(LATENCY_BOUNDS_MS) + 1
-LATENCY_HIST = tuple(f"latency_h{i:02d}" for i in range(BUCKETS))
-TTFT_HIST = tuple(f"ttft_h{i:02d}" for i in range(BUCKETS))
-HISTOGRAM_COLUMNS = LATENCY_HIST + TTFT_HIST
+#: the same for the time to first token (only its median is shown): fewer buckets, and the top at 30 s
+TTFT_BOUNDS_MS: tuple[int, ...] = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000, 30_000)
+LATENCY_HIST = tuple(f"latency_h{i:02d}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
+TTFT_HIST = tuple(f"ttft_h{i:02d}" for i in range(len(TTFT_BOUNDS_MS) + 1))
 
-#: what identifies an aggregate row besides its hour or day
+#: what identifies a row of the aggregates of record besides its hour or day
 DIMENSIONS = ("key_id", "model", "deployment", "endpoint")
 #: the sums every aggregate row holds: requests, errors (status 400 or more), tokens, cost, the latency sum (its count
 #: is ``requests``), the TTFT sum and count (streams that produced output), then the histograms
@@ -64,41 +74,83 @@ SUMS = (
     *("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost"),
     *("latency_ms_sum", "ttft_ms_sum", "ttft_count"),
 )
-METRICS = SUMS + HISTOGRAM_COLUMNS
+METRICS = SUMS + LATENCY_HIST + TTFT_HIST
 _FLOATS = frozenset({"cost", "latency_ms_sum", "ttft_ms_sum"})
 _LAT0 = len(SUMS)
-_TTFT0 = _LAT0 + BUCKETS
+_TTFT0 = _LAT0 + len(LATENCY_HIST)
 
 _meta = MetaData()
 
 
-def _table(name: str, time_column: str) -> Table:
-    return Table(
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One aggregate table: its name, the length of its time step (``hour`` or ``day`` column: the step's start in
+    Unix seconds), the dimensions of its rows, and the table as SQLAlchemy binds it."""
+
+    name: str
+    step: int
+    dims: tuple[str, ...]
+    table: Table
+
+    @property
+    def time_column(self) -> str:
+        return "hour" if self.step == HOUR else "day"
+
+    def ddl(self, without_rowid: str) -> str:
+        """``CREATE TABLE`` (for the migration; ``without_rowid`` is SQLite's clause, or '')."""
+        cols = [f"{self.time_column} BIGINT NOT NULL", *(f"{d} TEXT NOT NULL" for d in self.dims)]
+        for m in METRICS:
+            cols.append(f"{m} {'DOUBLE PRECISION' if m in _FLOATS else 'BIGINT'} NOT NULL DEFAULT 0")
+        cols.append(f"PRIMARY KEY ({', '.join((self.time_column, *self.dims))})")
+        return f"CREATE TABLE {self.name} (\n    " + ",\n    ".join(cols) + f"\n){without_rowid}"
+
+    def fill_from(self, source: Rollup) -> str:
+        """Fill this table from a finer one (the migration)."""
+        names = ", ".join((self.time_column, *self.dims, *METRICS))
+        start = source.time_column
+        if source.step != self.step:
+            start = f"{start} - {start} % {self.step}"
+        sums = ", ".join(f"SUM({m})" for m in METRICS)
+        groups = ", ".join(str(i) for i in range(1, len(self.dims) + 2))
+        return (
+            f"INSERT INTO {self.name} ({names}) SELECT {start}, {', '.join(self.dims)}, {sums} FROM {source.name} "
+            f"GROUP BY {groups}"
+        )
+
+
+def _rollup(name: str, step: int, dims: tuple[str, ...]) -> Rollup:
+    time_column = "hour" if step == HOUR else "day"
+    table = Table(
         name,
         _meta,
         Column(time_column, BigInteger, primary_key=True),
-        *(Column(d, String, primary_key=True) for d in DIMENSIONS),
+        *(Column(d, String, primary_key=True) for d in dims),
         *(Column(m, Double if m in _FLOATS else BigInteger) for m in METRICS),
     )
+    return Rollup(name, step, dims, table)
 
 
-#: one row per UTC hour (``hour``: its start, Unix seconds) and group
-hourly = _table("mw_usage_hourly", "hour")
-#: one row per UTC day (``day``: its start, Unix seconds) and group: the sum of that day's hours
-daily = _table("mw_usage_daily", "day")
+#: the aggregates of record: per hour (day) and key, model, deployment, endpoint
+HOURLY = _rollup("mw_usage_hourly", HOUR, DIMENSIONS)
+DAILY = _rollup("mw_usage_daily", DAY, DIMENSIONS)
+#: who used what: per hour (day), key and model
+HOURLY_KEY_MODEL = _rollup("mw_usage_hourly_key_model", HOUR, ("key_id", "model"))
+DAILY_KEY_MODEL = _rollup("mw_usage_daily_key_model", DAY, ("key_id", "model"))
+#: where it went: per hour (day), deployment and endpoint
+HOURLY_DEPLOYMENT = _rollup("mw_usage_hourly_deployment", HOUR, ("deployment", "endpoint"))
+DAILY_DEPLOYMENT = _rollup("mw_usage_daily_deployment", DAY, ("deployment", "endpoint"))
+ROLLUPS = (HOURLY, DAILY, HOURLY_KEY_MODEL, DAILY_KEY_MODEL, HOURLY_DEPLOYMENT, DAILY_DEPLOYMENT)
+#: (hourly, daily) pairs, the one with the fewest rows first
+_PAIRS = ((HOURLY_DEPLOYMENT, DAILY_DEPLOYMENT), (HOURLY_KEY_MODEL, DAILY_KEY_MODEL), (HOURLY, DAILY))
 
 
-def table_ddl(name: str, time_column: str, without_rowid: str) -> str:
-    """``CREATE TABLE`` of an aggregate table (for the migration; ``without_rowid`` is SQLite's clause or '')."""
-    cols = [f"{time_column} BIGINT NOT NULL", *(f"{d} TEXT NOT NULL" for d in DIMENSIONS)]
-    for m in METRICS:
-        cols.append(f"{m} {'DOUBLE PRECISION' if m in _FLOATS else 'BIGINT'} NOT NULL DEFAULT 0")
-    cols.append(f"PRIMARY KEY ({time_column}, {', '.join(DIMENSIONS)})")
-    return f"CREATE TABLE {name} (\n    " + ",\n    ".join(cols) + f"\n){without_rowid}"
+def pair_for(dims: Iterable[str]) -> tuple[Rollup, Rollup]:
+    """The (hourly, daily) tables with the fewest rows that have every dimension of ``dims``."""
+    wanted = set(dims)
+    return next(p for p in _PAIRS if wanted <= set(p[0].dims))
 
 
-def _bucket_sql(column: str, i: int) -> str:
-    bounds = LATENCY_BOUNDS_MS
+def _bucket_sql(column: str, bounds: Sequence[int], i: int) -> str:
     if i == 0:
         cond = f"{column} <= {bounds[0]}"
     elif i == len(bounds):
@@ -108,51 +160,59 @@ def _bucket_sql(column: str, i: int) -> str:
     return f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
 
 
-def backfill_hourly_sql(hour_expr: str) -> str:
-    """Fill ``mw_usage_hourly`` from every stored record (``hour_expr``: a record's hour start, per dialect)."""
+def backfill_sql(hour_expr: str) -> list[str]:
+    """Fill every aggregate table from the stored records (``hour_expr``: a record's hour start, per dialect)."""
     sums = [
         "COUNT(*)",
         "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)",
         *(f"SUM({c})" for c in ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "latency_ms")),
         "COALESCE(SUM(ttft_ms), 0)",
         "COUNT(ttft_ms)",
-        *(_bucket_sql("latency_ms", i) for i in range(BUCKETS)),
-        *(_bucket_sql("ttft_ms", i) for i in range(BUCKETS)),
+        *(_bucket_sql("latency_ms", LATENCY_BOUNDS_MS, i) for i in range(len(LATENCY_HIST))),
+        *(_bucket_sql("ttft_ms", TTFT_BOUNDS_MS, i) for i in range(len(TTFT_HIST))),
     ]
     names = ", ".join(("hour", *DIMENSIONS, *METRICS))
-    return (
-        f"INSERT INTO mw_usage_hourly ({names}) SELECT {hour_expr}, COALESCE(key_id, ''), model, "
+    hourly = (
+        f"INSERT INTO {HOURLY.name} ({names}) SELECT {hour_expr}, COALESCE(key_id, ''), model, "
         f"COALESCE(deployment, ''), endpoint, {', '.join(sums)} FROM mw_usage GROUP BY 1, 2, 3, 4, 5"
     )
-
-
-def backfill_daily_sql() -> str:
-    """Fill ``mw_usage_daily`` from ``mw_usage_hourly``."""
-    names = ", ".join(("day", *DIMENSIONS, *METRICS))
-    sums = ", ".join(f"SUM({m})" for m in METRICS)
-    return (
-        f"INSERT INTO mw_usage_daily ({names}) SELECT hour - hour % {DAY}, {', '.join(DIMENSIONS)}, {sums} "
-        "FROM mw_usage_hourly GROUP BY 1, 2, 3, 4, 5"
-    )
+    return [
+        hourly,
+        DAILY.fill_from(HOURLY),
+        HOURLY_KEY_MODEL.fill_from(HOURLY),
+        DAILY_KEY_MODEL.fill_from(DAILY),
+        HOURLY_DEPLOYMENT.fill_from(HOURLY),
+        DAILY_DEPLOYMENT.fill_from(DAILY),
+    ]
 
 
 # -- the write side ---------------------------------------------------------------------------------------------------
 
-Key = tuple[int, str, str, str, str]
+
+def _fold(rows: dict[tuple[Any, ...], list[Any]], step: int, picks: Sequence[int]) -> dict[tuple[Any, ...], list[Any]]:
+    """``rows`` summed into coarser rows: their start times rounded down to ``step``, only the key parts ``picks``."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    add = operator.add
+    for key, sums in rows.items():
+        folded = (key[0] - key[0] % step, *[key[i] for i in picks])
+        acc = out.get(folded)
+        out[folded] = sums if acc is None else list(map(add, acc, sums))
+    return out
 
 
-def deltas(records: Iterable[UsageRecord]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """What ``records`` add to the hourly and to the daily table: one tuple per row, ``(time, *DIMENSIONS,
+def deltas(records: Iterable[UsageRecord]) -> list[list[tuple[Any, ...]]]:
+    """What ``records`` add to each table of :data:`ROLLUPS` (in that order): one tuple per row, ``(time, *dims,
     *METRICS)``, sorted by primary key (concurrent writers then lock rows in the same order: no deadlock)."""
-    hours: dict[Key, list[Any]] = {}
-    width = len(METRICS)
-    bounds = LATENCY_BOUNDS_MS
+    hours: dict[tuple[Any, ...], list[Any]] = {}
+    empty: list[Any] = [0] * len(METRICS)
+    empty[5] = empty[6] = empty[7] = 0.0
+    lat_bounds, ttft_bounds = LATENCY_BOUNDS_MS, TTFT_BOUNDS_MS
+    where = bisect.bisect_left
     for r in records:
         key = (int(r.ts // HOUR) * HOUR, r.key_id or "", r.model, r.deployment or "", r.endpoint)
         row = hours.get(key)
         if row is None:
-            row = hours[key] = [0] * width
-            row[5] = row[6] = row[7] = 0.0
+            row = hours[key] = empty.copy()
         row[0] += 1
         if r.status >= 400:
             row[1] += 1
@@ -161,33 +221,34 @@ def deltas(records: Iterable[UsageRecord]) -> tuple[list[tuple[Any, ...]], list[
         row[4] += r.total_tokens
         row[5] += r.cost
         row[6] += r.latency_ms
-        row[_LAT0 + bisect.bisect_left(bounds, r.latency_ms)] += 1
+        row[_LAT0 + where(lat_bounds, r.latency_ms)] += 1
         if r.ttft_ms is not None:
             row[7] += r.ttft_ms
             row[8] += 1
-            row[_TTFT0 + bisect.bisect_left(bounds, r.ttft_ms)] += 1
-    days: dict[Key, list[Any]] = {}
-    for key, row in hours.items():
-        dkey = (key[0] - key[0] % DAY, key[1], key[2], key[3], key[4])
-        acc = days.get(dkey)
-        if acc is None:
-            days[dkey] = list(row)
-        else:
-            for i, v in enumerate(row):
-                acc[i] += v
-    return (
-        [(*k, *v) for k, v in sorted(hours.items())],
-        [(*k, *v) for k, v in sorted(days.items())],
-    )
+            row[_TTFT0 + where(ttft_bounds, r.ttft_ms)] += 1
+    # each coarser table from the finest one that has its dimensions (fewer rows to fold); a folded row may be the
+    # very list of a finer one: nothing is changed in place after this point
+    days = _fold(hours, DAY, (1, 2, 3, 4))
+    key_hours = _fold(hours, HOUR, (1, 2))
+    dep_hours = _fold(hours, HOUR, (3, 4))
+    folded = {
+        HOURLY: hours,
+        DAILY: days,
+        HOURLY_KEY_MODEL: key_hours,
+        DAILY_KEY_MODEL: _fold(key_hours, DAY, (1, 2)),
+        HOURLY_DEPLOYMENT: dep_hours,
+        DAILY_DEPLOYMENT: _fold(dep_hours, DAY, (1, 2)),
+    }
+    return [[(*k, *v) for k, v in sorted(folded[r].items())] for r in ROLLUPS]
 
 
 # -- the read side ----------------------------------------------------------------------------------------------------
 
 
-def percentile(hist: Sequence[int], q: float) -> float | None:
-    """The ``q`` quantile (0 < q < 1) of the values counted in ``hist`` (one count per bucket of
-    :data:`LATENCY_BOUNDS_MS`), interpolated linearly inside its bucket; ``None`` when nothing was counted. In the
-    last bucket (above the last bound) it is that bound: a value at least that large."""
+def percentile(hist: Sequence[int], q: float, bounds: Sequence[int] = LATENCY_BOUNDS_MS) -> float | None:
+    """The ``q`` quantile (0 < q < 1) of the values counted in ``hist`` (one count per bucket of ``bounds``),
+    interpolated linearly inside its bucket; ``None`` when nothing was counted. In the last bucket (above the last
+    bound) it is that bound: a value at least that large."""
     total = sum(hist)
     if total <= 0:
         return None
@@ -195,21 +256,22 @@ def percentile(hist: Sequence[int], q: float) -> float | None:
     seen = 0
     for i, count in enumerate(hist):
         if count and seen + count >= rank:
-            lo = float(LATENCY_BOUNDS_MS[i - 1]) if i else 0.0
-            if i == len(LATENCY_BOUNDS_MS):
+            lo = float(bounds[i - 1]) if i else 0.0
+            if i == len(bounds):
                 return lo
-            hi = float(LATENCY_BOUNDS_MS[i])
+            hi = float(bounds[i])
             return round(lo + (hi - lo) * (rank - seen) / count, 1)
         seen += count
-    return float(LATENCY_BOUNDS_MS[-1])  # not reached: the counts sum to total
+    return float(bounds[-1])  # not reached: the counts sum to total
 
 
 def latency_summary(hist: Sequence[int]) -> dict[str, float | None]:
-    """``p50_ms``, ``p95_ms`` and ``ttft_p50_ms`` of a row's histograms (both, one after the other)."""
+    """``p50_ms``, ``p95_ms`` and ``ttft_p50_ms`` of a row's histograms (latency's, then TTFT's)."""
+    n = len(LATENCY_HIST)
     return {
-        "p50_ms": percentile(hist[:BUCKETS], 0.5),
-        "p95_ms": percentile(hist[:BUCKETS], 0.95),
-        "ttft_p50_ms": percentile(hist[BUCKETS:], 0.5),
+        "p50_ms": percentile(hist[:n], 0.5),
+        "p95_ms": percentile(hist[:n], 0.95),
+        "ttft_p50_ms": percentile(hist[n:], 0.5, TTFT_BOUNDS_MS),
     }
 
 

@@ -139,7 +139,7 @@ class SQLStore:
         self._memory = self._sqlite and self._url.database in (None, "", ":memory:")
         self._engine: AsyncEngine | None = None
         self._insert_sql: tuple[str, tuple[str, ...]] | None = None
-        self._rollup_sql: list[tuple[str, tuple[int, ...]]] | None = None
+        self._rollup_sql: list[tuple[str, tuple[int, ...] | None]] | None = None
         self._open_lock = asyncio.Lock()
         # an in-memory SQLite database is one connection, shared: one operation at a time on it
         self._serial = asyncio.Lock() if self._memory else None
@@ -267,7 +267,7 @@ class SQLStore:
 
     # -- usage ------------------------------------------------------------------------------------------------
     async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Store ``records`` and add them to the hourly and daily aggregates, in one transaction: all of it or, on an
+        """Store ``records`` and add them to the aggregates (:mod:`.rollups`), in one transaction: all of it or, on an
         error, nothing. A record whose ``record_id`` is stored already is skipped, in the aggregates too (a replay
         after a crash stores nothing twice)."""
         if not records:
@@ -279,7 +279,10 @@ class SQLStore:
             if not fresh:
                 return
             for (sql, order), rows in zip(self._rollup_upserts(), rollups.deltas(fresh), strict=True):
-                await conn.exec_driver_sql(sql, [tuple(row[i] for i in order) for row in rows])
+                if order is not None:  # (None: the parameters are in the order of the delta tuples already)
+                    rows = [tuple(row[i] for i in order) for row in rows]
+                if rows:
+                    await conn.exec_driver_sql(sql, rows)
 
     async def _insert_sqlite(self, conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[UsageRecord]:
         """Insert the records not stored yet (the write lock, taken by BEGIN IMMEDIATE, keeps anyone else from
@@ -329,26 +332,28 @@ class SQLStore:
             self._insert_sql = (str(compiled), order)
         return self._insert_sql
 
-    def _rollup_upserts(self) -> list[tuple[str, tuple[int, ...]]]:
-        """The hourly and the daily upsert (add to the row, or create it) compiled for this database's driver, each
-        with the positions in a :func:`rollups.deltas` tuple of its parameters."""
+    def _rollup_upserts(self) -> list[tuple[str, tuple[int, ...] | None]]:
+        """The upsert (add to the row, or create it) of each table of :data:`rollups.ROLLUPS` compiled for this
+        database's driver, each with the positions in a :func:`rollups.deltas` tuple of its parameters."""
         if self._rollup_sql is None:
             assert self._engine is not None
             dialect = self._engine.dialect
             insert = sqlite_insert if dialect.name == "sqlite" else pg_insert
             self._rollup_sql = []
-            for table, when in ((rollups.hourly, "hour"), (rollups.daily, "day")):
-                names = [when, *rollups.DIMENSIONS, *rollups.METRICS]
-                stmt = insert(table)
+            for r in rollups.ROLLUPS:
+                keys = [r.time_column, *r.dims]
+                names = [*keys, *rollups.METRICS]
+                stmt = insert(r.table)
                 stmt = stmt.on_conflict_do_update(
-                    index_elements=[when, *rollups.DIMENSIONS],
-                    set_={m: table.c[m] + stmt.excluded[m] for m in rollups.METRICS},
+                    index_elements=keys, set_={m: r.table.c[m] + stmt.excluded[m] for m in rollups.METRICS}
                 )
                 compiled = stmt.compile(dialect=dialect, column_keys=names)
                 order = tuple(compiled.positiontup or ())
                 if sorted(order) != sorted(names):
                     raise RuntimeError(f"cannot build a positional usage upsert for {dialect.name}")
-                self._rollup_sql.append((str(compiled), tuple(names.index(n) for n in order)))
+                positions = tuple(names.index(n) for n in order)
+                same = positions == tuple(range(len(names)))
+                self._rollup_sql.append((str(compiled), None if same else positions))
         return self._rollup_sql
 
     async def spend(self, key_id: str, *, since: float) -> float:

@@ -25,12 +25,11 @@ from .rollups import (
     SUMS,
     Plan,
     ceil_to,
-    daily,
     day_label,
     floor_to,
     hour_label,
-    hourly,
     latency_summary,
+    pair_for,
     split,
 )
 
@@ -58,20 +57,34 @@ _HIST0 = len(SUMS)
 Sums = list[Any]
 
 
-def _sources(plan: Plan) -> list[tuple[Table, str, tuple[int | None, int | None]]]:
+#: the dimension a grouping needs (none: a grouping by time)
+_DIMENSION = {"key": "key_id", "model": "model", "deployment": "deployment", "endpoint": "endpoint"}
+
+
+def _sources(plan: Plan, dims: set[str]) -> list[tuple[Table, str, tuple[int | None, int | None]]]:
+    """The tables and ranges of start times that hold ``plan``'s range, in the narrowest rollups with ``dims``."""
+    hourly, daily = pair_for(dims)
     out: list[tuple[Table, str, tuple[int | None, int | None]]] = []
     if plan.days is not None:
-        out.append((daily, "day", plan.days))
-    out += [(hourly, "hour", r) for r in plan.hours]
+        out.append((daily.table, daily.time_column, plan.days))
+    out += [(hourly.table, hourly.time_column, r) for r in plan.hours]
+    return out
+
+
+def _needs(group_by: str | None, key_id: str | None, model: str | None) -> set[str]:
+    """The dimensions a query groups or filters by."""
+    out = {_DIMENSION[group_by]} if group_by in _DIMENSION else set()
+    if key_id is not None:
+        out.add("key_id")
+    if model is not None:
+        out.add("model")
     return out
 
 
 def _group(t: Table, time_column: str, group_by: str) -> ColumnElement[Any]:
     """The expression ``group_by`` groups the rows of aggregate table ``t`` by."""
-    if group_by in ("model", "deployment", "endpoint"):
-        return t.c[group_by]
-    if group_by == "key":
-        return t.c.key_id
+    if group_by in _DIMENSION:
+        return t.c[_DIMENSION[group_by]]
     start = t.c[time_column]
     if group_by == "day":
         # constants inlined, not bound: an expression with bound values is not the same expression twice
@@ -86,6 +99,7 @@ async def _aggregate(
     plan: Plan,
     groups: Callable[[Table, str], list[ColumnElement[Any]]],
     *,
+    dims: set[str],
     key_id: str | None,
     model: str | None,
     metrics: Sequence[str] = METRICS,
@@ -93,7 +107,7 @@ async def _aggregate(
     """The sums of ``metrics`` per group (the ``groups`` expressions' values) over the rows ``plan`` names."""
     out: dict[tuple[Any, ...], Sums] = {}
     convert = [float if m in _FLOAT_METRICS else int for m in metrics]
-    for t, time_column, (lo, hi) in _sources(plan):
+    for t, time_column, (lo, hi) in _sources(plan, dims):
         exprs = groups(t, time_column)
         start = t.c[time_column]
         where = [
@@ -177,9 +191,9 @@ async def summary(
     if group_by not in GROUP_BY:
         raise ValueError(f"cannot group usage by {group_by!r}; use one of: {', '.join(GROUP_BY)}")
     plan = split(since, until, hours_only=group_by == "hour")
-    sums = await _aggregate(
-        conn, plan, lambda t, c: [_group(t, c, group_by)], key_id=key_id or None, model=model or None
-    )
+    key_id, model = key_id or None, model or None
+    dims = _needs(group_by, key_id, model)
+    sums = await _aggregate(conn, plan, lambda t, c: [_group(t, c, group_by)], dims=dims, key_id=key_id, model=model)
     rows = [{"group": _label(group_by, g), **_totals(s)} for (g,), s in sums.items()]
     if group_by == "key":
         names = await key_names(conn, [r["group"] for r in rows])
@@ -227,11 +241,18 @@ async def series(
     plan = split(first, last, hours_only=bucket == "hour")
     key_id, model = key_id or None, model or None
     when = "hour" if bucket == "hour" else "day"
+    dims = _needs(group_by, key_id, model)
     top: list[Any] = []
     folded = False
     if group_by is not None:
         totals = await _aggregate(
-            conn, plan, lambda t, c: [_group(t, c, group_by)], key_id=key_id, model=model, metrics=("cost", "requests")
+            conn,
+            plan,
+            lambda t, c: [_group(t, c, group_by)],
+            dims=dims,
+            key_id=key_id,
+            model=model,
+            metrics=("cost", "requests"),
         )
         ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0][0] or ""))
         top = [g for (g,), _ in ranked[:limit]]
@@ -247,7 +268,7 @@ async def series(
                 out += [g, literal_column("0")]
         return out
 
-    sums = await _aggregate(conn, plan, groups, key_id=key_id, model=model)
+    sums = await _aggregate(conn, plan, groups, dims=dims, key_id=key_id, model=model)
     by_group: dict[tuple[Any, int], dict[int, Sums]] = {}
     for key, s in sums.items():
         group = (key[1], int(key[2])) if group_by is not None else (None, 0)
@@ -348,7 +369,9 @@ async def spend(conn: AsyncConnection, key_id: str, since: float) -> float:
         u = tables.usage.c
         query = select(func.coalesce(func.sum(u.cost), 0.0)).where(u.key_id == key_id, u.ts >= since, u.ts < hour)
         total += float((await conn.execute(query)).scalar_one())
-    sums = await _aggregate(conn, split(hour, None), lambda t, c: [], key_id=key_id, model=None, metrics=("cost",))
+    sums = await _aggregate(
+        conn, split(hour, None), lambda t, c: [], dims={"key_id"}, key_id=key_id, model=None, metrics=("cost",)
+    )
     return total + float(sum(s[0] for s in sums.values()))
 
 
