@@ -380,11 +380,26 @@ class SQLStore:
         ``key`` the ``key_name``. The deployment ``None`` is the group ``"(none)"``. Rows of equal cost are ordered by
         group (``None`` last). Raises :class:`ValueError` for another ``group_by``.
         """
+        _since, _until, rows = await self.usage_totals(
+            group_by=group_by, since=since, until=until, key_id=key_id, model=model
+        )
+        return rows
+
+    async def usage_totals(
+        self,
+        *,
+        group_by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+    ) -> tuple[int | None, int | None, list[dict[str, Any]]]:
+        """:meth:`usage_summary`'s rows, after the range they cover: ``since`` and ``until`` at whole hours."""
         async with self._connect() as conn:
-            _plan, rows = await usage_queries.summary(
+            plan, rows = await usage_queries.summary(
                 conn, group_by=group_by, since=since, until=until, key_id=key_id, model=model
             )
-        return rows
+        return plan.since, plan.until, rows
 
     async def usage_series(
         self,
