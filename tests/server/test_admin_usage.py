@@ -137,8 +137,8 @@ class TestTotals:
                 "completion_tokens": 0,
                 "total_tokens": 0,
                 "cost": 0.0,
-                "p50_ms": 25.0,
-                "p95_ms": 47.5,
+                "p50_ms": 5.0,
+                "p95_ms": 9.5,
                 "ttft_p50_ms": None,
             },
         ]

@@ -145,8 +145,8 @@ class TestHistogram:
         assert percentile([0] * BUCKETS, 0.5) is None
         one = hist([120.0])  # in (100, 200]: the middle of it
         assert percentile(one, 0.5) == 150.0
-        assert percentile(hist([1.0, 2.0, 3.0, 4.0]), 0.5) == 25.0  # (0, 50]: half of it
-        assert percentile(hist([50.0]), 0.99) == 49.5  # a value on a bound is in the bucket it closes
+        assert percentile(hist([1.0, 2.0, 3.0, 4.0]), 0.5) == 5.0  # (0, 10]: half of it
+        assert percentile(hist([50.0]), 0.99) == 49.6  # a value on a bound is in the bucket it closes: (10, 50]
         assert percentile(hist([50.0001]), 0.01) == 50.5  # just above: the next bucket
         ttft = hist([40_000.0, 250.0], TTFT_BOUNDS_MS)  # the TTFT histogram has bounds of its own
         assert percentile(ttft, 0.5, TTFT_BOUNDS_MS) == 300.0 and percentile(ttft, 0.99, TTFT_BOUNDS_MS) == 30_000

@@ -55,14 +55,15 @@ DAY = 86_400
 #: the latency histogram's bucket upper bounds in milliseconds (a value ``v`` is in the first bucket with ``v <=
 #: bound``; one more bucket holds what is above the last bound). Frozen: they are the columns the migration creating
 #: the tables made (``latency_h00`` ...), so other bounds would be a new migration. Neighbouring bounds are at most
-#: 1.5 times apart from 200 ms to 20 s (2 below and above, 2.5 at the top), which bounds how far an interpolated
-#: percentile can be from the true one; few buckets keep the rows narrow (every one is a column written and summed).
+#: 1.5 times apart from 200 ms to 20 s (2 below and above, 2.5 at the top, 5 from 10 to 50 ms: answers that fast are
+#: refusals, not a model's), which bounds how far an interpolated percentile can be from the true one; few buckets
+#: keep the rows narrow (each is a column written and summed).
 LATENCY_BOUNDS_MS: tuple[int, ...] = (
-    *(50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500),
+    *(10, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500),
     *(10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000),
 )
 #: the same for the time to first token (only its median is shown): fewer buckets, and the top at 30 s
-TTFT_BOUNDS_MS: tuple[int, ...] = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000, 30_000)
+TTFT_BOUNDS_MS: tuple[int, ...] = (10, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000, 30_000)
 LATENCY_HIST = tuple(f"latency_h{i:02d}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
 TTFT_HIST = tuple(f"ttft_h{i:02d}" for i in range(len(TTFT_BOUNDS_MS) + 1))
 
