@@ -4,6 +4,7 @@ time what the admin API and ``modelway usage`` read from it.
     python -m bench.ledger                          # 100,000 and 1,000,000 records (~3 min here)
     python -m bench.ledger --records 100000         # one size (~15 s)
     python -m bench.ledger --records 100000 --no-rollups   # the write alone, without the aggregates: their cost
+    python -m bench.ledger --migration              # also time the migration over the filled records
 
 For each size, in a fresh SQLite file (in a temporary directory, removed at the end unless ``--keep``):
 
@@ -19,7 +20,10 @@ For each size, in a fresh SQLite file (in a temporary directory, removed at the 
    a key or a model filter; series (``/admin/usage/series``) per day over 30 days and per hour over 7 days and 48
    hours; a key's spend this month; pages of raw records (``/admin/usage/records``): the newest, a key's, a model's,
    5xx only, an endpoint's, a deep page (``before`` = the middle id).
-3. *retention*: one deletion batch (5,000 of the oldest records), as the ledger's writer runs it.
+3. *retention*: one deletion batch (1,000 of the oldest records), as the ledger's writer runs it; the bytes on disk
+   per table, and the mean length of each text column of a record (what every record repeats).
+4. with ``--migration``: the database made to look as an older modelway left it (records, no aggregates), and
+   opened: the time of the migration that fills the aggregates from the records.
 
 The goal (issue 13): every usage query over 1,000,000 records under 200 ms. Exit status 1 when one is not.
 """
@@ -43,6 +47,7 @@ from typing import Any
 from modelway.store import rollups
 from modelway.store.sql import RecordFilter, SQLStore
 from modelway.usage import Ledger, UsageRecord
+from modelway.usage.ledger import PURGE_BATCH
 
 GOAL_MS = 200.0
 ENDPOINTS = (("chat", 0.7), ("messages", 0.12), ("responses", 0.06), ("embeddings", 0.12))
@@ -226,9 +231,11 @@ async def run_size(n: int, args: argparse.Namespace, directory: Path) -> dict[st
             median, worst, out = await timed(fn, args.repeat)
             rows = len(out) if isinstance(out, list) else len(out[0]) if isinstance(out, tuple) else "-"
             results.append({"query": name, "median_ms": median, "max_ms": worst, "held": held, "rows": rows})
+        sizes = await table_sizes(store)
         t0 = time.perf_counter()
-        deleted = await store.delete_usage_before(time.time() - args.days * 86_400 / 2, limit=5000)
+        deleted = await store.delete_usage_before(time.time() - args.days * 86_400 / 2, limit=PURGE_BATCH)
         purge_ms = (time.perf_counter() - t0) * 1000
+        migrate_s = await migration(store) if args.migration else None
     finally:
         await store.aclose()
     return {
@@ -237,9 +244,51 @@ async def run_size(n: int, args: argparse.Namespace, directory: Path) -> dict[st
         "rows": counts,
         "db_bytes": size,
         "bytes_per_record": size / n,
+        "tables": sizes,
         "queries": results,
         "purge": {"deleted": deleted, "ms": purge_ms},
+        "migration_seconds": migrate_s,
     }
+
+
+async def table_sizes(store: SQLStore) -> dict[str, Any]:
+    """Bytes on disk per table (its indexes included) and the raw records' text columns' mean lengths: what each
+    record repeats (SQLite's dbstat)."""
+    async with store._connect() as conn:
+        pages = (await conn.exec_driver_sql("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")).all()
+        owners = dict((await conn.exec_driver_sql("SELECT name, tbl_name FROM sqlite_master")).all())
+        lengths = (
+            await conn.exec_driver_sql(
+                "SELECT AVG(LENGTH(request_id)), AVG(LENGTH(record_id)), AVG(LENGTH(key_id)), AVG(LENGTH(model)), "
+                "AVG(LENGTH(deployment)), AVG(LENGTH(endpoint)), AVG(LENGTH(error)) FROM mw_usage"
+            )
+        ).one()
+    tables: dict[str, int] = {}
+    for name, size in pages:
+        owner = owners.get(name, name)
+        tables[owner] = tables.get(owner, 0) + int(size)
+    names = ("request_id", "record_id", "key_id", "model", "deployment", "endpoint", "error")
+    return {"bytes": tables, "text_lengths": {k: round(float(v or 0), 1) for k, v in zip(names, lengths, strict=True)}}
+
+
+async def migration(store: SQLStore) -> float:
+    """Seconds to open the filled database as an older modelway left it (records, no aggregates): the migration
+    that fills the aggregates from the records (the database is changed: the last step of a run)."""
+    async with store._connect(write=True) as conn:
+        for r in rollups.ROLLUPS:
+            await conn.exec_driver_sql(f"DROP TABLE {r.name}")
+        for stmt in (
+            "DROP INDEX mw_usage_key_id",
+            "DROP INDEX mw_usage_model_id",
+            "CREATE INDEX mw_usage_key_ts ON mw_usage (key_id, ts)",
+            "CREATE INDEX mw_usage_model_ts ON mw_usage (model, ts)",
+            "UPDATE mw_schema_version SET version = 5",
+        ):
+            await conn.exec_driver_sql(stmt)
+    await store.aclose()
+    t0 = time.perf_counter()
+    await store.open()
+    return time.perf_counter() - t0
 
 
 def report(r: dict[str, Any]) -> str:
@@ -251,6 +300,14 @@ def report(r: dict[str, Any]) -> str:
         f"database {r['db_bytes'] / 1e6:,.0f} MB ({r['bytes_per_record']:.0f} bytes per record); "
         f"{r['rows']['mw_usage_hourly']:,} hourly and {r['rows']['mw_usage_daily']:,} daily aggregate rows",
         f"retention: one batch deleted {r['purge']['deleted']:,} records in {r['purge']['ms']:.0f} ms",
+        "on disk (MB, indexes included): "
+        + ", ".join(f"{t} {b / 1e6:,.1f}" for t, b in sorted(r["tables"]["bytes"].items(), key=lambda kv: -kv[1])[:8]),
+        "a record's text columns, mean characters: "
+        + ", ".join(f"{k} {v}" for k, v in r["tables"]["text_lengths"].items()),
+    ]
+    if r["migration_seconds"] is not None:
+        lines.append(f"migration 6 on an older database of {r['records']:,} records: {r['migration_seconds']:.1f} s")
+    lines += [
         "",
         "| query | rows | median ms | max ms |",
         "|---|---:|---:|---:|",
@@ -276,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="runs of each query (default 7)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--no-rollups", action="store_true", help="write without the aggregates (their cost)")
+    parser.add_argument(
+        "--migration", action="store_true", help="last, time the migration that fills the aggregates of old records"
+    )
     parser.add_argument("--dir", help="where the databases go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--json", help="also write the results here as JSON")

@@ -391,3 +391,48 @@ class TestUsage:
     async def test_unknown_group_by(self, store: SQLStore) -> None:
         with pytest.raises(ValueError, match="cannot group usage by 'week'; use one of: key, model, deployment, end"):
             await store.usage_summary(group_by="week")
+
+
+async def test_open_waits_for_another_process_migrating_the_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A migration longer than a connection's busy timeout (5 s; 0.1 s here) held by another process: open() waits
+    for it rather than failing with "database is locked"."""
+    import logging
+    import threading
+    import time
+
+    import modelway.store.sql as sql
+
+    def short_timeout(dbapi_conn: Any, record: Any) -> None:
+        connect(dbapi_conn, record)
+        dbapi_conn.execute("PRAGMA busy_timeout = 100")
+
+    connect = sql._sqlite_connect
+    monkeypatch.setattr(sql, "_sqlite_connect", short_timeout)
+    path = tmp_path / "busy.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    db.close()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(1.0)
+        other.execute("COMMIT")
+        other.close()
+        done.set()
+
+    threading.Thread(target=hold).start()
+    held.wait()
+    s = SQLStore(f"sqlite:///{path}")
+    with caplog.at_level(logging.INFO, logger="modelway.store"):
+        await s.open()
+    try:
+        assert done.is_set() and "another process holds the database" in caplog.text
+        await s.insert_usage([R1])
+        assert await s.usage_records() == [R1]
+    finally:
+        await s.aclose()

@@ -27,7 +27,7 @@ from sqlalchemy import Boolean, Double, Integer, String, event, literal_column, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..auth.keys import ApiKey
@@ -49,6 +49,8 @@ _DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
+#: how long open() waits for another process's migration of the same SQLite file
+MIGRATION_WAIT = 600.0
 #: ApiKey fields fixed at creation: the id and the secret's hash and prefix identify the key
 _FIXED_KEY_FIELDS = frozenset({"id", "key_hash", "prefix", "created_at"})
 _KEY_FIELDS = tuple(f.name for f in dataclasses.fields(ApiKey))
@@ -163,16 +165,33 @@ class SQLStore:
                 return
             engine = self._create_engine()
             try:
-                async with engine.connect() as conn:
-                    await conn.execution_options(mw_write=True)
-                    async with conn.begin():
-                        before = await migrate(conn, schema=self._schema)
+                before = await self._migrate(engine)
             except BaseException:
                 await engine.dispose()
                 raise
             self._engine = engine
             if before < SCHEMA_VERSION:
                 log.info("store %s: schema migrated from version %d to %d", self.url, before, SCHEMA_VERSION)
+
+    async def _migrate(self, engine: AsyncEngine) -> int:
+        """Run the migrations; the schema version found. On SQLite, another process migrating the same file (a long
+        step: filling the usage aggregates of a million records takes ~10 s) holds the write lock longer than the
+        5 s a connection waits for it: wait on, up to :data:`MIGRATION_WAIT` seconds (PostgreSQL's lock waits)."""
+        deadline = time.monotonic() + MIGRATION_WAIT
+        waited = False
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    await conn.execution_options(mw_write=True)
+                    async with conn.begin():
+                        return await migrate(conn, schema=self._schema)
+            except OperationalError as exc:
+                if not (self._sqlite and "locked" in str(exc)) or time.monotonic() >= deadline:
+                    raise
+                if not waited:
+                    waited = True
+                    log.info("store %s: another process holds the database (migrating it?): waiting", self.url)
+                await asyncio.sleep(0.2)
 
     def _create_engine(self) -> AsyncEngine:
         if self._sqlite:
