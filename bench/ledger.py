@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.records.split(",") if s.strip()]
     if args.no_rollups:  # the aggregates' share of the write: nothing to add up (SQLStore looks it up per write)
-        rollups.deltas = lambda recs: ([], [])  # type: ignore[assignment]
+        rollups.deltas = lambda recs: [[] for _ in rollups.ROLLUPS]  # type: ignore[assignment]
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="mw-ledger-"))
     directory.mkdir(parents=True, exist_ok=True)
     results = []
