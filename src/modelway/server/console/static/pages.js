@@ -30,7 +30,7 @@ function seriesChart(series, bucket) {
   }
   const sorted = [...points.values()].sort((a, b) => a.t - b.t);
   const label = (ts) => { const d = new Date(ts * 1000); return bucket === "hour" ? `${d.getHours()}:00` : `${d.getMonth() + 1}/${d.getDate()}`; };
-  return bars(sorted, { series: [t("requests"), t("errors")], label, format: (v) => num(Math.round(v)) });
+  return bars(sorted, { series: [t("requests"), t("errors")], label, format: (v) => num(v) });
 }
 
 // -- overview ---------------------------------------------------------------------------------------------
