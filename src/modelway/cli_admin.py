@@ -1,12 +1,15 @@
 """``modelway keys`` and ``modelway usage``: the control plane from the command line.
 
 They work on the store of the config file (``store.url``) directly, so they need no running gateway; a running
-gateway picks up created and revoked keys within ``store.key_refresh`` seconds.
+gateway picks up created and revoked keys within ``store.key_refresh`` seconds. They need the server extra (SQLAlchemy
+and the database's driver): without it they say which extra to install, and exit 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import orjson
 
+from .cli_chart import bars
 from .errors import InvalidRequestError, ModelwayError
 from .usage.records import GROUP_BY
 
@@ -22,9 +26,12 @@ if TYPE_CHECKING:
     from .config import Config
     from .store.sql import SQLStore
 
-__all__ = ["keys", "usage"]
+__all__ = ["keys", "need_store_extra", "usage"]
 
 T = TypeVar("T")
+
+#: the metadata role of a key made with ``keys create --admin``
+ADMIN_ROLE = "admin"
 
 
 def config_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -60,6 +67,7 @@ def with_config_store(
     if config.store.url is None:
         click.secho(f"error: {config_path} has no store.url: {needs} need a store", fg="red", err=True)
         sys.exit(2)
+    need_store_extra(config.store.url)
     from .store.sql import SQLStore
 
     async def run() -> T:
@@ -78,6 +86,28 @@ def with_config_store(
     except ModelwayError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+
+
+def need_store_extra(url: str) -> None:
+    """Exit 1 saying which extra to install when a module the store at ``url`` needs is missing (SQLAlchemy and
+    aiosqlite come with ``modelway[server]``, asyncpg with ``modelway[postgres]``), rather than fail with a
+    ModuleNotFoundError traceback."""
+    sqlite = url.startswith("sqlite")
+    for module, extra in (("sqlalchemy", "server"), ("aiosqlite", "server") if sqlite else ("asyncpg", "postgres")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            ctx, names = click.get_current_context(silent=True), []
+            while ctx is not None and ctx.parent is not None:  # (the root's name is how it was run: not shown)
+                names.append(ctx.info_name or "")
+                ctx = ctx.parent
+            command = f"`modelway {' '.join(reversed(names))}`" if names else "this command"
+            click.secho(
+                f"error: {command} needs {module}, which modelway[{extra}] installs: pip install 'modelway[{extra}]'",
+                fg="red",
+                err=True,
+            )
+            sys.exit(1)
 
 
 def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T:
@@ -123,6 +153,7 @@ def keys() -> None:
     help="When the spend counter starts again (UTC).",
 )
 @click.option("--expires-in", type=click.FloatRange(min=1), help="Seconds until the key stops working.")
+@click.option("--admin", "admin", is_flag=True, help='An admin-scoped key: its metadata says {"role": "admin"}.')
 @_JSON
 def create_key(
     config_path: str,
@@ -134,12 +165,15 @@ def create_key(
     budget: float | None,
     budget_period: str,
     expires_in: float | None,
+    admin: bool,
     as_json: bool,
 ) -> None:
     """Create a key and print its secret (shown only now: the store keeps a hash)."""
     from .auth.keys import key_fields, new_key
 
     data: dict[str, Any] = {"name": name, "budget_period": budget_period}
+    if admin:
+        data["metadata"] = {"role": ADMIN_ROLE}
     for field, value in (
         ("models", list(models) or None),
         ("rpm", rpm),
@@ -172,36 +206,43 @@ def create_key(
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
 @_JSON
 def list_keys(config_path: str, include_revoked: bool, as_json: bool) -> None:
-    """List keys: id, name, prefix, models, limits, expiry."""
+    """List keys: id, name, role, prefix, models, limits, expiry (and revocation, with --all)."""
 
     async def fetch(store: SQLStore) -> list[dict[str, Any]]:
-        return [k.to_dict() for k in await store.list_keys(include_revoked=include_revoked)]
+        return [k.to_dict() for k in await store.list_keys(include_revoked=True)]
 
-    found = _with_store(config_path, fetch)
+    every = _with_store(config_path, fetch)
+    revoked = sum(k["revoked_at"] is not None for k in every)
+    found = every if include_revoked else [k for k in every if k["revoked_at"] is None]
     if as_json:
         click.echo(orjson.dumps(found).decode())
         return
-    if not found:
+    if not every:
         click.echo("no keys yet: create one with `modelway keys create`", err=True)
         return
-    rows = [["id", "name", "prefix", "models", "rpm", "tpm", "parallel", "budget", "expires", "revoked"]]
+    if not found:
+        click.echo(f"no active keys; {revoked} revoked (--all to list them)", err=True)
+        return
+    header = ["id", "name", "role", "prefix", "models", "rpm", "tpm", "parallel", "budget", "expires"]
+    rows = [[*header, "revoked"] if include_revoked else header]
     for k in found:
         budget = f"{k['budget']:g}/{k['budget_period']}" if k["budget"] is not None else "-"
-        rows.append(
-            [
-                k["id"],
-                k["name"],
-                k["prefix"] + "…",
-                ",".join(k["models"]) if k["models"] else "*",
-                str(k["rpm"] or "-"),
-                str(k["tpm"] or "-"),
-                str(k["max_parallel"] or "-"),
-                budget,
-                when(k["expires_at"]),
-                when(k["revoked_at"]),
-            ]
-        )
+        row = [
+            k["id"],
+            k["name"],
+            str(k["metadata"].get("role") or "-"),
+            k["prefix"] + "…",
+            ",".join(k["models"]) if k["models"] else "*",
+            str(k["rpm"] or "-"),
+            str(k["tpm"] or "-"),
+            str(k["max_parallel"] or "-"),
+            budget,
+            when(k["expires_at"]),
+        ]
+        rows.append([*row, when(k["revoked_at"])] if include_revoked else row)
     table(rows)
+    if revoked and not include_revoked:
+        click.echo(f"{revoked} revoked (--all to list them)", err=True)
 
 
 @keys.command("revoke")
@@ -219,6 +260,12 @@ def revoke_key(config_path: str, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+#: the longest range shown per hour, and the days a chart shows (the last ones)
+MAX_HOURS = 14 * 24
+CHART_DAYS = 14
+MAX_CHART_DAYS = 60
+
+
 @click.command()
 @_CONFIG
 @click.option(
@@ -227,36 +274,120 @@ def revoke_key(config_path: str, key_id: str) -> None:
     type=click.Choice(list(GROUP_BY)),
     default="model",
     show_default=True,
-    help="How to group the totals.",
+    help="How to group the totals (hour: the last 2 days unless --days says otherwise, at most 14).",
 )
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Only the last N days.")
-@click.option("--key", "key_id", help="Only this key's usage.")
+@click.option("--key", "key", help="Only this key's usage: its id, or its name.")
+@click.option("--model", "model", help="Only this model's usage (the name callers asked for).")
+@click.option(
+    "--chart/--no-chart",
+    default=True,
+    show_default=True,
+    help=f"Under the table, a bar per day of cost (of requests when nothing has a price): the last {CHART_DAYS} days, "
+    f"or --days (at most {MAX_CHART_DAYS}).",
+)
 @_JSON
-def usage(config_path: str, group_by: str, days: float | None, key_id: str | None, as_json: bool) -> None:
-    """Requests, tokens and cost from the usage ledger, grouped by model, key, deployment, endpoint (the API the
-    caller spoke: chat, messages, responses, completions, embeddings, rerank, dbgpt) or day."""
-    since = time.time() - days * 86400 if days else None
+def usage(
+    config_path: str,
+    group_by: str,
+    days: float | None,
+    key: str | None,
+    model: str | None,
+    chart: bool,
+    as_json: bool,
+) -> None:
+    """Requests, errors, tokens, cost and latency from the usage ledger's hourly and daily totals, grouped by model,
+    key (shown by name), deployment, endpoint (the API the caller spoke: chat, messages, responses, completions,
+    embeddings, rerank, dbgpt), day or hour (UTC). Totals count whole hours; records deleted by usage.retention_days
+    still count."""
+    now = time.time()
+    if group_by == "hour" and days is None:
+        days = 2.0
+    if group_by == "hour" and days is not None and days * 24 > MAX_HOURS:
+        raise click.UsageError(f"--by hour covers at most {MAX_HOURS // 24} days: use a smaller --days, or --by day")
+    since = now - days * 86_400 if days else None
+    chart_days = min(math.ceil(days), MAX_CHART_DAYS) if days else CHART_DAYS
 
-    async def summary(store: SQLStore) -> list[dict[str, Any]]:
-        return await store.usage_summary(group_by=group_by, since=since, key_id=key_id)
+    async def summary(store: SQLStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        key_id = await _key_id(store, key) if key is not None else None
+        rows = await store.usage_summary(group_by=group_by, since=since, key_id=key_id, model=model)
+        points: list[dict[str, Any]] = []
+        if chart and not as_json and rows:
+            start = (now // 86_400 - chart_days + 1) * 86_400
+            series = await store.usage_series(bucket="day", since=start, until=now, key_id=key_id, model=model)
+            points = series["series"][0]["points"]
+        return rows, points
 
-    rows = _with_store(config_path, summary)
+    rows, points = _with_store(config_path, summary)
     if as_json:
         click.echo(orjson.dumps(rows).decode())
         return
     if not rows:
-        click.echo("no usage recorded yet", err=True)
+        click.echo(
+            "no usage recorded yet" if since is None and not (key or model) else "no usage in that range", err=True
+        )
         return
-    lines = [[group_by, "requests", "errors", "prompt", "completion", "cost"]]
+    table(_usage_table(group_by, rows))
+    if points:
+        click.echo()
+        for line in _chart(points, chart_days):
+            click.echo(line)
+
+
+async def _key_id(store: SQLStore, key: str) -> str:
+    """The id of the key ``key`` names: its id, or the name of exactly one key (revoked ones too)."""
+    found = await store.list_keys(include_revoked=True)
+    if any(k.id == key for k in found):
+        return key
+    named = [k.id for k in found if k.name == key]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise InvalidRequestError(f"{len(named)} keys are named {key!r}: give one's id ({', '.join(named)})")
+    raise InvalidRequestError(f"no key has the id or name {key!r} (modelway keys list --all)")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def _usage_table(group_by: str, rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The totals as table rows: keys by name (the id too when two share one), no key as ``(no key)``."""
+    names = [r.get("key_name") for r in rows] if group_by == "key" else []
+    shared = {n for n in names if n is not None and names.count(n) > 1}
+    out = [[group_by, "requests", "errors", "prompt", "completion", "cost", "p50 ms", "p95 ms", "ttft p50 ms"]]
     for r in rows:
-        lines.append(
+        group = r["group"]
+        if group_by == "key":
+            name = r.get("key_name")
+            if group is None:
+                label = "(no key)"
+            elif name is None:
+                label = group  # a key id no key has (deleted from the database by hand)
+            else:
+                label = f"{name} ({group})" if name in shared else name
+        else:
+            label = str(group)
+        out.append(
             [
-                str(r["group"]),
+                label,
                 str(r["requests"]),
                 str(r["errors"]),
                 str(r["prompt_tokens"]),
                 str(r["completion_tokens"]),
                 f"{r['cost']:.6f}",
+                _ms(r["p50_ms"]),
+                _ms(r["p95_ms"]),
+                _ms(r["ttft_p50_ms"]),
             ]
         )
-    table(lines)
+    return out
+
+
+def _chart(points: list[dict[str, Any]], days: int) -> list[str]:
+    """A bar per day: cost, or requests when nothing had a cost."""
+    by_cost = any(p["cost"] > 0 for p in points)
+    what = "cost" if by_cost else "requests"
+    values = [(time.strftime("%Y-%m-%d %a", time.gmtime(p["t"])), float(p[what])) for p in points]
+    fmt = (lambda v: f"{v:.6f}") if by_cost else (lambda v: f"{v:,.0f}")
+    return [f"{what} per day (UTC), the last {days} days", *bars(values, fmt)]

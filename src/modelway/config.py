@@ -6,6 +6,7 @@ Every problem is reported as a :class:`~modelway.errors.ConfigError` naming the 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+log = logging.getLogger("modelway.config")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -152,6 +155,9 @@ class UsageConfig:
     #: ``modelway-usage-journal`` beside the spill file
     journal: bool = True
     journal_dir: str | None = None
+    #: days the raw usage records are kept (older ones are deleted by the ledger's writer, in small batches); the
+    #: hourly and daily aggregates, which totals, charts and budgets are read from, are kept; 0 keeps them forever
+    retention_days: float = 90.0
 
     #: the currency of prices, costs and budgets (a label: no conversion is made)
     currency: str = "USD"
@@ -516,6 +522,15 @@ def _usage(s: dict[str, Any]) -> UsageConfig:
         cfg.journal_dir = _str(s, "journal_dir", where)
     if "currency" in s:
         cfg.currency = _str(s, "currency", where)
+    if "retention_days" in s:
+        days = float(_num(s, "retention_days", where, positive=False))
+        # a record replayed from a dead process's journal is recognised as stored by its row: that row must still be
+        # there, and a replay happens at the next start, well within a day
+        if 0 < days < 1:
+            raise ConfigError(
+                f"{where}.retention_days: must be 0 (keep the records forever) or at least 1 (got {days:g})"
+            )
+        cfg.retention_days = days
     return cfg
 
 
@@ -685,4 +700,45 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: invalid YAML: {exc}") from None
-    return parse_config(data, env)
+    cfg = parse_config(data, env)
+    usage = data.get("usage") if isinstance(data, dict) else None
+    _resolve_paths(cfg, p.absolute().parent, set(usage) if isinstance(usage, dict) else set())
+    return cfg
+
+
+_SQLITE_URL = re.compile(r"(sqlite(?:\+aiosqlite)?:///)([^?]*)(\?.*)?", re.DOTALL)
+
+
+def _against(path: str, base: Path) -> str:
+    return path if os.path.isabs(path) else str(base / path)
+
+
+def _resolve_paths(cfg: Config, base: Path, usage_given: set[str]) -> None:
+    """Relative paths written in a config file are relative to its directory (``base``), not to the working
+    directory: a SQLite ``store.url``, and ``usage.spill_path`` and ``usage.journal_dir`` when the file sets them (their
+    defaults stay relative to the working directory). A file left where an older modelway put it, in the working
+    directory, is named in a warning."""
+    before = (cfg.store.url, os.path.abspath(cfg.usage.spill_path), cfg.usage.journal_path)
+    m = _SQLITE_URL.fullmatch(cfg.store.url or "")
+    if m is not None and m.group(2) not in ("", ":memory:") and not os.path.isabs(m.group(2)):
+        cfg.store.url = f"{m.group(1)}{base / m.group(2)}{m.group(3) or ''}"
+        _moved("store.url", os.path.abspath(m.group(2)), str(base / m.group(2)))
+    if "spill_path" in usage_given:
+        cfg.usage.spill_path = _against(cfg.usage.spill_path, base)
+        _moved("usage.spill_path", before[1], cfg.usage.spill_path)
+    if "journal_dir" in usage_given and cfg.usage.journal_dir is not None:
+        cfg.usage.journal_dir = _against(cfg.usage.journal_dir, base)
+    if before[2] is not None and cfg.usage.journal_path is not None:
+        _moved("the usage journal", os.path.abspath(before[2]), os.path.abspath(cfg.usage.journal_path))
+
+
+def _moved(what: str, old: str, new: str) -> None:
+    if old != new and os.path.exists(old) and not os.path.exists(new):
+        log.warning(
+            "%s: %s is relative to the config file's directory (%s), not to the working directory; %s exists "
+            "(an older modelway used it): move it there, or write an absolute path",
+            what,
+            os.path.basename(new),
+            os.path.dirname(new),
+            old,
+        )

@@ -88,6 +88,15 @@ R5 = usage(
 RECORDS = [R1, R2, R3, R4, R5]
 
 
+#: what a usage summary row holds besides the totals
+LATENCY_FIELDS = ("p50_ms", "p95_ms", "ttft_p50_ms", "key_name")
+
+
+def totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Summary rows without their percentiles and key names (checked on their own)."""
+    return [{k: v for k, v in r.items() if k not in LATENCY_FIELDS} for r in rows]
+
+
 def row(group: str | None, requests: int, errors: int, pt: int, ct: int, cost: float) -> dict[str, Any]:
     return {
         "group": group,
@@ -302,7 +311,7 @@ class TestUsage:
 
     async def test_summary_by_key(self, store: SQLStore) -> None:
         await store.insert_usage(RECORDS)
-        assert await store.usage_summary(group_by="key") == [
+        assert totals(await store.usage_summary(group_by="key")) == [
             row("k2", 2, 0, 101, 51, 2.25),
             row("k1", 2, 1, 30, 15, 1.75),
             row(None, 1, 1, 0, 0, 0.0),
@@ -310,22 +319,22 @@ class TestUsage:
 
     async def test_summary_by_model(self, store: SQLStore) -> None:
         await store.insert_usage(RECORDS)
-        assert await store.usage_summary(group_by="model") == [
+        assert totals(await store.usage_summary(group_by="model")) == [
             row("glm", 2, 1, 120, 60, 3.25),
             row("gpt", 3, 1, 11, 6, 0.75),
         ]
 
     async def test_summary_by_deployment(self, store: SQLStore) -> None:
         await store.insert_usage(RECORDS)
-        assert await store.usage_summary(group_by="deployment") == [
+        assert totals(await store.usage_summary(group_by="deployment")) == [
             row("zhipu/glm", 2, 1, 120, 60, 3.25),
             row("openai/gpt", 2, 0, 11, 6, 0.75),
-            row(None, 1, 1, 0, 0, 0.0),
+            row("(none)", 1, 1, 0, 0, 0.0),  # refused before any deployment: never None
         ]
 
     async def test_summary_by_day_splits_at_utc_midnight(self, store: SQLStore) -> None:
         await store.insert_usage(RECORDS)
-        assert await store.usage_summary(group_by="day") == [
+        assert totals(await store.usage_summary(group_by="day")) == [
             row("2023-11-15", 3, 1, 101, 51, 2.25),
             row("2023-11-14", 2, 1, 30, 15, 1.75),
         ]
@@ -342,23 +351,27 @@ class TestUsage:
 
     async def test_summary_filters(self, store: SQLStore) -> None:
         await store.insert_usage(RECORDS)
-        assert await store.usage_summary(group_by="key", since=MIDNIGHT) == [
+        assert totals(await store.usage_summary(group_by="key", since=MIDNIGHT)) == [
             row("k2", 2, 0, 101, 51, 2.25),
             row(None, 1, 1, 0, 0, 0.0),
         ]
-        assert await store.usage_summary(group_by="key", until=MIDNIGHT) == [row("k1", 2, 1, 30, 15, 1.75)]
-        assert await store.usage_summary(group_by="model", key_id="k1") == [
+        assert totals(await store.usage_summary(group_by="key", until=MIDNIGHT)) == [row("k1", 2, 1, 30, 15, 1.75)]
+        assert totals(await store.usage_summary(group_by="model", key_id="k1")) == [
             row("glm", 1, 1, 20, 10, 1.25),
             row("gpt", 1, 0, 10, 5, 0.5),
         ]
-        assert await store.usage_summary(group_by="day", model="gpt") == [
+        assert totals(await store.usage_summary(group_by="day", model="gpt")) == [
             row("2023-11-14", 1, 0, 10, 5, 0.5),
             row("2023-11-15", 2, 1, 1, 1, 0.25),
         ]
-        assert await store.usage_summary(group_by="model", since=MIDNIGHT + 1, until=MIDNIGHT + 7200) == [
+        # at whole hours: MIDNIGHT + 1 is rounded down to MIDNIGHT, MIDNIGHT + 7199 up to MIDNIGHT + 7200
+        assert totals(await store.usage_summary(group_by="model", since=MIDNIGHT + 3600, until=MIDNIGHT + 7200)) == [
             row("gpt", 1, 1, 0, 0, 0.0)
         ]
-        assert await store.usage_summary(group_by="model", key_id="nobody") == []
+        assert totals(await store.usage_summary(group_by="model", since=MIDNIGHT + 1, until=MIDNIGHT + 7199)) == [
+            row("gpt", 2, 1, 1, 1, 0.25)
+        ]
+        assert totals(await store.usage_summary(group_by="model", key_id="nobody")) == []
 
     async def test_equal_costs_are_ordered_by_group_with_none_last(self, store: SQLStore) -> None:
         await store.insert_usage(
@@ -373,8 +386,53 @@ class TestUsage:
         rows = await store.usage_summary(group_by="key")
         assert [(r["group"], r["cost"]) for r in rows] == [("k", 2.0), (None, 1.0)]
         rows = await store.usage_summary(group_by="deployment")
-        assert [r["group"] for r in rows] == ["x", "y", None]
+        assert [r["group"] for r in rows] == ["x", "y", "(none)"]
 
     async def test_unknown_group_by(self, store: SQLStore) -> None:
-        with pytest.raises(ValueError, match="cannot group usage by 'hour'; use one of: key, model, deployment, end"):
-            await store.usage_summary(group_by="hour")
+        with pytest.raises(ValueError, match="cannot group usage by 'week'; use one of: key, model, deployment, end"):
+            await store.usage_summary(group_by="week")
+
+
+async def test_open_waits_for_another_process_migrating_the_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A migration longer than a connection's busy timeout (5 s; 0.1 s here) held by another process: open() waits
+    for it rather than failing with "database is locked"."""
+    import logging
+    import threading
+    import time
+
+    import modelway.store.sql as sql
+
+    def short_timeout(dbapi_conn: Any, record: Any) -> None:
+        connect(dbapi_conn, record)
+        dbapi_conn.execute("PRAGMA busy_timeout = 100")
+
+    connect = sql._sqlite_connect
+    monkeypatch.setattr(sql, "_sqlite_connect", short_timeout)
+    path = tmp_path / "busy.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    db.close()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(1.0)
+        other.execute("COMMIT")
+        other.close()
+        done.set()
+
+    threading.Thread(target=hold).start()
+    held.wait()
+    s = SQLStore(f"sqlite:///{path}")
+    with caplog.at_level(logging.INFO, logger="modelway.store"):
+        await s.open()
+    try:
+        assert done.is_set() and "another process holds the database" in caplog.text
+        await s.insert_usage([R1])
+        assert await s.usage_records() == [R1]
+    finally:
+        await s.aclose()

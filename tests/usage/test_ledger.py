@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -413,3 +414,103 @@ class TestSpend:
         finally:
             store.gate = None
             await ledger.aclose()
+
+
+class PurgeSpy(SpyStore):
+    """Counts deletions, and can hold one at a gate or make them fail."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.deletes: list[int] = []
+        self.delete_gate: asyncio.Event | None = None
+        self.delete_fails = False
+
+    async def delete_usage_before(self, cutoff: float, *, limit: int = 5000) -> int:
+        if self.delete_gate is not None:
+            await self.delete_gate.wait()
+        if self.delete_fails:
+            raise ConnectionError("store down")
+        n = await super().delete_usage_before(cutoff, limit=limit)
+        self.deletes.append(n)
+        return n
+
+
+@pytest.fixture
+async def purging(tmp_path: Path) -> AsyncIterator[PurgeSpy]:
+    s = PurgeSpy(f"sqlite:///{tmp_path / 'purge.db'}")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def aged(i: int, age_days: float) -> UsageRecord:
+    r = rec(i)
+    r.ts = time.time() - age_days * 86_400
+    return r
+
+
+class TestRetention:
+    async def test_old_records_go_in_bounded_batches_and_the_aggregates_stay(self, purging: PurgeSpy) -> None:
+        await purging.insert_usage([aged(i, 40) for i in range(25)] + [aged(i, 1) for i in range(25, 30)])
+        before = await purging.usage_summary(group_by="day")
+        ledger = Ledger(purging, flush_interval=0.01, retention=30 * 86_400, purge_batch=10)
+        await ledger.start()
+        try:
+            await until(lambda: ledger.purged == 25)
+            assert purging.deletes[:3] == [10, 10, 5]  # a full batch means a backlog: the next flush goes on
+            await asyncio.sleep(0.05)
+            assert len(purging.deletes) == 3  # then once a minute (PURGE_EVERY)
+            assert await stored(purging) == ids(5, 25)
+            assert await purging.usage_summary(group_by="day") == before
+            ledger.record(aged(99, 0))
+            await until(lambda: ledger.written == 1)  # records keep being written meanwhile
+        finally:
+            await ledger.aclose()
+
+    async def test_no_retention_deletes_nothing(self, purging: PurgeSpy) -> None:
+        await purging.insert_usage([aged(i, 4000) for i in range(3)])
+        ledger = Ledger(purging, flush_interval=0.01)
+        await ledger.start()
+        await asyncio.sleep(0.05)
+        await ledger.aclose()
+        assert purging.deletes == [] and len(await stored(purging)) == 3
+
+    async def test_a_failed_deletion_is_logged_and_tried_later(
+        self, purging: PurgeSpy, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        await purging.insert_usage([aged(i, 40) for i in range(3)])
+        purging.delete_fails = True
+        ledger = Ledger(purging, flush_interval=0.01, retention=86_400)
+        await ledger.start()
+        try:
+            await until(lambda: "could not delete usage records past their retention" in caplog.text)
+            ledger.record(aged(7, 0))
+            await until(lambda: ledger.written == 1)  # the writer goes on
+            purging.delete_fails = False
+            ledger._next_purge = 0.0  # (the minute is up)
+            await until(lambda: ledger.purged == 3)
+        finally:
+            await ledger.aclose()
+
+    async def test_spend_does_not_wait_for_a_deletion(self, purging: PurgeSpy) -> None:
+        await purging.insert_usage([aged(i, 40) for i in range(3)] + [aged(9, 0)])
+        purging.delete_gate = asyncio.Event()
+        ledger = Ledger(purging, flush_interval=0.01, retention=86_400)
+        await ledger.start()
+        try:
+            await until(lambda: ledger._purging is not None)
+            async with asyncio.timeout(1):
+                assert await ledger.spend("k1", since=0) == 4 * 0.25
+        finally:
+            closing = asyncio.ensure_future(ledger.aclose())
+            await asyncio.sleep(0.05)
+            assert not closing.done()  # aclose waits for the deletion under way, it does not cut it off
+            purging.delete_gate.set()
+            await closing
+        assert ledger.purged == 3
+
+    def test_retention_must_be_positive(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="retention must be positive"):
+            Ledger(SQLStore(f"sqlite:///{tmp_path / 'x.db'}"), retention=0)

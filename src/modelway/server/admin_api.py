@@ -7,9 +7,11 @@
     GET    /admin/keys/{id}            one key, with its spend in the current budget period
     PATCH  /admin/keys/{id}            change models, limits, budget, expiry, name, metadata
     DELETE /admin/keys/{id}            revoke
-    GET    /admin/usage                totals ?group_by=key|model|deployment|endpoint|day &since= &until= &key_id=
-                                       &model=
-    GET    /admin/usage/records        the newest records ?limit= &key_id= &since=
+    GET    /admin/usage                totals from the aggregates ?group_by=key|model|deployment|endpoint|day|hour
+                                       &since= &until= &key_id= &model= &format=json|csv
+    GET    /admin/usage/series         points per hour or day for charts ?bucket= &group_by= ...
+    GET    /admin/usage/records        the newest records ?limit= &before= &key_id= &model= &status= ...
+    GET    /admin/usage/records/{id}   one record, by its record_id (the usage routes: admin_usage.py)
     GET    /admin/deployments          every deployment in rotation: configured ones, and the model workers
                                        registered with the cluster controller (source, address, last heartbeat,
                                        queue length, cooling)
@@ -22,7 +24,6 @@ Times are Unix seconds. Without a store (``store.url``) there are no keys or rec
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,8 @@ from ..auth.keys import key_fields, new_key
 from ..errors import InvalidRequestError, ServiceUnavailableError
 from ..limits.base import period_window
 from ..store.errors import unreachable
-from ..usage.records import GROUP_BY
 from .admin_deployments import RUNTIME_ROOTS, runtime_route
+from .admin_usage import USAGE_ROOT, usage_route
 from .errors import Forbidden, MethodNotAllowed, NotFound
 from .gateway import Gateway
 from .http import Request, Send, send_json
@@ -51,19 +52,6 @@ ADMIN_PREFIX = "/admin/"
 def _query(req: Request) -> dict[str, str]:
     qs = req.scope.get("query_string") or b""
     return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1"), keep_blank_values=True).items()}
-
-
-def _float(q: dict[str, str], name: str) -> float | None:
-    v = q.get(name)
-    if v is None:
-        return None
-    try:
-        t = float(v)
-    except ValueError:
-        t = math.nan
-    if not math.isfinite(t):
-        raise InvalidRequestError(f"{name} must be a Unix time in seconds (got {v!r})", param=name)
-    return t
 
 
 async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
@@ -97,12 +85,8 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
             "DELETE": lambda: _revoke_key(gw, store, req, send, key_id),
         }.get(method)
         allow = "DELETE, GET, PATCH"
-    elif parts == ["usage"]:
-        route = (lambda: _usage(gw, store, req, send)) if method == "GET" else None
-        allow = "GET"
-    elif parts == ["usage", "records"]:
-        route = (lambda: _records(gw, store, req, send)) if method == "GET" else None
-        allow = "GET"
+    elif parts[0] == USAGE_ROOT:  # totals, series and records: admin_usage.py
+        route, allow = usage_route(gw, store, req, send, parts)
     elif parts[0] in RUNTIME_ROOTS:  # deployments and aliases changed at run time
         route, allow = runtime_route(gw, store, req, send, parts)
     else:
@@ -168,33 +152,3 @@ async def _revoke_key(gw: Gateway, store: SQLStore, req: Request, send: Send, ke
         raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")
     gw.control.auth.remember(key)
     await send_json(send, 200, {"id": key.id, "revoked_at": key.revoked_at}, request_id=req.request_id)
-
-
-async def _usage(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
-    q = _query(req)
-    group_by = q.get("group_by", "model")
-    if group_by not in GROUP_BY:
-        raise InvalidRequestError(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
-    if gw.control.ledger is not None:
-        await gw.control.ledger.flush()
-    rows = await store.usage_summary(
-        group_by=group_by,
-        since=_float(q, "since"),
-        until=_float(q, "until"),
-        key_id=q.get("key_id") or None,
-        model=q.get("model") or None,
-    )
-    body = {"object": "list", "group_by": group_by, "currency": gw.config.usage.currency, "data": rows}
-    await send_json(send, 200, body, request_id=req.request_id)
-
-
-async def _records(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
-    q = _query(req)
-    raw_limit = q.get("limit", "100")
-    # ASCII digits only ("²" is a digit to isdigit(), not to int()), and few of them (int() refuses 4,300+)
-    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 6) or not 1 <= int(raw_limit) <= 10_000:
-        raise InvalidRequestError("limit must be an integer from 1 to 10000", param="limit")
-    if gw.control.ledger is not None:
-        await gw.control.ledger.flush()
-    records = await store.usage_records(limit=int(raw_limit), key_id=q.get("key_id") or None, since=_float(q, "since"))
-    await send_json(send, 200, {"object": "list", "data": [r.to_dict() for r in records]}, request_id=req.request_id)

@@ -131,6 +131,7 @@ class ControlPlane:
                     batch_size=u.batch_size,
                     spill_path=u.spill_path,
                     journal_dir=_journal_dir(u.journal_path, store),
+                    retention=u.retention_days * 86_400 or None,
                 )
                 await ledger.start()
                 if sc.redis_url is not None:

@@ -23,34 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Double,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    and_,
-    case,
-    event,
-    func,
-    literal_column,
-    select,
-)
+from sqlalchemy import Boolean, Double, Integer, String, event, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql.elements import ColumnElement
 
 from ..auth.keys import ApiKey
 from ..errors import ConfigError
 from ..usage.records import GROUP_BY, UsageRecord
+from . import rollups, tables, usage_queries
 from .migrations import SCHEMA_VERSION, migrate, quote_schema
+from .usage_queries import RecordFilter
 
-__all__ = ["GROUP_BY", "SQLStore"]
+__all__ = ["GROUP_BY", "RecordFilter", "SQLStore"]
 
 log = logging.getLogger("modelway.store")
 
@@ -62,57 +49,18 @@ _DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
-#: what :meth:`SQLStore.usage_summary` can group by
+#: how long open() waits for another process's migration of the same SQLite file
+MIGRATION_WAIT = 600.0
 #: ApiKey fields fixed at creation: the id and the secret's hash and prefix identify the key
 _FIXED_KEY_FIELDS = frozenset({"id", "key_hash", "prefix", "created_at"})
 _KEY_FIELDS = tuple(f.name for f in dataclasses.fields(ApiKey))
 _UPDATABLE = frozenset(_KEY_FIELDS) - _FIXED_KEY_FIELDS
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
 
-# Column types here are what values are bound and read as; the DDL is in .migrations.
-_meta = MetaData()
-_keys = Table(
-    "mw_keys",
-    _meta,
-    Column("id", String, primary_key=True),
-    Column("name", String),
-    Column("key_hash", String),
-    Column("prefix", String),
-    Column("models", String),
-    Column("rpm", Integer),
-    Column("tpm", Integer),
-    Column("max_parallel", Integer),
-    Column("budget", Double),
-    Column("budget_period", String),
-    Column("created_at", Double),
-    Column("expires_at", Double),
-    Column("revoked_at", Double),
-    Column("metadata", String),
-)
-_usage = Table(
-    "mw_usage",
-    _meta,
-    Column("id", Integer, primary_key=True),
-    Column("ts", Double),
-    Column("request_id", String),
-    Column("key_id", String),
-    Column("model", String),
-    Column("deployment", String),
-    Column("endpoint", String),
-    Column("stream", Boolean),
-    Column("prompt_tokens", Integer),
-    Column("completion_tokens", Integer),
-    Column("total_tokens", Integer),
-    Column("cost", Double),
-    Column("status", Integer),
-    Column("error", String),
-    Column("latency_ms", Double),
-    Column("ttft_ms", Double),
-    Column("estimated", Boolean),
-    Column("record_id", String),
-    Column("attempts", Integer),
-    Column("fallback", String),
-)
+_keys = tables.keys
+_usage = tables.usage
+#: the PostgreSQL type of each usage column, for the arrays of a batch insert (``unnest``)
+_PG_ARRAY_TYPES = {Double: "float8", String: "text", Integer: "int4", Boolean: "bool"}
 
 
 def _json(value: Any) -> str:
@@ -193,6 +141,7 @@ class SQLStore:
         self._memory = self._sqlite and self._url.database in (None, "", ":memory:")
         self._engine: AsyncEngine | None = None
         self._insert_sql: tuple[str, tuple[str, ...]] | None = None
+        self._rollup_sql: list[tuple[str, tuple[int, ...] | None]] | None = None
         self._open_lock = asyncio.Lock()
         # an in-memory SQLite database is one connection, shared: one operation at a time on it
         self._serial = asyncio.Lock() if self._memory else None
@@ -216,16 +165,33 @@ class SQLStore:
                 return
             engine = self._create_engine()
             try:
-                async with engine.connect() as conn:
-                    await conn.execution_options(mw_write=True)
-                    async with conn.begin():
-                        before = await migrate(conn, schema=self._schema)
+                before = await self._migrate(engine)
             except BaseException:
                 await engine.dispose()
                 raise
             self._engine = engine
             if before < SCHEMA_VERSION:
                 log.info("store %s: schema migrated from version %d to %d", self.url, before, SCHEMA_VERSION)
+
+    async def _migrate(self, engine: AsyncEngine) -> int:
+        """Run the migrations; the schema version found. On SQLite, another process migrating the same file (a long
+        step: filling the usage aggregates of a million records takes ~10 s) holds the write lock longer than the
+        5 s a connection waits for it: wait on, up to :data:`MIGRATION_WAIT` seconds (PostgreSQL's lock waits)."""
+        deadline = time.monotonic() + MIGRATION_WAIT
+        waited = False
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    await conn.execution_options(mw_write=True)
+                    async with conn.begin():
+                        return await migrate(conn, schema=self._schema)
+            except OperationalError as exc:
+                if not (self._sqlite and "locked" in str(exc)) or time.monotonic() >= deadline:
+                    raise
+                if not waited:
+                    waited = True
+                    log.info("store %s: another process holds the database (migrating it?): waiting", self.url)
+                await asyncio.sleep(0.2)
 
     def _create_engine(self) -> AsyncEngine:
         if self._sqlite:
@@ -320,17 +286,55 @@ class SQLStore:
 
     # -- usage ------------------------------------------------------------------------------------------------
     async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Store ``records`` in one transaction: all of them or, on an error, none. A record whose ``record_id``
-        is stored already is skipped (a replay after a crash stores nothing twice)."""
+        """Store ``records`` and add them to the aggregates (:mod:`.rollups`), in one transaction: all of it or, on an
+        error, nothing. A record whose ``record_id`` is stored already is skipped, in the aggregates too (a replay
+        after a crash stores nothing twice)."""
         if not records:
             return
-        sql, order = self._usage_insert()
-        # tuples in the driver's own parameter style: SQLAlchemy's per-row parameter processing cost three times
-        # more than the rest of the write (BENCHMARKS.md, decision 11); every value is already a plain type
-        get = operator.attrgetter(*order)
-        rows = [get(rec) for rec in records]
         async with self._connect(write=True) as conn:
-            await conn.exec_driver_sql(sql, rows)
+            fresh = await (
+                self._insert_sqlite(conn, records) if self._sqlite else self._insert_postgresql(conn, records)
+            )
+            if not fresh:
+                return
+            for (sql, order), rows in zip(self._rollup_upserts(), rollups.deltas(fresh), strict=True):
+                if order is not None:  # (None: the parameters are in the order of the delta tuples already)
+                    rows = [tuple(row[i] for i in order) for row in rows]
+                if rows:
+                    await conn.exec_driver_sql(sql, rows)
+
+    async def _insert_sqlite(self, conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+        """Insert the records not stored yet (the write lock, taken by BEGIN IMMEDIATE, keeps anyone else from
+        storing one meanwhile); those records."""
+        ids = [r.record_id for r in records if r.record_id is not None]
+        stored: set[str] = set()
+        for at in range(0, len(ids), 500):  # (SQLite before 3.32 takes at most 999 parameters)
+            chunk = tuple(ids[at : at + 500])
+            query = f"SELECT record_id FROM mw_usage WHERE record_id IN ({', '.join('?' * len(chunk))})"
+            stored.update(row[0] for row in (await conn.exec_driver_sql(query, chunk)).all())
+        fresh = _first_of_each(records, stored)
+        if fresh:
+            sql, order = self._usage_insert()
+            # tuples in the driver's own parameter style: SQLAlchemy's per-row parameter processing cost three times
+            # more than the rest of the write (BENCHMARKS.md, decision 11); every value is already a plain type
+            get = operator.attrgetter(*order)
+            await conn.exec_driver_sql(sql, [get(rec) for rec in fresh])
+        return fresh
+
+    async def _insert_postgresql(self, conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+        """Insert the records in one statement (a column of values per array parameter) that says which it stored:
+        a concurrent transaction storing the same record makes this one wait, then skip it."""
+        cols = ", ".join(_USAGE_FIELDS)
+        arrays = ", ".join(
+            f"${i}::{_PG_ARRAY_TYPES[type(_usage.c[name].type)]}[]" for i, name in enumerate(_USAGE_FIELDS, 1)
+        )
+        sql = (
+            f"INSERT INTO mw_usage ({cols}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (record_id) DO NOTHING RETURNING record_id"
+        )
+        params = tuple([getattr(rec, name) for rec in records] for name in _USAGE_FIELDS)
+        inserted = {row[0] for row in (await conn.exec_driver_sql(sql, params)).all()}
+        return [r for r in _first_of_each(records, set()) if r.record_id is None or r.record_id in inserted]
 
     def _usage_insert(self) -> tuple[str, tuple[str, ...]]:
         """The usage INSERT compiled for this database's driver, and the record fields in its parameter order."""
@@ -347,47 +351,35 @@ class SQLStore:
             self._insert_sql = (str(compiled), order)
         return self._insert_sql
 
+    def _rollup_upserts(self) -> list[tuple[str, tuple[int, ...] | None]]:
+        """The upsert (add to the row, or create it) of each table of :data:`rollups.ROLLUPS` compiled for this
+        database's driver, each with the positions in a :func:`rollups.deltas` tuple of its parameters."""
+        if self._rollup_sql is None:
+            assert self._engine is not None
+            dialect = self._engine.dialect
+            insert = sqlite_insert if dialect.name == "sqlite" else pg_insert
+            self._rollup_sql = []
+            for r in rollups.ROLLUPS:
+                keys = [r.time_column, *r.dims]
+                names = [*keys, *rollups.METRICS]
+                stmt = insert(r.table)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=keys, set_={m: r.table.c[m] + stmt.excluded[m] for m in rollups.METRICS}
+                )
+                compiled = stmt.compile(dialect=dialect, column_keys=names)
+                order = tuple(compiled.positiontup or ())
+                if sorted(order) != sorted(names):
+                    raise RuntimeError(f"cannot build a positional usage upsert for {dialect.name}")
+                positions = tuple(names.index(n) for n in order)
+                same = positions == tuple(range(len(names)))
+                self._rollup_sql.append((str(compiled), None if same else positions))
+        return self._rollup_sql
+
     async def spend(self, key_id: str, *, since: float) -> float:
-        """What ``key_id`` spent in requests that arrived at ``since`` or later."""
-        query = select(func.coalesce(func.sum(_usage.c.cost), 0.0)).where(
-            _usage.c.key_id == key_id, _usage.c.ts >= since
-        )
+        """What ``key_id`` spent in requests that arrived at ``since`` or later (from the aggregates: records deleted
+        by the retention still count)."""
         async with self._connect() as conn:
-            total = (await conn.execute(query)).scalar_one()
-        return float(total)
-
-    def _group_column(self, group_by: str) -> ColumnElement[Any]:
-        if group_by == "key":
-            return _usage.c.key_id
-        if group_by == "model":
-            return _usage.c.model
-        if group_by == "deployment":
-            return _usage.c.deployment
-        if group_by == "endpoint":
-            return _usage.c.endpoint
-        if group_by == "day":
-            # the UTC date; constants are inlined (not bound) so that PostgreSQL sees the SELECT and GROUP BY
-            # expressions as the same expression
-            if self._sqlite:
-                return func.strftime(literal_column("'%Y-%m-%d'"), _usage.c.ts, literal_column("'unixepoch'"))
-            utc = func.timezone(literal_column("'UTC'"), func.to_timestamp(_usage.c.ts))
-            return func.to_char(utc, literal_column("'YYYY-MM-DD'"))
-        raise ValueError(f"cannot group usage by {group_by!r}; use one of: {', '.join(GROUP_BY)}")
-
-    @staticmethod
-    def _filters(
-        since: float | None, until: float | None, key_id: str | None, model: str | None
-    ) -> list[ColumnElement[bool]]:
-        out: list[ColumnElement[bool]] = []
-        if since is not None:
-            out.append(_usage.c.ts >= since)
-        if until is not None:
-            out.append(_usage.c.ts < until)
-        if key_id is not None:
-            out.append(_usage.c.key_id == key_id)
-        if model is not None:
-            out.append(_usage.c.model == model)
-        return out
+            return await usage_queries.spend(conn, key_id, since)
 
     async def usage_summary(
         self,
@@ -398,51 +390,96 @@ class SQLStore:
         key_id: str | None = None,
         model: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Totals per key, model, deployment or UTC day (``YYYY-MM-DD``), most expensive first.
+        """Totals per key, model, deployment, endpoint, UTC day (``YYYY-MM-DD``) or hour (``YYYY-MM-DDTHH:00Z``),
+        from the aggregates, most expensive first.
 
-        ``since`` is inclusive and ``until`` exclusive. Each row: ``group``, ``requests``, ``errors`` (status 400
-        or more), ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, ``cost``. Rows of equal cost are
-        ordered by group (``None`` last) in Python, so both backends order them alike whatever their collation.
-        Raises :class:`ValueError` for another ``group_by``.
+        ``since`` (inclusive) and ``until`` (exclusive) are rounded out to whole UTC hours. Each row: ``group``,
+        ``requests``, ``errors`` (status 400 or more), ``prompt_tokens``, ``completion_tokens``, ``total_tokens``,
+        ``cost``, ``p50_ms``, ``p95_ms``, ``ttft_p50_ms`` (from the histograms; ``None`` without a value), and for
+        ``key`` the ``key_name``. The deployment ``None`` is the group ``"(none)"``. Rows of equal cost are ordered by
+        group (``None`` last). Raises :class:`ValueError` for another ``group_by``.
         """
-        group = self._group_column(group_by).label("grp")
-        query = select(
-            group,
-            func.count().label("requests"),
-            func.sum(case((_usage.c.status >= 400, 1), else_=0)).label("errors"),
-            func.sum(_usage.c.prompt_tokens).label("prompt_tokens"),
-            func.sum(_usage.c.completion_tokens).label("completion_tokens"),
-            func.sum(_usage.c.total_tokens).label("total_tokens"),
-            func.sum(_usage.c.cost).label("cost"),
-        ).group_by(group)
-        filters = self._filters(since, until, key_id, model)
-        if filters:
-            query = query.where(and_(*filters))
+        _since, _until, rows = await self.usage_totals(
+            group_by=group_by, since=since, until=until, key_id=key_id, model=model
+        )
+        return rows
+
+    async def usage_totals(
+        self,
+        *,
+        group_by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+    ) -> tuple[int | None, int | None, list[dict[str, Any]]]:
+        """:meth:`usage_summary`'s rows, after the range they cover: ``since`` and ``until`` at whole hours."""
         async with self._connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        out = [
-            {
-                "group": row["grp"],
-                "requests": int(row["requests"]),
-                "errors": int(row["errors"]),
-                "prompt_tokens": int(row["prompt_tokens"]),
-                "completion_tokens": int(row["completion_tokens"]),
-                "total_tokens": int(row["total_tokens"]),
-                "cost": float(row["cost"]),
-            }
-            for row in rows
-        ]
-        out.sort(key=lambda r: (-r["cost"], r["group"] is None, r["group"] or ""))
-        return out
+            plan, rows = await usage_queries.summary(
+                conn, group_by=group_by, since=since, until=until, key_id=key_id, model=model
+            )
+        return plan.since, plan.until, rows
+
+    async def usage_series(
+        self,
+        *,
+        bucket: str,
+        since: float,
+        until: float,
+        group_by: str | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        limit: int = 10,
+    ) -> dict[str, Any]:
+        """Points per ``bucket`` (``hour`` or ``day``) for charts: see :func:`usage_queries.series`."""
+        async with self._connect() as conn:
+            return await usage_queries.series(
+                conn,
+                bucket=bucket,
+                since=since,
+                until=until,
+                group_by=group_by,
+                key_id=key_id,
+                model=model,
+                limit=limit,
+            )
+
+    async def usage_page(
+        self, where: RecordFilter | None = None, *, limit: int = 100
+    ) -> tuple[list[tuple[int, str | None, UsageRecord]], bool]:
+        """The newest ``limit`` records ``where`` selects, newest (highest row id) first, each as ``(row id, the
+        key's name, record)``; and whether older ones follow (ask again with ``before`` the last row id)."""
+        async with self._connect() as conn:
+            return await usage_queries.records_page(conn, where or RecordFilter(), limit)
 
     async def usage_records(
         self, *, limit: int = 100, key_id: str | None = None, since: float | None = None
     ) -> list[UsageRecord]:
-        """The newest ``limit`` records (of ``key_id``, from ``since`` on), newest first."""
-        query = select(_usage).order_by(_usage.c.ts.desc(), _usage.c.id.desc()).limit(limit)
-        filters = self._filters(since, None, key_id, None)
-        if filters:
-            query = query.where(and_(*filters))
+        """The newest ``limit`` records (of ``key_id``, from ``since`` on), the last stored first."""
+        rows, _more = await self.usage_page(RecordFilter(key_id=key_id, since=since), limit=limit)
+        return [rec for _id, _name, rec in rows]
+
+    async def usage_record(self, record_id: str) -> tuple[int, str | None, UsageRecord] | None:
+        """The record with ``record_id`` as ``(row id, the key's name, record)``, or ``None``."""
         async with self._connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [UsageRecord(**{name: row[name] for name in _USAGE_FIELDS}) for row in rows]
+            return await usage_queries.record(conn, record_id)
+
+    async def delete_usage_before(self, cutoff: float, *, limit: int = 5000) -> int:
+        """Delete at most ``limit`` records that arrived before ``cutoff``, in one short transaction; how many. The
+        aggregates keep what they added up to."""
+        async with self._connect(write=True) as conn:
+            return await usage_queries.delete_before(conn, cutoff, limit)
+
+
+def _first_of_each(records: Sequence[UsageRecord], skip: set[str]) -> list[UsageRecord]:
+    """``records`` but those whose ``record_id`` is in ``skip`` and the repeats of a ``record_id``."""
+    seen = set(skip)
+    out = []
+    for rec in records:
+        rid = rec.record_id
+        if rid is None:
+            out.append(rec)
+        elif rid not in seen:
+            seen.add(rid)
+            out.append(rec)
+    return out

@@ -19,7 +19,7 @@ ENDPOINTS = (
 )
 
 #: how usage totals can be grouped (``modelway usage --by``, ``/admin/usage?group_by=``)
-GROUP_BY = ("key", "model", "deployment", "endpoint", "day")
+GROUP_BY = ("key", "model", "deployment", "endpoint", "day", "hour")
 
 # record ids: a random per-process prefix and a counter, unique across processes and restarts (a process forked
 # after this import, e.g. by a pre-loading server, draws its own prefix)

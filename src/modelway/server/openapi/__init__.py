@@ -19,7 +19,9 @@ from typing import Any
 from ._base import (
     _KEY_ID,
     _MODEL_ID,
+    _RECORD_ID,
     _RECORDS_QUERY,
+    _SERIES_QUERY,
     _STRING,
     _USAGE_QUERY,
     Schema,
@@ -67,6 +69,14 @@ def _models(op_id: str, summary: str) -> Schema:
 
 def _model(op_id: str, summary: str) -> Schema:
     return _op(op_id, summary, "Model", parameters=_MODEL_ID)
+
+
+def _usage_totals() -> Schema:
+    op = _op("usage", "Usage totals (master key)", "UsageSummary", parameters=_USAGE_QUERY)
+    op["responses"]["200"]["content"]["text/csv"] = {
+        "schema": {"type": "string", "description": "format=csv: a header line, then a line per row"}
+    }
+    return op
 
 
 @cache
@@ -239,9 +249,15 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
                     "resetAlias", "Drop the run-time changes of a model's settings", "Alias", parameters=_ALIAS_NAME
                 )
             },
-            "/admin/usage": {"get": _op("usage", "Usage totals (master key)", "UsageSummary", parameters=_USAGE_QUERY)},
+            "/admin/usage": {"get": _usage_totals()},
+            "/admin/usage/series": {
+                "get": _op("usageSeries", "Usage per hour or day, for charts", "UsageSeries", parameters=_SERIES_QUERY)
+            },
             "/admin/usage/records": {
                 "get": _op("usageRecords", "The newest usage records", "UsageRecords", parameters=_RECORDS_QUERY)
+            },
+            "/admin/usage/records/{record_id}": {
+                "get": _op("usageRecord", "One usage record", "UsageRecord", parameters=_RECORD_ID)
             },
             "/metrics": {
                 "get": {

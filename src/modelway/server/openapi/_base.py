@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...usage.records import GROUP_BY
+from ...usage.records import ENDPOINTS, GROUP_BY
 
 __all__ = ["Schema"]
 
@@ -142,17 +142,46 @@ def _path_param(name: str, description: str) -> list[Schema]:
     return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}]
 
 
-_USAGE_QUERY = [
-    {"name": "group_by", "in": "query", "schema": {"enum": list(GROUP_BY)}},
+_RANGE_QUERY = [
     {"name": "since", "in": "query", "schema": _NUMBER, "description": "Unix seconds, inclusive"},
     {"name": "until", "in": "query", "schema": _NUMBER, "description": "Unix seconds, exclusive"},
     {"name": "key_id", "in": "query", "schema": _STRING},
     {"name": "model", "in": "query", "schema": _STRING},
 ]
+_USAGE_QUERY = [
+    {"name": "group_by", "in": "query", "schema": {"enum": list(GROUP_BY)}, "description": "default: model"},
+    *_RANGE_QUERY,
+    {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}, "description": "default: json"},
+]
+_SERIES_QUERY = [
+    {"name": "bucket", "in": "query", "schema": {"enum": ["hour", "day"]}, "description": "default: hour"},
+    {"name": "group_by", "in": "query", "schema": {"enum": ["key", "model", "deployment", "endpoint"]}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 50},
+        "description": "series shown (default 10), the most expensive; the rest summed as (other)",
+    },
+    *_RANGE_QUERY,
+]
 _RECORDS_QUERY = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-    {"name": "key_id", "in": "query", "schema": _STRING},
-    {"name": "since", "in": "query", "schema": _NUMBER},
+    {
+        "name": "before",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": _INT64},
+        "description": "a record's id: the records stored before it (the next page: next_before)",
+    },
+    *_RANGE_QUERY,
+    {"name": "deployment", "in": "query", "schema": _STRING, "description": "(none): no deployment served it"},
+    {"name": "endpoint", "in": "query", "schema": {"enum": list(ENDPOINTS)}},
+    {
+        "name": "status",
+        "in": "query",
+        "schema": {"type": "string", "pattern": "^[1-5]([0-9]{2}|xx)$"},
+        "description": "an HTTP status (429) or a class (2xx, 4xx, 5xx)",
+    },
 ]
+_RECORD_ID = _path_param("record_id", "a usage record's record_id")
 _KEY_ID = _path_param("id", "the key's id (key_...)")
 _MODEL_ID = _path_param("model", "an alias, or provider/model")

@@ -49,34 +49,84 @@ _KEY_WITH_SPEND = _obj(
 _KEY_LIST = _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Key")}}, ["object", "data"])
 _KEY_REVOKED = _obj({"id": _STRING, "revoked_at": _NUMBER}, ["id", "revoked_at"])
 
+_NULL_NUMBER: Schema = {"type": ["number", "null"]}
+_LATENCY: Schema = {
+    "p50_ms": {**_NULL_NUMBER, "description": "median latency, from fixed-bucket histograms (null: no request)"},
+    "p95_ms": _NULL_NUMBER,
+    "ttft_p50_ms": {**_NULL_NUMBER, "description": "median time to first token of streams (null: none)"},
+}
+_USAGE_ROW = _obj(
+    {
+        "group": {
+            "type": ["string", "null"],
+            "description": "the key id (null: the master key or no auth), model, deployment ((none): refused before "
+            "one was chosen), endpoint, day (YYYY-MM-DD) or hour (YYYY-MM-DDTHH:00Z)",
+        },
+        "key_name": {**_NULL_STRING, "description": "group_by=key only"},
+        "requests": _INT,
+        "errors": {"type": "integer", "description": "status 400 or more"},
+        "prompt_tokens": _INT,
+        "completion_tokens": _INT,
+        "total_tokens": _INT,
+        "cost": _NUMBER,
+        **_LATENCY,
+    },
+    [*("group", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost"), *_LATENCY],
+)
+_RANGE: Schema = {
+    "since": {"type": ["integer", "null"], "description": "the range read, at whole UTC hours (inclusive)"},
+    "until": {"type": ["integer", "null"], "description": "exclusive"},
+}
 _USAGE_SUMMARY = _obj(
     {
         "object": {"const": "list"},
         "group_by": {"enum": list(GROUP_BY)},
         "currency": _STRING,
-        "data": {
+        **_RANGE,
+        "data": {"type": "array", "items": _USAGE_ROW},
+    },
+    ["object", "group_by", "currency", "since", "until", "data"],
+    description="most expensive first",
+)
+_POINT = _obj(
+    {
+        "t": {"type": "integer", "description": "the bucket's start, Unix seconds"},
+        "requests": _INT,
+        "errors": _INT,
+        "total_tokens": _INT,
+        "cost": _NUMBER,
+        **_LATENCY,
+    },
+    ["t", "requests", "errors", "total_tokens", "cost", *_LATENCY],
+)
+_USAGE_SERIES = _obj(
+    {
+        "bucket": {"enum": ["hour", "day"]},
+        "group_by": {"enum": ["key", "model", "deployment", "endpoint", None]},
+        "currency": _STRING,
+        "since": _INT,
+        "until": _INT,
+        "series": {
             "type": "array",
             "items": _obj(
                 {
-                    "group": _NULL_STRING,
-                    "requests": _INT,
-                    "errors": _INT,
-                    "prompt_tokens": _INT,
-                    "completion_tokens": _INT,
-                    "total_tokens": _INT,
-                    "cost": _NUMBER,
+                    "group": {**_NULL_STRING, "description": "as in UsageSummary; (other): the rest summed"},
+                    "key_name": {**_NULL_STRING, "description": "group_by=key only"},
+                    "points": {"type": "array", "items": _POINT, "description": "every bucket, oldest first"},
                 },
-                ["group", "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost"],
+                ["group", "points"],
             ),
         },
     },
-    ["object", "group_by", "currency", "data"],
+    ["bucket", "group_by", "since", "until", "series"],
 )
 _USAGE_RECORD = _obj(
     {
+        "id": {"type": "integer", "description": "the row's id: pages go by it (before=)"},
         "ts": _NUMBER,
         "request_id": _STRING,
         "key_id": _NULL_STRING,
+        "key_name": _NULL_STRING,
         "model": _STRING,
         "deployment": _NULL_STRING,
         "endpoint": {"enum": list(ENDPOINTS)},
@@ -94,10 +144,16 @@ _USAGE_RECORD = _obj(
         "attempts": {"type": "integer", "description": "upstream requests the router made (retries, failovers)"},
         "fallback": {"type": ["string", "null"], "description": "the model fallen back to"},
     },
-    ["ts", "request_id", "key_id", "model", "endpoint", "stream", "status"],
+    ["id", "ts", "request_id", "key_id", "key_name", "model", "endpoint", "stream", "status", "record_id"],
 )
 _RECORDS = _obj(
-    {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("UsageRecord")}}, ["object", "data"]
+    {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": _ref("UsageRecord"), "description": "newest first"},
+        "has_more": {"type": "boolean"},
+        "next_before": {"type": ["integer", "null"], "description": "before= of the next page (null: no more)"},
+    },
+    ["object", "data", "has_more", "next_before"],
 )
 _DEPLOYMENT = _obj(
     {
@@ -259,6 +315,7 @@ ADMIN_COMPONENTS: Schema = {
     "UsageSummary": _USAGE_SUMMARY,
     "UsageRecord": _USAGE_RECORD,
     "UsageRecords": _RECORDS,
+    "UsageSeries": _USAGE_SERIES,
     "Deployment": _DEPLOYMENT,
     "DeploymentList": _DEPLOYMENTS,
     "DeploymentCreate": _DEPLOYMENT_CREATE,

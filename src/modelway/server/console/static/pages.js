@@ -30,7 +30,7 @@ function seriesChart(series, bucket) {
   }
   const sorted = [...points.values()].sort((a, b) => a.t - b.t);
   const label = (ts) => { const d = new Date(ts * 1000); return bucket === "hour" ? `${d.getHours()}:00` : `${d.getMonth() + 1}/${d.getDate()}`; };
-  return bars(sorted, { series: [t("requests"), t("errors")], label, format: (v) => num(Math.round(v)) });
+  return bars(sorted, { series: [t("requests"), t("errors")], label, format: (v) => num(v) });
 }
 
 // -- overview ---------------------------------------------------------------------------------------------
@@ -162,8 +162,8 @@ async function requests(body) {
     if (reset) { before = null; list.replaceChildren(); }
     const page = await get("/admin/usage/records", { limit: 50, before, ...filters });
     const rows = page.data;
-    if (rows.length) before = rows[rows.length - 1].id;
-    more.hidden = rows.length < 50;
+    before = page.next_before ?? (rows.length ? rows[rows.length - 1].id : null);
+    more.hidden = page.has_more === undefined ? rows.length < 50 : !page.has_more;
     list.append(table(columns, rows, { testid: "requests-table", onrow: detail }));
   };
   const apply = () => { filters.key_id = keySel.value; filters.model = modelIn.value.trim(); filters.status = statusSel.value; return load(true); };
