@@ -227,6 +227,15 @@ class GatewayApp:
             got = b"Bearer " + api_key if api_key else None
         req.caller = await gw.control.auth.authenticate(got)
 
+    @classmethod
+    async def _identify(cls, gw: Gateway, req: Request) -> None:
+        """The caller, if its key is good; else it stays anonymous (nothing is refused for the key here)."""
+        if req.headers.get(b"authorization") or req.headers.get(b"x-api-key"):
+            try:
+                await cls._authenticate(gw, req)
+            except ModelwayError:
+                pass
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, self.lifecycle)
         ex = Exchange(req)
@@ -335,6 +344,8 @@ class GatewayApp:
             if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
                 await serve_console(req, send)  # (static files: the page signs in against the admin API)
                 return
+            # (who asked, when the key is good: a refused request of a known caller is recorded as theirs)
+            await self._identify(gw, req)
             allowed = [m for m, p in _ROUTES if p == path]
             if allowed:
                 raise MethodNotAllowed(req.method, path, ", ".join(allowed))

@@ -416,7 +416,8 @@ def _clean(text: str) -> str:
 def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted: bool) -> None:
     """An exchange that ended without a ticket: the gateway answered it itself. ``counted``: it refused the request
     (bad JSON, a field out of range, 401, 404, 405, 413, the caller leaving while it sent its body ...): count it in
-    the metrics and the usage ledger (model ``(unknown)``, the key when it was known), as an admitted request is.
+    the metrics, and in the usage ledger when the caller was known (a key, or the master key; model ``(unknown)``),
+    as an admitted request is.
     Either way it gets its request log line and its trace's attributes. Never raises."""
     req = ex.req
     status = ex.status if ex.status is not None else 499
@@ -443,7 +444,9 @@ def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted
             error=ex.code,
             latency_ms=elapsed * 1000.0,
         )
-        if counted and plane.ledger is not None:
+        if counted and plane.ledger is not None and (key is not None or caller.admin):
+            # (only a known caller's refusals go to the ledger: anyone can send 401s and 404s by the thousand, and
+            # each would be a row; the metrics and the request log count them all)
             plane.ledger.record(record)
         if log_ is not None and not (log_.skip_probes and status < 400 and req.path in PROBES):
             log_.write(
