@@ -4,12 +4,13 @@ under /ui; and the admin-key role that lets the console in."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from gw import RunningGateway  # (tests/server, put on the path by conftest)
+from gw import MASTER_KEY, RunningGateway  # (tests/server, put on the path by conftest)
 
 from modelway.auth.keys import new_key
 from modelway.server.console import _FILES
@@ -77,3 +78,46 @@ def test_a_key_with_the_admin_role_is_an_admin_and_others_are_not() -> None:
     _, other = new_key("x", metadata={"role": "viewer"})
     assert _caller(admin).admin and admin.admin
     assert not _caller(plain).admin and not _caller(other).admin
+
+
+def test_an_admin_key_cannot_outlive_its_revocation_nor_reach_the_gateways_secrets(client: httpx.Client) -> None:
+    master = {"Authorization": f"Bearer {MASTER_KEY}"}
+    made = client.post("/admin/keys", headers=master, json={"name": "ops", "metadata": {"role": "admin"}}).json()
+    admin = {"Authorization": f"Bearer {made['key']}"}
+    assert client.get("/admin/keys", headers=admin).status_code == 200  # the console's admin API
+    plain = client.post("/admin/keys", headers=admin, json={"name": "team"})
+    assert plain.status_code == 201  # it manages ordinary keys
+    assert client.patch(f"/admin/keys/{plain.json()['id']}", headers=admin, json={"rpm": 5}).status_code == 200
+    refused = [
+        client.post("/admin/keys", headers=admin, json={"name": "heir", "metadata": {"role": "admin"}}),
+        client.patch(f"/admin/keys/{made['id']}", headers=admin, json={"expires_at": None}),
+        client.patch(f"/admin/keys/{plain.json()['id']}", headers=admin, json={"metadata": {"role": "admin"}}),
+        client.post(
+            "/admin/deployments",
+            headers=admin,
+            json={
+                "model_name": "gpt",
+                "model": "openai/x",
+                "api_key_env": "MODELWAY_MASTER_KEY",
+                "api_base": "http://e",
+            },
+        ),
+    ]
+    for r in refused:
+        assert r.status_code == 403 and r.json()["error"]["code"] == "master_only", r.text
+    dep = next(d for d in client.get("/admin/deployments", headers=admin).json()["data"] if d.get("id"))
+    assert client.post(f"/admin/deployments/{dep['id']}/disable", headers=admin).status_code == 200  # the console's
+    assert client.post(f"/admin/deployments/{dep['id']}/enable", headers=admin).status_code == 200
+    assert client.delete(f"/admin/keys/{made['id']}", headers=master).status_code == 200
+    deadline = time.monotonic() + 5
+    while client.get("/admin/keys", headers=admin).status_code != 401:  # revoked: locked out
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted() -> None:
+    from modelway.server.admin_usage import _cell
+
+    assert [_cell(v) for v in ("=HYPERLINK(1)", "+1", "-x", "@a", "\tx", "gpt", 3)] == [
+        "'=HYPERLINK(1)", "'+1", "'-x", "'@a", "'\tx", "gpt", 3,
+    ]  # fmt: skip

@@ -1,4 +1,5 @@
-"""The admin API (master key only): virtual keys and usage.
+"""The admin API (the master key, or an admin key: a virtual key whose metadata says ``"role": "admin"``; what only
+the master key may do is in :func:`master_only`): virtual keys and usage.
 
 ::
 
@@ -29,13 +30,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from ..auth.keys import key_fields, new_key
+from ..auth.keys import ADMIN_ROLE, key_fields, new_key
 from ..errors import InvalidRequestError, ServiceUnavailableError
 from ..limits.base import period_window
 from ..store.errors import unreachable
 from .admin_deployments import RUNTIME_ROOTS, runtime_route
 from .admin_usage import USAGE_ROOT, usage_route
-from .errors import Forbidden, MethodNotAllowed, NotFound
+from .errors import Forbidden, MethodNotAllowed, NotFound, master_only
 from .gateway import Gateway
 from .http import Request, Send, send_json
 
@@ -55,7 +56,7 @@ def _query(req: Request) -> dict[str, str]:
 
 
 async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
-    """Dispatch ``/admin/...``; the caller's key has been checked (it must be the master key)."""
+    """Dispatch ``/admin/...``; the caller's key has been checked (the master key, or an admin key)."""
     if not req.caller.admin:
         raise Forbidden("the admin API needs the master key (server.master_key) or an admin key", code="admin_only")
     if req.path.rstrip("/") == "/admin/deployments" and req.method == "GET":  # needs no store
@@ -104,6 +105,8 @@ async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
 
 async def _create_key(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     fields = key_fields(await req.json(gw.config.server.max_body_bytes), creating=True)
+    if (fields.get("metadata") or {}).get("role") == ADMIN_ROLE:
+        master_only(req.caller, "creating an admin key")
     name = fields.pop("name").strip()
     secret, key = new_key(name, **fields)
     await store.insert_key(key)
@@ -138,6 +141,10 @@ async def _update_key(gw: Gateway, store: SQLStore, req: Request, send: Send, ke
         raise InvalidRequestError("nothing to change: send the fields to set (null clears a limit)")
     if "name" in fields:
         fields["name"] = fields["name"].strip()
+    if req.caller.key is not None:
+        current = await store.get_key(key_id)
+        if (current is not None and current.admin) or (fields.get("metadata") or {}).get("role") == ADMIN_ROLE:
+            master_only(req.caller, "changing an admin key, or making a key an admin key")
     key = await store.update_key(key_id, **fields)
     if key is None:
         raise NotFound(f"no key {key_id!r}", param="id", code="key_not_found")

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError
-from .errors import NotFound
+from .errors import NotFound, master_only
 from .gateway import Gateway
 from .http import Request, Send, send_json
 
@@ -55,6 +55,9 @@ def runtime_route(gw: Gateway, store: SQLStore, req: Request, send: Send, parts:
     changes = gw.runtime or RuntimeChanges(store, gw.config, gw.env)
     method = req.method
     root = parts[0]
+    acting = len(parts) == 3 and method == "POST"  # disable, enable, reset: an admin key may
+    if method not in ("GET", "HEAD") and not acting:
+        master_only(req.caller, f"{method} {req.path[:80]}")
 
     async def body() -> dict[str, Any]:
         data: dict[str, Any] = await req.json(gw.config.server.max_body_bytes)

@@ -202,7 +202,7 @@ async def _send_csv(send: Send, rows: list[dict[str, Any]], group_by: str, reque
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for r in rows:
-        writer.writerow(["" if r.get(c) is None else r[c] for c in columns])
+        writer.writerow(["" if r.get(c) is None else _cell(r[c]) for c in columns])
     payload = out.getvalue().encode()
     headers = [
         (b"content-type", b"text/csv; charset=utf-8"),
@@ -273,3 +273,11 @@ async def _record(gw: Gateway, store: SQLStore, req: Request, send: Send, record
     if row is None:
         raise NotFound(f"no usage record {record_id!r}", param="record_id", code="record_not_found")
     await send_json(send, 200, _record_dict(row), request_id=req.request_id)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting like a formula (``=``, ``+``, ``-``, ``@``, tab, CR) gets
+    a leading ``'`` (model names and key names come from callers)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..auth.authenticator import GatewayAuthError
+from ..auth.authenticator import Caller, GatewayAuthError
 from ..errors import (
     AllDeploymentsFailedError,
     AuthenticationError,
@@ -32,6 +32,7 @@ __all__ = [
     "GatewayAuthError",
     "MethodNotAllowed",
     "NotFound",
+    "master_only",
     "public_message",
     "render_error",
     "sse_error",
@@ -43,6 +44,15 @@ log = logging.getLogger("modelway.server")
 class Forbidden(InvalidRequestError):
     http_status = 403
     error_type = "permission_error"
+
+
+def master_only(caller: Caller, what: str) -> None:
+    """Refuse ``what`` to an admin key: only the master key may do it. An admin key may not make or change admin
+    keys (its revocation must lock it out: it could otherwise mint itself a successor or lift its own expiry), nor
+    add or change deployments (a deployment's ``api_key_env`` and ``api_base`` could send the gateway's secrets to a
+    server of its choosing); it may disable, enable and reset them."""
+    if caller.key is not None:
+        raise Forbidden(f"{what} needs the master key (server.master_key), not an admin key", code="master_only")
 
 
 class NotFound(InvalidRequestError):

@@ -70,7 +70,7 @@ export async function streamChat(body, onDelta, signal) {
         const data = line.slice(5).trim();
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
-        if (chunk.error) throw new ApiError(500, chunk.error.message || "stream error", chunk.error.code);
+        if (chunk.error) throw new ApiError(chunk.error.status || 500, chunk.error.message || "stream error", chunk.error.code);
         model = chunk.model || model;
         if (chunk.usage) usage = chunk.usage;
         for (const choice of chunk.choices || []) {

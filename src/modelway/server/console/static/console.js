@@ -5,7 +5,7 @@ import { getLang, setLang, t, translateStatic } from "./i18n.js";
 import { PAGES } from "./pages.js";
 
 const ORDER = ["overview", "models", "keys", "usage", "requests", "playground"];
-const TITLES = { overview: "Overview", models: "Models", keys: "Keys", usage: "Usage", requests: "Requests", playground: "Playground" };
+const TITLES = { overview: "Overview", models: "Models", keys: "Keys", usage: "Usage", requests: "Request log", playground: "Playground" };
 let rendering = 0;
 let signingIn = false; // a refused key while signing in is said on the form, not by a new one
 

@@ -42,7 +42,10 @@ export function select(options, value, props = {}) {
 
 export function table(columns, rows, { testid, onrow } = {}) {
   const head = h("tr", {}, ...columns.map((c) => h("th", { class: c.num ? "num" : "" }, t(c.label))));
-  const body = rows.map((r) => h("tr", { class: onrow ? "click" : "", onclick: onrow && (() => onrow(r)) },
+  const body = rows.map((r) => h("tr", {
+    class: onrow ? "click" : "", tabindex: onrow ? "0" : undefined, onclick: onrow && (() => onrow(r)),
+    onkeydown: onrow && ((e) => { if (e.key === "Enter") onrow(r); }),
+  },
     ...columns.map((c) => h("td", { class: c.num ? "num" : c.wrap ? "wrap" : "" }, c.get(r)))));
   const el = h("div", { class: "scroll" }, h("table", { "data-testid": testid }, h("thead", {}, head), h("tbody", {}, ...body)));
   if (!rows.length) el.append(h("p", { class: "muted" }, t("No data yet.")));

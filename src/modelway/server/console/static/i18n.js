@@ -1,9 +1,9 @@
 // English and Chinese. Keys are the English text; a missing translation shows the English.
 const zh = {
-  "Sign in": "登录", "Sign out": "退出", "Gateway key": "网关密钥",
+  "Sign in": "登录", "Sign out": "退出登录", "Gateway key": "网关密钥",
   "The master key (server.master_key) or an admin key.": "主密钥（server.master_key）或管理员密钥。",
   "Invalid key.": "密钥无效。", "This key is not an admin key.": "该密钥不是管理员密钥。",
-  "Overview": "概览", "Models": "模型", "Keys": "密钥", "Usage": "用量", "Requests": "请求日志", "Playground": "试用",
+  "Overview": "概览", "Models": "模型", "Keys": "密钥", "Usage": "用量", "Requests": "请求数", "Request log": "请求日志", "Playground": "试用",
   "Last hour": "最近一小时", "Last day": "最近一天", "Last 7 days": "最近 7 天", "Last 30 days": "最近 30 天",
   "Requests per hour": "每小时请求数", "Requests per day": "每天请求数", "Errors": "错误", "Error rate": "错误率",
   "Tokens": "Token 数", "Cost": "费用", "In flight": "进行中", "p50 latency": "p50 延迟", "p95 latency": "p95 延迟",
@@ -11,9 +11,9 @@ const zh = {
   "Deployment": "部署", "Provider": "提供商", "State": "状态", "Circuit": "熔断", "Latency": "延迟",
   "Recent errors": "近期错误", "Failures": "失败", "Enable": "启用", "Disable": "停用", "enabled": "启用中",
   "disabled": "已停用", "cooling": "冷却中", "Refresh": "刷新", "Name": "名称", "Models allowed": "可用模型",
-  "all": "全部", "Budget": "预算", "Spend": "花费", "Expires": "过期", "Created": "创建", "Status": "状态",
+  "all": "全部", "Budget": "预算", "Spend": "花费", "Expires": "过期时间", "Created": "创建时间", "Status": "状态",
   "active": "有效", "revoked": "已吊销", "expired": "已过期", "Create key": "创建密钥", "Create": "创建",
-  "Save": "保存", "Cancel": "取消", "Edit": "编辑", "Revoke": "吊销", "Copy": "复制", "Copied": "已复制",
+  "Save": "保存", "Saved": "已保存", "Cancel": "取消", "Edit": "编辑", "Revoke": "吊销", "Copy": "复制", "Copied": "已复制",
   "Close": "关闭", "Admin key": "管理员密钥", "Budget period": "预算周期", "Expires in days": "有效天数",
   "comma-separated; empty: every model": "逗号分隔；留空表示全部模型",
   "This secret is shown only once. Copy it now.": "此密钥只显示一次，请立即复制。",

@@ -25,7 +25,11 @@ function spendBar(k) {
 // the form of a key's fields, filled with `k` when editing
 function keyForm(k, onsave, oncancel) {
   const v = (x) => (x == null ? "" : String(x));
-  const field = (name, label, value, type = "text") => h("label", {}, t(label), h("input", { name, type, value: v(value), "data-testid": `key-${name}` }));
+  // (numbers: any fraction, never negative; a number input's default step of 1 would refuse a budget of 0.5)
+  const field = (name, label, value, type = "text") => h("label", {}, t(label), h("input", {
+    name, type, value: v(value), "data-testid": `key-${name}`, step: type === "number" ? "any" : undefined, min: type === "number" ? "0" : undefined,
+  }));
+  const shownDays = k && k.expires_at ? ((k.expires_at - Date.now() / 1000) / DAY).toFixed(1) : "";
   const period = select(["total", "day", "month"].map((p) => [p, p]), (k && k.budget_period) || "total", { name: "budget_period" });
   const admin = h("input", { type: "checkbox", name: "admin", checked: !!(k && k.metadata && k.metadata.role === "admin"), "data-testid": "key-admin" });
   const error = h("div");
@@ -36,7 +40,7 @@ function keyForm(k, onsave, oncancel) {
       field("rpm", "rpm", k && k.rpm, "number"), field("tpm", "tpm", k && k.tpm, "number"),
       field("max_parallel", "max parallel", k && k.max_parallel, "number"),
       field("budget", "Budget", k && k.budget, "number"), h("label", {}, t("Budget period"), period),
-      field("expires_in_days", "Expires in days", k && k.expires_at ? ((k.expires_at - Date.now() / 1000) / DAY).toFixed(1) : "", "number"),
+      field("expires_in_days", "Expires in days", shownDays, "number"),
       h("label", { class: "check" }, admin, t("Admin key"))),
     error,
     h("div", { class: "row" }, h("button", { type: "submit", "data-testid": "key-save" }, t(k ? "Save" : "Create")),
@@ -46,7 +50,7 @@ function keyForm(k, onsave, oncancel) {
     const f = new FormData(form);
     const intOrNull = (name) => (f.get(name) === "" ? null : Number(f.get(name)));
     const models = String(f.get("models")).split(",").map((m) => m.trim()).filter(Boolean);
-    const days = f.get("expires_in_days");
+    const days = String(f.get("expires_in_days"));
     const body = {
       name: String(f.get("name")).trim(), models: models.length ? models : null,
       rpm: intOrNull("rpm"), tpm: intOrNull("tpm"), max_parallel: intOrNull("max_parallel"),
@@ -54,6 +58,8 @@ function keyForm(k, onsave, oncancel) {
       expires_at: days === "" ? null : Date.now() / 1000 + Number(days) * DAY,
       metadata: { ...((k && k.metadata) || {}), role: admin.checked ? "admin" : undefined },
     };
+    // the shown days are rounded: an edit that leaves them as they were leaves the expiry as it was
+    if (k && days === shownDays) delete body.expires_at;
     if (!admin.checked) delete body.metadata.role;
     try { await onsave(body); } catch (err) { error.replaceChildren(errorBox(err)); }
   });
@@ -97,7 +103,7 @@ export async function keysPage(body) {
   const edit = (k) => slot.replaceChildren(keyForm(k, async (fields) => {
     await send("PATCH", `/admin/keys/${encodeURIComponent(k.id)}`, fields);
     slot.replaceChildren();
-    toast(t("Save"));
+    toast(t("Saved"));
     await reload();
   }, () => slot.replaceChildren()));
   const revoke = async (k) => {

@@ -41,6 +41,7 @@ async function overview(body) {
   });
   body.append(h("div", { class: "row" }, picker, h("button", { class: "ghost", onclick: () => overview(clear(body)) }, t("Refresh"))));
   const since = Math.floor(now() - range);
+  const gen = current(body);
   const deployments = await get("/admin/deployments");
   const inFlight = deployments.data.reduce((n, d) => n + (d.in_flight || 0), 0);
   let byModel = null, byDep = null, series = null, problem = null;
@@ -51,6 +52,7 @@ async function overview(body) {
       get("/admin/usage/series", { bucket: "hour", since }),
     ]);
   } catch (err) { problem = err; }
+  if (current(body) !== gen) return;
   const rows = byModel ? byModel.data : [];
   const total = (f) => rows.reduce((n, r) => n + (r[f] || 0), 0);
   const card = (label, value, id) => h("div", { class: "card", "data-testid": `card-${id}` },
@@ -69,11 +71,16 @@ async function overview(body) {
     table([{ label: "Deployment", get: groupName }, ...USAGE_COLUMNS], byDep.data, { testid: "overview-deployments" }));
 }
 
-function clear(el) { el.replaceChildren(); return el; }
+// a page section cleared for a new render; a render that finds it cleared again since it began stops (a Refresh
+// clicked twice must not draw the page twice)
+function clear(el) { el.replaceChildren(); el.dataset.gen = String(Number(el.dataset.gen || 0) + 1); return el; }
+const current = (el) => el.dataset.gen || "0";
 
 // -- models and deployments ---------------------------------------------------------------------------------
 async function models(body) {
+  const gen = current(body);
   const data = (await get("/admin/deployments")).data;
+  if (current(body) !== gen) return;
   const state = (d) => d.disabled ? h("span", { class: "chip bad" }, t("disabled"))
     : d.cooling ? h("span", { class: "chip warn" }, t("cooling")) : h("span", { class: "chip ok" }, t("enabled"));
   const circuit = (d) => { const s = (d.circuit && d.circuit.state) || "closed"; return h("span", { class: `chip ${s === "closed" ? "ok" : s === "open" ? "bad" : "warn"}` }, s); };
@@ -84,9 +91,11 @@ async function models(body) {
       class: d.disabled ? "" : "ghost", "data-testid": `${action}-${d.deployment}`,
       onclick: async (e) => {
         e.target.disabled = true;
+        let failed = null;
         try { await send("POST", `/admin/deployments/${encodeURIComponent(d.id)}/${action}`); toast(`${d.deployment}: ${t(action === "enable" ? "enabled" : "disabled")}`); }
-        catch (err) { body.append(errorBox(err)); }
+        catch (err) { failed = err; }
         await models(clear(body));
+        if (failed) body.prepend(errorBox(failed)); // (after the new table: shown, not wiped by it)
       },
     }, t(action === "enable" ? "Enable" : "Disable"));
   };
@@ -119,9 +128,13 @@ async function usage(body) {
   const since = Math.floor(now() - range);
   const bucket = range <= DAY ? "hour" : "day";
   const exportCsv = async () => {
-    const text = await getText("/admin/usage", { group_by: group, since, format: "csv" });
-    const a = h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `modelway-usage-${group}.csv` });
+    let text;
+    try { text = await getText("/admin/usage", { group_by: group, since, format: "csv" }); }
+    catch (err) { body.append(errorBox(err)); return; }
+    const href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+    const a = h("a", { href, download: `modelway-usage-${group}.csv` });
     document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 1000);
   };
   body.append(h("div", { class: "row" }, h("label", {}, t("Group by"), groupSel), h("label", {}, t("Range"), rangeSel),
     h("span", { class: "spacer" }), h("button", { class: "ghost", onclick: exportCsv, "data-testid": "usage-csv" }, t("Export CSV"))));
@@ -143,6 +156,7 @@ async function requests(body) {
   const modelIn = h("input", { placeholder: t("Model"), "data-testid": "requests-model" });
   const statusSel = select([["", t("any")], ["2xx", "2xx"], ["4xx", "4xx"], ["5xx", "5xx"]], "", { "data-testid": "requests-status" });
   const list = h("div");
+  let tbody = null;
   const more = h("button", { class: "ghost", "data-testid": "requests-more" }, t("Load more"));
   let before = null;
   const columns = [
@@ -159,12 +173,18 @@ async function requests(body) {
     { label: "Error", get: (r) => r.error || "", wrap: true },
   ];
   const load = async (reset) => {
-    if (reset) { before = null; list.replaceChildren(); }
+    if (reset) { before = null; tbody = null; list.replaceChildren(); }
     const page = await get("/admin/usage/records", { limit: 50, before, ...filters });
     const rows = page.data;
     before = page.next_before ?? (rows.length ? rows[rows.length - 1].id : null);
     more.hidden = page.has_more === undefined ? rows.length < 50 : !page.has_more;
-    list.append(table(columns, rows, { testid: "requests-table", onrow: detail }));
+    if (tbody === null) {
+      const made = table(columns, rows, { testid: "requests-table", onrow: detail });
+      tbody = made.querySelector("tbody");
+      list.append(made);
+    } else {  // the next page: more rows in the same table
+      tbody.append(...table(columns, rows, { onrow: detail }).querySelectorAll("tbody tr"));
+    }
   };
   const apply = () => { filters.key_id = keySel.value; filters.model = modelIn.value.trim(); filters.status = statusSel.value; return load(true); };
   more.addEventListener("click", () => load(false).catch((err) => list.append(errorBox(err))));
