@@ -254,9 +254,6 @@ def test_serve_starts_the_simulators_of_a_configs_demo_deployments(tmp_path: Pat
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out = [path]
     for name, cmd in sorted(group.commands.items()):
-        # keys and usage (modelway.cli_admin) have their examples on `modelway keys --help` and in the README
-        if cmd.callback is not None and cmd.callback.__module__ == "modelway.cli_admin":
-            continue
         out += _commands(cmd, (*path, name)) if isinstance(cmd, click.Group) else [(*path, name)]
     return out
 

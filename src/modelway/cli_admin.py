@@ -168,7 +168,13 @@ def create_key(
     admin: bool,
     as_json: bool,
 ) -> None:
-    """Create a key and print its secret (shown only now: the store keeps a hash)."""
+    """Create a key and print its secret (shown only now: the store keeps a hash).
+
+    \b
+    Examples:
+      modelway keys create -c modelway.yaml --name team-a --models chat --rpm 60 --budget 20 --budget-period month
+      modelway keys create -c modelway.yaml --name ops --admin      # signs in to the console (/ui)
+    """
     from .auth.keys import key_fields, new_key
 
     data: dict[str, Any] = {"name": name, "budget_period": budget_period}
@@ -206,7 +212,13 @@ def create_key(
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
 @_JSON
 def list_keys(config_path: str, include_revoked: bool, as_json: bool) -> None:
-    """List keys: id, name, role, prefix, models, limits, expiry (and revocation, with --all)."""
+    """List keys: id, name, role, prefix, models, limits, expiry (and revocation, with --all).
+
+    \b
+    Examples:
+      modelway keys list -c modelway.yaml
+      modelway keys list -c modelway.yaml --all --json
+    """
 
     async def fetch(store: SQLStore) -> list[dict[str, Any]]:
         return [k.to_dict() for k in await store.list_keys(include_revoked=True)]
@@ -249,7 +261,12 @@ def list_keys(config_path: str, include_revoked: bool, as_json: bool) -> None:
 @_CONFIG
 @click.argument("key_id")
 def revoke_key(config_path: str, key_id: str) -> None:
-    """Revoke KEY_ID: running gateways refuse it within store.key_refresh seconds."""
+    """Revoke KEY_ID: running gateways refuse it within store.key_refresh seconds.
+
+    \b
+    Example:
+      modelway keys revoke -c modelway.yaml key_3f9a0c1d2e4b5a69
+    """
 
     async def revoke(store: SQLStore) -> bool:
         return await store.revoke_key(key_id, at=time.time())
@@ -299,7 +316,13 @@ def usage(
     """Requests, errors, tokens, cost and latency from the usage ledger's hourly and daily totals, grouped by model,
     key (shown by name), deployment, endpoint (the API the caller spoke: chat, messages, responses, completions,
     embeddings, rerank, dbgpt), day or hour (UTC). Totals count whole hours; records deleted by usage.retention_days
-    still count."""
+    still count.
+
+    \b
+    Examples:
+      modelway usage -c modelway.yaml --by key --days 7
+      modelway usage -c modelway.yaml --by hour --model chat --no-chart
+    """
     now = time.time()
     if group_by == "hour" and days is None:
         days = 2.0
