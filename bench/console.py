@@ -1,10 +1,10 @@
 """How fast the web console loads over a large ledger: ``python -m bench.console [--records 100000]``.
 
-A SQLite store is filled with ``--records`` usage records (30 days, 40 keys, 8 models on 2 deployments each, 3% errors,
-through the store's own insert path, in batches, with a progress bar), ``modelway serve`` runs on it, and Debian's
-chromium (headless, through chromedriver and Selenium; never a downloaded browser) signs in and opens each page of
-the console ``--rounds`` times. A page's time is from the navigation to its data on screen (its table or chart
-rendered, every request it makes answered). Prints a markdown table; the issue's bar is 1 s.
+A SQLite store is filled with ``--records`` usage records (bench.ledger's made-up traffic: 30 days, 40 keys with
+budgets, 8 models; through the ledger into the store, in batches, with a progress bar), ``modelway serve`` runs on
+it, and Debian's chromium (headless, through chromedriver and Selenium; never a downloaded browser) signs in and
+opens each page of the console ``--rounds`` times. A page's time is from the navigation to its data on screen (its
+table or chart rendered, every request it makes answered). Prints a markdown table; the issue's bar is 1 s.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import shutil
 import socket
 import statistics
@@ -33,59 +32,26 @@ PAGES = {  # page -> the element whose presence says its data is on screen
 }
 
 
-def _fill(db: Path, records: int) -> float:
+def _fill(db: Path, records: int) -> tuple[float, list[str]]:
+    """``records`` of bench.ledger's made-up traffic (40 keys, 8 models) through the ledger, and a key row with a
+    budget for each key id it uses (so the keys page has its spends to show): seconds taken, the model names."""
+    import dataclasses
+
     from modelway.auth.keys import new_key
     from modelway.store.sql import SQLStore
-    from modelway.usage.records import UsageRecord
 
-    async def run() -> float:
+    from .ledger import Traffic, fill
+
+    async def run() -> tuple[float, list[str]]:
         store = SQLStore(f"sqlite:///{db}")
         await store.open()
-        rng = random.Random(7)
-        keys = []
-        for i in range(40):
+        traffic = Traffic(keys=40, models=8, seed=7)
+        for i, key_id in enumerate(traffic.keys):
             _, key = new_key(f"team-{i:02d}", budget=1000.0)
-            await store.insert_key(key)
-            keys.append(key.id)
-        models = [f"model-{i}" for i in range(8)]
-        now = time.time()
-        start = time.perf_counter()
-        batch = 5000
-        done = 0
-        while done < records:
-            n = min(batch, records - done)
-            rows = []
-            for _ in range(n):
-                m = rng.choice(models)
-                failed = rng.random() < 0.03
-                p, c = rng.randint(20, 2000), rng.randint(0, 800)
-                rows.append(
-                    UsageRecord(
-                        ts=now - rng.random() * 30 * 86400,
-                        request_id=f"r{rng.getrandbits(64):x}",
-                        key_id=rng.choice(keys),
-                        model=m,
-                        deployment=f"openai/{m}-{rng.randint(0, 1)}",
-                        endpoint=rng.choice(("chat", "chat", "chat", "messages", "responses")),
-                        stream=rng.random() < 0.6,
-                        prompt_tokens=p,
-                        completion_tokens=0 if failed else c,
-                        total_tokens=p + (0 if failed else c),
-                        cost=0.0 if failed else (p + 2 * c) / 1e6,
-                        status=rng.choice((429, 500, 503)) if failed else 200,
-                        error="upstream_error" if failed else None,
-                        latency_ms=rng.lognormvariate(6.5, 0.6),
-                        ttft_ms=rng.lognormvariate(5.5, 0.5),
-                    )
-                )
-            await store.insert_usage(rows)
-            done += n
-            bar = "#" * int(30 * done / records)
-            print(f"\r  filling the store [{bar:<30}] {done:,}/{records:,}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        took = time.perf_counter() - start
+            await store.insert_key(dataclasses.replace(key, id=key_id))
+        took = await fill(store, records, days=30, traffic=traffic, batch=5000)
         await store.aclose()
-        return took
+        return float(took["seconds"]), traffic.models
 
     return asyncio.run(run())
 
@@ -112,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="modelway-bench-console-") as tmp:
         db = Path(tmp) / "gw.db"
-        fill_s = _fill(db, args.records)
+        fill_s, models = _fill(db, args.records)
         port = _free_port()
         cfg = Path(tmp) / "gw.yaml"
         cfg.write_text(
@@ -121,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     "server": {"master_key": MASTER},
                     "store": {"url": f"sqlite:///{db}"},
                     "usage": {"spill_path": str(Path(tmp) / "spill.jsonl")},
-                    "models": [
-                        {"name": f"model-{i}", "deployments": [{"model": f"openai/model-{i}-0", "api_key": "x"}]}
-                        for i in range(8)
-                    ],
+                    "models": [{"name": m, "deployments": [{"model": f"openai/{m}", "api_key": "x"}]} for m in models],
                 }
             )
         )

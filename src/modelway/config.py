@@ -718,18 +718,18 @@ def _resolve_paths(cfg: Config, base: Path, usage_given: set[str]) -> None:
     directory: a SQLite ``store.url``, and ``usage.spill_path`` and ``usage.journal_dir`` when the file sets them (their
     defaults stay relative to the working directory). A file left where an older modelway put it, in the working
     directory, is named in a warning."""
-    before = (cfg.store.url, os.path.abspath(cfg.usage.spill_path), cfg.usage.journal_path)
+    old_spill, old_journal = os.path.abspath(cfg.usage.spill_path), cfg.usage.journal_path
     m = _SQLITE_URL.fullmatch(cfg.store.url or "")
     if m is not None and m.group(2) not in ("", ":memory:") and not os.path.isabs(m.group(2)):
         cfg.store.url = f"{m.group(1)}{base / m.group(2)}{m.group(3) or ''}"
         _moved("store.url", os.path.abspath(m.group(2)), str(base / m.group(2)))
     if "spill_path" in usage_given:
         cfg.usage.spill_path = _against(cfg.usage.spill_path, base)
-        _moved("usage.spill_path", before[1], cfg.usage.spill_path)
+        _moved("usage.spill_path", old_spill, cfg.usage.spill_path)
     if "journal_dir" in usage_given and cfg.usage.journal_dir is not None:
         cfg.usage.journal_dir = _against(cfg.usage.journal_dir, base)
-    if before[2] is not None and cfg.usage.journal_path is not None:
-        _moved("the usage journal", os.path.abspath(before[2]), os.path.abspath(cfg.usage.journal_path))
+    if old_journal is not None and cfg.usage.journal_path is not None:
+        _moved("the usage journal", os.path.abspath(old_journal), os.path.abspath(cfg.usage.journal_path))
 
 
 def _moved(what: str, old: str, new: str) -> None:

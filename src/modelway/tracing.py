@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE",
     "Tracing",
-    "current",
     "request_done",
     "traces_endpoint",
     "upstream",
@@ -205,11 +204,6 @@ class Tracing:
         if carrier:
             http.headers = {**http.headers, **carrier}
         return span
-
-
-def current() -> Tracing | None:
-    """The tracer of the request this task serves (``None``: not traced)."""
-    return _CURRENT.get() if ACTIVE else None
 
 
 def upstream(operation: str, model: str | None, provider: str, http: HTTPRequest) -> Any:

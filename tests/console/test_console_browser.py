@@ -157,7 +157,7 @@ def test_a_key_made_in_the_console_works_shows_in_the_log_and_the_usage_and_is_r
     c.shot("keys")
     c.find("revoke-team-a").click()
     c.d.switch_to.alert.accept()
-    c.wait(lambda: "revoked" in next(r.text for r in c.all("[data-testid=keys-table] tbody tr") if "team-a" in r.text))
+    c.wait(lambda: any("team-a" in r.text and "revoked" in r.text for r in c.all("[data-testid=keys-table] tbody tr")))
     deadline = time.monotonic() + 5
     with _client(gateway, secret) as api:
         while True:

@@ -52,6 +52,11 @@ class Deployment:
     def address(self) -> str:
         return f"{self.adapter.name}/{self.model}"
 
+    @property
+    def in_rotation(self) -> bool:
+        """Neither taken out by an operator nor unable to work: the router may try it."""
+        return not self.disabled and self.unavailable is None
+
     def cooling(self, now: float) -> bool:
         return self.cooldown_until > now
 
@@ -96,7 +101,7 @@ class ModelGroup:
         """Deployments in the order to try them: the strategy's order of those in rotation and not cooling down,
         then the cooling ones (soonest ready first)."""
         now = time.monotonic()
-        deps = [d for d in self.deployments if not d.disabled and d.unavailable is None]
+        deps = [d for d in self.deployments if d.in_rotation]
         ready = [d for d in deps if not d.cooling(now)]
         cooling = sorted((d for d in deps if d.cooling(now)), key=lambda d: d.cooldown_until)
         return self.strategy.order(ready, stream=False) + cooling

@@ -287,7 +287,7 @@ class Failover(Generic[T]):
         ready: list[Deployment] = []
         cooling: list[Deployment] = []  # without circuit breakers a cooling deployment is still tried, last
         for d in self.group.deployments:
-            if d.disabled or d.unavailable is not None or d in spent or (eligible is not None and not eligible(d)):
+            if not d.in_rotation or d in spent or (eligible is not None and not eligible(d)):
                 continue
             if d.cooldown_until > now:
                 if not hard:
@@ -434,7 +434,7 @@ class Failover(Generic[T]):
     async def _wait_for_any(self) -> None:
         """No deployment can take an attempt now: wait for the one that asked to wait the shortest, or give up."""
         now = self.router.clock()
-        deps = [d for d in self.group.deployments if not d.disabled and d.unavailable is None and d not in self.spent]
+        deps = [d for d in self.group.deployments if d.in_rotation and d not in self.spent]
         if self.eligible is not None:
             deps = [d for d in deps if self.eligible(d)]
         waiting = [d for d in deps if d.cooling(now) and d.circuit.available(now)]

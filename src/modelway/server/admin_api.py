@@ -28,7 +28,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from ..auth.keys import ADMIN_ROLE, key_fields, new_key
 from ..errors import InvalidRequestError, ServiceUnavailableError
@@ -48,11 +47,6 @@ log = logging.getLogger("modelway.server")
 __all__ = ["ADMIN_PREFIX", "handle_admin"]
 
 ADMIN_PREFIX = "/admin/"
-
-
-def _query(req: Request) -> dict[str, str]:
-    qs = req.scope.get("query_string") or b""
-    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1"), keep_blank_values=True).items()}
 
 
 async def handle_admin(gw: Gateway, req: Request, send: Send) -> None:
@@ -115,7 +109,7 @@ async def _create_key(gw: Gateway, store: SQLStore, req: Request, send: Send) ->
 
 
 async def _list_keys(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
-    raw = _query(req).get("include_revoked", "false").lower()
+    raw = req.query().get("include_revoked", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise InvalidRequestError("include_revoked must be true or false", param="include_revoked")
     include = raw in ("true", "1")

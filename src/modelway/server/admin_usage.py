@@ -27,7 +27,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from ..errors import InvalidRequestError
 from ..usage.records import ENDPOINTS, GROUP_BY
@@ -79,11 +78,6 @@ def usage_route(gw: Gateway, store: SQLStore, req: Request, send: Send, parts: l
 
 
 # -- the query string -------------------------------------------------------------------------------------------------
-
-
-def _query(req: Request) -> dict[str, str]:
-    qs = req.scope.get("query_string") or b""
-    return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1"), keep_blank_values=True).items()}
 
 
 def _time(q: dict[str, str], name: str) -> float | None:
@@ -171,7 +165,7 @@ async def _flush(gw: Gateway) -> None:
 
 
 async def _totals(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
-    q = _query(req)
+    q = req.query()
     group_by = _choice(q, "group_by", GROUP_BY, "model") or "model"
     fmt = _choice(q, "format", ("json", "csv"), "json")
     since, until = _range(q)
@@ -216,7 +210,7 @@ async def _send_csv(send: Send, rows: list[dict[str, Any]], group_by: str, reque
 
 
 async def _series(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
-    q = _query(req)
+    q = req.query()
     bucket = _choice(q, "bucket", ("hour", "day"), "hour") or "hour"
     group_by = _choice(q, "group_by", SERIES_GROUP_BY, None)
     limit = _int(q, "limit", 10, 1, MAX_SERIES)
@@ -239,7 +233,7 @@ def _record_dict(row: tuple[int, str | None, Any]) -> dict[str, Any]:
 async def _records(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
     from ..store.sql import RecordFilter
 
-    q = _query(req)
+    q = req.query()
     limit = _int(q, "limit", 100, 1, 10_000)
     before = _int(q, "before", 0, 1, 2**63 - 1) or None
     since, until = _range(q)

@@ -38,7 +38,7 @@ from .errors import Forbidden
 from .http import Lifecycle
 from .metrics import UNKNOWN_MODEL, Metrics
 from .request_log import RequestLog
-from .ticket import MASTER_NAME, Ticket
+from .ticket import Ticket, key_name
 
 if TYPE_CHECKING:
     from ..store.sql import SQLStore
@@ -222,7 +222,7 @@ class ControlPlane:
         """Check the caller may call ``model`` now; the returned ticket must be finished (``finish``/``fail``)."""
         ticket = Ticket(self, request_id, caller.key_id, model, endpoint, stream)
         key = caller.key
-        ticket.key_name = key.name if key is not None else MASTER_NAME if caller.admin else None
+        ticket.key_name = key_name(caller)
         limits = caller.limits
         try:
             if key is not None:

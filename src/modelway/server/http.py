@@ -7,6 +7,7 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -144,6 +145,11 @@ class Request:
         if task is not None:
             task.uncancel()
         return True
+
+    def query(self) -> dict[str, str]:
+        """The query string's parameters (the last value of one given twice; empty values kept)."""
+        qs = self.scope.get("query_string") or b""
+        return {k: v[-1] for k, v in parse_qs(qs.decode("latin-1"), keep_blank_values=True).items()}
 
     async def json(self, limit: int) -> Any:
         raw = await self.body(limit)

@@ -230,11 +230,9 @@ class Metrics:
         return {
             "pid": os.getpid(),
             "in_flight": self.in_flight,
-            "values": {name: [[list(k), val] for k, val in series.items()] for name, series in self._values.items()},
-            "gauges": {name: [[list(k), val] for k, val in series.items()] for name, series in self._gauges().items()},
-            "process": {
-                name: [[list(k), val] for k, val in series.items()] for name, series in self._process().items()
-            },
+            "values": _rows(self._values),
+            "gauges": _rows(self._gauges()),
+            "process": _rows(self._process()),
         }
 
     def _gauges(self) -> Gauges:

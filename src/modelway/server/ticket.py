@@ -30,13 +30,20 @@ from .metrics import UNKNOWN_MODEL
 from .streaming import stream_sse
 
 if TYPE_CHECKING:
+    from ..auth.authenticator import Caller
     from .control import ControlPlane
     from .dialects.base import Dialect, StreamRenderer
 
-__all__ = ["PROBES", "Ticket", "outcome", "settle_exchange"]
+__all__ = ["PROBES", "Ticket", "key_name", "outcome", "settle_exchange"]
 
 #: the request log's key name of the master key
 MASTER_NAME = "(master)"
+
+
+def key_name(caller: Caller) -> str | None:
+    """What the request log calls the caller: its key's name, ``(master)``, or nothing (no key)."""
+    return caller.key.name if caller.key is not None else MASTER_NAME if caller.admin else None
+
 
 #: paths of probes and scrapers: their answered requests are not logged (``request_log.skip_probes``)
 PROBES = frozenset({"/health", "/health/liveness", "/health/readiness", "/metrics", "/openapi.json"})
@@ -451,7 +458,7 @@ def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted
         if log_ is not None and not (log_.skip_probes and status < 400 and req.path in PROBES):
             log_.write(
                 record,
-                key_name=key.name if key is not None else MASTER_NAME if caller.admin else None,
+                key_name=key_name(caller),
                 error_type=ex.error_type,
                 method=req.method,
                 path=req.path,

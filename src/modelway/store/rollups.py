@@ -205,8 +205,7 @@ def deltas(records: Iterable[UsageRecord]) -> list[list[tuple[Any, ...]]]:
     """What ``records`` add to each table of :data:`ROLLUPS` (in that order): one tuple per row, ``(time, *dims,
     *METRICS)``, sorted by primary key (concurrent writers then lock rows in the same order: no deadlock)."""
     hours: dict[tuple[Any, ...], list[Any]] = {}
-    empty: list[Any] = [0] * len(METRICS)
-    empty[5] = empty[6] = empty[7] = 0.0
+    empty: list[Any] = [0.0 if m in _FLOATS else 0 for m in METRICS]
     lat_bounds, ttft_bounds = LATENCY_BOUNDS_MS, TTFT_BOUNDS_MS
     where = bisect.bisect_left
     for r in records:

@@ -240,7 +240,6 @@ async def series(
     first, last = floor_to(since, step), ceil_to(until, step)
     plan = split(first, last, hours_only=bucket == "hour")
     key_id, model = key_id or None, model or None
-    when = "hour" if bucket == "hour" else "day"
     dims = _needs(group_by, key_id, model)
     top: list[Any] = []
     folded = False
@@ -259,7 +258,7 @@ async def series(
         folded = len(ranked) > limit
 
     def groups(t: Table, c: str) -> list[ColumnElement[Any]]:
-        out = [_group(t, c, when)]
+        out = [_group(t, c, bucket)]
         if group_by is not None:
             g = _group(t, c, group_by)
             if folded:  # the groups beyond the top ones as one: (NULL, 1)

@@ -51,3 +51,8 @@ export function table(columns, rows, { testid, onrow } = {}) {
   if (!rows.length) el.append(h("p", { class: "muted" }, t("No data yet.")));
   return el;
 }
+
+// a page section cleared for a new render; a render that finds it cleared again since it began stops (a Refresh
+// clicked twice must not draw the page twice)
+export function clear(el) { el.replaceChildren(); el.dataset.gen = String(Number(el.dataset.gen || 0) + 1); return el; }
+export const current = (el) => el.dataset.gen || "0";

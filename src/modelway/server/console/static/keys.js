@@ -1,7 +1,7 @@
 // Keys: create (the secret shown once, with a copy button), edit limits, models, budget and expiry, revoke; spend
 // against budget.
 import { get, send } from "./api.js";
-import { errorBox, h, money, num, select, table, toast, when } from "./dom.js";
+import { clear, errorBox, h, money, num, select, table, toast, when } from "./dom.js";
 import { t } from "./i18n.js";
 
 const DAY = 86400;
@@ -129,5 +129,3 @@ export async function keysPage(body) {
     { label: "", get: actions },
   ], keys, { testid: "keys-table" })));
 }
-
-function clear(el) { el.replaceChildren(); return el; }

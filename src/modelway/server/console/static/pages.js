@@ -1,7 +1,7 @@
 // The console's pages but keys (keys.js): overview, models, usage, request log, playground.
 import { get, getText, send, streamChat } from "./api.js";
 import { bars } from "./charts.js";
-import { errorBox, h, money, ms, num, select, table, toast, when } from "./dom.js";
+import { clear, current, errorBox, h, money, ms, num, select, table, toast, when } from "./dom.js";
 import { t } from "./i18n.js";
 import { keysPage } from "./keys.js";
 
@@ -71,10 +71,7 @@ async function overview(body) {
     table([{ label: "Deployment", get: groupName }, ...USAGE_COLUMNS], byDep.data, { testid: "overview-deployments" }));
 }
 
-// a page section cleared for a new render; a render that finds it cleared again since it began stops (a Refresh
-// clicked twice must not draw the page twice)
-function clear(el) { el.replaceChildren(); el.dataset.gen = String(Number(el.dataset.gen || 0) + 1); return el; }
-const current = (el) => el.dataset.gen || "0";
+
 
 // -- models and deployments ---------------------------------------------------------------------------------
 async function models(body) {
