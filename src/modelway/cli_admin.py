@@ -20,7 +20,7 @@ import orjson
 
 from .cli_chart import bars
 from .errors import InvalidRequestError, ModelwayError
-from .usage.records import GROUP_BY
+from .usage.records import GROUP_BY, MAX_HOURS
 
 if TYPE_CHECKING:
     from .config import Config
@@ -278,7 +278,6 @@ def revoke_key(config_path: str, key_id: str) -> None:
 
 
 #: the longest range shown per hour, and the days a chart shows (the last ones)
-MAX_HOURS = 14 * 24
 CHART_DAYS = 14
 MAX_CHART_DAYS = 60
 

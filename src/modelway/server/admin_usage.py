@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequestError
-from ..usage.records import ENDPOINTS, GROUP_BY
+from ..usage.records import ENDPOINTS, GROUP_BY, MAX_HOURS
 from .errors import NotFound
 from .gateway import Gateway
 from .http import Request, Send, send_json
@@ -43,8 +43,7 @@ __all__ = ["USAGE_ROOT", "usage_route"]
 USAGE_ROOT = "usage"
 
 HOUR, DAY = 3600, 86_400
-#: the longest range grouped by hour (totals, series), and per day (series): the points an answer holds
-MAX_HOURS = 14 * 24
+#: the longest range a series per day covers (per hour: MAX_HOURS): the points an answer holds
 MAX_DAYS = 366
 #: the range of a series, or of totals per hour, when ``since`` is not given
 DEFAULT_RANGE = {"hour": 2 * DAY, "day": 30 * DAY}

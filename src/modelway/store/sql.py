@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..auth.keys import ApiKey
 from ..errors import ConfigError
-from ..usage.records import GROUP_BY, UsageRecord
+from ..usage.records import FIELDS, GROUP_BY, UsageRecord
 from . import rollups, tables, usage_queries
 from .migrations import SCHEMA_VERSION, migrate, quote_schema
 from .usage_queries import RecordFilter
@@ -55,7 +55,6 @@ MIGRATION_WAIT = 600.0
 _FIXED_KEY_FIELDS = frozenset({"id", "key_hash", "prefix", "created_at"})
 _KEY_FIELDS = tuple(f.name for f in dataclasses.fields(ApiKey))
 _UPDATABLE = frozenset(_KEY_FIELDS) - _FIXED_KEY_FIELDS
-_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
 
 _keys = tables.keys
 _usage = tables.usage
@@ -324,15 +323,13 @@ class SQLStore:
     async def _insert_postgresql(self, conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[UsageRecord]:
         """Insert the records in one statement (a column of values per array parameter) that says which it stored:
         a concurrent transaction storing the same record makes this one wait, then skip it."""
-        cols = ", ".join(_USAGE_FIELDS)
-        arrays = ", ".join(
-            f"${i}::{_PG_ARRAY_TYPES[type(_usage.c[name].type)]}[]" for i, name in enumerate(_USAGE_FIELDS, 1)
-        )
+        cols = ", ".join(FIELDS)
+        arrays = ", ".join(f"${i}::{_PG_ARRAY_TYPES[type(_usage.c[name].type)]}[]" for i, name in enumerate(FIELDS, 1))
         sql = (
             f"INSERT INTO mw_usage ({cols}) SELECT * FROM unnest({arrays}) "
             "ON CONFLICT (record_id) DO NOTHING RETURNING record_id"
         )
-        params = tuple([getattr(rec, name) for rec in records] for name in _USAGE_FIELDS)
+        params = tuple([getattr(rec, name) for rec in records] for name in FIELDS)
         inserted = {row[0] for row in (await conn.exec_driver_sql(sql, params)).all()}
         return [r for r in _first_of_each(records, set()) if r.record_id is None or r.record_id in inserted]
 
@@ -340,7 +337,7 @@ class SQLStore:
         """The usage INSERT compiled for this database's driver, and the record fields in its parameter order."""
         if self._insert_sql is None:
             assert self._engine is not None
-            cols = list(_USAGE_FIELDS)
+            cols = list(FIELDS)
             dialect = self._engine.dialect
             insert = sqlite_insert if dialect.name == "sqlite" else pg_insert
             stmt = insert(_usage).on_conflict_do_nothing(index_elements=["record_id"])

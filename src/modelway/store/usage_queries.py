@@ -9,14 +9,14 @@ which range it covers). A deployment of ``None`` (a request refused before one w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, and_, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..usage.records import GROUP_BY, UsageRecord
+from ..usage.records import FIELDS, GROUP_BY, UsageRecord
 from . import tables
 from .rollups import (
     DAY,
@@ -50,7 +50,6 @@ NO_DEPLOYMENT = "(none)"
 #: a series' group that sums the groups beyond the ones shown
 OTHER = "(other)"
 
-_USAGE_FIELDS = tuple(f.name for f in fields(UsageRecord))
 _FLOAT_METRICS = frozenset({"cost", "latency_ms_sum", "ttft_ms_sum"})
 _HIST0 = len(SUMS)
 
@@ -338,7 +337,7 @@ def _records_query() -> Any:
 
 
 def _row(row: Any) -> Row:
-    return int(row["id"]), row["key_name"], UsageRecord(**{name: row[name] for name in _USAGE_FIELDS})
+    return int(row["id"]), row["key_name"], UsageRecord(**{name: row[name] for name in FIELDS})
 
 
 async def records_page(conn: AsyncConnection, f: RecordFilter, limit: int) -> tuple[list[Row], bool]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["ENDPOINTS", "GROUP_BY", "UsageRecord", "new_record_id"]
+__all__ = ["ENDPOINTS", "FIELDS", "GROUP_BY", "MAX_HOURS", "UsageRecord", "new_record_id"]
 
 #: what a record's ``endpoint`` says: the API the caller spoke
 ENDPOINTS = (
@@ -20,6 +20,8 @@ ENDPOINTS = (
 
 #: how usage totals can be grouped (``modelway usage --by``, ``/admin/usage?group_by=``)
 GROUP_BY = ("key", "model", "deployment", "endpoint", "day", "hour")
+#: the longest range usage is grouped by hour (the points an answer holds)
+MAX_HOURS = 14 * 24
 
 # record ids: a random per-process prefix and a counter, unique across processes and restarts (a process forked
 # after this import, e.g. by a pre-loading server, draws its own prefix)
@@ -80,3 +82,7 @@ class UsageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: a record's fields in order: the columns of a stored record
+FIELDS = tuple(f.name for f in fields(UsageRecord))
