@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from schemas import drop_schema
 
-from services import PG_URL
+import services
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -21,6 +21,6 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
     request.getfixturevalue("postgres_server")
     schema = "mw_test_" + secrets.token_hex(6)
     try:
-        yield f"{PG_URL}?schema={schema}"
+        yield f"{services.PG_URL}?schema={schema}"  # (read now: conftests load before services.configure)
     finally:
         await drop_schema(schema)

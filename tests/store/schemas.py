@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from services import PG_URL
+import services
 
 
 async def drop_schema(schema: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(PG_URL)
+    conn = await asyncpg.connect(services.PG_URL)  # (read now: a conftest imports this before it is set)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
