@@ -90,6 +90,13 @@ TARGETS: list[Target] = [
     Target("direct", "direct", MODEL, "straight to the fake upstream (the floor)"),
     Target("nginx", "nginx", MODEL, "nginx proxy_pass, 1 worker, keepalive to the upstream (the pass-through floor)"),
     Target("minimal", "minimal", MODEL, "Starlette + uvicorn + aiohttp + orjson pass-through (the Python floor)"),
+    Target(
+        "python-floor",
+        "python-floor",
+        MODEL,
+        "uvloop Protocols + httptools + orjson byte relay, nothing else (bench.floor_proxy: the least any Python "
+        "gateway spends)",
+    ),
     Target("modelway", "modelway", MODEL, "modelway serve, defaults, alias bench-model -> openai/bench-model"),
     Target("modelway-direct", "modelway", "openai/bench-model", "the same server, the model addressed directly"),
     Target("modelway-completions", "modelway", MODEL, "the same server, POST /v1/completions", "completions"),
@@ -287,6 +294,14 @@ def _start_minimal(ctx: Context) -> Server:
     return Server(port, child.pid, ready, "starlette + uvicorn + aiohttp", child)
 
 
+def _start_floor(ctx: Context) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.floor_proxy", "--port", str(port), "--upstream-port", str(ctx.upstream_port)]
+    child = ctx.procs.spawn("python-floor", argv, env=ctx.procs.python_env(), cwd=_REPO)
+    ready = wait_http_ok(child, port, "/health", timeout=30)
+    return Server(port, child.pid, ready, "uvloop + httptools + orjson relay", child)
+
+
 def modelway_config(ctx: Context, upstream_port: int | None = None) -> dict[str, object]:
     """modelway's defaults plus: a master key, the alias ``bench-model`` -> ``openai/bench-model`` at the upstream,
     and the ``openai`` provider pointed at the upstream so ``openai/bench-model`` works directly too."""
@@ -449,6 +464,7 @@ _STARTERS: dict[str, Callable[[Context], Server]] = {
     "direct": _start_direct,
     "nginx": _start_nginx,
     "minimal": _start_minimal,
+    "python-floor": _start_floor,
     "modelway": start_modelway,
     CONTROL_PLANE: _start_control_plane,
     FAILOVER: _start_failover,
