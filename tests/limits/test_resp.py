@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
@@ -32,6 +32,7 @@ from services import REDIS_URL
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
+
 #: one of each reply type, and its value
 REPLIES: list[tuple[bytes, Any]] = [
     (b"+OK\r\n", "OK"),
@@ -47,17 +48,6 @@ REPLIES: list[tuple[bytes, Any]] = [
     (b"*3\r\n:0\r\n:5\r\n:0\r\n", [0, 5, 0]),
     (b"*4\r\n*2\r\n$1\r\nx\r\n$-1\r\n*0\r\n+OK\r\n*-1\r\n", [[b"x", None], [], "OK", None]),
 ]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Iterator[Run]:
-    """Runs a test's coroutine on asyncio's event loop or on uvloop."""
-    factory = None
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        yield runner.run
 
 
 needs_redis = pytest.mark.usefixtures("redis_server")

@@ -34,10 +34,11 @@ import os
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 from .redis_url import parse_redis_url
-from .sentinel import Address, discover_master, master_role
+from .sentinel import Address, discover_master, master_role, switched_master
 
 __all__ = [
     "Arg",
@@ -156,6 +157,8 @@ class _Protocol(asyncio.Protocol):
         self._health: asyncio.TimerHandle | None = None
         self._health_every = 0.0
         self._check_role = False
+        #: a subscribed connection's messages (replies with no command waiting); else such a reply breaks it
+        self.on_push: Callable[[Any], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not derive from it
@@ -182,7 +185,10 @@ class _Protocol(asyncio.Protocol):
                     break
                 pos = nxt
                 if not pending:
-                    raise RespConnectionError(f"Redis at {self.where} sent a reply nobody asked for")
+                    if self.on_push is None:
+                        raise RespConnectionError(f"Redis at {self.where} sent a reply nobody asked for")
+                    self.on_push(reply)
+                    continue
                 future = pending.popleft()[1]
                 if future.done():  # its caller was cancelled
                     continue
@@ -258,6 +264,8 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "closed by the server"
+        if isinstance(exc, ssl.SSLError) and exc.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+            reason = "the server wants a client certificate: give ssl_certfile and ssl_keyfile"
         self.fail(RespConnectionError(f"Connection to {self.where} lost ({reason})"))
         if not self.lost.done():
             self.lost.set_result(None)
@@ -281,6 +289,9 @@ class RespClient:
         self._sentinels: list[Address] = list(s.sentinels)
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
+        #: through Sentinel: the task following +switch-master, and how many switches it saw
+        self._watch: asyncio.Task[None] | None = None
+        self._switches = 0
 
     async def connect(self) -> None:
         """Make sure there is a connection: once this returns, the next command is written at once (unless the
@@ -323,6 +334,11 @@ class RespClient:
         if self._connecting is not None:  # let it finish (its waiters are not cancelled), then close it
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._connecting)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         proto, self._proto = self._proto, None
         if proto is not None:
             proto.fail(RespConnectionError(f"Connection to {proto.where} closed by the client"))
@@ -362,12 +378,55 @@ class RespClient:
         if s.service is None:
             proto = await self._connect(self.where, (s.host, s.port), setup)
         else:
+            if self._watch is None:
+                self._watch = asyncio.ensure_future(self._follow_switches())
+            switches = self._switches
             host, port = await discover_master(s, self._sentinels, self._ask)
             where = f"{_show(host, port)} (the master of {s.service!r})"
             proto = await self._connect(where, (host, port), [*setup, ["ROLE"]])
+            if self._switches != switches:
+                proto.fail(RespConnectionError(f"Connection to {where} not used: the master moved meanwhile"))
+                raise RespConnectionError(f"The master of {s.service!r} moved while connecting; try again")
         if s.health_check_interval:
             proto.watch(s.health_check_interval, role=s.service is not None)
         return proto
+
+    async def _follow_switches(self) -> None:
+        """Subscribed to ``+switch-master`` on one Sentinel (the first that answers, in discovery order): when the
+        master of this client's service moves, the connection to the old one is closed at once, so the next
+        command connects to the new one (the old master may accept writes until Sentinel demotes it)."""
+        s = self.settings
+        login: list[list[Arg]] = []
+        if s.sentinel_password is not None:
+            login.append(["AUTH", *([] if s.sentinel_username is None else [s.sentinel_username]), s.sentinel_password])
+        delay = 0.1
+        while True:
+            for host, port in list(self._sentinels):
+                try:
+                    proto = await self._connect(f"Sentinel {_show(host, port)}", (host, port), login)
+                except (RespError, OSError):
+                    continue
+                try:
+                    proto.on_push = self._switched
+                    await proto.send(encode_command(["SUBSCRIBE", "+switch-master"]))[0]
+                    delay = 0.1
+                    await proto.lost
+                except (RespError, OSError):
+                    pass
+                finally:
+                    proto.fail(RespConnectionError(f"Connection to {proto.where} closed by the client"))
+            await asyncio.sleep(delay)  # no Sentinel answers: try again, less and less often
+            delay = min(delay * 2, 5.0)
+
+    def _switched(self, message: Any) -> None:
+        moved = switched_master(message, self.settings.service)
+        if moved is None:
+            return
+        self._switches += 1
+        proto = self._proto
+        if proto is not None and not proto.broken:
+            host, port = moved
+            proto.fail(RespConnectionError(f"The master of {self.settings.service!r} moved to {_show(host, port)}"))
 
     async def _ask(self, address: Address, commands: list[list[Any]]) -> list[Any]:
         """``commands``' replies from the Sentinel at ``address``, over a connection of their own."""
@@ -375,6 +434,8 @@ class RespClient:
         proto = await self._connect(f"Sentinel {_show(host, port)}", address, [])
         try:
             futures = proto.send(b"".join(map(encode_command, commands)), len(commands))
+            for future in futures:
+                future.add_done_callback(_retrieve)
             replies = []
             for future in futures:
                 try:
@@ -407,6 +468,8 @@ class RespClient:
                 assert proto is not None
                 if setup:
                     futures = proto.send(b"".join(map(encode_command, setup)), len(setup))
+                    for future in futures:  # after a failed step, the next ones' errors are not awaited
+                        future.add_done_callback(_retrieve)
                     for command, future in zip(setup, futures, strict=True):
                         reply = await _setup_reply(where, command, future)
                         if command[0] == "ROLE" and (role := master_role(reply)) is not None:
@@ -422,8 +485,8 @@ class RespClient:
                 raise RespTimeoutError(f"Timeout connecting to {where}") from exc
             if isinstance(exc, ssl.SSLCertVerificationError):
                 raise RespConnectionError(
-                    f"TLS with {where} failed: the server's certificate was refused ({exc.verify_message}; see "
-                    "ssl_ca_certs and ssl_check_hostname)"
+                    f"TLS with {where} failed: the server's certificate was refused ({exc.verify_message.rstrip('.')}; "
+                    "see ssl_ca_certs and ssl_check_hostname)"
                 ) from exc
             if isinstance(exc, ssl.SSLError):
                 raise RespConnectionError(f"TLS with {where} failed: {exc}") from exc

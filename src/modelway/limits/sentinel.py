@@ -3,8 +3,9 @@
 The Sentinels are asked in turn for ``SENTINEL get-master-addr-by-name <service>``; the first that answers with an
 address is moved to the front of the list, so the next discovery asks it first. The client then connects to that
 address and checks with ``ROLE`` that it is a master (during a failover a Sentinel may still name the old one).
-Discovery runs whenever the client connects: after a failover breaks the connection (the old master dies, or
-Sentinel kills its clients when it demotes it), the next command finds the new master.
+Discovery runs whenever the client connects. The client also follows ``+switch-master`` on one Sentinel, and
+closes its connection when the master moves (the old master may still take writes until Sentinel demotes it); a
+failover that kills the old master breaks the connection anyway. Either way the next command finds the new master.
 
 The I/O is the caller's (``ask``: send commands to one Sentinel, return their replies), so this module holds only
 the procedure and its errors.
@@ -17,7 +18,7 @@ from typing import Any
 
 from .redis_url import RedisSettings
 
-__all__ = ["Address", "Ask", "SentinelError", "discover_master", "master_role"]
+__all__ = ["Address", "Ask", "SentinelError", "discover_master", "master_role", "switched_master"]
 
 Address = tuple[str, int]
 #: sends commands to the Sentinel at an address and returns their replies (raising ``OSError`` when it cannot)
@@ -57,6 +58,17 @@ def master_role(reply: Any) -> str | None:
     """``None`` when a ``ROLE`` reply says master, else the role it says (``slave``, ``sentinel``, ...)."""
     role = _text(reply[0]) if isinstance(reply, list) and reply else repr(reply)
     return None if role == "master" else role
+
+
+def switched_master(message: Any, service: str | None) -> Address | None:
+    """The new master's address when ``message`` (a ``+switch-master`` pub/sub message: ``<name> <old ip> <old
+    port> <new ip> <new port>``) is about ``service``; else ``None``."""
+    if not isinstance(message, list) or len(message) != 3 or message[0] != b"message":
+        return None
+    fields = _text(message[2]).split()
+    if len(fields) != 5 or fields[0] != service:
+        return None
+    return fields[3], int(fields[4])
 
 
 def _text(value: Any) -> str:
