@@ -220,3 +220,23 @@ def test_through_sentinel_the_health_check_wants_a_master(
             await sentinel.stop()
 
     run(main())
+
+
+def test_an_acl_without_role_takes_sentinel_s_word(run: Run, server: throwaway.Server) -> None:
+    port = port_of(server)
+    command(port, "ACL", "SETUSER", "norole", "on", ">pw", "~*", "+@all", "-role")
+
+    async def main() -> None:
+        sentinel = FakeSentinel(port)
+        url = f"redis+sentinel://norole:pw@127.0.0.1:{await sentinel.start()}/mymaster?health_check_interval=0.1"
+        try:
+            c = RespClient(url)
+            assert await c.execute("PING") == "PONG"
+            await asyncio.sleep(0.4)  # health checks meanwhile: ROLE refused, then PING
+            assert c._proto is not None and not c._proto.broken
+            assert await c.execute("ACL", "WHOAMI") == b"norole"
+            await c.aclose()
+        finally:
+            await sentinel.stop()
+
+    run(main())

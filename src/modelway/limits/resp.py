@@ -240,7 +240,9 @@ class _Protocol(asyncio.Protocol):
         if future.cancelled() or self.broken:
             return
         exc = future.exception()
-        if exc is not None:
+        if exc is not None and self._check_role and str(exc).startswith("NOPERM"):
+            self._check_role = False  # an ACL without +role: PING from now on
+        elif exc is not None:
             self.fail(RespConnectionError(f"The health check of {self.where} failed ({exc})"))
         elif self._check_role and (role := master_role(future.result())) is not None:
             self.fail(RespConnectionError(f"{self.where} is no longer the master (ROLE: {role}); connecting again"))
@@ -504,6 +506,8 @@ async def _setup_reply(where: str, command: list[Arg], future: asyncio.Future[An
     try:
         return await future
     except RespError as exc:
+        if command[0] == "ROLE" and str(exc).startswith("NOPERM"):
+            return [b"master"]  # an ACL without +role: Sentinel's word is taken (READONLY still moves the client)
         if command[0] != "AUTH":
             raise
         user = f"user {command[1]!r}" if len(command) == 3 else "the default user"
