@@ -56,7 +56,10 @@ def test_env_references() -> None:
         ({"providers": {"zhipuu": {}}}, r"providers.zhipuu: unknown provider"),
         ([1, 2], r"the top level must be a mapping"),
         ({"store": {"url": "mysql://x"}}, r"store.url: must be sqlite:///path.db or postgresql://"),
-        ({"store": {"url": "sqlite:///x.db", "redis_url": "http://x"}}, r"store.redis_url: must be redis://"),
+        (
+            {"store": {"url": "sqlite:///x.db", "redis_url": "http://x"}},
+            r"store.redis_url: the scheme must be redis://",
+        ),
         ({"store": {"key_refresh": 0}}, r"store.key_refresh: must be a positive number"),
         ({"usage": {"batch_size": 1.5}}, r"usage.batch_size: must be a positive integer"),
         ({"metrics": {"enabled": "yes"}}, r"metrics.enabled: must be true or false"),

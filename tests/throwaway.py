@@ -241,17 +241,24 @@ def find_redis() -> Path:
     )
 
 
-def start_redis(port: int) -> Server:
-    """A Redis on 127.0.0.1:``port`` that keeps nothing on disk."""
+def start_redis(port: int, *args: str, config: str | None = None, password: str | None = None) -> Server:
+    """A Redis on 127.0.0.1:``port`` that keeps nothing on disk; ``args`` are more options (``--tls-port``, ...),
+    ``config`` the text of a configuration file to start from (a Sentinel's: ``args`` then holds ``--sentinel``),
+    ``password`` the default user's, if it has one."""
     started = time.monotonic()
     binary = find_redis()
     directory = Path(tempfile.mkdtemp(prefix="modelway-test-redis-"))
     try:
         log = directory / "server.log"
+        first: list[str] = []
+        if config is not None:
+            (directory / "redis.conf").write_text(config)
+            first = [str(directory / "redis.conf")]
+        persistence = [] if "--sentinel" in args else ["--save", "", "--appendonly", "no"]
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [str(binary), "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                 "--dir", str(directory), "--daemonize", "no", "--logfile", ""],
+                [str(binary), *first, "--port", str(port), "--bind", HOST, *persistence,
+                 "--dir", str(directory), "--daemonize", "no", "--logfile", "", *args],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=directory,
                 start_new_session=True,
             )  # fmt: skip
@@ -259,7 +266,7 @@ def start_redis(port: int) -> Server:
         atexit.register(server.stop)
         info: dict[str, str] = {}
         try:
-            _wait(proc, log, lambda: _redis_ready(port, proc.pid, info))
+            _wait(proc, log, lambda: _redis_ready(port, proc.pid, info, password))
         except BaseException:
             server.stop()
             raise
@@ -271,12 +278,16 @@ def start_redis(port: int) -> Server:
     return server
 
 
-def _redis_ready(port: int, pid: int, info: dict[str, str]) -> bool:
+def _redis_ready(port: int, pid: int, info: dict[str, str], password: str | None = None) -> bool:
     """Our redis-server answers on ``port`` (``INFO server`` names its pid, so not some other server)."""
     try:
         with socket.create_connection((HOST, port), timeout=1) as s:
+            if password is not None:
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
             s.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
             with s.makefile("rb") as reply:
+                if password is not None and not reply.readline().startswith(b"+OK"):
+                    return False
                 header = reply.readline()
                 if not header.startswith(b"$"):  # -LOADING, or the connection closed: not yet
                     return False

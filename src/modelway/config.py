@@ -138,7 +138,9 @@ class StoreConfig:
 
     #: ``sqlite:///modelway.db`` (embedded) or ``postgresql://user@host/db`` (shared by replicas)
     url: str | None = None
-    #: ``redis://host:6379/0``: rate limits and budgets shared by every worker and replica (else in-process)
+    #: ``redis://host:6379/0``: rate limits and budgets shared by every worker and replica (else in-process);
+    #: ``rediss://`` for TLS, ``redis+sentinel://h1,h2/service`` through Sentinel, options in the query
+    #: (``ssl_ca_certs``, ``socket_timeout``, ...: :mod:`modelway.limits.redis_url`)
     redis_url: str | None = None
     #: seconds between reloads of the keys (keys created or revoked by another worker or the CLI)
     key_refresh: float = 5.0
@@ -497,9 +499,13 @@ def _store(s: dict[str, Any]) -> StoreConfig:
             raise ConfigError(f"{where}.url: must be sqlite:///path.db or postgresql://user@host/db (got {url!r})")
         cfg.url = url
     if s.get("redis_url"):
+        from .limits.redis_url import parse_redis_url, redact_url
+
         url = _str(s, "redis_url", where)
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{where}.redis_url: must be redis://host:port/db (got {url!r})")
+        try:
+            parse_redis_url(url)  # the TLS files too: read again when the clients are made, at start
+        except ValueError as exc:
+            raise ConfigError(f"{where}.redis_url: {exc} (in {redact_url(url)})") from None
         cfg.redis_url = url
     if "key_refresh" in s:
         cfg.key_refresh = float(_num(s, "key_refresh", where))

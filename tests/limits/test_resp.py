@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
@@ -32,6 +32,7 @@ from services import REDIS_URL
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
+
 #: one of each reply type, and its value
 REPLIES: list[tuple[bytes, Any]] = [
     (b"+OK\r\n", "OK"),
@@ -47,17 +48,6 @@ REPLIES: list[tuple[bytes, Any]] = [
     (b"*3\r\n:0\r\n:5\r\n:0\r\n", [0, 5, 0]),
     (b"*4\r\n*2\r\n$1\r\nx\r\n$-1\r\n*0\r\n+OK\r\n*-1\r\n", [[b"x", None], [], "OK", None]),
 ]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Iterator[Run]:
-    """Runs a test's coroutine on asyncio's event loop or on uvloop."""
-    factory = None
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        yield runner.run
 
 
 needs_redis = pytest.mark.usefixtures("redis_server")
@@ -180,26 +170,34 @@ class TestParser:
 class TestUrls:
     def test_parts(self) -> None:
         c = RespClient("redis://us%40er:p%3Aw@redis.internal:6380/2?socket_timeout=0.5&max_connections=9")
-        assert (c.host, c.port, c.db, c.username, c.password, c.timeout, c.ssl) == (
+        s = c.settings
+        assert (s.host, s.port, s.db, s.username, s.password, c.timeout, s.tls) == (
             "redis.internal",
             6380,
             2,
             "us@er",
             "p:w",
             0.5,
-            False,
+            None,
         )
         c = RespClient("rediss://:pw@h")
-        assert (c.host, c.port, c.db, c.username, c.password, c.ssl) == ("h", 6379, 0, None, "pw", True)
+        s = c.settings
+        assert (s.host, s.port, s.db, s.username, s.password) == ("h", 6379, 0, None, "pw")
+        assert s.tls is not None and s.tls.cert_reqs == "required" and s.tls.check_hostname
         c = RespClient("unix:///run/redis.sock?db=3&password=pw&socket_connect_timeout=1")
-        assert (c.path, c.db, c.password, c.connect_timeout) == ("/run/redis.sock", 3, "pw", 1.0)
+        assert (c.settings.path, c.settings.db, c.settings.password, c.connect_timeout) == (
+            "/run/redis.sock",
+            3,
+            "pw",
+            1.0,
+        )
 
     @pytest.mark.parametrize(
         ("url", "message"),
         [
             ("http://h/", "scheme"),
-            ("redis://h/x", "database must be a number"),
-            ("redis://h/0?ssl_cert_reqs=none", "unsupported URL parameter"),
+            ("redis://h/x", "db must be a whole number"),
+            ("redis://h/0?ssl_cert_reqs=none", "needs TLS"),
             ("unix://", "path"),
         ],
     )

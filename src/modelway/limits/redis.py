@@ -27,11 +27,11 @@ import math
 import secrets
 import time
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError
 from .base import Limiter, LimiterUnavailableError, Limits, Permit, SpendNotSeeded, minute_window, period_window
 from .memory import budget_exceeded, max_parallel_exceeded, rate_exceeded
+from .redis_url import redact_url
 from .resp import Arg, RespClient, RespError, Script
 
 log = logging.getLogger("modelway.limits")
@@ -39,7 +39,7 @@ log = logging.getLogger("modelway.limits")
 #: seconds before a place taken by a refused or cancelled acquire is given back
 GIVE_BACK_DELAY = 1.0
 
-__all__ = ["RedisLimiter"]
+__all__ = ["RedisLimiter", "redact_url"]
 
 # KEYS: minute hash, in-flight set, spend counter
 # ARGV: now, rpm, tpm, max_parallel, budget ('' when not set), permit token, its expiry, in-flight set ttl
@@ -100,7 +100,8 @@ _RELEASE_SCRIPT = Script(_RELEASE)
 
 
 class RedisLimiter(Limiter):
-    """Counts in Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), under keys starting with ``prefix``.
+    """Counts in Redis at ``url`` (``redis://``, ``rediss://``, ``unix://`` or through Sentinel:
+    :mod:`.redis_url`), under keys starting with ``prefix``.
 
     Every command goes over one pipelined connection (:mod:`.resp`), made on first use in the running event loop
     and again after it broke: a command waits up to 2 s for the connection and 2 s for Redis to answer (the URL's
@@ -272,16 +273,3 @@ class RedisLimiter(Limiter):
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
         await self._client.aclose()
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (in the user part or the query), for messages and logs."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if "password" in query:
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query)], safe="*")
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

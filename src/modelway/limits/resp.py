@@ -13,10 +13,14 @@ replies could no longer be matched). Commands are never retried once written: a 
 connection, set on the oldest pending command, keeps the timeout without a timer per command. A caller cancelled
 while waiting leaves its future in the queue, so the replies after it still go to the right callers.
 
-URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS, verified with the system's CA
-certificates) and ``unix:///path/to/socket``; the query may give ``db``, ``password``, ``username``,
-``socket_timeout`` (the command timeout) and ``socket_connect_timeout``; ``timeout`` and ``max_connections``
-(redis-py's pool settings) are accepted and ignored. Replies: simple strings are ``str``, bulk strings ``bytes``,
+Failover: an error reply ``READONLY`` (the server was demoted to a replica under us: a failover, a managed
+Redis moving its primary) closes the connection after the replies already read, so the next command connects
+again, through Sentinel to the new master or, by name, to wherever the name points now. With
+``health_check_interval`` an idle connection is checked (PING; ROLE through Sentinel) without waiting on any
+command. TCP keepalive is on unless the URL turns it off.
+
+URLs (:mod:`.redis_url`): ``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+sentinel://`` and
+``rediss+sentinel://``, with redis-py's option names. Replies: simple strings are ``str``, bulk strings ``bytes``,
 null ``None``; an error inside an array is a :class:`RespError` value, an error reply raises it. A reply is parsed
 again from its start when it arrives in pieces, fine for small replies, slow for huge ones.
 """
@@ -27,10 +31,14 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .redis_url import parse_redis_url
+from .sentinel import Address, discover_master, master_role, switched_master
 
 __all__ = [
     "Arg",
@@ -146,6 +154,11 @@ class _Protocol(asyncio.Protocol):
         self._pending: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
+        self._health: asyncio.TimerHandle | None = None
+        self._health_every = 0.0
+        self._check_role = False
+        #: a subscribed connection's messages (replies with no command waiting); else such a reply breaks it
+        self.on_push: Callable[[Any], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not derive from it
@@ -172,12 +185,17 @@ class _Protocol(asyncio.Protocol):
                     break
                 pos = nxt
                 if not pending:
-                    raise RespConnectionError(f"Redis at {self.where} sent a reply nobody asked for")
+                    if self.on_push is None:
+                        raise RespConnectionError(f"Redis at {self.where} sent a reply nobody asked for")
+                    self.on_push(reply)
+                    continue
                 future = pending.popleft()[1]
                 if future.done():  # its caller was cancelled
                     continue
                 if isinstance(reply, RespError):
                     future.set_exception(reply)
+                    if str(reply).startswith("READONLY"):
+                        self._demoted()
                 else:
                     future.set_result(reply)
         except (RespConnectionError, ValueError) as exc:
@@ -195,12 +213,49 @@ class _Protocol(asyncio.Protocol):
             return
         self.fail(RespTimeoutError(f"Timeout reading from {self.where}: no answer within {self.timeout:g} s"))
 
+    def _demoted(self) -> None:
+        """A READONLY reply: no new command here; the replies already read still go to their callers, then the
+        connection closes (its pending commands fail: they went to a replica)."""
+        if not self.broken:
+            self.broken = True
+            exc = RespConnectionError(f"{self.where} is a read-only replica now (a failover?); connecting again")
+            self.loop.call_soon(self.fail, exc)
+
+    def watch(self, interval: float, *, role: bool) -> None:
+        """Check the connection every ``interval`` seconds while no command is pending: PING, or ROLE (``role``),
+        which must say master. A check not answered in time, or failed, closes the connection."""
+        self._health_every, self._check_role = interval, role
+        self._health = self.loop.call_later(interval, self._check_health)
+
+    def _check_health(self) -> None:
+        self._health = None
+        if self.broken:
+            return
+        if not self._pending:  # else the oldest pending command's timeout watches the connection
+            command = b"*1\r\n$4\r\nROLE\r\n" if self._check_role else b"*1\r\n$4\r\nPING\r\n"
+            self.send(command)[0].add_done_callback(self._checked)
+        self._health = self.loop.call_later(self._health_every, self._check_health)
+
+    def _checked(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or self.broken:
+            return
+        exc = future.exception()
+        if exc is not None and self._check_role and str(exc).startswith("NOPERM"):
+            self._check_role = False  # an ACL without +role: PING from now on
+        elif exc is not None:
+            self.fail(RespConnectionError(f"The health check of {self.where} failed ({exc})"))
+        elif self._check_role and (role := master_role(future.result())) is not None:
+            self.fail(RespConnectionError(f"{self.where} is no longer the master (ROLE: {role}); connecting again"))
+
     def fail(self, exc: Exception) -> None:
         """Fail every pending command with ``exc`` and close the connection at once."""
         self.broken = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._health is not None:
+            self._health.cancel()
+            self._health = None
         pending, self._pending = self._pending, deque()
         for _, future in pending:
             if not future.done():
@@ -211,47 +266,34 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "closed by the server"
+        if isinstance(exc, ssl.SSLError) and exc.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+            reason = "the server wants a client certificate: give ssl_certfile and ssl_keyfile"
         self.fail(RespConnectionError(f"Connection to {self.where} lost ({reason})"))
         if not self.lost.done():
             self.lost.set_result(None)
 
 
 class RespClient:
-    """Runs commands on Redis at ``url`` over one pipelined connection, made on first use and again after a loss."""
+    """Runs commands on Redis at ``url`` over one pipelined connection, made on first use and again after a loss.
+
+    ``url`` is read by :func:`~.redis_url.parse_redis_url` (``ValueError`` when it is invalid, or a TLS file cannot
+    be loaded); its ``socket_timeout`` and ``socket_connect_timeout`` win over ``timeout`` and ``connect_timeout``.
+    Through Sentinel, every new connection asks the Sentinels for the master first (each Sentinel, and then the
+    master, within the connect timeout) and checks its ``ROLE``.
+    """
 
     def __init__(self, url: str, *, timeout: float = 2.0, connect_timeout: float = 2.0) -> None:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        self.timeout = float(query.pop("socket_timeout", timeout))
-        self.connect_timeout = float(query.pop("socket_connect_timeout", connect_timeout))
-        query.pop("timeout", None)
-        query.pop("max_connections", None)
-        self.username = unquote(parts.username) if parts.username else query.pop("username", None)
-        self.password = unquote(parts.password) if parts.password else query.pop("password", None)
-        query.pop("username", None)
-        query.pop("password", None)
-        db = query.pop("db", None)
-        if query:
-            raise ValueError(f"unsupported URL parameter(s): {', '.join(sorted(query))}")
-        self.path: str | None = None
-        self.host, self.port, self.ssl = "", 0, False
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError("a unix:// URL needs the socket's path")
-            self.path, self.where = parts.path, f"unix socket {parts.path}"
-        elif parts.scheme in ("redis", "rediss"):
-            self.host, self.port, self.ssl = parts.hostname or "localhost", parts.port or 6379, parts.scheme == "rediss"
-            self.where = f"{self.host}:{self.port}"
-            if db is None and parts.path.strip("/"):
-                db = parts.path.strip("/")
-        else:
-            raise ValueError("the scheme must be redis://, rediss:// or unix://")
-        try:
-            self.db = int(db or 0)
-        except ValueError:
-            raise ValueError(f"the database must be a number, not {db!r}") from None
+        self.settings = s = parse_redis_url(url)
+        self.timeout = s.socket_timeout if s.socket_timeout is not None else timeout
+        self.connect_timeout = s.socket_connect_timeout if s.socket_connect_timeout is not None else connect_timeout
+        self.where = s.where
+        self._ssl = s.tls.context() if s.tls is not None else None
+        self._sentinels: list[Address] = list(s.sentinels)
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
+        #: through Sentinel: the task following +switch-master, and how many switches it saw
+        self._watch: asyncio.Task[None] | None = None
+        self._switches = 0
 
     async def connect(self) -> None:
         """Make sure there is a connection: once this returns, the next command is written at once (unless the
@@ -294,9 +336,14 @@ class RespClient:
         if self._connecting is not None:  # let it finish (its waiters are not cancelled), then close it
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._connecting)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         proto, self._proto = self._proto, None
         if proto is not None:
-            proto.fail(RespConnectionError(f"Connection to {self.where} closed by the client"))
+            proto.fail(RespConnectionError(f"Connection to {proto.where} closed by the client"))
             await proto.lost
 
     async def _ready(self) -> _Protocol:
@@ -323,46 +370,164 @@ class RespClient:
             self._proto = task.result()
 
     async def _open(self) -> _Protocol:
+        """A new connection, logged in, on the right database, checked (through Sentinel: on the master)."""
+        s = self.settings
+        setup: list[list[Arg]] = []
+        if s.password is not None:
+            setup.append(["AUTH", *([] if s.username is None else [s.username]), s.password])
+        if s.db:
+            setup.append(["SELECT", s.db])
+        if s.service is None:
+            proto = await self._connect(self.where, (s.host, s.port), setup)
+        else:
+            if self._watch is None:
+                self._watch = asyncio.ensure_future(self._follow_switches())
+            switches = self._switches
+            host, port = await discover_master(s, self._sentinels, self._ask)
+            where = f"{_show(host, port)} (the master of {s.service!r})"
+            proto = await self._connect(where, (host, port), [*setup, ["ROLE"]])
+            if self._switches != switches:
+                proto.fail(RespConnectionError(f"Connection to {where} not used: the master moved meanwhile"))
+                raise RespConnectionError(f"The master of {s.service!r} moved while connecting; try again")
+        if s.health_check_interval:
+            proto.watch(s.health_check_interval, role=s.service is not None)
+        return proto
+
+    async def _follow_switches(self) -> None:
+        """Subscribed to ``+switch-master`` on one Sentinel (the first that answers, in discovery order): when the
+        master of this client's service moves, the connection to the old one is closed at once, so the next
+        command connects to the new one (the old master may accept writes until Sentinel demotes it)."""
+        s = self.settings
+        login: list[list[Arg]] = []
+        if s.sentinel_password is not None:
+            login.append(["AUTH", *([] if s.sentinel_username is None else [s.sentinel_username]), s.sentinel_password])
+        delay = 0.1
+        while True:
+            for host, port in list(self._sentinels):
+                try:
+                    proto = await self._connect(f"Sentinel {_show(host, port)}", (host, port), login)
+                except (RespError, OSError):
+                    continue
+                try:
+                    proto.on_push = self._switched
+                    await proto.send(encode_command(["SUBSCRIBE", "+switch-master"]))[0]
+                    delay = 0.1
+                    await proto.lost
+                except (RespError, OSError):
+                    pass
+                finally:
+                    proto.fail(RespConnectionError(f"Connection to {proto.where} closed by the client"))
+            await asyncio.sleep(delay)  # no Sentinel answers: try again, less and less often
+            delay = min(delay * 2, 5.0)
+
+    def _switched(self, message: Any) -> None:
+        moved = switched_master(message, self.settings.service)
+        if moved is None:
+            return
+        self._switches += 1
+        proto = self._proto
+        if proto is not None and not proto.broken:
+            host, port = moved
+            proto.fail(RespConnectionError(f"The master of {self.settings.service!r} moved to {_show(host, port)}"))
+
+    async def _ask(self, address: Address, commands: list[list[Any]]) -> list[Any]:
+        """``commands``' replies from the Sentinel at ``address``, over a connection of their own."""
+        host, port = address
+        proto = await self._connect(f"Sentinel {_show(host, port)}", address, [])
+        try:
+            futures = proto.send(b"".join(map(encode_command, commands)), len(commands))
+            for future in futures:
+                future.add_done_callback(_retrieve)
+            replies = []
+            for future in futures:
+                try:
+                    replies.append(await future)
+                except RespError as exc:
+                    raise RespConnectionError(f"Sentinel {_show(host, port)} answered {exc}") from None
+            return replies
+        finally:
+            proto.fail(RespConnectionError(f"Connection to {proto.where} closed by the client"))
+
+    async def _connect(self, where: str, address: Address, setup: list[list[Arg]]) -> _Protocol:
+        """Connect to ``address`` (``self.settings.path`` for a socket) and run ``setup`` (AUTH first, ROLE last:
+        it must say master), all within the connect timeout."""
         loop = asyncio.get_running_loop()
         proto: _Protocol | None = None
 
         def factory() -> _Protocol:
             nonlocal proto
-            proto = _Protocol(self.where, self.timeout)
+            proto = _Protocol(where, self.timeout)
             return proto
 
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if self.path is not None:
-                    await loop.create_unix_connection(factory, self.path)
+                if self.settings.path is not None:
+                    await loop.create_unix_connection(factory, self.settings.path)
                 else:
-                    context = ssl.create_default_context() if self.ssl else None
-                    await loop.create_connection(factory, self.host, self.port, ssl=context)
+                    transport, _ = await loop.create_connection(factory, *address, ssl=self._ssl)
+                    if self.settings.socket_keepalive:
+                        _keepalive(transport)
                 assert proto is not None
-                setup: list[list[Arg]] = []
-                if self.password is not None:
-                    user = [] if self.username is None else [self.username]
-                    setup.append(["AUTH", *user, self.password])
-                if self.db:
-                    setup.append(["SELECT", self.db])
                 if setup:
-                    for future in proto.send(b"".join(map(encode_command, setup)), len(setup)):
-                        await future
+                    futures = proto.send(b"".join(map(encode_command, setup)), len(setup))
+                    for future in futures:  # after a failed step, the next ones' errors are not awaited
+                        future.add_done_callback(_retrieve)
+                    for command, future in zip(setup, futures, strict=True):
+                        reply = await _setup_reply(where, command, future)
+                        if command[0] == "ROLE" and (role := master_role(reply)) is not None:
+                            raise RespConnectionError(
+                                f"{where} is not a master (ROLE: {role}): a failover is under way, try again"
+                            )
         except BaseException as exc:
             if proto is not None:
-                proto.fail(RespConnectionError(f"Connection to {self.where} not set up"))
+                proto.fail(RespConnectionError(f"Connection to {where} not set up"))
             if isinstance(exc, RespError | RespConnectionError | RespTimeoutError):
                 raise
             if isinstance(exc, TimeoutError):
-                raise RespTimeoutError(f"Timeout connecting to {self.where}") from exc
+                raise RespTimeoutError(f"Timeout connecting to {where}") from exc
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise RespConnectionError(
+                    f"TLS with {where} failed: the server's certificate was refused ({exc.verify_message.rstrip('.')}; "
+                    "see ssl_ca_certs and ssl_check_hostname)"
+                ) from exc
+            if isinstance(exc, ssl.SSLError):
+                raise RespConnectionError(f"TLS with {where} failed: {exc}") from exc
             if isinstance(exc, OSError):
                 errno = exc.errno
                 reason = os.strerror(errno) if errno and errno > 0 else exc.strerror or str(exc)
                 if errno is None:
-                    raise RespConnectionError(f"Error connecting to {self.where}. {reason}.") from exc
-                raise RespConnectionError(f"Error {errno} connecting to {self.where}. {reason}.") from exc
+                    raise RespConnectionError(f"Error connecting to {where}. {reason}.") from exc
+                raise RespConnectionError(f"Error {errno} connecting to {where}. {reason}.") from exc
             raise
         return proto
+
+
+async def _setup_reply(where: str, command: list[Arg], future: asyncio.Future[Any]) -> Any:
+    try:
+        return await future
+    except RespError as exc:
+        if command[0] == "ROLE" and str(exc).startswith("NOPERM"):
+            return [b"master"]  # an ACL without +role: Sentinel's word is taken (READONLY still moves the client)
+        if command[0] != "AUTH":
+            raise
+        user = f"user {command[1]!r}" if len(command) == 3 else "the default user"
+        raise RespError(f"Redis at {where} refused the login as {user}: {exc}") from None
+
+
+def _keepalive(transport: asyncio.BaseTransport) -> None:
+    """TCP keepalive on the connection: probes after 60 s idle, every 15 s, 4 unanswered ones close it (Linux)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

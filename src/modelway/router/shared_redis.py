@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..limits.redis import redact_url
+from ..limits.redis_url import redact_url
 from ..limits.resp import Arg, RespClient, RespError, Script
 from . import shared_lua as lua
 from .circuit import CircuitState, is_account_failure
