@@ -178,3 +178,17 @@ def test_serve_from_the_environment_alone(tmp_path: Path) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert proc.returncode in (0, -15), err.decode()
+
+
+def test_admin_commands_use_the_environments_store(tmp_path: Path) -> None:
+    """With no config file, ``modelway keys`` works on the store MODELWAY_STORE__URL names."""
+    runner = CliRunner(env={"MODELWAY_STORE__URL": f"sqlite:///{tmp_path}/gw.db"})
+    r = runner.invoke(main, ["keys", "create", "--name", "team-a"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["keys", "list", "--json"])
+    assert r.exit_code == 0 and [k["name"] for k in json.loads(r.stdout)] == ["team-a"]
+    r = CliRunner().invoke(main, ["keys", "list"])
+    assert r.exit_code == 2
+    assert "no config file (-c or MODELWAY_CONFIG), and the environment has no store.url (nor MODELWAY_STORE__URL)" in (
+        r.stderr
+    )
