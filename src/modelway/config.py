@@ -734,15 +734,20 @@ def load_config_explained(
             raise ConfigError(f"{p}: invalid YAML: {exc}") from None
     reader = EnvReader(os.environ if env is None else env)
     overrides = read_overrides(reader, env_sections(), referenced=_references(data))
+    kept = overrides.without(data)  # what the environment replaces goes before ${VAR} expansion
     try:
-        # what the environment replaces is dropped before ${VAR} expansion, and its own values are not expanded
-        cfg = _parse(overrides.apply(_expand(overrides.without(data), "config", reader)))
+        cfg = _parse(overrides.apply(_expand(kept, "config", reader)))  # (the environment's values are not expanded)
     except ConfigError as exc:
         raise overrides.explain(exc, reader) from None
     if path is not None:
-        usage = overrides.without(data).get("usage")
-        given = set(usage) if isinstance(usage, dict) else set()
-        _resolve_paths(cfg, Path(path).absolute().parent, given, store_url="store.url" not in overrides.sources)
+        usage = kept.get("usage")
+        store = kept.get("store")
+        _resolve_paths(
+            cfg,
+            Path(path).absolute().parent,
+            set(usage) if isinstance(usage, dict) else set(),
+            store_url=isinstance(store, dict) and "url" in store,
+        )
     return cfg, overrides.sources
 
 
