@@ -204,8 +204,8 @@ def chat(
     "config_path",
     type=click.Path(dir_okay=False),
     envvar="MODELWAY_CONFIG",
-    help="YAML config file (see modelway.example.yaml). Without one: embedded defaults, serving every "
-    "provider whose key is in the environment as provider/model.",
+    help="YAML config file (see modelway.example.yaml; env MODELWAY_CONFIG). Without one: embedded defaults, serving "
+    "every provider whose key is in the environment as provider/model.",
 )
 @click.option("--host", help="Interface to listen on (default: config server.host, else 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default: config server.port, else 4000).")
@@ -236,11 +236,17 @@ def serve(
     Deployments may be demo models (model: demo/glm-4-flash, with fault options): their simulators start with the
     gateway.
 
+    Every setting can also come from an environment variable, over the file: MODELWAY_<SECTION>__<FIELD>
+    (MODELWAY_SERVER__PORT=8080, MODELWAY_STORE__URL=...), a whole section (MODELWAY_MODELS=<YAML>), any of them
+    from a mounted file (MODELWAY_SERVER__MASTER_KEY_FILE=/run/secrets/master-key). `modelway config` prints what
+    the gateway would run with; `modelway config --help` explains the variables.
+
     \b
     Examples:
       modelway serve --demo                       # try it with no key: demo/glm-4-flash, demo/qwen-plus, ...
       modelway serve -c modelway.yaml --port 4000 --workers 2
       modelway serve -c demo.yaml                 # aliases over demo/... deployments (see the README)
+      MODELWAY_SERVER__PORT=8080 MODELWAY_STORE__URL=sqlite:///gw.db modelway serve    # no file: the environment
     """
     from .config import load_config
 
@@ -592,11 +598,12 @@ def providers() -> None:
       modelway providers
       ZHIPUAI_API_KEY=id.secret modelway providers   # zhipu: key found (ZHIPUAI_API_KEY)
     """
+    from .envfile import env_source
     from .providers import PROVIDERS
 
     rows = []
     for name, cls in sorted(PROVIDERS.items()):
-        found = next((k for k in cls.key_env if os.environ.get(k)), None)
+        found = next((v for k in cls.key_env if (v := env_source(os.environ, k))), None)
         needs_key = bool(cls.key_env) and getattr(getattr(cls, "spec", None), "key_required", True)
         status = (
             f"key found ({found})"
@@ -612,11 +619,12 @@ def providers() -> None:
         click.echo(f"{name:<{w0}}  {label:<{w1}}  " + click.style(status, fg=colour))
 
 
-from . import cli_admin, cli_check, cli_deployments  # noqa: E402  (``keys``, ``usage``, ``check``, ``deployments``)
+from . import cli_admin, cli_check, cli_config, cli_deployments  # noqa: E402  (keys, usage, check, config, deployments)
 
 main.add_command(cli_admin.keys)
 main.add_command(cli_admin.usage)
 main.add_command(cli_check.check)
+main.add_command(cli_config.config)
 main.add_command(cli_deployments.deployments)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,15 +35,15 @@ ADMIN_ROLE = "admin"
 
 
 def config_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``-c/--config`` (or ``$MODELWAY_CONFIG``), required: the admin commands work on the config's store."""
+    """``-c/--config`` (or ``$MODELWAY_CONFIG``): the admin commands work on the config's store (without a file: the
+    store the ``MODELWAY_STORE__*`` variables give)."""
     return click.option(
         "-c",
         "--config",
         "config_path",
         type=click.Path(dir_okay=False),
         envvar="MODELWAY_CONFIG",
-        required=True,
-        help=help,
+        help=help + " (env MODELWAY_CONFIG; without one: the environment's MODELWAY_STORE__URL)",
     )
 
 
@@ -53,7 +53,7 @@ _JSON = JSON_OPTION
 
 
 def with_config_store(
-    config_path: str, work: Callable[[SQLStore, Config], Awaitable[T]], *, needs: str = "keys and usage"
+    config_path: str | None, work: Callable[[SQLStore, Config], Awaitable[T]], *, needs: str = "keys and usage"
 ) -> T:
     """Run ``work`` with the config's store open (and the config): a clear error, not a traceback, when the config is
     invalid, has no store, or the store refuses. ``needs`` says what needs the store, in that error."""
@@ -65,7 +65,10 @@ def with_config_store(
         click.secho(f"error: invalid configuration: {exc}", fg="red", err=True)
         sys.exit(2)
     if config.store.url is None:
-        click.secho(f"error: {config_path} has no store.url: {needs} need a store", fg="red", err=True)
+        where = config_path or "no config file (-c or MODELWAY_CONFIG), and the environment"
+        click.secho(
+            f"error: {where} has no store.url (nor MODELWAY_STORE__URL): {needs} need a store", fg="red", err=True
+        )
         sys.exit(2)
     need_store_extra(config.store.url)
     from .store.sql import SQLStore
@@ -110,7 +113,7 @@ def need_store_extra(url: str) -> None:
             sys.exit(1)
 
 
-def _with_store(config_path: str, work: Callable[[SQLStore], Awaitable[T]]) -> T:
+def _with_store(config_path: str | None, work: Callable[[SQLStore], Awaitable[T]]) -> T:
     return with_config_store(config_path, lambda store, _config: work(store))
 
 
@@ -156,7 +159,7 @@ def keys() -> None:
 @click.option("--admin", "admin", is_flag=True, help='An admin-scoped key: its metadata says {"role": "admin"}.')
 @_JSON
 def create_key(
-    config_path: str,
+    config_path: str | None,
     name: str,
     models: tuple[str, ...],
     rpm: int | None,
@@ -211,7 +214,7 @@ def create_key(
 @_CONFIG
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
 @_JSON
-def list_keys(config_path: str, include_revoked: bool, as_json: bool) -> None:
+def list_keys(config_path: str | None, include_revoked: bool, as_json: bool) -> None:
     """List keys: id, name, role, prefix, models, limits, expiry (and revocation, with --all).
 
     \b
@@ -260,7 +263,7 @@ def list_keys(config_path: str, include_revoked: bool, as_json: bool) -> None:
 @keys.command("revoke")
 @_CONFIG
 @click.argument("key_id")
-def revoke_key(config_path: str, key_id: str) -> None:
+def revoke_key(config_path: str | None, key_id: str) -> None:
     """Revoke KEY_ID: running gateways refuse it within store.key_refresh seconds.
 
     \b
@@ -304,7 +307,7 @@ MAX_CHART_DAYS = 60
 )
 @_JSON
 def usage(
-    config_path: str,
+    config_path: str | None,
     group_by: str,
     days: float | None,
     key: str | None,

@@ -32,7 +32,7 @@ _SET = click.option(
 )
 
 
-def _run(config_path: str, work: Callable[[RuntimeChanges], Awaitable[T]]) -> T:
+def _run(config_path: str | None, work: Callable[[RuntimeChanges], Awaitable[T]]) -> T:
     from .store.deployments import RuntimeChanges
 
     return with_config_store(
@@ -83,7 +83,7 @@ def deployments() -> None:
 @deployments.command("list")
 @_CONFIG
 @_JSON
-def list_deployments(config_path: str, as_json: bool) -> None:
+def list_deployments(config_path: str | None, as_json: bool) -> None:
     """Every deployment of every model: id, model, upstream, source (config|api), state, weight, tier, key.
 
     \b
@@ -144,7 +144,9 @@ def _deployment_options(f: Callable[..., None]) -> Callable[..., None]:
 @click.option("--model-name", required=True, help="The model (alias) callers ask for; created if new.")
 @_deployment_options
 @click.option("--disabled", is_flag=True, help="Add it out of rotation.")
-def add_deployment(config_path: str, model_name: str, sets: tuple[str, ...], as_json: bool, **given: Any) -> None:
+def add_deployment(
+    config_path: str | None, model_name: str, sets: tuple[str, ...], as_json: bool, **given: Any
+) -> None:
     """Add a deployment to a model, and print its id.
 
     \b
@@ -168,7 +170,12 @@ def add_deployment(config_path: str, model_name: str, sets: tuple[str, ...], as_
 @_deployment_options
 @click.option("--unset", multiple=True, metavar="FIELD", help="Back to the config's value or the default.")
 def update_deployment(
-    config_path: str, deployment_id: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool, **given: Any
+    config_path: str | None,
+    deployment_id: str,
+    sets: tuple[str, ...],
+    unset: tuple[str, ...],
+    as_json: bool,
+    **given: Any,
 ) -> None:
     """Change fields of DEPLOYMENT_ID (a configured one keeps the YAML's other fields).
 
@@ -188,7 +195,7 @@ def _action(name: str, doc: str) -> None:
     @_CONFIG
     @click.argument("deployment_id")
     @_JSON
-    def command(config_path: str, deployment_id: str, as_json: bool) -> None:
+    def command(config_path: str | None, deployment_id: str, as_json: bool) -> None:
         async def work(changes: RuntimeChanges) -> dict[str, Any]:
             if name == "remove":
                 return (await changes.remove_deployment(deployment_id)).to_dict()
@@ -219,7 +226,7 @@ def aliases() -> None:
 @aliases.command("list")
 @_CONFIG
 @_JSON
-def list_aliases(config_path: str, as_json: bool) -> None:
+def list_aliases(config_path: str | None, as_json: bool) -> None:
     """Every model: name, source, state, strategy, deployments.
 
     \b
@@ -248,7 +255,7 @@ def list_aliases(config_path: str, as_json: bool) -> None:
 @click.argument("name")
 @_SET
 @_JSON
-def add_alias(config_path: str, name: str, sets: tuple[str, ...], as_json: bool) -> None:
+def add_alias(config_path: str | None, name: str, sets: tuple[str, ...], as_json: bool) -> None:
     """Add the model NAME (fields: system_prompt, merge_system, description, price, routing).
 
     \b
@@ -266,7 +273,9 @@ def add_alias(config_path: str, name: str, sets: tuple[str, ...], as_json: bool)
 @_SET
 @click.option("--unset", multiple=True, metavar="FIELD", help="Back to the config's value or the default.")
 @_JSON
-def update_alias(config_path: str, name: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool) -> None:
+def update_alias(
+    config_path: str | None, name: str, sets: tuple[str, ...], unset: tuple[str, ...], as_json: bool
+) -> None:
     """Change the settings of the model NAME (routing is replaced as a whole).
 
     \b
@@ -282,7 +291,7 @@ def update_alias(config_path: str, name: str, sets: tuple[str, ...], unset: tupl
 @_CONFIG
 @click.argument("name")
 @_JSON
-def remove_alias(config_path: str, name: str, as_json: bool) -> None:
+def remove_alias(config_path: str | None, name: str, as_json: bool) -> None:
     """Remove the model NAME with its deployments (`aliases reset` or `aliases add` brings it back).
 
     \b
@@ -297,7 +306,7 @@ def remove_alias(config_path: str, name: str, as_json: bool) -> None:
 @_CONFIG
 @click.argument("name")
 @_JSON
-def reset_alias(config_path: str, name: str, as_json: bool) -> None:
+def reset_alias(config_path: str | None, name: str, as_json: bool) -> None:
     """Drop the changes of the model NAME's settings (and its removal).
 
     \b

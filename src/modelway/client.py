@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from . import calls
+from .envfile import env_source
 from .errors import ConfigError, UnknownModelError
 from .providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
 from .providers.base import Adapter, ProviderSettings
@@ -224,7 +225,7 @@ class AsyncClient:
             return await calls.list_models(self._transport, self._gateway, timeout=self.timeout)
         out: list[ModelInfo] = []
         for name, cls in sorted(PROVIDERS.items()):
-            if name in self._configs or any(self._env.get(k) for k in cls.key_env):
+            if name in self._configs or any(env_source(self._env, k) for k in cls.key_env):
                 out.extend(self.adapter(name).models())
         return out
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .config_env import Kind, Sections, kinds_of, read_overrides
+from .envfile import FILE_SUFFIX, EnvReader
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,7 +36,9 @@ __all__ = [
     "StoreConfig",
     "TracingConfig",
     "UsageConfig",
+    "env_sections",
     "load_config",
+    "load_config_explained",
     "parse_config",
 ]
 
@@ -266,16 +270,21 @@ class Config:
         return self.store.url is not None
 
 
-def _expand(value: Any, where: str, env: Mapping[str, str]) -> Any:
+def _expand(value: Any, where: str, env: EnvReader) -> Any:
+    """``value`` with its ``${VAR}`` references replaced: VAR, else the file VAR_FILE names (a mounted secret)."""
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
+            found = env.get(name)
+            if found is not None:
+                return found
             if default is not None:
                 return default
-            raise ConfigError(f"{where}: environment variable {name} is not set (referenced as ${{{name}}})")
+            raise ConfigError(
+                f"{where}: environment variable {name} is not set (referenced as ${{{name}}}; "
+                f"or set {name}{FILE_SUFFIX} to a file holding it)"
+            )
 
         return _ENV_REF.sub(sub, value)
     if isinstance(value, dict):
@@ -638,21 +647,36 @@ def _cluster(s: dict[str, Any]) -> ClusterConfig:
     return cfg
 
 
-def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
-    """Validate a decoded config document (``${VAR}`` references are expanded from ``env``)."""
+#: the config document's sections, each parsed by its own function below (or in :func:`_parse`)
+_SECTIONS = frozenset(
+    {
+        *("server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster"),
+        *("routing", "request_log", "tracing"),
+    }
+)
+
+
+def _top(data: Any) -> dict[str, Any]:
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping (server, models, providers, store, ...)")
-    data = _expand(data, "config", os.environ if env is None else env)
-    _take(
-        data,
-        "config",
-        {
-            *("server", "models", "providers", "store", "usage", "metrics", "prices", "responses", "cluster"),
-            *("routing", "request_log", "tracing"),
-        },
-    )
+    return data
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a decoded config document (``${VAR}`` references are expanded from ``env``; a ``VAR_FILE`` there
+    names a file holding VAR). The ``MODELWAY_*`` variables are not read here: :func:`load_config` reads them."""
+    reader = EnvReader(os.environ if env is None else env)
+    try:
+        return _parse(_expand(_top(data), "config", reader))
+    except ConfigError as exc:
+        raise ConfigError(reader.redact(exc.message)) from None
+
+
+def _parse(data: dict[str, Any]) -> Config:
+    """The config of a document whose references are expanded."""
+    _take(data, "config", set(_SECTIONS))
     cfg = Config()
     cfg.server = _server(_dict(data, "server", "config"))
     cfg.store = _store(_dict(data, "store", "config"))
@@ -694,22 +718,77 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
 
 
 def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML config file; ``None`` gives the embedded defaults."""
-    if path is None:
-        return parse_config({}, env)
-    p = Path(path)
+    """Read and validate a YAML config file (``None``: the embedded defaults), with the ``MODELWAY_*`` variables of
+    ``env`` (default: the process's) written over it (:mod:`modelway.config_env`)."""
+    return load_config_explained(path, env)[0]
+
+
+def load_config_explained(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> tuple[Config, dict[str, str]]:
+    """:func:`load_config`, and the settings the environment gave: ``{"server.port": "MODELWAY_SERVER__PORT"}``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from None
+        try:
+            data = _top(yaml.safe_load(text))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+    reader = EnvReader(os.environ if env is None else env)
+    overrides = read_overrides(reader, env_sections(), referenced=_references(data))
+    kept = overrides.without(data)  # what the environment replaces goes before ${VAR} expansion
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
-    cfg = parse_config(data, env)
-    usage = data.get("usage") if isinstance(data, dict) else None
-    _resolve_paths(cfg, p.absolute().parent, set(usage) if isinstance(usage, dict) else set())
-    return cfg
+        cfg = _parse(overrides.apply(_expand(kept, "config", reader)))  # (the environment's values are not expanded)
+    except ConfigError as exc:
+        raise overrides.explain(exc, reader) from None
+    if path is not None:
+        usage = kept.get("usage")
+        store = kept.get("store")
+        _resolve_paths(
+            cfg,
+            Path(path).absolute().parent,
+            set(usage) if isinstance(usage, dict) else set(),
+            store_url=isinstance(store, dict) and "url" in store,
+        )
+    return cfg, overrides.sources
+
+
+def env_sections() -> Sections:
+    """The settings the ``MODELWAY_*`` variables may give: every field of every section, and the sections that are
+    lists or free mappings (models, providers, prices) as whole documents."""
+    from .config_routing import ROUTING_FIELDS
+
+    sections: dict[str, dict[str, Kind] | None] = {
+        name: kinds_of(cls)
+        for name, cls in (
+            ("server", ServerConfig),
+            ("store", StoreConfig),
+            ("usage", UsageConfig),
+            ("metrics", MetricsConfig),
+            ("request_log", RequestLogConfig),
+            ("tracing", TracingConfig),
+            ("responses", ResponsesConfig),
+            ("cluster", ClusterConfig),
+        )
+    }
+    sections["routing"] = {name: "list" if name.endswith("fallbacks") else "yaml" for name in ROUTING_FIELDS}
+    sections.update(models=None, providers=None, prices=None)
+    return sections
+
+
+def _references(value: Any) -> set[str]:
+    """The variables a document refers to as ``${NAME}``."""
+    if isinstance(value, str):
+        return {m.group(1) for m in _ENV_REF.finditer(value)}
+    if isinstance(value, dict):
+        return set().union(*(_references(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value))
+    return set()
 
 
 _SQLITE_URL = re.compile(r"(sqlite(?:\+aiosqlite)?:///)([^?]*)(\?.*)?", re.DOTALL)
@@ -719,13 +798,14 @@ def _against(path: str, base: Path) -> str:
     return path if os.path.isabs(path) else str(base / path)
 
 
-def _resolve_paths(cfg: Config, base: Path, usage_given: set[str]) -> None:
+def _resolve_paths(cfg: Config, base: Path, usage_given: set[str], *, store_url: bool = True) -> None:
     """Relative paths written in a config file are relative to its directory (``base``), not to the working
-    directory: a SQLite ``store.url``, and ``usage.spill_path`` and ``usage.journal_dir`` when the file sets them (their
-    defaults stay relative to the working directory). A file left where an older modelway put it, in the working
-    directory, is named in a warning."""
+    directory: a SQLite ``store.url`` (unless the environment gave it: ``store_url`` false), and ``usage.spill_path``
+    and ``usage.journal_dir`` when the file sets them (their defaults, and values from the environment, stay relative
+    to the working directory). A file left where an older modelway put it, in the working directory, is named in a
+    warning."""
     old_spill, old_journal = os.path.abspath(cfg.usage.spill_path), cfg.usage.journal_path
-    m = _SQLITE_URL.fullmatch(cfg.store.url or "")
+    m = _SQLITE_URL.fullmatch(cfg.store.url or "") if store_url else None
     if m is not None and m.group(2) not in ("", ":memory:") and not os.path.isabs(m.group(2)):
         cfg.store.url = f"{m.group(1)}{base / m.group(2)}{m.group(3) or ''}"
         _moved("store.url", os.path.abspath(m.group(2)), str(base / m.group(2)))

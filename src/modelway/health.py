@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import calls
+from .envfile import env_source
 from .errors import ModelwayError
 from .rerank import rerank_request
 from .retry import RetryPolicy
@@ -154,7 +155,7 @@ def _targets(gateway: Gateway, models: Sequence[str], env: Mapping[str, str], *,
         if file:
             providers = set(config.providers)
         else:  # the embedded defaults serve every provider whose key is in the environment
-            providers = {p for p, cls in PROVIDERS.items() if any(env.get(k) for k in cls.key_env)}
+            providers = {p for p, cls in PROVIDERS.items() if any(env_source(env, k) for k in cls.key_env)}
         covered = {m.partition("/")[0] for m in direct}
         for p in sorted(providers - covered):
             chat = [m for m in PROVIDERS[p].known_models if model_kind(m) == "chat"]

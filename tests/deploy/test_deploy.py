@@ -205,10 +205,15 @@ def test_selectors_and_references_agree(rendered: dict[str, list[dict[str, Any]]
         assert cm_volume["configMap"]["name"] in {c["metadata"]["name"] for c in by_kind(docs, "ConfigMap")}, name
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         # every URL the gateway is given names a Service of the release, or comes from the Secret
-        for var in ("MODELWAY_DB_URL", "MODELWAY_REDIS_URL"):
+        for var in ("MODELWAY_STORE__URL", "MODELWAY_STORE__REDIS_URL"):
             if var in env and "value" in env[var]:
                 host = re.search(r"@?([a-z0-9-]+):\d+/", env[var]["value"])
                 assert host and host.group(1) in services, f"{name}: {var} names no Service: {env[var]}"
+        # every *_FILE variable names a file of the Secret's volume
+        files = _secret_files(deployment)
+        for var, e in env.items():
+            if var.endswith("_FILE"):
+                assert e["value"] in files, f"{name}: {var} names {e['value']}, which no volume holds"
         for sts in by_kind(docs, "StatefulSet"):
             assert sts["spec"]["serviceName"] in services, name
             assert (
@@ -226,10 +231,9 @@ def test_service_monitor_only_where_its_crd_exists(rendered: dict[str, list[dict
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
     # metrics.public is false: the scrape sends the master key the gateway itself reads
-    master = next(
-        e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "MODELWAY_MASTER_KEY"
-    )
-    assert endpoint["authorization"]["credentials"] == master["valueFrom"]["secretKeyRef"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    master = _secret_files(deployment)[env["MODELWAY_SERVER__MASTER_KEY_FILE"]["value"]]
+    assert endpoint["authorization"]["credentials"] == master
     for name in ("defaults", "k8s", "external-store"):
         assert by_kind(rendered[name], "ServiceMonitor") == [], name
 
@@ -238,22 +242,46 @@ def test_service_monitor_only_where_its_crd_exists(rendered: dict[str, list[dict
 def test_the_configmap_is_a_config_modelway_loads(
     rendered: dict[str, list[dict[str, Any]]], name: str, tmp_path: Path
 ) -> None:
+    """The ConfigMap with the pod's environment: its values, the Secret's keys (as the values a Secret would hold)
+    and the files of the Secret's volume (written under tmp_path)."""
     docs = rendered[name]
     (deployment,) = by_kind(docs, "Deployment")
-    env = {e["name"]: "x" for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    # the values Kubernetes would put there: URLs where the chart gives URLs
-    env.update(MODELWAY_DB_URL="postgresql://u:p@db:5432/modelway", MODELWAY_REDIS_URL="redis://redis:6379/0")
+    secret = {"database-url": "postgresql://u:p@db:5432/modelway", "redis-url": "redis://redis:6379/0"}
+    env: dict[str, str] = {}
+    for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "valueFrom" in e:
+            env[e["name"]] = secret.get(e["valueFrom"]["secretKeyRef"]["key"], "x")
+        else:  # $(VAR) is Kubernetes' reference to a variable defined before
+            env[e["name"]] = re.sub(r"\$\(([A-Z0-9_]+)\)", lambda m: env[m.group(1)], e["value"])
+    for mounted, key in _secret_files(deployment).items():
+        local = tmp_path / "secrets" / key["key"]
+        local.parent.mkdir(exist_ok=True)
+        local.write_text(secret.get(key["key"], "secret-" + key["key"]) + "\n")
+        env = {k: str(local) if v == mounted else v for k, v in env.items()}
     path = tmp_path / "modelway.yaml"
     path.write_text(by_kind(docs, "ConfigMap")[0]["data"]["modelway.yaml"])
     config = load_config(path, env=env)
-    assert config.server.host == "0.0.0.0" and config.server.master_key == "x"
+    assert config.server.host == "0.0.0.0" and config.server.master_key == "secret-master-key"
     workers = int(deployment["spec"]["template"]["spec"]["containers"][0]["args"][-1])
-    stores = "MODELWAY_DB_URL" in {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert (config.store.url is not None) == stores
+    stores = {"MODELWAY_STORE__URL", "MODELWAY_STORE__URL_FILE"} & env.keys()
+    assert (config.store.url is not None) == bool(stores)
     if config.store.url is not None and workers > 1:
         assert config.store.redis_url is not None, (
             "modelway serve --workers N with a store refuses to start without Redis"
         )
+
+
+def _secret_files(deployment: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The files of the Secret volumes the gateway's container mounts: path → {"name": Secret, "key": its key}."""
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    files = {}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        if mount["name"] in volumes:
+            volume = volumes[mount["name"]]
+            for item in volume["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = {"name": volume["secretName"], "key": item["key"]}
+    return files
 
 
 @pytest.mark.parametrize(
@@ -369,7 +397,7 @@ def test_docker_compose_config() -> None:
     run(docker, "compose", "-f", str(COMPOSE), "config", "--quiet", env=env)
 
 
-def test_compose_fleet(compose: dict[str, Any]) -> None:
+def test_compose_fleet(compose: dict[str, Any], tmp_path: Path) -> None:
     services = compose["services"]
     gateway = services["gateway"]
     assert gateway["deploy"]["replicas"] == 3
@@ -382,9 +410,15 @@ def test_compose_fleet(compose: dict[str, Any]) -> None:
     assert "/etc/modelway/modelway.yaml" in " ".join(gateway["volumes"]) and "deploy/modelway-fleet.yaml" in " ".join(
         gateway["volumes"]
     )
-    # the fleet config loads with the environment compose gives the gateway
+    # the fleet config loads with the environment compose gives the gateway, and its secrets' files
     env = {k: re.sub(r"\$\{[^}]*\}", "x", str(v)) for k, v in gateway["environment"].items()}
+    for secret in gateway["secrets"]:
+        assert secret["source"] in compose["secrets"] and secret["mode"] == 0o444  # the image's user reads it
+        local = tmp_path / secret["target"]
+        local.write_text(f"secret-{secret['target']}\n")
+        env = {k: str(local) if v == f"/run/secrets/{secret['target']}" else v for k, v in env.items()}
     config = load_config(FLEET, env=env)
+    assert config.server.master_key == "secret-master_key"
     assert config.store.url == "postgresql://modelway:x@postgres:5432/modelway"
     assert config.store.redis_url == "redis://redis:6379/0"
     assert config.server.host == "0.0.0.0" and config.server.port == 4000 and config.metrics.public is False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
+from ..envfile import env_value
 from ..errors import ConfigError
 from .anthropic import AnthropicAdapter
 from .base import Adapter, HTTPRequest, ProviderSettings, StreamParser
@@ -61,9 +63,10 @@ def split_model(model: str) -> tuple[str, str]:
     return provider, name
 
 
-def settings_from_env(cls: type[Adapter], env: dict[str, str] | None = None) -> ProviderSettings:
-    """Credentials and base URL from the official SDKs' environment variables (``ZHIPUAI_API_KEY``, ...)."""
+def settings_from_env(cls: type[Adapter], env: Mapping[str, str] | None = None) -> ProviderSettings:
+    """Credentials and base URL from the official SDKs' environment variables (``ZHIPUAI_API_KEY``, ...), each also
+    from the file its ``_FILE`` twin names (``ZHIPUAI_API_KEY_FILE=/run/secrets/zhipu``; :mod:`modelway.envfile`)."""
     e = os.environ if env is None else env
-    key = next((e[k] for k in cls.key_env if e.get(k)), None)
-    base = next((e[k] for k in cls.base_url_env if e.get(k)), None)
+    key = next((v for k in cls.key_env if (v := env_value(e, k))), None)
+    base = next((v for k in cls.base_url_env if (v := env_value(e, k))), None)
     return ProviderSettings(api_key=key, base_url=base)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..config import Config, DeploymentConfig, ModelConfig, _deployment, _model
+from ..envfile import env_value
 from ..errors import ConfigError, InvalidRequestError
 from ..router.policy import RoutingPolicy
 
@@ -235,11 +236,15 @@ def check_deployment(spec: dict[str, Any], env: Mapping[str, str] | None = None)
     except ConfigError as exc:
         raise _invalid(exc, "deployment") from None
     if var is not None and env is not None:
-        if not env.get(var):
+        try:
+            key = env_value(env, var)  # or the file {var}_FILE names
+        except ConfigError as exc:
+            raise InvalidRequestError(f"api_key_env: {exc}", param="api_key_env") from None
+        if not key:
             raise InvalidRequestError(
                 f"api_key_env: the environment variable {var} is not set on this gateway", param="api_key_env"
             )
-        dep.api_key = env[var]
+        dep.api_key = key
     return dep
 
 

@@ -76,23 +76,14 @@ rather than at the pods' start.
 
 {{/*
 The gateway's modelway.yaml: .Values.config with what the chart decides written over it (where the gateway listens,
-the master key and store URLs from the environment, the usage files on the pod's volume).
+the usage files on the pod's volume). It holds no secret: the master key and the store's URLs are given by
+environment variables over it (MODELWAY_SERVER__MASTER_KEY_FILE, MODELWAY_STORE__URL[_FILE], ...: deployment.yaml).
 */}}
 {{- define "modelway.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
-{{- $server := mergeOverwrite (dict "shutdown_timeout" 25) (default dict $cfg.server) (dict "host" "0.0.0.0" "port" (int .Values.containerPort) "master_key" "${MODELWAY_MASTER_KEY}") -}}
+{{- $server := mergeOverwrite (dict "shutdown_timeout" 25) (default dict $cfg.server) (dict "host" "0.0.0.0" "port" (int .Values.containerPort)) -}}
 {{- $_ := set $cfg "server" $server -}}
 {{- $usage := mergeOverwrite (dict "spill_path" "/var/lib/modelway/usage-spill.jsonl") (default dict $cfg.usage) -}}
 {{- $_ := set $cfg "usage" $usage -}}
-{{- $store := default dict $cfg.store -}}
-{{- if include "modelway.hasStore" . -}}
-{{- $_ := set $store "url" "${MODELWAY_DB_URL}" -}}
-{{- end -}}
-{{- if include "modelway.hasRedis" . -}}
-{{- $_ := set $store "redis_url" "${MODELWAY_REDIS_URL}" -}}
-{{- end -}}
-{{- if $store -}}
-{{- $_ := set $cfg "store" $store -}}
-{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
