@@ -111,6 +111,38 @@ def test_a_request_on_a_connection_kept_alive_at_the_shutdown_is_answered(http: 
 
 
 @pytest.mark.parametrize("http", PROTOCOLS)
+def test_a_response_begun_before_the_shutdown_leaves_its_connection_open(http: str) -> None:
+    """A stream whose head (keep-alive) went out before the shutdown ends normally, and its connection stays open:
+    its client was told it could send another request on it, and may be doing so just then. That request is
+    answered, with ``Connection: close``."""
+    with OpenAISimulator(default_reply=Reply("x" * 40, chunk_size=4, chunk_delay=0.05)) as sim:
+        gw = RunningGateway(create_app(parse_config(config(sim, http), env={}), env={})).start()
+        try:
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            s.sendall(chat(True))
+            s.settimeout(10)
+            got = s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200") and b"connection: close" not in got.lower(), got
+            gw.server.should_exit = True  # SIGTERM
+            draining(gw)
+            while not got.endswith(b"0\r\n\r\n"):
+                part = s.recv(65536)
+                assert part, f"the stream was cut: {got[-200:]!r}"
+                got += part
+            assert b"data: [DONE]" in got
+            time.sleep(0.2)  # (the server would have closed the connection by now)
+            s.sendall(chat(False))
+            head, body = read_response(s)
+            assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
+            assert closed_by_server(s)
+            s.close()
+            gw.thread.join(15)
+            assert not gw.thread.is_alive()
+        finally:
+            gw.stop()
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
 def test_connections_queued_when_the_server_stops_accepting_are_served(http: str) -> None:
     """Connections the kernel accepted but the server had not taken yet when its shutdown began (here: the event
     loop's accept is switched off first, so that they surely wait in the queue) are answered, not reset; then new

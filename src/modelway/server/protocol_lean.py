@@ -339,14 +339,16 @@ class LeanHttpProtocol(asyncio.Protocol):
         return head
 
     def shutdown(self) -> None:
-        """The server is shutting down: the response in flight, and each request that still arrives, is answered
-        with ``Connection: close``, then the connection closes. An idle connection is left open for its client to
-        close, or to its keep-alive timeout: closing it now would race a request its client (a load balancer
-        reusing its connections) may be sending at this moment, which would then fail without an answer, and a
-        POST that was sent cannot be retried safely elsewhere."""
+        """The server is shutting down: each request that still arrives is answered with ``Connection: close``, then
+        the connection closes; so is the request in flight, if its response has not begun. A connection is never
+        closed when its client cannot know it will be: not while idle, nor after a response that began before the
+        shutdown (its head said keep-alive). Such a connection is left to its client, or to its keep-alive timeout:
+        closing it would race a request its client (a load balancer reusing its connections) may be sending at
+        that moment, which would then fail without an answer, and a POST that was sent cannot be retried safely
+        elsewhere."""
         self.draining = True
         cycle = self.cycle
-        if cycle is not None and not cycle.complete:
+        if cycle is not None and not cycle.started:
             cycle.keep_alive = False
 
     # -- deadlines and refusals ------------------------------------------------------------------------------------

@@ -152,11 +152,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
 
     def shutdown(self) -> None:
-        """As :meth:`.protocol_lean.LeanHttpProtocol.shutdown`: answers from now on close their connection, and an
-        idle connection is left to its client or its keep-alive timeout (uvicorn's own closes it at once, which
-        races a request a load balancer may be sending on it)."""
+        """As :meth:`.protocol_lean.LeanHttpProtocol.shutdown`: answers from now on close their connection; an idle
+        connection, and one whose response began before (its head said keep-alive), is left to its client or its
+        keep-alive timeout (uvicorn's own closes both, which races a request a load balancer may be sending)."""
         self._draining = True
-        if self.cycle is not None and not self.cycle.response_complete:
+        if self.cycle is not None and not self.cycle.response_started:
             self.cycle.keep_alive = False
 
     # -- refusals --------------------------------------------------------------------------------------------------
