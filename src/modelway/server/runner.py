@@ -10,8 +10,9 @@ caught, so a clean ``SIGTERM`` shutdown exits with status -15. :class:`GatewaySe
    taken and served; the app's readiness check answers 503 ``draining``;
 2. lets requests and streams in flight finish, for up to ``server.shutdown_timeout`` seconds, and keeps serving
    requests that arrive on connections already open, each answered with ``Connection: close``; an idle
-   connection is left to its client, or to the keep-alive timeout (5 s), since closing it could race a request
-   a load balancer is sending on it, which would fail without an answer;
+   connection (and one whose answer began before the shutdown, saying keep-alive) is left to its client, or to
+   the keep-alive timeout (5 s), since closing it could race a request a load balancer is sending on it, which
+   would fail without an answer (nginx closes its idle ones after 2 s: deploy/nginx/nginx.conf);
 3. then ends what remains: streams with an error event in their own format, other requests with 503
    ``shutting_down``, each counted in the usage ledger as such (the app's :meth:`~.app.GatewayApp.abort`);
 4. runs the app's shutdown, which writes every usage record to the store (or the spill file);
