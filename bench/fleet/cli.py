@@ -30,11 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="per replica (default 2)")
     ap.add_argument("--duration", type=float, default=20.0,
-                    help="seconds of each sizing load, non-stream and stream (0: no sizing; default 20)")  # fmt: skip
+                    help="seconds of each of the three sizing loads (0: no sizing; default 20)")  # fmt: skip
     ap.add_argument("--rps", type=float, default=80.0, help="the steady load's requests per second (default 80)")
-    ap.add_argument("--sizing-rps", type=float, default=200.0, help="the sizing loads' rate (default 200)")
+    ap.add_argument("--sizing-rps", type=float, default=300.0,
+                    help="the sizing loads' top rate: non-stream at half of it and at it, streams at half of it "
+                    "(default 300)")  # fmt: skip
     ap.add_argument("--key-refresh", type=float, default=5.0, help="store.key_refresh (default 5, the fleet config's)")
     ap.add_argument("--rpm", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=1, help="rolling restarts of the whole fleet (default 1)")
     ap.add_argument("--pg-url", default=os.environ.get("MODELWAY_TEST_PG_URL"),
                     help=f"a PostgreSQL server (a database of its own is made there; default {DEFAULT_PG_URL}, or "
                     "a throwaway server when none runs there)")  # fmt: skip
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         fleet = FleetOptions(pg, redis, replicas=args.replicas, workers=args.workers, key_refresh=args.key_refresh,
                              keep=args.keep)  # fmt: skip
         opts = RunOptions(fleet, rps=args.rps, sizing_seconds=args.duration, sizing_rps=args.sizing_rps,
-                          rpm=args.rpm, rpm_sent=args.rpm + args.rpm // 2, command=command.strip())  # fmt: skip
+                          rpm=args.rpm, rpm_sent=args.rpm + args.rpm // 2, rounds=args.rounds,
+                          command=command.strip())  # fmt: skip
         run = run_fleet(opts, say=lambda msg: print(msg, file=sys.stderr, flush=True))
     report = render_markdown(run)
     print(report)

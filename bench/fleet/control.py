@@ -98,10 +98,9 @@ class KeyResult:
                     out.append(f"a key {what}: {name} answered otherwise again: {w.relapses(name)[:3]}")
         if not self.chat.ok:
             out.append(f"the new key through nginx: {self.chat.status} {self.chat.code or self.chat.error}")
-        for p in (p for w in (self.revoked,) for ps in w.probes.values() for p in ps if p.status == 401):
-            if p.code != "revoked_api_key":
-                out.append(f"a revoked key refused with {p.code!r}")
-                break
+        codes = {p.code for probes in self.revoked.probes.values() for p in probes if p.status == 401}
+        if codes != {"revoked_api_key"}:
+            out.append(f"the revoked key was refused with {codes}, not revoked_api_key")
         return out
 
 

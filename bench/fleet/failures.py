@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from .client import Answer, Client
@@ -25,15 +24,6 @@ from .rig import Fleet, Replica
 from .store import records
 
 __all__ = ["KillResult", "Restart", "RollingResult", "kill_phase", "rolling_phase", "stop_all"]
-
-
-def _replica_counts(fleet: Fleet, answers: list[Answer], pick: str) -> dict[str, int]:
-    out: Counter[str] = Counter()
-    for a in answers:
-        if (pick == "ok" and a.ok) or (pick == "failed" and a.failed):
-            r = fleet.replica_of(a.upstream)
-            out[r.name if r is not None else "(none)"] += 1
-    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -145,14 +135,22 @@ class RollingResult:
 
 
 def rolling_phase(
-    fleet: Fleet, client: Client, keys: dict[str, str], *, concurrency: int = 8, rps: float = 80.0, settle: float = 1.0
+    fleet: Fleet,
+    client: Client,
+    keys: dict[str, str],
+    *,
+    concurrency: int = 8,
+    rps: float = 80.0,
+    settle: float = 1.0,
+    rounds: int = 1,
 ) -> RollingResult:
-    """Under steady load: each replica in turn SIGTERMed, waited for, started again and waited for."""
+    """Under steady load: each replica in turn SIGTERMed, waited for, started again and waited for (``rounds``
+    times over)."""
     result = RollingResult([])
     bg = client.background("rolling", keys, concurrency=concurrency, rps=rps)
     try:
         time.sleep(settle)
-        for r in fleet.replicas:
+        for r in fleet.replicas * rounds:
             before = r.stragglers
             rc, drained = r.terminate()
             r.start()

@@ -109,8 +109,8 @@ def render_markdown(run: FleetRun) -> str:
                    f"{d.after}; enabled again: {'calls resumed' if d.reenabled else 'no calls'}.")  # fmt: skip
     if run.kill is not None:
         k2 = run.kill
-        at_victim = sum(fleet.replica_of(a.upstream) is not None and fleet.replica_of(a.upstream).name == k2.victim
-                        for a in k2.failed)  # fmt: skip
+        victim = next(r for r in fleet.replicas if r.name == k2.victim)
+        at_victim = sum(fleet.replica_of(a.upstream) is victim for a in k2.failed)
         out.append(f"- **SIGKILL of {k2.victim}** (supervisor and workers): {len(k2.failed)} requests failed, "
                    f"{at_victim} of them at {k2.victim} (in flight there); of its {k2.answered_by_victim} "
                    f"answers before the kill, {k2.stored_at_kill} were stored at the kill and "
@@ -119,12 +119,14 @@ def render_markdown(run: FleetRun) -> str:
                    f"({len(k2.dead_segments)} segments, {len(k2.left_after_restart)} left).")  # fmt: skip
     if run.rolling is not None:
         rr = run.rolling
-        out.append(f"- **rolling restart**: {len(rr.answers)} requests, {len(rr.failed)} failed.")
+        rounds = len(rr.restarts) // max(1, len(fleet.replicas))
+        out.append(f"- **rolling restart** ({rounds} round{'s' * (rounds > 1)}, {len(rr.restarts)} restarts): "
+                   f"{len(rr.answers)} requests, {len(rr.failed)} failed.")  # fmt: skip
         out += ["", "| replica | exit status | SIGTERM to exit | start to ready | ready to routed by nginx |",
                 "|---|---|---|---|---|"]  # fmt: skip
-        for s in rr.restarts:
-            out.append(f"| {s.replica} | {s.exit_status} | {s.drain_seconds:.1f} s | {s.ready_seconds:.1f} s | "
-                       f"{s.routed_seconds:.1f} s |")  # fmt: skip
+        for restart in rr.restarts:
+            out.append(f"| {restart.replica} | {restart.exit_status} | {restart.drain_seconds:.1f} s | "
+                       f"{restart.ready_seconds:.1f} s | {restart.routed_seconds:.1f} s |")  # fmt: skip
     if run.records is not None:
         a = run.records
         exits = ", ".join(f"{s.replica} {s.exit_status}" for s in run.stopped)
@@ -143,14 +145,17 @@ def render_markdown(run: FleetRun) -> str:
             f"| exit status of each replica at the end | {exits} |",
         ]
     if run.sizing:
-        out += ["", "| sizing load | requests/s | per replica | gateway CPU per request | one worker on one core |",
-                "|---|---|---|---|---|"]  # fmt: skip
+        out += ["", "| sizing load | requests/s | per replica | replicas' CPU (cores) | gateway CPU per request "
+                "| one worker on one core, at least | nginx CPU per request |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
         for s in run.sizing:
             per = s.rps / max(1, len(s.cpu))
-            out.append(f"| {s.label} | {s.rps:.0f} | {per:.0f} | {s.cpu_ms:.2f} ms | ~{s.per_core:,.0f} requests/s |")
+            nginx = 1000.0 * s.nginx_cpu / s.ok if s.ok else 0.0
+            out.append(f"| {s.label} | {s.rps:.0f} | {per:.0f} | {s.cores:.2f} | {s.cpu_ms:.2f} ms | "
+                       f"~{s.per_core:,.0f} requests/s | {nginx:.2f} ms |")  # fmt: skip
         out.append("")
-        out.append(f"(nginx used {sum(s.nginx_cpu for s in run.sizing):.1f} CPU s and the upstreams "
-                   f"{sum(s.upstream_cpu for s in run.sizing):.1f} CPU s over the sizing loads.)")  # fmt: skip
+        out.append(f"(Idle, the replicas used {run.sizing[0].idle:.3f} cores in all, subtracted above. The cost of a "
+                   "request falls as the load rises: the last column but one is a floor.)")  # fmt: skip
     problems = run.problems()
     out += ["", "**Verdict: " + ("pass**" if not problems else "FAIL**")]
     out += [f"- {p}" for p in problems]

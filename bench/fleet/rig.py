@@ -18,11 +18,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -179,7 +181,7 @@ class Fleet:
         self.say = say
         self.run_id = secrets.token_hex(4)
         self._own_work = opts.work is None
-        self.work = Path(opts.work) if opts.work is not None else Path(f"/tmp/modelway-fleet-{self.run_id}")
+        self.work = Path(opts.work) if opts.work is not None else Path(tempfile.mkdtemp(prefix="modelway-fleet-"))
         self.work.mkdir(parents=True, exist_ok=True)
         self.procs = ProcessTable(self.work)
         self.database = f"mw_fleet_{self.run_id}"
@@ -250,7 +252,7 @@ class Fleet:
             f"scratch {self.work}"
         )
 
-    def _gateway_config(self) -> dict[str, object]:
+    def _gateway_config(self) -> dict[str, Any]:
         """deploy/modelway-fleet.yaml with this run's models (two deployments of one model, one per upstream) and
         ``key_refresh``; the rest as shipped (secrets and store URLs from the environment)."""
         config = yaml.safe_load(FLEET_CONFIG.read_text())

@@ -22,7 +22,7 @@ from .failures import KillResult, Restart, RollingResult, kill_phase, rolling_ph
 from .limits import BudgetResult, RpmResult, budget_phase, rpm_phase
 from .records import Accounting, account
 from .rig import Fleet, FleetOptions
-from .sizing import Steady, steady_phase
+from .sizing import Steady, idle_cpu, steady_phase
 
 __all__ = ["FleetRun", "RunOptions", "run_fleet"]
 
@@ -35,8 +35,8 @@ class RunOptions:
     concurrency: int = 8
     #: seconds of each sizing load (0: no sizing), at this rate and concurrency
     sizing_seconds: float = 0.0
-    sizing_rps: float = 200.0
-    sizing_concurrency: int = 24
+    sizing_rps: float = 300.0
+    sizing_concurrency: int = 48
     rpm: int = 20
     rpm_sent: int = 30
     budget: float = 0.5
@@ -44,6 +44,8 @@ class RunOptions:
     #: seconds of load before and after the SIGKILL
     kill_before: float = 2.0
     kill_after: float = 2.0
+    #: rolling restarts, one after the other (each replica once per round)
+    rounds: int = 1
     command: str = ""
 
 
@@ -76,9 +78,9 @@ class FleetRun:
                 out += part.problems()
         if self.kill is not None and self.fleet is not None:
             out += self.kill.problems(self.fleet)
-        for s in self.stopped:
-            if s.exit_status != 0 or s.stragglers:
-                out.append(f"{s.replica} at the end: exit status {s.exit_status}, {s.stragglers} processes left")
+        for stop in self.stopped:
+            if stop.exit_status != 0 or stop.stragglers:
+                out.append(f"{stop.replica} at the end: exit status {stop.exit_status}, {stop.stragglers} left")
         return out
 
 
@@ -97,11 +99,15 @@ def run_fleet(opts: RunOptions, say: Callable[[str], None] = lambda msg: None) -
             keys[f"load-{i}"] = made["key"]
         with Client(fleet.lb_url) as client:
             if opts.sizing_seconds > 0:
-                for label, share in (("non-stream", 0.0), ("stream", 1.0)):
-                    say(f"sizing: {label}, {opts.sizing_seconds:g} s at {opts.sizing_rps:g} requests/s")
-                    run.sizing.append(steady_phase(
-                        fleet, client, keys, label=label, stream_share=share, seconds=opts.sizing_seconds,
-                        rps=opts.sizing_rps, concurrency=opts.sizing_concurrency))  # fmt: skip
+                idle = idle_cpu(fleet)
+                loads = [("non-stream", 0.0, opts.sizing_rps / 2), ("non-stream", 0.0, opts.sizing_rps),
+                         ("stream", 1.0, opts.sizing_rps / 2)]  # fmt: skip
+                for kind, share, rps in loads:
+                    say(f"sizing: {kind}, {opts.sizing_seconds:g} s at {rps:g} requests/s")
+                    steady = steady_phase(fleet, client, keys, label=f"{kind} at {rps:g}/s", stream_share=share,
+                                          seconds=opts.sizing_seconds, rps=rps, concurrency=opts.sizing_concurrency,
+                                          idle=idle)  # fmt: skip
+                    run.sizing.append(steady)
             say("limits and keys, under mixed load")
             bg = client.background("mixed", keys, concurrency=opts.concurrency, rps=opts.rps)
             try:
@@ -116,7 +122,8 @@ def run_fleet(opts: RunOptions, say: Callable[[str], None] = lambda msg: None) -
             run.kill = kill_phase(fleet, client, keys, before=opts.kill_before, after=opts.kill_after,
                                   concurrency=opts.concurrency + 4, rps=opts.rps * 1.5)  # fmt: skip
             say("rolling restart")
-            run.rolling = rolling_phase(fleet, client, keys, concurrency=opts.concurrency, rps=opts.rps)
+            run.rolling = rolling_phase(fleet, client, keys, concurrency=opts.concurrency, rps=opts.rps,
+                                        rounds=opts.rounds)  # fmt: skip
             say("SIGTERM to every replica; the records")
             run.stopped = stop_all(fleet)
             run.records = account(fleet, client.answers, run.kill.victim)
