@@ -20,7 +20,9 @@ Bounds, each as the previous protocol had them (``server.*`` in the config, :cla
   request: from the end of the response before it) to finish its headers, else ``408`` (or, if it sent nothing, a
   plain close); ``body_timeout`` seconds from the end of its headers to finish its body, else ``408``, and the app
   waiting for the body sees the client gone;
-* an idle keep-alive connection is closed after uvicorn's ``timeout_keep_alive`` (5 s by default);
+* an idle keep-alive connection is closed after uvicorn's ``timeout_keep_alive`` (5 s by default); once the server
+  shuts down, every answer says ``Connection: close``, and idle connections are left to their client or that
+  timeout (:meth:`LeanHttpProtocol.shutdown`);
 * llhttp refuses what request smuggling needs (``Content-Length`` with ``Transfer-Encoding``, conflicting lengths,
   bad chunk sizes): ``400`` and close; a request body is buffered only up to 64 KiB before reading pauses (the app
   bounds the whole body: ``server.max_body_bytes``, 413);
@@ -125,6 +127,8 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.expect_100 = False
         self.cycle: Cycle | None = None
         self.pipeline: deque[Cycle] = deque()
+        #: the server is shutting down: every response from now on says ``Connection: close`` (:meth:`shutdown`)
+        self.draining = False
         self._head_cache: tuple[object, bytes] = (None, b"")
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
@@ -248,7 +252,8 @@ class LeanHttpProtocol(asyncio.Protocol):
             "headers": self.headers,
             "state": self.app_state.copy(),
         }
-        cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect_100)
+        keep_alive = version != "1.0" and parser.should_keep_alive() and not self.draining
+        cycle = Cycle(self, scope, keep_alive, self.expect_100)
         scope["extensions"] = {"modelway.disconnect": cycle}
         busy = self._responding()
         self.cycle = cycle
@@ -334,11 +339,16 @@ class LeanHttpProtocol(asyncio.Protocol):
         return head
 
     def shutdown(self) -> None:
-        """The server is shutting down: close now if idle, else after the response in flight."""
+        """The server is shutting down: each request that still arrives is answered with ``Connection: close``, then
+        the connection closes; so is the request in flight, if its response has not begun. A connection is never
+        closed when its client cannot know it will be: not while idle, nor after a response that began before the
+        shutdown (its head said keep-alive). Such a connection is left to its client, or to its keep-alive timeout:
+        closing it would race a request its client (a load balancer reusing its connections) may be sending at
+        that moment, which would then fail without an answer, and a POST that was sent cannot be retried safely
+        elsewhere."""
+        self.draining = True
         cycle = self.cycle
-        if cycle is None or cycle.complete:
-            self.transport.close()
-        else:
+        if cycle is not None and not cycle.started:
             cycle.keep_alive = False
 
     # -- deadlines and refusals ------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ declaring a body it never sends, stayed open for ever. This subclass:
   request: from the end of the response before it) to finish its headers, else ``408 Request Timeout`` (or, if
   it sent nothing, a plain close);
 * gives it ``body_timeout`` seconds from the end of its headers to finish its body, else ``408`` (the app, waiting
-  for the body, sees the client gone); the connection is closed.
+  for the body, sees the client gone); the connection is closed;
+* once the server shuts down, answers every request with ``Connection: close`` and leaves idle connections to
+  their client or the keep-alive timeout, as the gateway's own protocol does.
 
 A timer is armed only when a read ends inside the headers or the body: requests that arrive in one read, nearly
 all of them, cost no timer (a new connection costs one). Everything else is uvicorn's: keep-alive, pipelining,
@@ -55,6 +57,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._max_headers = limits.max_headers
         self._header_timeout = limits.header_timeout
         self._body_timeout = limits.body_timeout
+        #: the server is shutting down: every response from now on says ``Connection: close`` (:meth:`shutdown`)
+        self._draining = False
         #: waiting for a request's line and headers (a new connection counts), and whether one of them has begun
         self._in_headers = True
         self._begun = False
@@ -133,6 +137,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._read = 0
         self._cancel_timer()
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # (its task has not run yet)
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -144,6 +150,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._in_headers and self._timer is None and not self.transport.is_closing():
             # a pipelined request whose headers were still coming: its clock starts now
             self._timer = self.loop.call_later(self._header_timeout, self._headers_timed_out)
+
+    def shutdown(self) -> None:
+        """As :meth:`.protocol_lean.LeanHttpProtocol.shutdown`: answers from now on close their connection; an idle
+        connection, and one whose response began before (its head said keep-alive), is left to its client or its
+        keep-alive timeout (uvicorn's own closes both, which races a request a load balancer may be sending)."""
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_started:
+            self.cycle.keep_alive = False
 
     # -- refusals --------------------------------------------------------------------------------------------------
     def _responding(self) -> bool:

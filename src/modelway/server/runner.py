@@ -5,29 +5,38 @@ keep-alive comments held a process for 45 s, until SIGKILL), and with one worker
 caught, so a clean ``SIGTERM`` shutdown exits with status -15. :class:`GatewayServer` instead, on ``SIGTERM`` or
 ``SIGINT``:
 
-1. stops accepting connections (new ones are refused at once), closes idle ones, and the app's readiness check
-   answers 503 ``draining`` on connections still open;
-2. lets requests and streams in flight finish, for up to ``server.shutdown_timeout`` seconds;
+1. stops accepting connections: new ones are refused at once (a load balancer sends the request elsewhere, which is
+   safe even for a POST, since no byte of it was sent), and the connections the kernel had already queued are
+   taken and served; the app's readiness check answers 503 ``draining``;
+2. lets requests and streams in flight finish, for up to ``server.shutdown_timeout`` seconds, and keeps serving
+   requests that arrive on connections already open, each answered with ``Connection: close``; an idle
+   connection (and one whose answer began before the shutdown, saying keep-alive) is left to its client, or to
+   the keep-alive timeout (5 s), since closing it could race a request a load balancer is sending on it, which
+   would fail without an answer (nginx closes its idle ones after 2 s: deploy/nginx/nginx.conf);
 3. then ends what remains: streams with an error event in their own format, other requests with 503
    ``shutting_down``, each counted in the usage ledger as such (the app's :meth:`~.app.GatewayApp.abort`);
 4. runs the app's shutdown, which writes every usage record to the store (or the spill file);
 5. exits 0.
 
-A second ``SIGINT`` skips the wait, as in uvicorn. With ``--workers N`` the parent process sends each worker
-``SIGTERM`` and waits for them; each worker shuts down as above.
+A second ``SIGINT`` skips the wait, as in uvicorn. With ``--workers N`` the parent process closes its own copy of the
+listening socket the moment ``SIGTERM`` or ``SIGINT`` arrives (else the kernel would go on queueing connections that
+no worker takes, and reset them when the parent exits: a request a load balancer had already sent on one would
+fail), then sends each worker ``SIGTERM`` and waits for them; each worker shuts down as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -45,6 +54,9 @@ log = logging.getLogger("modelway.server")
 #: after the deadline, how long requests that were ended get to send their error and be counted; then their
 #: connections are dropped (a shutdown takes at most shutdown_timeout + ABORT_GRACE + 1 s + the ledger's flush)
 ABORT_GRACE = 3.0
+#: at most this many connections waiting in the accept queue are taken at the shutdown (the queue is bounded by the
+#: listen backlog anyway; this only guards against a flood that keeps it full)
+_MAX_QUEUED = 4096
 
 
 class ServeConfig(uvicorn.Config):
@@ -116,6 +128,9 @@ class GatewayServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down: no new connections; requests in flight get %g s", self._deadline)
+        # a copy of each listening socket outlives the servers' own: connections the kernel queued before the
+        # servers stopped accepting are taken from it below, instead of being reset when it closes
+        queued = _listening_copies(self.servers)
         for server in self.servers:
             server.close()
         for sock in sockets or []:
@@ -125,6 +140,7 @@ class GatewayServer(uvicorn.Server):
             app.lifecycle.draining = True
         for connection in list(self.server_state.connections):
             connection.shutdown()
+        await self._take_queued(queued)
         try:
             async with asyncio.timeout(self._deadline):
                 await self._wait_tasks_to_complete()
@@ -132,6 +148,42 @@ class GatewayServer(uvicorn.Server):
             await self._abort(app)
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    async def _take_queued(self, listeners: list[socket.socket]) -> None:
+        """Serve the connections waiting in ``listeners``' accept queues (each answered with ``Connection: close``),
+        then close them: from then on the kernel refuses new connections, unless another process (a worker that
+        has not stopped yet) still listens."""
+        loop = asyncio.get_running_loop()
+        protocol_class: Any = self.config.http_protocol_class  # (the protocols take uvicorn's arguments)
+        factory = functools.partial(
+            protocol_class,
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+        taken = 0
+        for listener in listeners:
+            try:
+                while taken < _MAX_QUEUED:
+                    try:
+                        conn, _ = listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break  # none waiting: closed below, without an await in between
+                    taken += 1
+                    conn.setblocking(False)
+                    try:
+                        _, protocol = await loop.connect_accepted_socket(factory, conn, ssl=self.config.ssl)
+                    except OSError as exc:  # the client left while it waited
+                        log.debug("a connection queued at the shutdown failed: %s", exc)
+                        conn.close()
+                        continue
+                    protocol.shutdown()  # (ours and uvicorn's have it)
+            except OSError as exc:
+                log.warning("shutting down: could not take the connections queued on %s: %s", listener, exc)
+            finally:
+                listener.close()
+        if taken:
+            log.info("shutting down: served %d connections that were waiting to be accepted", taken)
 
     @property
     def _deadline(self) -> float:
@@ -171,6 +223,44 @@ class GatewayServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _listening_copies(servers: Sequence[Any]) -> list[socket.socket]:
+    """A duplicate of each listening socket of ``servers`` (asyncio's or uvloop's), non-blocking."""
+    out = []
+    for server in servers:
+        for sock in getattr(server, "sockets", None) or ():
+            try:
+                copy = socket.socket(fileno=os.dup(sock.fileno()))
+                copy.setblocking(False)
+            except OSError as exc:
+                log.warning("shutting down: cannot keep the listening socket %s: %s", sock, exc)
+                continue
+            out.append(copy)
+    return out
+
+
+class _Supervisor(multiprocess.Multiprocess):
+    """uvicorn's supervisor of worker processes, which closes its copy of the listening sockets as soon as SIGTERM
+    or SIGINT arrives (in the signal handler: the supervisor's loop looks at signals only every 0.5 s), and then
+    no longer replaces a worker that dies (it could not hand it the sockets)."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.closed = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop_signal)
+
+    def _stop_signal(self, sig: int, frame: FrameType | None) -> None:
+        if not self.closed:
+            self.closed = True
+            for sock in self.sockets:
+                sock.close()
+        self.signal_queue.append(sig)
+
+    def keep_subprocess_alive(self) -> None:
+        if not self.closed:
+            super().keep_subprocess_alive()
+
+
 class _Process(multiprocess.Process):
     """A worker process that runs a :class:`GatewayServer`."""
 
@@ -189,7 +279,7 @@ def run(config: ServeConfig) -> None:
         original = multiprocess.Process
         multiprocess.Process = _Process  # type: ignore[misc]
         try:
-            multiprocess.Multiprocess(config, sockets=[sock]).run()
+            _Supervisor(config, sockets=[sock]).run()
         finally:
             multiprocess.Process = original  # type: ignore[misc]
             sock.close()
