@@ -3,7 +3,7 @@
 
 One run (:func:`bench.fleet.run_fleet`) serves every test below; each checks one claim of the fleet (issue 14), with
 the exact numbers the design allows. Skipped where nginx is not installed. The long form and its figures:
-``python -m bench.fleet`` (bench/FLEET_RESULTS.md).
+``python -m bench.fleet`` (BENCHMARKS.md, "Fleet").
 """
 
 from __future__ import annotations
