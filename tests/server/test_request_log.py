@@ -83,6 +83,13 @@ def test_the_config_section_is_checked() -> None:
         parse_config({"request_log": {"format": "xml"}})
     with pytest.raises(ConfigError, match="request_log: unknown field 'colour'"):
         parse_config({"request_log": {"colour": "red"}})
+    with pytest.raises(ConfigError, match="request_log.max_body_bytes: at most 1048576"):
+        parse_config({"request_log": {"bodies": True, "max_body_bytes": 2 * 1024 * 1024}})
+
+
+def test_a_body_holds_no_nul_and_no_broken_utf8() -> None:
+    # (PostgreSQL's text refuses NUL: a kept body must never cost its usage record)
+    assert clip_body(b'{"a": "x\x00y\xff"}', 100) == '{"a": "x\ufffdy\ufffd"}'
 
 
 def test_text_lines_are_logfmt(tmp_path: Path) -> None:

@@ -433,6 +433,7 @@ class TestMigration:
             sql, order = s._usage_insert()
             async with s._connect(write=True) as conn:  # back to schema 5: records only, some without a record_id
                 for stmt in (
+                    "DROP TABLE mw_usage_bodies",
                     *(f"DROP TABLE {r.name}" for r in ROLLUPS),
                     "DROP INDEX mw_usage_key_id",
                     "DROP INDEX mw_usage_model_id",

@@ -8,7 +8,9 @@ deployment is its ``provider/model`` (never its base URL or key), a path is the 
 cut, and anything in it that looks like a key is masked; the cluster's secret prefix is never written). With
 ``request_log.bodies`` the request's body and a whole answer's body are added, cut at ``max_body_bytes``, with the
 values of secret-named fields (``api_key``, ``authorization``, ``password``, ``*_token`` ...) and secret-looking
-strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs, AWS access keys) masked as ``[redacted]``.
+strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs, AWS access keys) masked as ``[redacted]`` (:func:`clip_body`; the
+same text is stored with the request's usage record, for the console). A stream's answer is not kept: its chunks
+are sent as they come, never gathered.
 
 Each line is one ``write`` to the file descriptor (opened with ``O_APPEND``): the lines of several workers sharing a
 file do not interleave.
@@ -27,7 +29,7 @@ import orjson
 from ..config import RequestLogConfig
 from ..usage.records import UsageRecord
 
-__all__ = ["REDACTED", "RequestLog", "redact_text", "secret_field"]
+__all__ = ["REDACTED", "RequestLog", "clip_body", "redact_text", "secret_field"]
 
 log = logging.getLogger("modelway.server")
 
@@ -79,11 +81,14 @@ def redact_text(text: str) -> str:
 
 def clip_body(body: bytes, limit: int) -> str:
     """A body as logged: at most ``limit`` bytes of it, redacted; a cut body ends with how long it was. The cut
-    drops a word it would split (so no prefix of a key is left where masking could not recognise it)."""
+    drops a word it would split (so no prefix of a key is left where masking could not recognise it). Bytes that are
+    not UTF-8, and NUL (PostgreSQL's text cannot hold it), become U+FFFD."""
     cut = len(body) > limit
     text = body[:limit].decode("utf-8", "replace")
     if cut:
         text = re.sub(r"[A-Za-z0-9._~+/=\-]+$", "", text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     text = redact_text(text)
     return f"{text}…({len(body)} bytes)" if cut else text
 
@@ -115,8 +120,6 @@ class RequestLog:
         self.config = config
         self.secret_prefix = secret_prefix or None
         self.json = config.format == "json"
-        self.bodies = config.bodies
-        self.max_body_bytes = config.max_body_bytes
         self.skip_probes = config.skip_probes
         self._own = config.path is not None
         self._fd = os.open(config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640) if config.path else 2
@@ -135,10 +138,11 @@ class RequestLog:
         error_type: str | None = None,
         method: str | None = None,
         path: str | None = None,
-        request_body: bytes | None = None,
-        answer_body: bytes | None = None,
+        request_body: str | None = None,
+        response_body: str | None = None,
     ) -> None:
-        """Write one request's line. Never raises: a log that cannot be written is said once, not per request."""
+        """Write one request's line, with the bodies given (as :func:`clip_body` made them). Never raises: a log that
+        cannot be written is said once, not per request."""
         entry: dict[str, Any] = {
             "ts": _iso(record.ts),
             "request_id": record.request_id,
@@ -163,11 +167,10 @@ class RequestLog:
             "error": record.error,
             "error_type": error_type,
         }
-        if self.bodies:
-            if request_body is not None:
-                entry["request_body"] = clip_body(request_body, self.max_body_bytes)
-            if answer_body is not None:
-                entry["response_body"] = clip_body(answer_body, self.max_body_bytes)
+        if request_body is not None:
+            entry["request_body"] = request_body
+        if response_body is not None:
+            entry["response_body"] = response_body
         try:
             line = orjson.dumps(entry) + b"\n" if self.json else _text(entry)
             os.write(self._fd, line)

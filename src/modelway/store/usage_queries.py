@@ -16,7 +16,7 @@ from sqlalchemy import Table, and_, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..usage.records import FIELDS, GROUP_BY, UsageRecord
+from ..usage.records import FIELDS, GROUP_BY, RecordWithBodies, UsageRecord
 from . import tables
 from .rollups import (
     DAY,
@@ -352,10 +352,21 @@ async def records_page(conn: AsyncConnection, f: RecordFilter, limit: int) -> tu
 
 
 async def record(conn: AsyncConnection, record_id: str) -> Row | None:
-    """The record with ``record_id``, or ``None``."""
-    query = _records_query().where(tables.usage.c.record_id == record_id)
+    """The record with ``record_id``, or ``None``; with its bodies (a :class:`RecordWithBodies`) when it has them."""
+    u, k, b = tables.usage, tables.keys, tables.usage_bodies
+    query = (
+        select(u, k.c.name.label("key_name"), b.c.record_id.label("bodies_of"), b.c.request_body, b.c.response_body)
+        .select_from(u.outerjoin(k, k.c.id == u.c.key_id).outerjoin(b, b.c.record_id == u.c.record_id))
+        .where(u.c.record_id == record_id)
+    )
     row = (await conn.execute(query)).mappings().first()
-    return None if row is None else _row(row)
+    if row is None:
+        return None
+    if row["bodies_of"] is None:
+        return _row(row)
+    fields = {name: row[name] for name in FIELDS}
+    rec = RecordWithBodies(**fields, request_body=row["request_body"], response_body=row["response_body"])
+    return int(row["id"]), row["key_name"], rec
 
 
 async def spend(conn: AsyncConnection, key_id: str, since: float) -> float:
@@ -374,8 +385,12 @@ async def spend(conn: AsyncConnection, key_id: str, since: float) -> float:
 
 
 async def delete_before(conn: AsyncConnection, cutoff: float, limit: int) -> int:
-    """Delete at most ``limit`` records that arrived before ``cutoff`` (the aggregates keep them); how many."""
-    u = tables.usage
+    """Delete at most ``limit`` records that arrived before ``cutoff`` (the aggregates keep them), and at most
+    ``limit`` records' bodies; how many records. (A record's bodies have its ``ts``: there are never more bodies than
+    records before a cutoff, so the bodies are gone when the records are.)"""
+    u, b = tables.usage, tables.usage_bodies
     ids = select(u.c.id).where(u.c.ts < cutoff).limit(limit).scalar_subquery()
     result = await conn.execute(u.delete().where(u.c.id.in_(ids)))
+    with_bodies = select(b.c.record_id).where(b.c.ts < cutoff).limit(limit).scalar_subquery()
+    await conn.execute(b.delete().where(b.c.record_id.in_(with_bodies)))
     return int(result.rowcount or 0)

@@ -257,7 +257,9 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
                 "get": _op("usageRecords", "The newest usage records", "UsageRecords", parameters=_RECORDS_QUERY)
             },
             "/admin/usage/records/{record_id}": {
-                "get": _op("usageRecord", "One usage record", "UsageRecord", parameters=_RECORD_ID)
+                "get": _op(
+                    "usageRecord", "One usage record, with its bodies", "UsageRecordWithBodies", parameters=_RECORD_ID
+                )
             },
             "/metrics": {
                 "get": {
