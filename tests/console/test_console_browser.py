@@ -163,6 +163,8 @@ def test_a_key_made_in_the_console_works_shows_in_the_log_and_the_usage_and_is_r
 
     c.go("keys")
     c.wait(lambda: c.all("[data-testid=spend-team-a]"), message="spend against budget is shown")
+    fetched = c.d.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert not [u for u in fetched if "/admin/keys/" in u], "the keys' spend comes with the list, not a call per key"
     c.shot("keys")
     c.find("revoke-team-a").click()
     c.d.switch_to.alert.accept()

@@ -400,6 +400,18 @@ class SQLStore:
         async with self._connect() as conn:
             return await usage_queries.spend(conn, key_id, since)
 
+    async def spends(self, since: dict[str, float]) -> dict[str, float]:
+        """What each key spent from its own start (``since``: key id → Unix seconds), as :meth:`spend` reads it: one
+        read of the aggregates per distinct start, in one transaction."""
+        by_start: dict[float, list[str]] = {}
+        for key_id, start in since.items():
+            by_start.setdefault(start, []).append(key_id)
+        out: dict[str, float] = {}
+        async with self._connect() as conn:
+            for start, key_ids in by_start.items():
+                out.update(await usage_queries.spends(conn, key_ids, start))
+        return out
+
     async def usage_summary(
         self,
         *,
