@@ -6,9 +6,10 @@ The app is driven through ASGI calls (one task per request, as a server makes), 
 the dialect, the router, the upstream client, the ticket, metrics, and what is being measured. Traces go to a local
 collector stand-in that accepts and drops them (a real exporter thread, a real OTLP/HTTP export).
 
-    python -m bench.observe_cost [--requests 4000] [--rows off,log,trace,trace10,cors] [--cp]
+    python -m bench.observe_cost [--requests 4000] [--rows off,log,bodies,logbodies,trace,trace10,cors] [--cp]
 
-(``trace10``: traces with ``sample_ratio: 0.1``.)
+(``trace10``: traces with ``sample_ratio: 0.1``; ``bodies``: ``request_log.bodies`` without the log lines, which with
+``--cp`` keeps the bodies with the usage records; ``logbodies``: both.)
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ def main() -> None:
         rows = {
             "off": (base, headers),
             "log": ({**base, "request_log": {"enabled": True, "path": os.devnull}}, headers),
+            # bodies kept (with --cp: with the usage records too), with and without the log lines
+            "bodies": ({**base, "request_log": {"bodies": True}}, headers),
+            "logbodies": ({**base, "request_log": {"enabled": True, "path": os.devnull, "bodies": True}}, headers),
             "trace": ({**base, "tracing": {"endpoint": _sink()}}, headers),
             "trace10": ({**base, "tracing": {"endpoint": _sink(), "sample_ratio": 0.1}}, headers),
             "cors": (

@@ -183,6 +183,10 @@ class MetricsConfig:
     public: bool = True
 
 
+#: the largest ``request_log.max_body_bytes``
+MAX_LOGGED_BODY = 1024 * 1024
+
+
 @dataclass(slots=True)
 class RequestLogConfig:
     """One line per request (:mod:`modelway.server.request_log`); off by default: the usage ledger keeps the same
@@ -193,9 +197,11 @@ class RequestLogConfig:
     format: str = "json"
     #: append to this file; ``None``: standard error (beside the other logs)
     path: str | None = None
-    #: also log the request's body and a whole answer's body (secret-looking fields redacted), cut at
-    #: ``max_body_bytes``
+    #: also keep the request's body and a whole answer's body (secret-looking fields redacted), cut at
+    #: ``max_body_bytes``: in the log lines (when ``enabled``) and with the usage records (the console's request log
+    #: shows them); a stream's answer is not kept
     bodies: bool = False
+    #: at most :data:`MAX_LOGGED_BODY`
     max_body_bytes: int = 4096
     #: leave out requests to /health*, /metrics and /openapi.json that were answered (probes and scrapers)
     skip_probes: bool = True
@@ -575,6 +581,11 @@ def _request_log(s: dict[str, Any]) -> RequestLogConfig:
         cfg.path = _str(s, "path", where)
     if "max_body_bytes" in s:
         cfg.max_body_bytes = int(_num(s, "max_body_bytes", where, integer=True))
+        if cfg.max_body_bytes > MAX_LOGGED_BODY:
+            raise ConfigError(
+                f"{where}.max_body_bytes: at most {MAX_LOGGED_BODY} (a body is kept in the log line and with the usage "
+                f"record; got {cfg.max_body_bytes})"
+            )
     return cfg
 
 

@@ -24,13 +24,14 @@ def sims() -> Iterator[tuple[OpenAISimulator, OpenAISimulator]]:
 def gateway(
     sims: tuple[OpenAISimulator, OpenAISimulator], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
-    """A gateway with a SQLite store (keys, usage, run-time changes), one alias over two deployments."""
+    """A gateway with a SQLite store (keys, usage, run-time changes, bodies), one alias over two deployments."""
     a, b = sims
     tmp: Path = tmp_path_factory.mktemp("console")
     doc = {
         "server": {"master_key": MASTER_KEY, "max_retries": 0},
         "store": {"url": f"sqlite:///{tmp / 'gw.db'}", "key_refresh": 0.5},
         "usage": {"flush_interval": 0.1, "spill_path": str(tmp / "spill.jsonl")},
+        "request_log": {"bodies": True},  # (kept with the records for the request log's dialog; no log lines)
         "models": [
             {
                 "name": "gpt",

@@ -24,6 +24,7 @@ from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CALLER_SECRET = "sk-proj-consolesecret12345678"
 DRIVER = shutil.which("chromedriver")
 
 pytestmark = pytest.mark.skipif(
@@ -129,7 +130,8 @@ def test_a_key_made_in_the_console_works_shows_in_the_log_and_the_usage_and_is_r
     c.wait(lambda: "team-a" in c.find("keys-table").text)
 
     with _client(gateway, secret) as api:
-        answer = api.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hello"}])
+        message = f"hello, my key is {CALLER_SECRET}"
+        answer = api.chat.completions.create(model="gpt", messages=[{"role": "user", "content": message}])
     assert answer.choices[0].message.content
 
     def logged() -> bool:
@@ -143,8 +145,15 @@ def test_a_key_made_in_the_console_works_shows_in_the_log_and_the_usage_and_is_r
     row.click()
     record = c.find("record")
     assert answer.id.removeprefix("chatcmpl-") in record.text or "request_id" in record.text
+    # the bodies (request_log.bodies), laid out as JSON, the caller's secret masked
+    request_body = c.find("record-request-body").text
+    assert '"content": "hello, my key is [redacted]"' in request_body and "\n  " in request_body
+    assert CALLER_SECRET not in record.text
+    # (the simulator echoes the message: the answer's copy of the secret is masked too)
+    assert answer.choices[0].message.content == f"You said: {message}"
+    assert '"content": "You said: hello, my key is [redacted]"' in c.find("record-response-body").text
     c.shot("request-record")
-    record.find_element(By.TAG_NAME, "button").click()
+    c.find("record-close").click()
 
     c.go("usage?group_by=key&range=86400")
     c.wait(lambda: "team-a" in c.find("usage-table").text, message="the key's usage")
@@ -154,6 +163,8 @@ def test_a_key_made_in_the_console_works_shows_in_the_log_and_the_usage_and_is_r
 
     c.go("keys")
     c.wait(lambda: c.all("[data-testid=spend-team-a]"), message="spend against budget is shown")
+    fetched = c.d.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert not [u for u in fetched if "/admin/keys/" in u], "the keys' spend comes with the list, not a call per key"
     c.shot("keys")
     c.find("revoke-team-a").click()
     c.d.switch_to.alert.accept()
@@ -180,6 +191,17 @@ def test_the_playground_streams_an_answer_with_its_usage_and_latency(console: Co
     assert c.find("play-completion").text.split()[-1] != "—"
     c.shot("playground")
     assert not c.errors()
+
+    def newest_is_the_stream() -> bool:  # (the master key's: no key name)
+        c.go("requests")
+        cells = c.all("[data-testid=requests-table] tbody tr:first-child td")
+        return len(cells) > 2 and cells[2].text == "—"
+
+    c.wait(newest_is_the_stream, 15, "the stream appears in the request log")
+    c.all("[data-testid=requests-table] tbody tr")[0].click()
+    assert "Say hello" in c.find("record-request-body").text
+    assert "streamed answer" in c.find("record-response-body-none").text
+    c.find("record-close").click()
 
 
 def test_a_deployment_disabled_in_the_console_leaves_rotation(console: Console, gateway: RunningGateway) -> None:

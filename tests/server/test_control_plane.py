@@ -256,6 +256,27 @@ class TestLimits:
         status, _, info = await call(cp, "GET", f"/admin/keys/{key_id}")
         assert status == 200 and info["spend"] == pytest.approx(0.02) and info["period_end"] > time.time()
 
+    async def test_the_key_list_gives_every_keys_spend_in_one_answer(
+        self, cp: RunningGateway, openai_sim: OpenAISimulator
+    ) -> None:
+        secret, key_id = await new_key(cp, budget=5.0, budget_period="month")
+        _, other = await new_key(cp)
+        openai_sim.push(Reply("x", usage=(1000, 1000)))
+        assert (await call(cp, "POST", "/v1/chat/completions", chat(), key=secret))[0] == 200  # spends 0.01
+        status, _, listed = await call(cp, "GET", "/admin/keys?with_spend=true")
+        assert status == 200
+        by_id = {k["id"]: k for k in listed["data"]}
+        for kid in (key_id, other):
+            _, _, one = await call(cp, "GET", f"/admin/keys/{kid}")
+            got = by_id[kid]
+            assert (got["spend"], got["period_start"], got["period_end"]) == (
+                one["spend"], one["period_start"], one["period_end"],
+            )  # fmt: skip
+        assert by_id[key_id]["spend"] == pytest.approx(0.01) and by_id[other]["spend"] == 0.0
+        assert "spend" not in (await call(cp, "GET", "/admin/keys"))[2]["data"][0]
+        status, _, body = await call(cp, "GET", "/admin/keys?with_spend=maybe")
+        assert status == 400 and body["error"]["param"] == "with_spend"
+
     async def test_max_parallel_counts_streams_in_flight(self, cp: RunningGateway, openai_sim: OpenAISimulator) -> None:
         secret, _ = await new_key(cp, max_parallel=1)
         openai_sim.push(Reply("a b c d e f", chunk_size=1, chunk_delay=0.05))

@@ -52,6 +52,20 @@ def test_redact_text_masks_secret_members_and_secret_looking_strings() -> None:
     assert "mw-AbCdEfGh" not in out and "AIzaSy" not in out
     assert orjson.loads(out)["nested"] == {"access_token": REDACTED, "max_tokens": 5}  # still JSON
     assert '"model":"gpt"' in out
+    # a secret-looking string starts and ends at an ASCII word's edge: right after or before Chinese text too
+    for text in (
+        "sk-abcdefgh",
+        "(sk-abcdefgh",
+        "我的密钥是sess-abcdefgh",
+        "x eyJabcd.efgh.ij",
+        "AKIAABCDEFGHIJKLMNOP是",
+    ):
+        assert redact_text(text).count(REDACTED) == 1 and "abcd" not in redact_text(text), text
+    for text in ("task-abcdefgh", "desk-abcdefgh", "xAKIAABCDEFGHIJKLMNOP", "xAIzaSyA0123456789abcdefghijk"):
+        assert redact_text(text) == text, text
+    # letters a case-insensitive match takes for ASCII ones (ſ for s, K for k): such a text is read the slow way
+    assert redact_text("BA\u017fIC abcdefghij") == REDACTED
+    assert redact_text('{"api_\u212aey": "v", "\u4e2d": 1}') == '{"api_\u212aey": "[redacted]", "\u4e2d": 1}'
 
 
 def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
@@ -65,6 +79,7 @@ def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
     out = clip_body(body, body.index(b"klm"))
     assert "abcdefghij" not in out and REDACTED in out
     assert clip_body(b'{"a": 1}', 100) == '{"a": 1}'
+    assert clip_body(b"a whole word\nand more", 13) == "a whole word\n…(21 bytes)"  # (a cut after a word keeps it)
 
 
 def test_paths_lose_the_cluster_prefix_and_key_like_segments() -> None:
@@ -83,6 +98,13 @@ def test_the_config_section_is_checked() -> None:
         parse_config({"request_log": {"format": "xml"}})
     with pytest.raises(ConfigError, match="request_log: unknown field 'colour'"):
         parse_config({"request_log": {"colour": "red"}})
+    with pytest.raises(ConfigError, match="request_log.max_body_bytes: at most 1048576"):
+        parse_config({"request_log": {"bodies": True, "max_body_bytes": 2 * 1024 * 1024}})
+
+
+def test_a_body_holds_no_nul_and_no_broken_utf8() -> None:
+    # (PostgreSQL's text refuses NUL: a kept body must never cost its usage record)
+    assert clip_body(b'{"a": "x\x00y\xff"}', 100) == '{"a": "x\ufffdy\ufffd"}'
 
 
 def test_text_lines_are_logfmt(tmp_path: Path) -> None:

@@ -423,6 +423,15 @@ class TestRetention:
             want = sum(r.cost for r in recs if r.key_id == "key_b" and r.ts >= since)
             assert await store.spend("key_b", since=since) == want, since
 
+    async def test_the_spends_of_many_keys_at_once_are_each_ones_spend(self, store: SQLStore) -> None:
+        recs = records(400)
+        await store.insert_usage(recs)
+        starts = {"key_a": 0.0, "key_b": MIDNIGHT + 1800.0, "key_c": MIDNIGHT + 1800.0, "nobody": MIDNIGHT - DAY}
+        got = await store.spends(starts)
+        assert got == {k: await store.spend(k, since=since) for k, since in starts.items()}
+        assert got["nobody"] == 0.0 and got["key_a"] == sum(r.cost for r in recs if r.key_id == "key_a")
+        assert await store.spends({}) == {}
+
 
 class TestMigration:
     async def test_the_aggregates_are_filled_from_the_records_stored_before(self, url: str) -> None:
@@ -433,6 +442,7 @@ class TestMigration:
             sql, order = s._usage_insert()
             async with s._connect(write=True) as conn:  # back to schema 5: records only, some without a record_id
                 for stmt in (
+                    "DROP TABLE mw_usage_bodies",
                     *(f"DROP TABLE {r.name}" for r in ROLLUPS),
                     "DROP INDEX mw_usage_key_id",
                     "DROP INDEX mw_usage_model_id",

@@ -4,7 +4,8 @@ the master key may do is in :func:`master_only`): virtual keys and usage.
 ::
 
     POST   /admin/keys                 create a key; the answer holds its secret, shown this once
-    GET    /admin/keys                 list keys (?include_revoked=true)
+    GET    /admin/keys                 list keys (?include_revoked=true; ?with_spend=true: each with its spend in
+                                       its current budget period, as GET /admin/keys/{id} gives it)
     GET    /admin/keys/{id}            one key, with its spend in the current budget period
     PATCH  /admin/keys/{id}            change models, limits, budget, expiry, name, metadata
     DELETE /admin/keys/{id}            revoke
@@ -108,13 +109,28 @@ async def _create_key(gw: Gateway, store: SQLStore, req: Request, send: Send) ->
     await send_json(send, 201, {"key": secret, **key.to_dict()}, request_id=req.request_id)
 
 
-async def _list_keys(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
-    raw = req.query().get("include_revoked", "false").lower()
+def _flag(q: dict[str, str], name: str) -> bool:
+    raw = q.get(name, "false").lower()
     if raw not in ("true", "false", "1", "0"):
-        raise InvalidRequestError("include_revoked must be true or false", param="include_revoked")
-    include = raw in ("true", "1")
+        raise InvalidRequestError(f"{name} must be true or false", param=name)
+    return raw in ("true", "1")
+
+
+async def _list_keys(gw: Gateway, store: SQLStore, req: Request, send: Send) -> None:
+    q = req.query()
+    include, with_spend = _flag(q, "include_revoked"), _flag(q, "with_spend")
     keys = await store.list_keys(include_revoked=include)
-    await send_json(send, 200, {"object": "list", "data": [k.to_dict() for k in keys]}, request_id=req.request_id)
+    data = [k.to_dict() for k in keys]
+    if with_spend and keys:
+        now = time.time()
+        windows = {k.id: period_window(k.budget_period, now) for k in keys}
+        if gw.control.ledger is not None:
+            await gw.control.ledger.flush()  # so the spend includes the records still in memory
+        spent = await store.spends({key_id: float(start) for key_id, (start, _end) in windows.items()})
+        for d in data:
+            start, end = windows[d["id"]]
+            d.update(spend=spent[d["id"]], period_start=start, period_end=end)
+    await send_json(send, 200, {"object": "list", "data": data}, request_id=req.request_id)
 
 
 async def _get_key(gw: Gateway, store: SQLStore, req: Request, send: Send, key_id: str) -> None:

@@ -9,7 +9,8 @@ raw records. The web console is built on these answers: their shape is a contrac
                                          &group_by=key|model|deployment|endpoint &key_id= &model= &limit=
     GET /admin/usage/records             the newest records first: ?limit= &before=<id> &key_id= &model=
                                          &deployment= &endpoint= &status=<code>|2xx|4xx|5xx &since= &until=
-    GET /admin/usage/records/{record_id} one record
+    GET /admin/usage/records/{record_id} one record, with ``request_body`` and ``response_body`` (``null``: not kept;
+                                         see ``request_log.bodies``)
 
 Times are Unix seconds. Totals and series are read at whole UTC hours (``since`` rounded down, ``until`` up; the
 answer says which range it covers); records at the second. A deployment of ``None`` (a request refused before one
@@ -265,7 +266,10 @@ async def _record(gw: Gateway, store: SQLStore, req: Request, send: Send, record
     row = await store.usage_record(record_id)
     if row is None:
         raise NotFound(f"no usage record {record_id!r}", param="record_id", code="record_not_found")
-    await send_json(send, 200, _record_dict(row), request_id=req.request_id)
+    body = _record_dict(row)  # (a record kept with its bodies has them; null for one without)
+    body.setdefault("request_body", None)
+    body.setdefault("response_body", None)
+    await send_json(send, 200, body, request_id=req.request_id)
 
 
 def _cell(value: Any) -> Any:

@@ -130,7 +130,7 @@ class GatewayApp:
         self.cors = Cors(config.server.cors_origins) if config.server.cors_origins else None
         #: traces (``tracing:``, or the OTEL_EXPORTER_OTLP_* environment), from start-up
         self.tracing: tracing.Tracing | None = None
-        #: CORS, the request log or traces watch every exchange (set at start-up)
+        #: CORS, the request log, bodies kept with the records or traces watch every exchange (set at start-up)
         self._observing = self.cors is not None
 
     def abort(self) -> None:
@@ -152,7 +152,12 @@ class GatewayApp:
             else:
                 await control.aclose()
             raise
-        self._observing = self.cors is not None or control.request_log is not None or self.tracing is not None
+        self._observing = (
+            self.cors is not None
+            or control.request_log is not None
+            or control.body_cap is not None
+            or self.tracing is not None
+        )
         # everything built so far lives as long as the process: move it out of the collector's way, so that full
         # collections stay short (they stall every request in flight)
         gc.collect()
@@ -272,7 +277,7 @@ class GatewayApp:
         return "other"
 
     async def _observed(self, req: Request, ex: Exchange, send: Send) -> None:
-        """Serve a request with CORS, the request log or traces on."""
+        """Serve a request with CORS, the request log, bodies kept or traces on."""
         extra = None
         cors = self.cors
         if cors is not None:
@@ -291,7 +296,7 @@ class GatewayApp:
                         ex.status = await cors.preflight(req, origin, send)
                     return
         gw = self.gateway
-        if gw is not None and gw.control.request_log is not None and gw.control.request_log.bodies:
+        if gw is not None and gw.control.body_cap is not None:
             req.keep_body = True
         if self.tracing is not None:
             path = req.path

@@ -99,6 +99,10 @@ class ControlPlane:
         self.limiter = limiter
         #: one line per request (``request_log.enabled``)
         self.request_log = request_log
+        rl = config.request_log
+        #: ``request_log.bodies``: the cap of the bodies kept, in the request log's lines and with the usage records
+        #: (``None``: none is kept, and nothing is done per request for them)
+        self.body_cap = rl.max_body_bytes if rl.bodies and (request_log is not None or ledger is not None) else None
         #: the model group a name resolves to (the gateway sets its router's); used for budgeted keys' prices
         self.resolve: Callable[[str], ModelGroup] | None = None
         self._background: set[asyncio.Future[None]] = set()

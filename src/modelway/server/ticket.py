@@ -21,12 +21,13 @@ from ..limits.base import LimiterUnavailableError, Permit
 from ..router import Deployment
 from ..types import ChatCompletionChunk, Message, Usage
 from ..usage.estimate import estimate_tokens, prompt_chars
-from ..usage.records import UsageRecord
+from ..usage.records import RecordWithBodies, UsageRecord
 from .disconnect import ClientGone
 from .errors import error_payload
 from .exchange import CURRENT, Exchange
 from .http import Request, Send, send_json
 from .metrics import UNKNOWN_MODEL
+from .request_log import clip_body
 from .streaming import stream_sse
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class Ticket:
     async def answer(self, req: Request, send: Send, usage: Usage | None, payload: bytes) -> None:
         """Send a whole JSON answer, the request counted first: no answered request goes unrecorded."""
         self.usage = usage
-        if self.plane.request_log is not None and self.plane.request_log.bodies:
+        if self.plane.body_cap is not None:
             self.answer_body = payload
         self.settle(200, usage)
         await send_json(send, 200, payload, request_id=req.request_id, headers=self.answer_headers())
@@ -273,18 +274,26 @@ class Ticket:
             attempts=self.attempts,
             fallback=_clean(self.fallback) if self.fallback is not None else None,
         )
+        req = ex.req if ex is not None else None
+        request_body = response_body = None
+        if plane.body_cap is not None:
+            request_body, response_body = _clip(
+                plane.body_cap, req.kept_body if req is not None else None, self.answer_body
+            )
         if plane.ledger is not None:
-            plane.ledger.record(record)
+            if request_body is None and response_body is None:
+                plane.ledger.record(record)
+            else:
+                plane.ledger.record_with_bodies(RecordWithBodies.of(record, request_body, response_body))
         if plane.request_log is not None:
-            req = ex.req if ex is not None else None
             plane.request_log.write(
                 record,
                 key_name=self.key_name,
                 error_type=self.error_type,
                 method=req.method if req is not None else None,
                 path=req.path if req is not None else None,
-                request_body=req.kept_body if req is not None else None,
-                answer_body=self.answer_body,
+                request_body=request_body,
+                response_body=response_body,
             )
         if span is not None:
             try:
@@ -413,6 +422,14 @@ def _duration(seconds: float) -> str:
     return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
 
 
+def _clip(cap: int, request: bytes | None, response: bytes | None) -> tuple[str | None, str | None]:
+    """The bodies as they are kept (``request_log.bodies``): cut at ``cap`` bytes, secrets masked."""
+    return (
+        clip_body(request, cap) if request is not None else None,
+        clip_body(response, cap) if response is not None else None,
+    )
+
+
 def _clean(text: str) -> str:
     """A caller-chosen string made safe to store: no NUL (PostgreSQL refuses it in text), bounded length."""
     if "\x00" in text:
@@ -451,10 +468,16 @@ def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted
             error=ex.code,
             latency_ms=elapsed * 1000.0,
         )
+        body = None
+        if plane.body_cap is not None and req.kept_body is not None:
+            body = clip_body(req.kept_body, plane.body_cap)
         if counted and plane.ledger is not None and (key is not None or caller.admin):
             # (only a known caller's refusals go to the ledger: anyone can send 401s and 404s by the thousand, and
             # each would be a row; the metrics and the request log count them all)
-            plane.ledger.record(record)
+            if body is None:
+                plane.ledger.record(record)
+            else:
+                plane.ledger.record_with_bodies(RecordWithBodies.of(record, body, None))
         if log_ is not None and not (log_.skip_probes and status < 400 and req.path in PROBES):
             log_.write(
                 record,
@@ -462,7 +485,7 @@ def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted
                 error_type=ex.error_type,
                 method=req.method,
                 path=req.path,
-                request_body=req.kept_body,
+                request_body=body,
             )
         if ex.span is not None:
             tracing.request_done(ex.span, record, ex.error_type)

@@ -143,6 +143,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX mw_usage_key_id ON mw_usage (key_id, id)",
         "CREATE INDEX mw_usage_model_id ON mw_usage (model, id)",
     ),
+    (
+        # the request's and the answer's bodies of a record, when request_log.bodies keeps them (capped and
+        # redacted): a row only for a record that has them, written in the records' insert transaction; ts is the
+        # record's, so the retention deletes a record's bodies with it (by the ts index, in bounded batches)
+        """CREATE TABLE mw_usage_bodies (
+            record_id TEXT PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
+            request_body TEXT,
+            response_body TEXT
+        )""",
+        "CREATE INDEX mw_usage_bodies_ts ON mw_usage_bodies (ts)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..auth.keys import ApiKey
 from ..errors import ConfigError
-from ..usage.records import FIELDS, GROUP_BY, UsageRecord
+from ..usage.records import FIELDS, GROUP_BY, RecordWithBodies, UsageRecord
 from . import rollups, tables, usage_queries
 from .migrations import SCHEMA_VERSION, migrate, quote_schema
 from .usage_queries import RecordFilter
@@ -287,7 +287,7 @@ class SQLStore:
     async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
         """Store ``records`` and add them to the aggregates (:mod:`.rollups`), in one transaction: all of it or, on an
         error, nothing. A record whose ``record_id`` is stored already is skipped, in the aggregates too (a replay
-        after a crash stores nothing twice)."""
+        after a crash stores nothing twice). The bodies of a :class:`RecordWithBodies` are stored beside it."""
         if not records:
             return
         async with self._connect(write=True) as conn:
@@ -296,6 +296,13 @@ class SQLStore:
             )
             if not fresh:
                 return
+            bodies = [
+                (r.record_id, r.ts, r.request_body, r.response_body)
+                for r in fresh
+                if isinstance(r, RecordWithBodies) and r.record_id is not None
+            ]
+            if bodies:
+                await self._insert_bodies(conn, bodies)
             for (sql, order), rows in zip(self._rollup_upserts(), rollups.deltas(fresh), strict=True):
                 if order is not None:  # (None: the parameters are in the order of the delta tuples already)
                     rows = [tuple(row[i] for i in order) for row in rows]
@@ -332,6 +339,21 @@ class SQLStore:
         params = tuple([getattr(rec, name) for rec in records] for name in FIELDS)
         inserted = {row[0] for row in (await conn.exec_driver_sql(sql, params)).all()}
         return [r for r in _first_of_each(records, set()) if r.record_id is None or r.record_id in inserted]
+
+    async def _insert_bodies(
+        self, conn: AsyncConnection, rows: list[tuple[str, float, str | None, str | None]]
+    ) -> None:
+        """Store the bodies of records just stored (``(record_id, ts, request_body, response_body)`` each)."""
+        cols = "record_id, ts, request_body, response_body"
+        if self._sqlite:
+            sql = f"INSERT INTO mw_usage_bodies ({cols}) VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING"
+            await conn.exec_driver_sql(sql, rows)
+            return
+        sql = (
+            f"INSERT INTO mw_usage_bodies ({cols}) SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], "
+            "$4::text[]) ON CONFLICT (record_id) DO NOTHING"
+        )
+        await conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
 
     def _usage_insert(self) -> tuple[str, tuple[str, ...]]:
         """The usage INSERT compiled for this database's driver, and the record fields in its parameter order."""
@@ -377,6 +399,18 @@ class SQLStore:
         by the retention still count)."""
         async with self._connect() as conn:
             return await usage_queries.spend(conn, key_id, since)
+
+    async def spends(self, since: dict[str, float]) -> dict[str, float]:
+        """What each key spent from its own start (``since``: key id → Unix seconds), as :meth:`spend` reads it: one
+        read of the aggregates per distinct start, in one transaction."""
+        by_start: dict[float, list[str]] = {}
+        for key_id, start in since.items():
+            by_start.setdefault(start, []).append(key_id)
+        out: dict[str, float] = {}
+        async with self._connect() as conn:
+            for start, key_ids in by_start.items():
+                out.update(await usage_queries.spends(conn, key_ids, start))
+        return out
 
     async def usage_summary(
         self,
@@ -457,13 +491,14 @@ class SQLStore:
         return [rec for _id, _name, rec in rows]
 
     async def usage_record(self, record_id: str) -> tuple[int, str | None, UsageRecord] | None:
-        """The record with ``record_id`` as ``(row id, the key's name, record)``, or ``None``."""
+        """The record with ``record_id`` as ``(row id, the key's name, record)``, or ``None``; a record stored with
+        its bodies is a :class:`RecordWithBodies`."""
         async with self._connect() as conn:
             return await usage_queries.record(conn, record_id)
 
     async def delete_usage_before(self, cutoff: float, *, limit: int = 5000) -> int:
-        """Delete at most ``limit`` records that arrived before ``cutoff``, in one short transaction; how many. The
-        aggregates keep what they added up to."""
+        """Delete at most ``limit`` records that arrived before ``cutoff``, and at most ``limit`` records' bodies, in
+        one short transaction; how many records. The aggregates keep what they added up to."""
         async with self._connect(write=True) as conn:
             return await usage_queries.delete_before(conn, cutoff, limit)
 

@@ -1,11 +1,11 @@
-"""The SQL store's key and usage tables as SQLAlchemy Core sees them: the types values are bound and read as (the DDL
-is in :mod:`.migrations`; the usage aggregates are in :mod:`.rollups`)."""
+"""The SQL store's key, usage and usage-body tables as SQLAlchemy Core sees them: the types values are bound and
+read as (the DDL is in :mod:`.migrations`; the usage aggregates are in :mod:`.rollups`)."""
 
 from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Double, Integer, MetaData, String, Table
 
-__all__ = ["keys", "usage"]
+__all__ = ["keys", "usage", "usage_bodies"]
 
 _meta = MetaData()
 keys = Table(
@@ -49,4 +49,13 @@ usage = Table(
     Column("record_id", String),
     Column("attempts", Integer),
     Column("fallback", String),
+)
+#: the bodies of the records that have them (``request_log.bodies``), one row per record, deleted with it
+usage_bodies = Table(
+    "mw_usage_bodies",
+    _meta,
+    Column("record_id", String, primary_key=True),
+    Column("ts", Double),
+    Column("request_body", String),
+    Column("response_body", String),
 )

@@ -16,7 +16,7 @@ from sqlalchemy import Table, and_, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..usage.records import FIELDS, GROUP_BY, UsageRecord
+from ..usage.records import FIELDS, GROUP_BY, RecordWithBodies, UsageRecord
 from . import tables
 from .rollups import (
     DAY,
@@ -42,6 +42,7 @@ __all__ = [
     "records_page",
     "series",
     "spend",
+    "spends",
     "summary",
 ]
 
@@ -352,10 +353,21 @@ async def records_page(conn: AsyncConnection, f: RecordFilter, limit: int) -> tu
 
 
 async def record(conn: AsyncConnection, record_id: str) -> Row | None:
-    """The record with ``record_id``, or ``None``."""
-    query = _records_query().where(tables.usage.c.record_id == record_id)
+    """The record with ``record_id``, or ``None``; with its bodies (a :class:`RecordWithBodies`) when it has them."""
+    u, k, b = tables.usage, tables.keys, tables.usage_bodies
+    query = (
+        select(u, k.c.name.label("key_name"), b.c.record_id.label("bodies_of"), b.c.request_body, b.c.response_body)
+        .select_from(u.outerjoin(k, k.c.id == u.c.key_id).outerjoin(b, b.c.record_id == u.c.record_id))
+        .where(u.c.record_id == record_id)
+    )
     row = (await conn.execute(query)).mappings().first()
-    return None if row is None else _row(row)
+    if row is None:
+        return None
+    if row["bodies_of"] is None:
+        return _row(row)
+    fields = {name: row[name] for name in FIELDS}
+    rec = RecordWithBodies(**fields, request_body=row["request_body"], response_body=row["response_body"])
+    return int(row["id"]), row["key_name"], rec
 
 
 async def spend(conn: AsyncConnection, key_id: str, since: float) -> float:
@@ -373,9 +385,40 @@ async def spend(conn: AsyncConnection, key_id: str, since: float) -> float:
     return total + float(sum(s[0] for s in sums.values()))
 
 
+async def spends(conn: AsyncConnection, key_ids: Sequence[str], since: float) -> dict[str, float]:
+    """What each of ``key_ids`` spent from ``since`` on, as :func:`spend` reads it, in two queries for them all (a key
+    that spent nothing is 0)."""
+    out = dict.fromkeys(key_ids, 0.0)
+    if not key_ids:
+        return out
+    hour = ceil_to(since, HOUR)
+    if since < hour:
+        u = tables.usage.c
+        for at in range(0, len(key_ids), 500):
+            chunk = list(key_ids[at : at + 500])
+            query = (
+                select(u.key_id, func.sum(u.cost))
+                .where(u.key_id.in_(chunk), u.ts >= since, u.ts < hour)
+                .group_by(u.key_id)
+            )
+            for key_id, cost in (await conn.execute(query)).all():
+                out[key_id] += float(cost or 0.0)
+    sums = await _aggregate(
+        conn, split(hour, None), lambda t, c: [t.c.key_id], dims={"key_id"}, key_id=None, model=None, metrics=("cost",)
+    )
+    for (key_id,), s in sums.items():
+        if key_id in out:
+            out[key_id] += float(s[0])
+    return out
+
+
 async def delete_before(conn: AsyncConnection, cutoff: float, limit: int) -> int:
-    """Delete at most ``limit`` records that arrived before ``cutoff`` (the aggregates keep them); how many."""
-    u = tables.usage
+    """Delete at most ``limit`` records that arrived before ``cutoff`` (the aggregates keep them), and at most
+    ``limit`` records' bodies; how many records. (A record's bodies have its ``ts``: there are never more bodies than
+    records before a cutoff, so the bodies are gone when the records are.)"""
+    u, b = tables.usage, tables.usage_bodies
     ids = select(u.c.id).where(u.c.ts < cutoff).limit(limit).scalar_subquery()
     result = await conn.execute(u.delete().where(u.c.id.in_(ids)))
+    with_bodies = select(b.c.record_id).where(b.c.ts < cutoff).limit(limit).scalar_subquery()
+    await conn.execute(b.delete().where(b.c.record_id.in_(with_bodies)))
     return int(result.rowcount or 0)

@@ -15,6 +15,12 @@ With a ``journal_dir``, every record is also on disk from the moment :meth:`Ledg
 segments of processes that are gone, as it imports the spill file. The store keeps one row per ``record_id``, so
 a crash between storing records and forgetting them (from the journal, or the spill file) stores nothing twice.
 
+Records with bodies (:class:`RecordWithBodies`, ``request_log.bodies``) carry them through the journal and the spill
+file like any other field, and the store keeps them beside the record. They are bounded in memory: while more than
+``max_body_chars`` of bodies wait to be written (the store is down), further records are queued without their
+bodies (:attr:`Ledger.bodies_dropped`). A record the store refuses is tried once more without its bodies before it
+is set aside: a body never costs a usage record.
+
 With a ``retention``, the writer also deletes the records older than that (the store's aggregates keep what they
 added up to): one bounded batch per flush while there is a backlog, else one a minute, each in a short transaction
 of its own and outside the writer's lock, so neither a request nor :meth:`Ledger.spend` waits for it.
@@ -35,7 +41,7 @@ import orjson
 
 from ..store.errors import refused
 from .journal import Journal, orphans
-from .records import UsageRecord
+from .records import RecordWithBodies, UsageRecord
 from .spill import append_lines, append_spill, claim_spill
 
 if TYPE_CHECKING:
@@ -53,6 +59,8 @@ SPILL_LOCK_WAIT = 10.0
 PURGE_EVERY = 60.0
 #: the most records one deletion removes (one short write transaction: ~25 ms at 1,000 in SQLite, BENCHMARKS.md)
 PURGE_BATCH = 1000
+#: the most characters of bodies held by the records waiting to be written (8,192 records at 4 KiB a body, both kept)
+MAX_BODY_CHARS = 64 * 1024 * 1024
 
 
 class Ledger:
@@ -69,9 +77,12 @@ class Ledger:
         journal_dir: str | os.PathLike[str] | None = None,
         retention: float | None = None,
         purge_batch: int = PURGE_BATCH,
+        max_body_chars: int = MAX_BODY_CHARS,
     ) -> None:
-        if flush_interval <= 0 or batch_size < 1 or max_pending < 1 or purge_batch < 1:
-            raise ValueError("flush_interval, batch_size, max_pending and purge_batch must be positive")
+        if flush_interval <= 0 or batch_size < 1 or max_pending < 1 or purge_batch < 1 or max_body_chars < 0:
+            raise ValueError(
+                "flush_interval, batch_size, max_pending and purge_batch must be positive, max_body_chars not negative"
+            )
         if retention is not None and retention <= 0:
             raise ValueError("retention must be positive (None keeps the records forever)")
         self.store = store
@@ -92,6 +103,10 @@ class Ledger:
         self.purge_batch = purge_batch
         #: records deleted because they were older than the retention
         self.purged = 0
+        #: the most characters of bodies pending records hold; records queued without their bodies past it
+        self.max_body_chars = max_body_chars
+        self.bodies_dropped = 0
+        self._body_chars = 0
         self._purging: asyncio.Task[int] | None = None
         self._next_purge = 0.0  # loop time; 0: at the first flush
         self._purge_backlog = False
@@ -127,6 +142,24 @@ class Ledger:
                 log.warning("usage ledger: records arrived after aclose(); they are written only if flush() is called")
         except Exception:  # the request that produced the record must not fail because of the ledger
             log.exception("usage ledger: could not queue a usage record: %r", rec)
+
+    def record_with_bodies(self, rec: RecordWithBodies) -> None:
+        """Queue a record with its bodies, or without them while the bodies pending are over ``max_body_chars``.
+        Never blocks and never raises."""
+        size = rec.body_size
+        if self._body_chars + size > self.max_body_chars:
+            self.bodies_dropped += 1
+            if self.bodies_dropped == 1 or self.bodies_dropped % 10_000 == 0:
+                log.warning(
+                    "usage ledger: %d usage records queued without their bodies: over %d characters of bodies wait "
+                    "to be written (is the store down?)",
+                    self.bodies_dropped,
+                    self.max_body_chars,
+                )
+            self.record(rec.without_bodies())
+            return
+        self._body_chars += size
+        self.record(rec)
 
     async def start(self) -> None:
         """Import a spill file left by an earlier run, then start the flush loop. Calling it again does nothing.
@@ -322,6 +355,16 @@ class Ledger:
             rec = self._queue[0]
             self._inflight = asyncio.ensure_future(self.store.insert_usage([rec])), 1
             exc = await self._settle()
+            if exc is not None and refused(exc) and isinstance(rec, RecordWithBodies):
+                log.error(
+                    "usage ledger: the store refused record %s with its bodies (%s): storing it without",
+                    rec.record_id,
+                    exc,
+                )
+                self._body_chars -= rec.body_size
+                self._queue[0] = rec = rec.without_bodies()
+                self._inflight = asyncio.ensure_future(self.store.insert_usage([rec])), 1
+                exc = await self._settle()
             if exc is None:
                 continue
             if not refused(exc):
@@ -374,8 +417,15 @@ class Ledger:
 
     def _forget(self, n: int) -> None:
         """The ``n`` oldest pending records are stored, spilled or set aside: out of memory and the journal."""
-        for _ in range(n):
-            self._queue.popleft()
+        queue = self._queue
+        if self._body_chars:
+            for _ in range(n):
+                rec = queue.popleft()
+                if isinstance(rec, RecordWithBodies):
+                    self._body_chars -= rec.body_size
+        else:
+            for _ in range(n):
+                queue.popleft()
         if self.journal is not None:
             self.journal.done(n)
 
@@ -458,14 +508,10 @@ class Ledger:
                 # one record the store refuses must not keep the file out forever: one at a time
                 kept: list[UsageRecord] = []
                 for rec in records:
-                    try:
-                        await self.store.insert_usage([rec])
-                    except Exception as one:
-                        if not refused(one):
-                            raise
-                        rejected.append(orjson.dumps(rec.to_dict()) + b"\n")
-                    else:
+                    if await self._store_alone(rec):
                         kept.append(rec)
+                    else:
+                        rejected.append(orjson.dumps(rec.to_dict()) + b"\n")
                 records = kept
             if rejected:
                 await self._reject(rejected, f"lines of {path} that are not usage records, or that the store refused")
@@ -473,3 +519,19 @@ class Ledger:
         self.written += len(records)
         if records:
             log.info("usage ledger: imported %d usage records from %s", len(records), path)
+
+    async def _store_alone(self, rec: UsageRecord) -> bool:
+        """Store one record of a file being imported; ``False`` when the store refuses it for its data (with its
+        bodies, and without them too). Raises the store's other errors."""
+        try:
+            await self.store.insert_usage([rec])
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            if not isinstance(rec, RecordWithBodies):
+                return False
+            log.error(
+                "usage ledger: the store refused record %s with its bodies (%s): storing it without", rec.record_id, exc
+            )
+            return await self._store_alone(rec.without_bodies())
+        return True

@@ -7,7 +7,16 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["ENDPOINTS", "FIELDS", "GROUP_BY", "MAX_HOURS", "UsageRecord", "new_record_id"]
+__all__ = [
+    "ENDPOINTS",
+    "FIELDS",
+    "GROUP_BY",
+    "MAX_HOURS",
+    "RecordWithBodies",
+    "UsageRecord",
+    "new_record_id",
+    "record_from_dict",
+]
 
 #: what a record's ``endpoint`` says: the API the caller spoke
 ENDPOINTS = (
@@ -86,3 +95,44 @@ class UsageRecord:
 
 #: a record's fields in order: the columns of a stored record
 FIELDS = tuple(f.name for f in fields(UsageRecord))
+
+
+@dataclass(slots=True)
+class RecordWithBodies(UsageRecord):
+    """A record with the request's and the answer's bodies as the request log keeps them (``request_log.bodies``:
+    cut at ``max_body_bytes``, secrets masked). Made only when bodies are kept, so a request without them costs
+    nothing more; the bodies travel with the record through the journal and the spill file (their JSON lines carry
+    the two fields) and are stored beside it (``mw_usage_bodies``), deleted with it by the retention."""
+
+    #: ``None``: the request had no body
+    request_body: str | None = None
+    #: ``None``: none was kept (a stream's chunks, an error's answer)
+    response_body: str | None = None
+
+    @classmethod
+    def of(cls, rec: UsageRecord, request_body: str | None, response_body: str | None) -> RecordWithBodies:
+        """``rec`` (same ``record_id``) with these bodies."""
+        return cls(
+            **{name: getattr(rec, name) for name in FIELDS}, request_body=request_body, response_body=response_body
+        )
+
+    @property
+    def body_size(self) -> int:
+        """The characters of its bodies (what they hold in memory, roughly)."""
+        return len(self.request_body or "") + len(self.response_body or "")
+
+    def without_bodies(self) -> UsageRecord:
+        """The same record (same ``record_id``) without its bodies."""
+        return UsageRecord(**{name: getattr(self, name) for name in FIELDS})
+
+
+#: the fields only a record with bodies has
+_BODY_FIELDS = frozenset({"request_body", "response_body"})
+
+
+def record_from_dict(obj: dict[str, Any]) -> UsageRecord:
+    """A record from :meth:`UsageRecord.to_dict` (a line of the journal or the spill file); raises
+    :class:`TypeError` for a field no record has."""
+    if _BODY_FIELDS.isdisjoint(obj):
+        return UsageRecord(**obj)
+    return RecordWithBodies(**obj)

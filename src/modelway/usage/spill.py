@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, cast
 
 import orjson
 
-from .records import UsageRecord
+from .records import UsageRecord, record_from_dict
 
 if sys.platform != "win32":
     import fcntl
@@ -107,4 +107,4 @@ def append_lines(path: Path, lines: list[bytes]) -> None:
 def _record_from_json(obj: Any) -> UsageRecord:
     if not isinstance(obj, dict):
         raise TypeError("not a JSON object")
-    return UsageRecord(**obj)
+    return record_from_dict(obj)

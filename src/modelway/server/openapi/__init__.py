@@ -182,7 +182,15 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
                     "listKeys",
                     "List virtual keys (master key)",
                     "KeyList",
-                    parameters=[{"name": "include_revoked", "in": "query", "schema": {"type": "boolean"}}],
+                    parameters=[
+                        {"name": "include_revoked", "in": "query", "schema": {"type": "boolean"}},
+                        {
+                            "name": "with_spend",
+                            "in": "query",
+                            "schema": {"type": "boolean"},
+                            "description": "each key with spend, period_start and period_end (as KeyWithSpend)",
+                        },
+                    ],
                 ),
             },
             "/admin/keys/{id}": {
@@ -257,7 +265,9 @@ def openapi_schema(auth_required: bool = True) -> dict[str, Any]:
                 "get": _op("usageRecords", "The newest usage records", "UsageRecords", parameters=_RECORDS_QUERY)
             },
             "/admin/usage/records/{record_id}": {
-                "get": _op("usageRecord", "One usage record", "UsageRecord", parameters=_RECORD_ID)
+                "get": _op(
+                    "usageRecord", "One usage record, with its bodies", "UsageRecordWithBodies", parameters=_RECORD_ID
+                )
             },
             "/metrics": {
                 "get": {

@@ -146,6 +146,15 @@ _USAGE_RECORD = _obj(
     },
     ["id", "ts", "request_id", "key_id", "key_name", "model", "endpoint", "stream", "status", "record_id"],
 )
+_BODY: Schema = {
+    "type": ["string", "null"],
+    "description": "as request_log.bodies keeps it: cut at max_body_bytes, secrets masked (null: not kept; a "
+    "stream's answer never is)",
+}
+_USAGE_RECORD_WITH_BODIES = _obj(
+    {**_USAGE_RECORD["properties"], "request_body": _BODY, "response_body": _BODY},
+    [*_USAGE_RECORD["required"], "request_body", "response_body"],
+)
 _RECORDS = _obj(
     {
         "object": {"const": "list"},
@@ -314,6 +323,7 @@ ADMIN_COMPONENTS: Schema = {
     "KeyRevoked": _KEY_REVOKED,
     "UsageSummary": _USAGE_SUMMARY,
     "UsageRecord": _USAGE_RECORD,
+    "UsageRecordWithBodies": _USAGE_RECORD_WITH_BODIES,
     "UsageRecords": _RECORDS,
     "UsageSeries": _USAGE_SERIES,
     "Deployment": _DEPLOYMENT,

@@ -191,16 +191,39 @@ async function requests(body) {
   await load(true);
 }
 
+// a kept body as JSON laid out when it parses (a body cut at max_body_bytes does not: it is shown as it is)
+function bodyText(text) {
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
+}
+
+// the request's and the answer's bodies of a record (request_log.bodies), or why there are none
+function bodies(record) {
+  const { request_body: request, response_body: response } = record;
+  if (request == null && response == null) {
+    return [h("p", { class: "muted", "data-testid": "record-no-bodies" },
+      t("No body was logged: bodies are logged only when request_log.bodies is on."))];
+  }
+  const block = (label, text, id, why) => [h("h3", {}, t(label)), text == null
+    ? h("p", { class: "muted", "data-testid": `${id}-none` }, t(why))
+    : h("pre", { class: "body", "data-testid": id }, bodyText(text))];
+  return [
+    ...block("Request body", request, "record-request-body", "The request had no body."),
+    ...block("Response body", response, "record-response-body",
+      record.stream ? "A streamed answer's body is not logged." : "Only a whole successful answer's body is logged."),
+  ];
+}
+
 async function detail(row) {
   let record = row;
   if (row.record_id) {
     try { record = await get(`/admin/usage/records/${encodeURIComponent(row.record_id)}`); } catch { /* the row is what we have */ }
   }
+  const { request_body: _request, response_body: _response, ...fields } = record;
   const dialog = h("dialog", { "data-testid": "record" },
     h("h2", {}, `${t("Record")} ${record.request_id || ""}`),
-    h("pre", {}, JSON.stringify(record, null, 2)),
-    record.body === undefined ? h("p", { class: "muted" }, t("Body logging is off: records hold no bodies.")) : null,
-    h("button", { onclick: () => dialog.close() }, t("Close")));
+    h("pre", {}, JSON.stringify(fields, null, 2)),
+    ...bodies(record),
+    h("button", { onclick: () => dialog.close(), "data-testid": "record-close" }, t("Close")));
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
