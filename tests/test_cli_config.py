@@ -208,3 +208,11 @@ def test_redacted_hides_passwords_given_as_url_options() -> None:
         "url": "postgresql://gw@db/gw?sslmode=require&password=<redacted>&sslpassword=<redacted>",
         "plain": "https://example.com/a?passwords=many",
     }
+
+
+def test_redacted_hides_a_secret_that_yaml_read_as_a_number() -> None:
+    """``api_key: 123456789`` in a provider's settings is an int: it was printed as is."""
+    data = {"providers": {"qianfan": {"api_key": 123456789, "secret_key": 0.5, "max_key": None, "token": False}}}
+    assert redacted(data) == {
+        "providers": {"qianfan": {"api_key": "<redacted>", "secret_key": "<redacted>", "max_key": None, "token": False}}
+    }

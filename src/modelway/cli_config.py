@@ -37,6 +37,8 @@ def redacted(value: Any, key: str = "") -> Any:
         return {str(k): redacted(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redacted(v, key) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and _SECRET_KEY.search(key):
+        return REDACTED  # a key YAML read as a number (api_key: 123456789)
     if isinstance(value, str):
         if value and _SECRET_KEY.search(key):
             return REDACTED
