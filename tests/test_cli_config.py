@@ -192,3 +192,27 @@ def test_admin_commands_use_the_environments_store(tmp_path: Path) -> None:
     assert "no config file (-c or MODELWAY_CONFIG), and the environment has no store.url (nor MODELWAY_STORE__URL)" in (
         r.stderr
     )
+
+
+def test_redacted_hides_passwords_given_as_url_options() -> None:
+    """A password may also be a URL's query option: redis-py's (password, sentinel_password, ssl_password) and
+    libpq's (password, sslpassword)."""
+    data = {
+        "redis_url": "rediss+sentinel://s1,s2/main?sentinel_password=sp&ssl_password=kp&password=rp&db=1",
+        "url": "postgresql://gw@db/gw?sslmode=require&password=pgpw&sslpassword=kp2",
+        "plain": "https://example.com/a?passwords=many",
+    }
+    assert redacted(data) == {
+        "redis_url": "rediss+sentinel://s1,s2/main?sentinel_password=<redacted>&ssl_password=<redacted>"
+        "&password=<redacted>&db=1",
+        "url": "postgresql://gw@db/gw?sslmode=require&password=<redacted>&sslpassword=<redacted>",
+        "plain": "https://example.com/a?passwords=many",
+    }
+
+
+def test_redacted_hides_a_secret_that_yaml_read_as_a_number() -> None:
+    """``api_key: 123456789`` in a provider's settings is an int: it was printed as is."""
+    data = {"providers": {"qianfan": {"api_key": 123456789, "secret_key": 0.5, "max_key": None, "token": False}}}
+    assert redacted(data) == {
+        "providers": {"qianfan": {"api_key": "<redacted>", "secret_key": "<redacted>", "max_key": None, "token": False}}
+    }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,22 @@ def test_server_connection_settings_reach_the_listener_and_the_transport(monkeyp
     monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 1000))
     raise_open_files(cfg)
     assert asked == [(1000, 1000)]  # as far as the hard limit goes
+
+
+@pytest.mark.parametrize("value", [["Bearer sk-a1b2c3"], {"Bearer": "sk-a1b2c3"}, True, None])
+def test_a_header_value_that_is_not_text_is_refused(value: object) -> None:
+    """A header's value is text (a number is written as it reads); a list, a mapping, a YAML boolean (``yes``) or
+    nothing was sent as Python wrote it (``['Bearer ...']``, ``True``, ``None``). The message does not quote it."""
+    dep = {"model": "openai/gpt-4o", "headers": {"x-team": value}}
+    docs = [
+        ({"tracing": {"headers": {"x-team": value}}}, "tracing.headers.x-team"),
+        ({"models": [{"name": "m", "deployments": [dep]}]}, "models[0].deployments[0].headers.x-team"),
+    ]
+    for doc, where in docs:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(where)}: must be text") as info:
+            parse_config(doc)
+        assert "sk-a1b2c3" not in str(info.value)
+    dep["headers"] = {"x-version": 2}
+    assert parse_config({"models": [{"name": "m", "deployments": [dep]}]}).models[0].deployments[0].headers == {
+        "x-version": "2"
+    }

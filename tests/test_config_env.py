@@ -176,6 +176,14 @@ def test_values_are_yaml_except_text_and_lists(name: str, text: str, field: tupl
     assert getattr(getattr(cfg, field[0]), field[1]) == expected
 
 
+def test_a_mapping_of_text_keeps_its_values_as_written() -> None:
+    """tracing.headers (a mapping of text): its values are taken as written, not as YAML's octal, booleans or
+    numbers (an API key 0123456 was sent as 42798, a value on as True)."""
+    env = {"MODELWAY_TRACING__HEADERS": "{x-api-key: 0123456, x-flag: on, x-n: 1_000, x-e: 1e3}"}
+    cfg = load_config(None, env=env)
+    assert cfg.tracing.headers == {"x-api-key": "0123456", "x-flag": "on", "x-n": "1_000", "x-e": "1e3"}
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

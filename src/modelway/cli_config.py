@@ -21,11 +21,14 @@ REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"(^|_)(key|secret|password|token|credentials?)$|^(authorization|path_prefix)$", re.I)
 #: the password of a URL's user part (``postgresql://user:password@host/db``)
 _URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]+@")
+#: a password given as a URL's query option (redis-py's ``password``, ``sentinel_password``, ``ssl_password``;
+#: libpq's ``password``, ``sslpassword``)
+_QUERY_PASSWORD = re.compile(r"(?<=[?&])([a-z_]*password=)[^&#\s]*", re.I)
 
 
 def redacted(value: Any, key: str = "") -> Any:
     """Plain data (dataclasses as mappings) with secrets replaced by ``<redacted>``: values of secret-looking keys,
-    every header's value, and the passwords in URLs."""
+    every header's value, and the passwords in URLs (in the user part or as a query option)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -34,10 +37,13 @@ def redacted(value: Any, key: str = "") -> Any:
         return {str(k): redacted(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redacted(v, key) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and _SECRET_KEY.search(key):
+        return REDACTED  # a key YAML read as a number (api_key: 123456789)
     if isinstance(value, str):
         if value and _SECRET_KEY.search(key):
             return REDACTED
-        return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
+        value = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
+        return _QUERY_PASSWORD.sub(rf"\1{REDACTED}", value)
     return value
 
 

@@ -331,6 +331,17 @@ def _dict(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return v
 
 
+def _headers(d: dict[str, Any], where: str) -> dict[str, str]:
+    """``d["headers"]``: names to text (a number is taken as it reads; a list, a mapping, a boolean or nothing is
+    refused, without quoting it: a header's value is often a secret)."""
+    out = {}
+    for k, v in _dict(d, "headers", where).items():
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ConfigError(f"{where}.headers.{k}: must be text (got {type(v).__name__}; quote it)")
+        out[str(k)] = str(v)
+    return out
+
+
 def _bool(d: dict[str, Any], key: str, where: str) -> bool:
     v = d[key]
     if not isinstance(v, bool):
@@ -382,7 +393,7 @@ def _deployment(d: Any, where: str) -> DeploymentConfig:
         dep.timeout = float(_num(d, "timeout", where))
     dep.params = _dict(d, "params", where)
     dep.options = _dict(d, "options", where)
-    dep.headers = {str(k): str(v) for k, v in _dict(d, "headers", where).items()}
+    dep.headers = _headers(d, where)
     if d.get("price") is not None:
         dep.price = _price(d["price"], f"{where}.price")
     from .config_routing import parse_deployment_routing
@@ -602,7 +613,7 @@ def _tracing(s: dict[str, Any]) -> TracingConfig:
         cfg.endpoint = url
     if s.get("service_name"):
         cfg.service_name = _str(s, "service_name", where)
-    cfg.headers = {str(k): str(v) for k, v in _dict(s, "headers", where).items()}
+    cfg.headers = _headers(s, where)
     if "sample_ratio" in s:
         ratio = _num(s, "sample_ratio", where, positive=False)
         if ratio > 1:

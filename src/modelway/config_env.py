@@ -11,7 +11,8 @@ MODELWAY_MODELS_FILE=/etc/modelway/models.yaml   a whole section as a YAML or JS
 
 A variable wins over the file: a whole section replaces the file's, a field replaces the file's field (and the
 section's variable's). Values are read as YAML (``true``, ``8080``, ``1.5``, ``null``) except for text settings
-(URLs, keys, paths: taken as written) and lists (comma-separated, unless they start with ``[``). They are then
+(URLs, keys, paths: taken as written), lists (comma-separated, unless they start with ``[``) and the values of
+mappings of text (``tracing.headers``: ``{x-api-key: 0123}`` keeps ``0123``). They are then
 checked by the same code as the file, and an error names both: ``MODELWAY_SERVER__PORT (server.port): must be a
 positive integer``. A name under ``MODELWAY_`` that looks like a setting but is none (``MODELWAY_SERVER__PROT``,
 ``MODELWAY_SERVER_PORT``) is an error, so a typo is never ignored; the project's other ``MODELWAY_*`` variables
@@ -54,8 +55,9 @@ OTHER_USES = frozenset(
 )
 # (the test suite's and the benchmarks' MODELWAY_TEST_*, MODELWAY_BENCH_*, MODELWAY_AGENTS, ... look like no setting)
 
-#: how a setting's text is read: as written (``str``), a list (``list``), or YAML (``yaml``: numbers, booleans, ...)
-Kind = Literal["str", "list", "yaml"]
+#: how a setting's text is read: as written (``str``), a list (``list``), a YAML or JSON mapping whose values are
+#: text as written (``texts``: headers, not YAML's octal 0123 or boolean on), or YAML (``yaml``: numbers, booleans)
+Kind = Literal["str", "list", "texts", "yaml"]
 #: section name → its fields and their kinds; ``None``: a section given only whole (``models``, ``providers``, ...)
 Sections = Mapping[str, Mapping[str, Kind] | None]
 
@@ -69,6 +71,8 @@ def kinds_of(cls: type[Any]) -> dict[str, Kind]:
             kinds[f.name] = "str"
         elif annotation.startswith("list["):
             kinds[f.name] = "list"
+        elif annotation == "dict[str,str]":
+            kinds[f.name] = "texts"
         else:
             kinds[f.name] = "yaml"
     return kinds
@@ -183,7 +187,7 @@ def read_overrides(reader: EnvReader, sections: Sections, *, referenced: Collect
         source = var + FILE_SUFFIX if reader.env.get(var + FILE_SUFFIX) else var
         section = sections[path[0]]
         kind: Kind = "yaml" if len(path) == 1 or section is None else section[path[1]]
-        secret = kind == "str" or source.endswith(FILE_SUFFIX) or len(path) == 1
+        secret = kind in ("str", "texts") or source.endswith(FILE_SUFFIX) or len(path) == 1
         items.append(Override(source, path, _value(text, kind, source, ".".join(path)), secret))
     return EnvOverrides(items)
 
@@ -236,7 +240,7 @@ def _value(text: str, kind: Kind, var: str, where: str) -> Any:
     if kind == "list" and not text.lstrip().startswith("["):
         return [item.strip() for item in text.split(",") if item.strip()]
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=yaml.BaseLoader) if kind == "texts" else yaml.safe_load(text)
     except yaml.YAMLError as exc:  # its message quotes the text: only the position and the problem are said
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

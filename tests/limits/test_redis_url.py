@@ -115,6 +115,17 @@ class TestConfig:
             parse_config(_config(url))
         assert "s3cret" not in str(info.value) and "app:***@h" in str(info.value)
 
+    @pytest.mark.parametrize("sep", ["/", "?", "#"])
+    def test_a_password_with_an_unencoded_delimiter_is_refused_unquoted(self, sep: str) -> None:
+        """A base64 password (an Azure access key) pasted as is: its ``/`` (or a ``?``, ``#``) ends the URL's user
+        part early, and what follows was quoted as a port, a db or an option, or the URL was shown whole."""
+        url = f"redis://app:Kq3x{sep}Zt9w=@h:6379/0"
+        with pytest.raises(ConfigError) as info:
+            parse_config(_config(url))
+        message = str(info.value)
+        assert "Kq3x" not in message and "Zt9w" not in message, message
+        assert "percent-encoded" in message and "h:6379/0" in message
+
     def test_a_keyfile_without_its_certificate(self, tmp_path: Path) -> None:
         (tmp_path / "c.key").write_text("x")
         with pytest.raises(ConfigError, match="ssl_keyfile needs ssl_certfile"):
@@ -135,3 +146,5 @@ def test_redact_url() -> None:
         "rediss://h?ssl_ca_certs=/etc/ca.pem&password=***"
     )
     assert redact_url("redis://u@h") == "redis://u@h"
+    assert redact_url("redis://:Kq3x/Zt9w@h:1/0") == "redis://***@h:1/0"
+    assert redact_url("redis://u:Kq3x?Zt9w@h:1/0") == "redis://***@h:1/0"

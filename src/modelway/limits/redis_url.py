@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit
 
 __all__ = ["SENTINEL_PORT", "RedisSettings", "TLSSettings", "parse_redis_url", "redact_url"]
 
@@ -120,6 +120,10 @@ def parse_redis_url(url: str) -> RedisSettings:
             "the scheme must be redis://, rediss:// (TLS), unix://, redis+sentinel:// or rediss+sentinel:// "
             f"(got {scheme + '://' if scheme else 'none'})"
         )
+    if _user_part_cut(parts):
+        raise ValueError(
+            "the user part (user:password@) holds a '/', '?' or '#': write them percent-encoded (%2F, %3F, %23)"
+        )
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key not in _OPTIONS:
@@ -193,6 +197,8 @@ def parse_redis_url(url: str) -> RedisSettings:
 def redact_url(url: str) -> str:
     """``url`` without its secrets (the password in the user part, the password options), for messages and logs."""
     parts = urlsplit(url)
+    if _user_part_cut(parts):  # the password runs past the host part: hide all up to the last '@'
+        return f"{parts.scheme}://***@{url.rpartition('@')[2]}"
     netloc = parts.netloc
     user, _, hosts = netloc.rpartition("@")
     if ":" in user:
@@ -202,6 +208,21 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, "***" if k in SECRET_OPTIONS else v) for k, v in pairs], safe="*/")
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _user_part_cut(parts: SplitResult) -> bool:
+    """Whether a '/', '?' or '#' of the password (unencoded) ended the URL's host part early: an '@' stands in the
+    path or the fragment (where none belongs but in a socket's path), or the host part holds no '@' and what
+    would be its port is no number (``redis://:Kq3x?Zt9w@h``)."""
+    if parts.scheme.lower() == "unix":
+        return False
+    if "@" in parts.path or "@" in parts.fragment:
+        return True
+    netloc = parts.netloc
+    if "@" in netloc or "@" not in parts.query or netloc.endswith("]"):
+        return False
+    _, colon, port = netloc.rpartition(":")
+    return bool(colon) and not port.isdigit() and "," not in port
 
 
 def _credentials(netloc: str) -> tuple[str | None, str | None]:

@@ -48,9 +48,13 @@ async def discover_master(settings: RedisSettings, sentinels: list[Address], ask
         if not isinstance(reply, list) or len(reply) != 2:
             failures.append(f"{_show(address)}: knows no master named {settings.service!r}")
             continue
+        master = _address(reply)
+        if master is None:
+            failures.append(f"{_show(address)}: named no usable address for {settings.service!r}")
+            continue
         sentinels.remove(address)
         sentinels.insert(0, address)
-        return _text(reply[0]), int(reply[1])
+        return master
     raise SentinelError(f"no Sentinel named the master of {settings.service!r}: {'; '.join(failures)}")
 
 
@@ -69,6 +73,18 @@ def switched_master(message: Any, service: str | None) -> Address | None:
     if len(fields) != 5 or fields[0] != service:
         return None
     return fields[3], int(fields[4])
+
+
+def _address(reply: list[Any]) -> Address | None:
+    """``[host, port]`` as a Sentinel sends it, else ``None`` (no host, or a port that is none)."""
+    host, port = reply
+    if not isinstance(host, bytes | str) or not host or not isinstance(port, bytes | str | int):
+        return None
+    try:
+        number = int(port)
+    except ValueError:
+        return None
+    return (_text(host), number) if 0 < number < 65536 else None
 
 
 def _text(value: Any) -> str:
