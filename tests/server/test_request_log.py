@@ -6,6 +6,7 @@ key, paths), then a running gateway writing its log to a file: a chat request, a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,17 @@ def test_redact_text_masks_secret_members_and_secret_looking_strings() -> None:
     # letters a case-insensitive match takes for ASCII ones (ſ for s, K for k): such a text is read the slow way
     assert redact_text("BA\u017fIC abcdefghij") == REDACTED
     assert redact_text('{"api_\u212aey": "v", "\u4e2d": 1}') == '{"api_\u212aey": "[redacted]", "\u4e2d": 1}'
+
+
+def test_a_key_right_after_a_json_escape_is_masked() -> None:
+    # a body is JSON text: a key on a new line follows "\n", and after Chinese text escaped by the client (Python's
+    # json.dumps does so by default) it follows "\u662f"; the letter of the escape is no word edge
+    contents = ("my key:\nsk-abcdefghij", "a\tmw-AbCdEfGh0123", "我的密钥是sk-abcdefghij", "是AKIAABCDEFGHIJKLMNOP")
+    for content in contents:
+        for text in (json.dumps({"content": content}), orjson.dumps({"content": content}).decode()):
+            out = redact_text(text)
+            assert out.count(REDACTED) == 1 and "abcdefgh" not in out and "AbCdEfGh" not in out, text
+    assert redact_text(json.dumps({"content": "a\\task-abcdefgh"})) == json.dumps({"content": "a\\task-abcdefgh"})
 
 
 def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:

@@ -57,17 +57,26 @@ _NAMES = "|".join(
 _MEMBER = re.compile(r'("(?i:' + _NAMES + r')"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)')
 # any JSON member's name: a text without a secret one needs no _MEMBER pass (finding the names costs a tenth of it)
 _NAME = re.compile(r'"([A-Za-z0-9_\-]+)"\s*:')
+
+
+def _edge(start: str) -> str:
+    """A lookbehind after ``start`` (a regex of fixed width): ``start`` begins at an ASCII word's edge, or right after
+    a JSON escape (``\\n``, ``\\u662f``: a key on a new line, or after Chinese text a client escaped): the escape's
+    letter is not part of the key."""
+    return rf"(?:(?<![A-Za-z0-9_]{start})|(?<=\\[nrtbf]{start})|(?<=\\u[0-9A-Fa-f]{{4}}{start}))"
+
+
 # strings that look like credentials wherever they are, starting and ending at an ASCII word's edge (a key right
 # after Chinese text is found: ``\b`` would see no edge between 是 and sk-). The edge before is a lookbehind after the
 # first letters rather than before them: a pattern whose branches all begin with letters is searched for those
 # letters only, 7x faster over a body that holds none
 _TOKENS = re.compile(
     r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}"  # an Authorization value
-    r"|(?:sk|pk|rk|mw)-(?<![A-Za-z0-9_]..-)[A-Za-z0-9_\-]{6,}"  # OpenAI/Anthropic-style keys, modelway virtual keys
-    r"|sess-(?<![A-Za-z0-9_]sess-)[A-Za-z0-9_\-]{6,}"
-    r"|eyJ(?<![A-Za-z0-9_]eyJ)[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"  # JWTs (Zhipu signs with one)
-    r"|(?:AKIA|ASIA)(?<![A-Za-z0-9_]....)[0-9A-Z]{16}(?![A-Za-z0-9_])"  # AWS access key ids
-    r"|AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{20,}"  # Google API keys
+    rf"|(?:sk|pk|rk|mw)-{_edge('..-')}[A-Za-z0-9_\-]{{6,}}"  # OpenAI/Anthropic-style keys, modelway virtual keys
+    rf"|sess-{_edge('sess-')}[A-Za-z0-9_\-]{{6,}}"
+    rf"|eyJ{_edge('eyJ')}[A-Za-z0-9_\-]{{4,}}\.[A-Za-z0-9_\-]{{4,}}\.[A-Za-z0-9_\-]*"  # JWTs (Zhipu signs with one)
+    rf"|(?:AKIA|ASIA){_edge('....')}[0-9A-Z]{{16}}(?![A-Za-z0-9_])"  # AWS access key ids
+    rf"|AIza{_edge('AIza')}[0-9A-Za-z_\-]{{20,}}"  # Google API keys
 )
 # what a text must hold for _TOKENS to find anything in it (bearer and basic in any case)
 _TOKEN_STARTS = ("sk-", "pk-", "rk-", "mw-", "sess-", "eyJ", "AKIA", "ASIA", "AIza")
