@@ -80,6 +80,22 @@ def test_a_key_right_after_a_json_escape_is_masked() -> None:
     assert redact_text(json.dumps({"content": "a\\task-abcdefgh"})) == json.dumps({"content": "a\\task-abcdefgh"})
 
 
+def test_secret_members_of_json_inside_a_json_string_are_masked() -> None:
+    # a tool call's arguments are JSON in a string, and so is JSON pasted into a message: their members' quotes are
+    # escaped (\"password\": \"...\")
+    args = {"user": "ann", "password": 'p4ss "word" \\ end', "api_key": "Zq8vT2pL9xW4rN7m", "n": 1}
+    call = {"function": {"name": "login", "arguments": json.dumps(args)}}
+    answer = {"choices": [{"message": {"tool_calls": [call]}}]}
+    for text in (json.dumps(answer), orjson.dumps(answer).decode()):
+        out = redact_text(text)
+        inner = orjson.loads(orjson.loads(out)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        assert inner == {"user": "ann", "password": REDACTED, "api_key": REDACTED, "n": 1}  # both still JSON
+    body = orjson.dumps({"messages": [{"content": "my config: " + json.dumps({"model": "m", "secret": "Zq8vT2pL9x"})}]})
+    assert "Zq8vT2pL9x" not in redact_text(body.decode())
+    out = clip_body(body, body.index(b"L9x"))  # cut inside the value
+    assert "Zq8vT2p" not in out and REDACTED in out
+
+
 def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
     body = orjson.dumps({"messages": [{"content": "x" * 30 + " " + BODY_SECRET}]})
     cut_at = body.index(b"sk-proj") + 6  # the cap falls inside the key: "sk-pro" would not look like one
