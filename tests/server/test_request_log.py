@@ -96,6 +96,15 @@ def test_secret_members_of_json_inside_a_json_string_are_masked() -> None:
     assert "Zq8vT2p" not in out and REDACTED in out
 
 
+def test_secret_query_parameters_of_urls_in_a_body_are_masked() -> None:
+    url = "https://files.example/a.png?X-Amz-Security-Token=Zq8vT2pL9x&size=2&api_key=Wm3kQ7rT1v#top"
+    out = redact_text(orjson.dumps({"image_url": {"url": url}, "content": "see http://h/x?token=Yx5nB8cD2e"}).decode())
+    assert "Zq8vT2pL9x" not in out and "Wm3kQ7rT1v" not in out and "Yx5nB8cD2e" not in out
+    assert f"?X-Amz-Security-Token={REDACTED}&size=2&api_key={REDACTED}#top" in out
+    text = "https://h/search?q=key+words&max_tokens=5&page=2"  # (no secret-named parameter)
+    assert redact_text(text) == text
+
+
 def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
     body = orjson.dumps({"messages": [{"content": "x" * 30 + " " + BODY_SECRET}]})
     cut_at = body.index(b"sk-proj") + 6  # the cap falls inside the key: "sk-pro" would not look like one

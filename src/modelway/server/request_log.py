@@ -7,10 +7,10 @@ Secrets never reach a line: headers are not logged at all (so neither ``Authoriz
 deployment is its ``provider/model`` (never its base URL or key), a path is the route's (a path no route has is
 cut, and anything in it that looks like a key is masked; the cluster's secret prefix is never written). With
 ``request_log.bodies`` the request's body and a whole answer's body are added, cut at ``max_body_bytes``, with the
-values of secret-named fields (``api_key``, ``authorization``, ``password``, ``*_token`` ...) and secret-looking
-strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs, AWS access keys) masked as ``[redacted]`` (:func:`clip_body`; the
-same text is stored with the request's usage record, for the console). A stream's answer is not kept: its chunks
-are sent as they come, never gathered.
+values of secret-named fields (``api_key``, ``authorization``, ``password``, ``*_token`` ...; JSON members, in JSON
+inside a string too, and URLs' query parameters) and secret-looking strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs,
+AWS access keys) masked as ``[redacted]`` (:func:`clip_body`; the same text is stored with the request's usage
+record, for the console). A stream's answer is not kept: its chunks are sent as they come, never gathered.
 
 Each line is one ``write`` to the file descriptor (opened with ``O_APPEND``): the lines of several workers sharing a
 file do not interleave.
@@ -64,6 +64,8 @@ _ESCAPED_MEMBER = re.compile(
 _NAME = re.compile(r'"([A-Za-z0-9_\-]+)"\s*:')
 # the same, its quotes escaped (looked for only in a text that holds \")
 _ESCAPED_NAME = re.compile(r'\\"([A-Za-z0-9_\-]+)\\"\s*:')
+# a URL's query parameter (in a body: an image's address, a link in a message); masked when its name is a secret's
+_QUERY = re.compile(r"([?&][A-Za-z0-9_.\-]+=)([^&#\s\"'\\<>]+)")
 
 
 def _edge(start: str) -> str:
@@ -113,9 +115,15 @@ def redact_text(text: str) -> str:
         text = _MEMBER.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
     if '\\"' in text and (not plain or any(map(secret_field, set(_ESCAPED_NAME.findall(text))))):
         text = _ESCAPED_MEMBER.sub(lambda m: m.group(1) + '\\"' + REDACTED + '\\"', text)
+    if "=" in text and ("?" in text or "&" in text):
+        text = _QUERY.sub(_query_parameter, text)
     if not plain or any(s in text for s in _TOKEN_STARTS) or "bearer" in (low := text.lower()) or "basic" in low:
         text = _TOKENS.sub(REDACTED, text)
     return text
+
+
+def _query_parameter(m: re.Match[str]) -> str:
+    return m.group(1) + REDACTED if secret_field(m.group(1)[1:-1]) else m.group(0)
 
 
 def clip_body(body: bytes, limit: int) -> str:
