@@ -92,8 +92,8 @@ def test_secret_members_of_json_inside_a_json_string_are_masked() -> None:
         assert inner == {"user": "ann", "password": REDACTED, "api_key": REDACTED, "n": 1}  # both still JSON
     body = orjson.dumps({"messages": [{"content": "my config: " + json.dumps({"model": "m", "secret": "Zq8vT2pL9x"})}]})
     assert "Zq8vT2pL9x" not in redact_text(body.decode())
-    out = clip_body(body, body.index(b"L9x"))  # cut inside the value
-    assert "Zq8vT2p" not in out and REDACTED in out
+    out = clip_body(body, body.index(b"L9x"))  # cut inside the value (and the mask cut at the cap)
+    assert "Zq8vT2p" not in out and out.endswith(f'\\"[redact…({len(body)} bytes)')
 
 
 def test_secret_query_parameters_of_urls_in_a_body_are_masked() -> None:
@@ -117,6 +117,17 @@ def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
     assert "abcdefghij" not in out and REDACTED in out
     assert clip_body(b'{"a": 1}', 100) == '{"a": 1}'
     assert clip_body(b"a whole word\nand more", 13) == "a whole word\n…(21 bytes)"  # (a cut after a word keeps it)
+
+
+def test_a_body_is_kept_within_its_cap_after_redaction() -> None:
+    # masking lengthens a text ("" -> "[redacted]"), and a byte that is not UTF-8 becomes U+FFFD (3 bytes)
+    empty_secrets = b"{" + b",".join(b'"key":""' for _ in range(400)) + b"}"
+    for body in (empty_secrets, b"\xff" * 4096, b"\xff" * 5000, "是".encode() * 2000 + b"\xfe" * 3000):
+        out = clip_body(body, 4096)
+        text, _, tail = out.rpartition("…(")
+        assert len(text.encode()) <= 4096 and tail == f"{len(body)} bytes)", (body[:20], len(out.encode()))
+        assert '"key":""' not in text
+    assert clip_body(b'{"key":""}', 100) == '{"key":"[redacted]"}'  # (within the cap: whole)
 
 
 def test_paths_lose_the_cluster_prefix_and_key_like_segments() -> None:

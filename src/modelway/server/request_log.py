@@ -127,7 +127,8 @@ def _query_parameter(m: re.Match[str]) -> str:
 
 
 def clip_body(body: bytes, limit: int) -> str:
-    """A body as logged: at most ``limit`` bytes of it, redacted; a cut body ends with how long it was. The cut
+    """A body as logged: at most ``limit`` bytes of it, redacted, and at most ``limit`` bytes of UTF-8 once redacted;
+    a cut body ends with how long it was. The cut
     drops a word it would split (so no prefix of a key is left where masking could not recognise it). Bytes that are
     not UTF-8, and NUL (PostgreSQL's text cannot hold it), become U+FFFD."""
     cut = len(body) > limit
@@ -137,6 +138,9 @@ def clip_body(body: bytes, limit: int) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     text = redact_text(text)
+    if len(text) * 4 > limit and len(encoded := text.encode()) > limit:
+        # masking lengthened it, or U+FFFD (3 bytes) took the place of bytes: cut again (nothing secret is left)
+        text, cut = encoded[:limit].decode("utf-8", "ignore"), True
     return f"{text}…({len(body)} bytes)" if cut else text
 
 
