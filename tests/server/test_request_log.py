@@ -6,6 +6,7 @@ key, paths), then a running gateway writing its log to a file: a chat request, a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,42 @@ def test_redact_text_masks_secret_members_and_secret_looking_strings() -> None:
     assert redact_text('{"api_\u212aey": "v", "\u4e2d": 1}') == '{"api_\u212aey": "[redacted]", "\u4e2d": 1}'
 
 
+def test_a_key_right_after_a_json_escape_is_masked() -> None:
+    # a body is JSON text: a key on a new line follows "\n", and after Chinese text escaped by the client (Python's
+    # json.dumps does so by default) it follows "\u662f"; the letter of the escape is no word edge
+    contents = ("my key:\nsk-abcdefghij", "a\tmw-AbCdEfGh0123", "我的密钥是sk-abcdefghij", "是AKIAABCDEFGHIJKLMNOP")
+    for content in contents:
+        for text in (json.dumps({"content": content}), orjson.dumps({"content": content}).decode()):
+            out = redact_text(text)
+            assert out.count(REDACTED) == 1 and "abcdefgh" not in out and "AbCdEfGh" not in out, text
+    assert redact_text(json.dumps({"content": "a\\task-abcdefgh"})) == json.dumps({"content": "a\\task-abcdefgh"})
+
+
+def test_secret_members_of_json_inside_a_json_string_are_masked() -> None:
+    # a tool call's arguments are JSON in a string, and so is JSON pasted into a message: their members' quotes are
+    # escaped (\"password\": \"...\")
+    args = {"user": "ann", "password": 'p4ss "word" \\ end', "api_key": "Zq8vT2pL9xW4rN7m", "n": 1}
+    call = {"function": {"name": "login", "arguments": json.dumps(args)}}
+    answer = {"choices": [{"message": {"tool_calls": [call]}}]}
+    for text in (json.dumps(answer), orjson.dumps(answer).decode()):
+        out = redact_text(text)
+        inner = orjson.loads(orjson.loads(out)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        assert inner == {"user": "ann", "password": REDACTED, "api_key": REDACTED, "n": 1}  # both still JSON
+    body = orjson.dumps({"messages": [{"content": "my config: " + json.dumps({"model": "m", "secret": "Zq8vT2pL9x"})}]})
+    assert "Zq8vT2pL9x" not in redact_text(body.decode())
+    out = clip_body(body, body.index(b"L9x"))  # cut inside the value (and the mask cut at the cap)
+    assert "Zq8vT2p" not in out and out.endswith(f'\\"[redact…({len(body)} bytes)')
+
+
+def test_secret_query_parameters_of_urls_in_a_body_are_masked() -> None:
+    url = "https://files.example/a.png?X-Amz-Security-Token=Zq8vT2pL9x&size=2&api_key=Wm3kQ7rT1v#top"
+    out = redact_text(orjson.dumps({"image_url": {"url": url}, "content": "see http://h/x?token=Yx5nB8cD2e"}).decode())
+    assert "Zq8vT2pL9x" not in out and "Wm3kQ7rT1v" not in out and "Yx5nB8cD2e" not in out
+    assert f"?X-Amz-Security-Token={REDACTED}&size=2&api_key={REDACTED}#top" in out
+    text = "https://h/search?q=key+words&max_tokens=5&page=2"  # (no secret-named parameter)
+    assert redact_text(text) == text
+
+
 def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
     body = orjson.dumps({"messages": [{"content": "x" * 30 + " " + BODY_SECRET}]})
     cut_at = body.index(b"sk-proj") + 6  # the cap falls inside the key: "sk-pro" would not look like one
@@ -80,6 +117,17 @@ def test_a_body_cut_inside_a_key_leaves_no_part_of_it() -> None:
     assert "abcdefghij" not in out and REDACTED in out
     assert clip_body(b'{"a": 1}', 100) == '{"a": 1}'
     assert clip_body(b"a whole word\nand more", 13) == "a whole word\n…(21 bytes)"  # (a cut after a word keeps it)
+
+
+def test_a_body_is_kept_within_its_cap_after_redaction() -> None:
+    # masking lengthens a text ("" -> "[redacted]"), and a byte that is not UTF-8 becomes U+FFFD (3 bytes)
+    empty_secrets = b"{" + b",".join(b'"key":""' for _ in range(400)) + b"}"
+    for body in (empty_secrets, b"\xff" * 4096, b"\xff" * 5000, "是".encode() * 2000 + b"\xfe" * 3000):
+        out = clip_body(body, 4096)
+        text, _, tail = out.rpartition("…(")
+        assert len(text.encode()) <= 4096 and tail == f"{len(body)} bytes)", (body[:20], len(out.encode()))
+        assert '"key":""' not in text
+    assert clip_body(b'{"key":""}', 100) == '{"key":"[redacted]"}'  # (within the cap: whole)
 
 
 def test_paths_lose_the_cluster_prefix_and_key_like_segments() -> None:

@@ -7,10 +7,10 @@ Secrets never reach a line: headers are not logged at all (so neither ``Authoriz
 deployment is its ``provider/model`` (never its base URL or key), a path is the route's (a path no route has is
 cut, and anything in it that looks like a key is masked; the cluster's secret prefix is never written). With
 ``request_log.bodies`` the request's body and a whole answer's body are added, cut at ``max_body_bytes``, with the
-values of secret-named fields (``api_key``, ``authorization``, ``password``, ``*_token`` ...) and secret-looking
-strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs, AWS access keys) masked as ``[redacted]`` (:func:`clip_body`; the
-same text is stored with the request's usage record, for the console). A stream's answer is not kept: its chunks
-are sent as they come, never gathered.
+values of secret-named fields (``api_key``, ``authorization``, ``password``, ``*_token`` ...; JSON members, in JSON
+inside a string too, and URLs' query parameters) and secret-looking strings (``sk-…``, ``mw-…``, ``Bearer …``, JWTs,
+AWS access keys) masked as ``[redacted]`` (:func:`clip_body`; the same text is stored with the request's usage
+record, for the console). A stream's answer is not kept: its chunks are sent as they come, never gathered.
 
 Each line is one ``write`` to the file descriptor (opened with ``O_APPEND``): the lines of several workers sharing a
 file do not interleave.
@@ -55,19 +55,37 @@ _NAMES = "|".join(
     )
 )
 _MEMBER = re.compile(r'("(?i:' + _NAMES + r')"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|\\?$)')
-# any JSON member's name: a text without a secret one needs no _MEMBER pass (finding the names costs a tenth of it)
+# the same member in JSON inside a JSON string (a tool call's arguments, JSON pasted into a message), its quotes
+# escaped: \"api_key\": \"...\" (in the value, \\ and what follows is one of its characters, escaped: \\\" is a quote)
+_ESCAPED_MEMBER = re.compile(
+    r'(\\"(?i:' + _NAMES + r')\\"\s*:\s*)\\"(?:[^"\\]|\\\\(?:\\.|[^"\\])|\\[^"\\])*(?:\\"|\\*$)'
+)
+# any JSON member's name: a text without a secret one needs no member pass (finding the names costs a tenth of it)
 _NAME = re.compile(r'"([A-Za-z0-9_\-]+)"\s*:')
+# the same, its quotes escaped (looked for only in a text that holds \")
+_ESCAPED_NAME = re.compile(r'\\"([A-Za-z0-9_\-]+)\\"\s*:')
+# a URL's query parameter (in a body: an image's address, a link in a message); masked when its name is a secret's
+_QUERY = re.compile(r"([?&][A-Za-z0-9_.\-]+=)([^&#\s\"'\\<>]+)")
+
+
+def _edge(start: str) -> str:
+    """A lookbehind after ``start`` (a regex of fixed width): ``start`` begins at an ASCII word's edge, or right after
+    a JSON escape (``\\n``, ``\\u662f``: a key on a new line, or after Chinese text a client escaped): the escape's
+    letter is not part of the key."""
+    return rf"(?:(?<![A-Za-z0-9_]{start})|(?<=\\[nrtbf]{start})|(?<=\\u[0-9A-Fa-f]{{4}}{start}))"
+
+
 # strings that look like credentials wherever they are, starting and ending at an ASCII word's edge (a key right
 # after Chinese text is found: ``\b`` would see no edge between 是 and sk-). The edge before is a lookbehind after the
 # first letters rather than before them: a pattern whose branches all begin with letters is searched for those
 # letters only, 7x faster over a body that holds none
 _TOKENS = re.compile(
     r"(?i:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}"  # an Authorization value
-    r"|(?:sk|pk|rk|mw)-(?<![A-Za-z0-9_]..-)[A-Za-z0-9_\-]{6,}"  # OpenAI/Anthropic-style keys, modelway virtual keys
-    r"|sess-(?<![A-Za-z0-9_]sess-)[A-Za-z0-9_\-]{6,}"
-    r"|eyJ(?<![A-Za-z0-9_]eyJ)[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"  # JWTs (Zhipu signs with one)
-    r"|(?:AKIA|ASIA)(?<![A-Za-z0-9_]....)[0-9A-Z]{16}(?![A-Za-z0-9_])"  # AWS access key ids
-    r"|AIza(?<![A-Za-z0-9_]AIza)[0-9A-Za-z_\-]{20,}"  # Google API keys
+    rf"|(?:sk|pk|rk|mw)-{_edge('..-')}[A-Za-z0-9_\-]{{6,}}"  # OpenAI/Anthropic-style keys, modelway virtual keys
+    rf"|sess-{_edge('sess-')}[A-Za-z0-9_\-]{{6,}}"
+    rf"|eyJ{_edge('eyJ')}[A-Za-z0-9_\-]{{4,}}\.[A-Za-z0-9_\-]{{4,}}\.[A-Za-z0-9_\-]*"  # JWTs (Zhipu signs with one)
+    rf"|(?:AKIA|ASIA){_edge('....')}[0-9A-Z]{{16}}(?![A-Za-z0-9_])"  # AWS access key ids
+    rf"|AIza{_edge('AIza')}[0-9A-Za-z_\-]{{20,}}"  # Google API keys
 )
 # what a text must hold for _TOKENS to find anything in it (bearer and basic in any case)
 _TOKEN_STARTS = ("sk-", "pk-", "rk-", "mw-", "sess-", "eyJ", "AKIA", "ASIA", "AIza")
@@ -95,13 +113,22 @@ def redact_text(text: str) -> str:
     plain = text.isascii() or not any(c in text for c in _FOLDS_TO_ASCII)
     if not plain or any(map(secret_field, set(_NAME.findall(text)))):
         text = _MEMBER.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
+    if '\\"' in text and (not plain or any(map(secret_field, set(_ESCAPED_NAME.findall(text))))):
+        text = _ESCAPED_MEMBER.sub(lambda m: m.group(1) + '\\"' + REDACTED + '\\"', text)
+    if "=" in text and ("?" in text or "&" in text):
+        text = _QUERY.sub(_query_parameter, text)
     if not plain or any(s in text for s in _TOKEN_STARTS) or "bearer" in (low := text.lower()) or "basic" in low:
         text = _TOKENS.sub(REDACTED, text)
     return text
 
 
+def _query_parameter(m: re.Match[str]) -> str:
+    return m.group(1) + REDACTED if secret_field(m.group(1)[1:-1]) else m.group(0)
+
+
 def clip_body(body: bytes, limit: int) -> str:
-    """A body as logged: at most ``limit`` bytes of it, redacted; a cut body ends with how long it was. The cut
+    """A body as logged: at most ``limit`` bytes of it, redacted, and at most ``limit`` bytes of UTF-8 once redacted;
+    a cut body ends with how long it was. The cut
     drops a word it would split (so no prefix of a key is left where masking could not recognise it). Bytes that are
     not UTF-8, and NUL (PostgreSQL's text cannot hold it), become U+FFFD."""
     cut = len(body) > limit
@@ -111,6 +138,9 @@ def clip_body(body: bytes, limit: int) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     text = redact_text(text)
+    if len(text) * 4 > limit and len(encoded := text.encode()) > limit:
+        # masking lengthened it, or U+FFFD (3 bytes) took the place of bytes: cut again (nothing secret is left)
+        text, cut = encoded[:limit].decode("utf-8", "ignore"), True
     return f"{text}…({len(body)} bytes)" if cut else text
 
 
