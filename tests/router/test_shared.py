@@ -195,6 +195,11 @@ async def test_requests_in_flight_and_latency_are_seen_by_the_other(pair: Pair) 
     await until(lambda: sum(d.stats.local_in_flight for d in a.group("m").deployments) == 4)
     await until(lambda: sum(d.stats.in_flight for d in b.group("m").deployments) == 4)
     busy = {d.model: d.stats.in_flight for d in b.group("m").deployments}
+    # the view tells the others' from its own
+    assert [tuple(sum(d[k] for d in r.snapshot()) for k in ("in_flight", "in_flight_here")) for r in (a, b)] == [
+        (4, 4),
+        (4, 0),
+    ]
     gate.set()
     await asyncio.gather(*held_calls)
     assert sum(busy.values()) == 4  # b sees a's requests in flight, per deployment
