@@ -16,7 +16,8 @@ gateway:
 and measures what a request costs a replica in CPU, for sizing (:mod:`.sizing`). It prints a markdown report
 (:mod:`.report`) and exits 1 when a check fails. The short form runs in the test suite: tests/fleet/test_fleet.py.
 Processes: :mod:`.rig` (every child in its own process group, all stopped at the end); the upstreams:
-:mod:`.upstream`; the clients: :mod:`.client`.
+:mod:`.upstream`; the clients: :mod:`.client`. Where the shared in-flight counts go once the load stops (cut
+streams, SIGTERM, SIGKILL): ``python -m bench.fleet.leases`` (:mod:`.leases`).
 """
 
 from .report import render_markdown

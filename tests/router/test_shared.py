@@ -195,6 +195,11 @@ async def test_requests_in_flight_and_latency_are_seen_by_the_other(pair: Pair) 
     await until(lambda: sum(d.stats.local_in_flight for d in a.group("m").deployments) == 4)
     await until(lambda: sum(d.stats.in_flight for d in b.group("m").deployments) == 4)
     busy = {d.model: d.stats.in_flight for d in b.group("m").deployments}
+    # the view tells the others' from its own
+    assert [tuple(sum(d[k] for d in r.snapshot()) for k in ("in_flight", "in_flight_here")) for r in (a, b)] == [
+        (4, 4),
+        (4, 0),
+    ]
     gate.set()
     await asyncio.gather(*held_calls)
     assert sum(busy.values()) == 4  # b sees a's requests in flight, per deployment
@@ -223,7 +228,10 @@ async def test_a_dead_process_slots_expire(pair: Pair) -> None:
     await asyncio.sleep(0.4)
     with pytest.raises(DeploymentsBusyError):  # a is alive: its sync extends the lease
         await serve(b, Upstream())
-    await a.shared.aclose()  # type: ignore[union-attr]  # a "dies": its lease is no longer extended
+    # a "dies": its lease is no longer extended (not a close, which would give it back at once: test_shared_close)
+    sync = a.shared._sync  # type: ignore[union-attr]
+    assert sync is not None
+    sync.cancel()
     await asyncio.sleep(0.4)
     assert await serve(b, Upstream()) == "x"
     gate.set()

@@ -14,7 +14,9 @@ One Lua script per operation (:mod:`modelway.router.shared_lua`), over one pipel
 
 A slot (a place in flight) is a lease of ``lease`` seconds, extended while its request runs: a process that died
 holds nothing for longer than that. A probe's pass lasts the attempt's timeout: if its process dies, another
-request probes after it.
+request probes after it. A process that stops gracefully (:meth:`RedisRouterState.aclose`) holds nothing after it:
+it sends the commands it queued, then gives back at once the places and probe passes of its requests still running
+(within twice ``timeout``; when Redis does not answer, the leases expire as a dead process's).
 
 **Fails open.** When Redis does not answer (down, unreachable, slower than ``timeout``), the router routes on
 this process's own view: its circuits, its quotas (then per process, not across processes), its latency averages.
@@ -91,8 +93,13 @@ class RedisRouterState:
         self._seq = 0
         self._router: Router | None = None
         self._keys: dict[Deployment, str] = {}
-        #: leases of requests in flight in this process, per deployment key (extended by the sync)
-        self._live: dict[str, dict[str, None]] = {}
+        #: leases of requests in flight in this process, per deployment key (extended by the sync), each with
+        #: whether its request was admitted as the circuit's half-open probe
+        self._live: dict[str, dict[str, bool]] = {}
+        #: leases of admissions that were cancelled or failed, to give back after GIVE_BACK_DELAY: their keys
+        self._giving_back: dict[str, str] = {}
+        self._give_backs: set[asyncio.Task[None]] = set()
+        self._timeout = timeout
         self._down = False
         self._retry_at = 0.0
         self._pending: set[asyncio.Task[Any]] = set()
@@ -112,12 +119,14 @@ class RedisRouterState:
         return not self._down
 
     def needs_admission(self, dep: Deployment, circuit: CircuitSettings | None) -> bool:
-        return not self._down and (circuit is not None or (dep.quota is not None and dep.quota.limited))
+        if self._down or self._closed:
+            return False
+        return circuit is not None or (dep.quota is not None and dep.quota.limited)
 
     async def admit(
         self, dep: Deployment, circuit: CircuitSettings | None, tokens: int, lease: float
     ) -> Admission | None:
-        if self._down:
+        if self._down or self._closed:
             return None
         self._start()
         key, quota = self._key(dep), dep.quota
@@ -147,9 +156,10 @@ class RedisRouterState:
         status = int(reply[0])
         self._adopt(dep, reply[3:])
         if status == 0:
-            self._live.setdefault(key, {})[token] = None
+            probe = reply[1] == b"1"
+            self._live.setdefault(key, {})[token] = probe
             self._others(dep, int(reply[2]), mine=1)
-            return Admission(True, probe=reply[1] == b"1", lease=token)
+            return Admission(True, probe=probe, lease=token)
         self._others(dep, int(reply[2]))
         if status == 1:
             return REFUSED_BY_CIRCUIT
@@ -157,11 +167,11 @@ class RedisRouterState:
         return Admission(False, wait=math.inf if wait < 0 else wait)
 
     def started(self, dep: Deployment) -> str | None:
-        if self._down:
+        if self._down or self._closed:
             return None
         self._start()
         key, token, now = self._key(dep), self._token(), self.wall()
-        self._live.setdefault(key, {})[token] = None
+        self._live.setdefault(key, {})[token] = False
         self._fire(
             lua.TRACK,
             [self._k(key, "i")],
@@ -173,7 +183,7 @@ class RedisRouterState:
     def outcome(
         self, dep: Deployment, settings: CircuitSettings, *, probe: bool, lease: str | None, error: ModelwayError | None
     ) -> None:
-        if self._down:
+        if self._down or self._closed:
             return
         key = self._key(dep)
         args: list[Arg] = [
@@ -194,7 +204,7 @@ class RedisRouterState:
         self._fire(lua.OUTCOME, self._keys_of(key, "cof"), args, lambda reply: self._adopt(dep, reply))
 
     def abandoned(self, dep: Deployment, lease: str | None, *, probe: bool) -> None:
-        if self._down or not probe or lease is None:
+        if self._down or self._closed or not probe or lease is None:
             return
         self._fire(
             lua.ABANDON, [self._k(self._key(dep), "c")], [repr(self.wall()), lease], lambda r: self._adopt(dep, r)
@@ -207,22 +217,75 @@ class RedisRouterState:
             live.pop(lease, None)
             if not live:
                 del self._live[key]
-        if self._down:
-            return  # the lease expires on its own
+        if self._down or self._closed:
+            return  # the lease expires on its own (closed: it was given back)
         self._fire(lua.RELEASE, self._keys_of(key, "iwt"), [lease, "" if tokens is None else tokens])
 
     async def aclose(self) -> None:
+        """Stop syncing and leave nothing behind: the commands queued are sent, then the places in flight of the
+        requests still running (and the probe passes among them) are given back, within twice ``timeout``; after
+        this the process routes on its own view and sends nothing more."""
+        if self._closed:
+            return
         self._closed = True
-        tasks = [t for t in (self._sync, *self._pending) if t is not None]
-        for task in tasks:
+        sync, self._sync = self._sync, None
+        stopped = [t for t in (sync, *self._give_backs) if t is not None]
+        for task in stopped:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._sync = None
-        await self._client.aclose()
+        await asyncio.gather(*stopped, return_exceptions=True)
+        try:
+            if not self._down:
+                async with asyncio.timeout(2 * self._timeout):
+                    await self._hand_back()
+        except TimeoutError:
+            log.warning(
+                "router state: Redis at %s did not answer within %gs at the close; this process's places in flight "
+                "expire with their leases (%gs)",
+                self._where,
+                2 * self._timeout,
+                self.lease,
+            )
+        finally:
+            self._live.clear()
+            self._giving_back.clear()
+            tasks = list(self._pending)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._client.aclose()
+
+    async def _hand_back(self) -> None:
+        """:meth:`aclose`'s sending: the commands queued first, then one ``ZREM`` per deployment of every place this
+        process holds, and an abandon of each probe pass it may hold (a no-op where the verdict was given)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending))
+        held: dict[str, list[str]] = {key: list(live) for key, live in self._live.items()}
+        probes = [(key, lease) for key, live in self._live.items() for lease, probe in live.items() if probe]
+        for lease, key in self._giving_back.items():  # (an admission cancelled: it may have taken the probe too)
+            held.setdefault(key, []).append(lease)
+            probes.append((key, lease))
+        if not held:
+            return
+        now = repr(self.wall())
+        calls = [self._client.execute("ZREM", self._k(key, "i"), *leases) for key, leases in held.items()]
+        calls += [self._client.run_script(lua.ABANDON, [self._k(key, "c")], [now, lease]) for key, lease in probes]
+        failed = [r for r in await asyncio.gather(*calls, return_exceptions=True) if isinstance(r, BaseException)]
+        if failed:
+            log.warning(
+                "router state: %d of %d commands giving back this process's places in flight at the close failed "
+                "(%s: %s); those places expire with their leases (%gs)",
+                len(failed),
+                len(calls),
+                type(failed[0]).__name__,
+                failed[0],
+                self.lease,
+            )
 
     # -- the sync ---------------------------------------------------------------------------------
     async def sync(self) -> None:
         """Extend this process's leases, publish its latency averages and read the shared view, once."""
+        if self._closed:
+            return
         if self._down:
             if time.monotonic() < self._retry_at:
                 return
@@ -300,7 +363,7 @@ class RedisRouterState:
         self, script: Script, keys: list[str], args: list[Arg], apply: Callable[[Any], None] | None = None
     ) -> None:
         """Run ``script`` without waiting for it; its reply, when it comes, goes to ``apply``."""
-        if len(self._pending) >= MAX_PENDING:
+        if self._closed or len(self._pending) >= MAX_PENDING:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -321,16 +384,21 @@ class RedisRouterState:
             apply(reply)
 
     def _give_back(self, key: str, token: str) -> None:
+        if self._closed:
+            return  # (the close gave back what it knew of; this lease expires on its own)
+
         async def give_back() -> None:
             await asyncio.sleep(GIVE_BACK_DELAY)  # after the command that may still be running
+            self._giving_back.pop(token, None)
             with contextlib.suppress(RespError, OSError):  # else the lease expires on its own
                 await self._client.run_script(lua.RELEASE, self._keys_of(key, "iwt"), [token, ""])
                 await self._client.run_script(lua.ABANDON, [self._k(key, "c")], [repr(self.wall()), token])
 
         with contextlib.suppress(RuntimeError):
             task = asyncio.get_running_loop().create_task(give_back())
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._giving_back[token] = key
+            self._give_backs.add(task)
+            task.add_done_callback(self._give_backs.discard)
 
     def _adopt(self, dep: Deployment, view: list[Any]) -> None:
         state, opens_in, cooldown, consecutive, account, opened, error = view
@@ -352,7 +420,7 @@ class RedisRouterState:
 
     def _failed(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + self.retry
-        if self._down:
+        if self._down or self._closed:  # (closed: the connection was ours to close, Redis is not at fault)
             return
         self._down = True
         log.warning(

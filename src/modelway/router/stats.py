@@ -3,7 +3,9 @@
 The router updates these for every attempt whatever the model's strategy; strategies read them
 (:mod:`modelway.router.strategies`), and :meth:`Router.snapshot <modelway.router.Router.snapshot>` shows them.
 With shared router state (:mod:`modelway.router.shared`), ``in_flight`` adds the requests other processes have in
-flight (``others``) and the moving averages are merged with theirs now and then (:meth:`DeploymentStats.merge`).
+flight (``others``: as of the last sync with the shared state, at most ``sync_interval`` old, and including those of
+a process that was killed until their lease expires) and the moving averages are merged with theirs now and then
+(:meth:`DeploymentStats.merge`); the snapshot shows this process's own as ``in_flight_here``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class DeploymentStats:
     def snapshot(self, now: float) -> dict[str, Any]:
         return {
             "in_flight": self.in_flight,
+            "in_flight_here": self.local_in_flight,
             "ewma_ttft": self.ttft,
             "ewma_total": self.total,
             "requests": self.requests,
