@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from uuid import uuid4
 
@@ -16,7 +16,6 @@ import pytest
 import redis
 from routerkit import dep, group, make_router
 
-import throwaway
 from modelway.errors import UpstreamServerError
 from modelway.router import CircuitSettings, Deployment, DeploymentsBusyError, Quota, Router, RoutingPolicy
 from modelway.router.shared import deployment_key
@@ -24,16 +23,6 @@ from modelway.router.shared_redis import RedisRouterState
 
 Call = Callable[[Deployment, float | None], Awaitable[str]]
 CIRCUIT = CircuitSettings(failures=2, error_rate=1.0, min_requests=100, cooldown=0.5, max_cooldown=5)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis of this module's own (not the machine's): started here, stopped at the end."""
-    server = throwaway.start_redis(throwaway.free_port())
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @dataclass

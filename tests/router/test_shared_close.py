@@ -8,29 +8,19 @@ other way out, a rolling restart's. Each runs two routers over one throwaway Red
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from uuid import uuid4
 
 import pytest
 import redis
 from routerkit import dep, group, make_router
 
-import throwaway
 from modelway.errors import UpstreamServerError
 from modelway.router import CircuitSettings, Deployment, Quota, Router, RoutingPolicy
 from modelway.router.shared import deployment_key
 from modelway.router.shared_redis import RedisRouterState
 
 CIRCUIT = CircuitSettings(failures=1, error_rate=1.0, min_requests=100, cooldown=0.2, max_cooldown=5)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = throwaway.start_redis(throwaway.free_port())
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 Make = Callable[[list[Deployment], RoutingPolicy], tuple[Router, RedisRouterState]]

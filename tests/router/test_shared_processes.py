@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from uuid import uuid4
 
-import pytest
 from aiohttp import web
 
-import throwaway
 from modelway.providers import PROVIDERS
 from modelway.providers.base import ProviderSettings
 from modelway.retry import RetryPolicy
@@ -23,15 +20,6 @@ from modelway.transport import Transport
 from modelway.types import ChatRequest
 
 PER_PROCESS = 15
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = throwaway.start_redis(throwaway.free_port())
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 async def _send(upstream: str, redis_url: str, prefix: str, start_at: float) -> list[str]:
