@@ -128,6 +128,8 @@ _MAX_WHOLE = 2**53
 def whole(value: Any) -> int:
     """A token count or timestamp a provider sent: a non-negative whole number (``None`` is 0), else
     :class:`ValueError` (the answer is malformed: a count like ``1e300`` could not even be written on)."""
+    if type(value) is int and 0 <= value < _MAX_WHOLE:  # (the common case, first)
+        return value
     if value is None:
         return 0
     whole_float = isinstance(value, float) and value.is_integer()

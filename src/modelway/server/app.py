@@ -59,15 +59,13 @@ _MESSAGES = anthropic.MessagesDialect()
 _RESPONSES = responses.ResponsesDialect()
 
 
-def _chat(dialect: Dialect) -> tuple[Handler, Dialect]:
-    async def handler(gw: Gateway, req: Request, send: Send) -> None:
-        await serve(dialect, gw, req, send)
-
-    return handler, dialect
+def _chat(dialect: Dialect) -> tuple[Handler | None, Dialect]:
+    """A chat-like route: no handler of its own, the app calls ``dialects.serve`` with its dialect."""
+    return None, dialect
 
 
 #: (method, path) → handler, and the dialect its errors are told in
-_ROUTES: dict[tuple[str, str], tuple[Handler, Dialect]] = {
+_ROUTES: dict[tuple[str, str], tuple[Handler | None, Dialect]] = {
     ("POST", "/v1/chat/completions"): _chat(_CHAT),
     ("POST", "/chat/completions"): _chat(_CHAT),
     ("POST", "/api/v2/chat/completions"): _chat(DBGPTDialect()),
@@ -324,9 +322,12 @@ class GatewayApp:
                 await gw.cluster.handle(endpoint, req, send)  # workers send no key: the cluster's own guard
                 return
             if route is not None:
-                handler = route[0]
+                handler, chat = route
                 await self._authenticate(gw, req)
-                await handler(gw, req, send)
+                if handler is None:  # a chat-like route
+                    await serve(chat, gw, req, send)
+                else:
+                    await handler(gw, req, send)
                 return
             if path.startswith(responses.RESOURCE_PREFIX):
                 dialect = _RESPONSES

@@ -13,7 +13,7 @@ import orjson
 
 from ..auth.authenticator import ANONYMOUS, Caller
 from ..errors import InvalidRequestError
-from ..validate import check_json_depth
+from ..validate import MAX_JSON_DEPTH, check_json_depth
 
 __all__ = [
     "ClientGone",
@@ -161,8 +161,11 @@ class Request:
             raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(data, dict):
             raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
-        # orjson reads 1024 levels and writes 254: a body nested deeper than the writer takes would fail upstream
-        check_json_depth(data)
+        # orjson reads 1024 levels and writes 254: a body nested deeper than the writer takes would fail upstream.
+        # Every container opens with a bracket, so a body with no more brackets than the limit (inside strings too)
+        # cannot nest deeper than it: two counts at C speed instead of a walk (the common case).
+        if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH:
+            check_json_depth(data)
         return data
 
 

@@ -14,7 +14,7 @@ route                          dialect                                          
 
 from __future__ import annotations
 
-from ..disconnect import watched
+from ..disconnect import Watcher
 from ..gateway import Gateway
 from ..http import Request, Send
 from .base import Call, Dialect, StreamRenderer
@@ -31,7 +31,8 @@ async def serve(dialect: Dialect, gw: Gateway, req: Request, send: Send) -> None
     ticket.messages = creq.messages
     if not creq.stream:
         async with ticket:
-            resp = await watched(req, gw.router.complete(call.model, creq, ticket))
+            with Watcher(req):  # (a disconnect cancels the upstream work and raises ClientGone)
+                resp = await gw.router.complete(call.model, creq, ticket)
             resp.model = call.model
             payload = dialect.body(resp, call)
             await dialect.stored(resp, call, req, gw)
