@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
@@ -474,6 +475,9 @@ class WorkersRun:
     stream_c32: WrkResult
     rss_idle_mb: float
     worker_cpu_share: list[float]  # share of the non-stream run's CPU per worker process (balance)
+    #: CPU ms per non-stream request of the load generator (wrk) and of the fake upstream during this row's runs
+    wrk_ms_per_req: float | None = None
+    upstream_ms_per_req: float | None = None
 
 
 @dataclass
@@ -487,11 +491,30 @@ class WorkersResult:
             return None
         return two.json_c32.rps / one.json_c32.rps
 
+    def ceiling(self) -> float | None:
+        """The highest ``ratio`` this machine allows: its cores divided by the CPU one request costs everything that
+        runs here (the two workers, wrk and the upstream, as measured in the two-worker runs) is the most requests
+        per second any number of workers can get, over what one worker got."""
+        one = next((r for r in self.runs if r.workers == 1), None)
+        two = next((r for r in self.runs if r.workers == 2), None)
+        if one is None or two is None or not one.json_c32.rps:
+            return None
+        if two.cpu_ms_per_req is None or two.wrk_ms_per_req is None or two.upstream_ms_per_req is None:
+            return None
+        per_request_s = (two.cpu_ms_per_req + two.wrk_ms_per_req + two.upstream_ms_per_req) / 1000
+        return (os.cpu_count() or 1) / per_request_s / one.json_c32.rps
+
 
 def _worker_cpu(pid: int) -> dict[int, float]:
     pids = tree_pids(pid)
     leaves = [p for p in pids if p != pid] or [pid]
     return {p: cpu_seconds(p) for p in leaves}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for (the wrk runs)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _median_rps(runs: list[WrkResult]) -> WrkResult:
@@ -514,11 +537,20 @@ def measure_workers(ctx: Context, *, seconds: float, warmup: float, rounds: int,
         cpus: list[list[float]] = [[], []]
         stream_runs: list[list[WrkResult]] = [[], []]
         used: list[dict[int, float]] = [{}, {}]
+        # the CPU of wrk (a child that has exited: RUSAGE_CHILDREN) and of the upstream, per request, per row
+        others: list[tuple[list[float], list[float]]] = [([], []), ([], [])]
+        upstream_pid = ctx.upstream.pid if ctx.upstream is not None else None
         for rnd in range(1, rounds + 1):
             for i, s in enumerate(servers):
                 say(f"round {rnd}/{rounds}: --workers {i + 1}, c=32 non-stream and streams, {seconds:g}s each")
                 before = _worker_cpu(s.pid)
+                wrk_before = _children_cpu()
+                up_before = cpu_seconds(upstream_pid) if upstream_pid is not None else 0.0
                 run, cpu = wrk_with_cpu(s, chat_body(), connections=32, seconds=seconds, work=ctx.work, stream=False)
+                if run.requests:
+                    others[i][0].append((_children_cpu() - wrk_before) * 1000 / run.requests)
+                    if upstream_pid is not None:
+                        others[i][1].append((cpu_seconds(upstream_pid) - up_before) * 1000 / run.requests)
                 after = _worker_cpu(s.pid)
                 for p, t in after.items():
                     used[i][p] = used[i].get(p, 0.0) + t - before.get(p, 0.0)
@@ -541,6 +573,8 @@ def measure_workers(ctx: Context, *, seconds: float, warmup: float, rounds: int,
                     _median_rps(stream_runs[i]),
                     idle[i],
                     shares,
+                    statistics.median(others[i][0]) if others[i][0] else None,
+                    statistics.median(others[i][1]) if others[i][1] else None,
                 )
             )
         return WorkersResult(out)

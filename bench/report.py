@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,6 +278,16 @@ def _workers_section(w: WorkersResult) -> str:
         for r in w.runs
     ]
     ratio = w.ratio()
+    ceiling = w.ceiling()
+    two = next((r for r in w.runs if r.workers == 2), None)
+    bound = ""
+    if ceiling is not None and two is not None:
+        bound = (
+            f" This machine's ceiling for that ratio: **{_f(ceiling, 2)}×** — its {os.cpu_count()} cores over the CPU "
+            f"one request costs everything on them in the two-worker runs (modelway {_f(two.cpu_ms_per_req, 3)} ms, "
+            f"wrk {_f(two.wrk_ms_per_req, 3)} ms, the upstream {_f(two.upstream_ms_per_req, 3)} ms), as a multiple "
+            "of one worker's rate: no number of workers can pass it here."
+        )
     return "\n".join(
         [
             _table(
@@ -295,7 +306,7 @@ def _workers_section(w: WorkersResult) -> str:
             ),
             "",
             f"`--workers 2` / `--workers 1` non-stream throughput: **{_f(ratio, 2)}×** (2 cores shared with wrk and "
-            "the upstream).",
+            f"the upstream).{bound}",
         ]
     )
 
@@ -426,7 +437,9 @@ def evaluate_targets(res: RunResult) -> list[list[str]]:
         "≥ 1.8× of 1 worker",
         r,
         r is not None and r >= 1.8,
-        f"{_f(r, 2)}× (non-stream req/s c=32; 2 cores shared with wrk and the upstream)",
+        f"{_f(r, 2)}× (non-stream req/s c=32; 2 cores shared with wrk and the upstream"
+        + (f"; this machine's ceiling: {_f(c, 2)}×" if (c := res.workers.ceiling() if res.workers else None) else "")
+        + ")",
         "workers phase not run",
     )
     s = res.scale
