@@ -79,7 +79,7 @@ _OTHER_CHECKED = frozenset(
         "user",
     }
 )
-_CHECKED = _OTHER_CHECKED | _NUMERIC.keys() | _INT_RANGES.keys()
+_CHECKED = _OTHER_CHECKED.union(_NUMERIC, _INT_RANGES)
 
 #: How deep a JSON value the gateway accepts (a container is one level; the body itself is level 1).
 #:
