@@ -67,8 +67,13 @@ class Attempt:
         f = self.failover
         now = f.router.clock()
         seconds = now - self.started
-        self.dep.stats.observe(seconds, stream=f.stream)
-        settings = self._settings()
+        if f.stream:
+            self.dep.stats.observe_ttft(seconds)
+        else:
+            self.dep.stats.observe_total(seconds)
+        settings = f.group.policy.circuit
+        if settings is None and self.probe:
+            settings = self.circuit  # (as :meth:`_settings`)
         if settings is not None:
             self.dep.circuit.success(now, settings, probe=self.probe)
             if f.router.shared is not None:
