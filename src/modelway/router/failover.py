@@ -147,7 +147,6 @@ class Failover(Generic[T]):
         group: ModelGroup,
         state: CallState,
         call: Callable[[Deployment, float | None], Awaitable[T]],
-        *,
         stream: bool = False,
         tokens: Callable[[], int] = lambda: 0,
         prompt_tokens: Callable[[], int] | None = None,
@@ -218,7 +217,7 @@ class Failover(Generic[T]):
 
     async def attempt(self, att: Attempt) -> T:
         """Send one attempt; a failure is counted (and re-raised), a cancellation gives everything back."""
-        timeout = self._timeout(att)
+        timeout = (att.dep.timeout or self.router.timeout) if self.deadline is None else self._timeout(att)
         try:
             value = await self.call(att.dep, timeout)
         except BadRequestError:
