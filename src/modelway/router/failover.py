@@ -89,7 +89,7 @@ class CallState:
     def __init__(self, trace: Trace | None) -> None:
         self.trace = trace
         self.attempts = 0
-        #: whether the trace declares ``attempts`` (:func:`note`, asked once a call)
+        #: whether the trace has ``attempts`` to set (as :func:`note` decides, once a call)
         self.counts = False
         if trace is not None:
             kind = type(trace)
@@ -111,7 +111,8 @@ class CallState:
                 trace.attempts = self.attempts  # type: ignore[attr-defined]
 
 
-#: whether a trace class declares ``attempts`` and ``fallback`` (:func:`note` asks each time; a call once)
+#: whether a trace class declares ``attempts`` and ``fallback`` (asked once a class; a trace whose class does not is
+#: asked itself, once a call: :func:`note` asks at every attempt)
 _DECLARES: dict[type, tuple[bool, bool]] = {}
 
 
