@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelwayError, ProviderError, RateLimitError
-from .strategies import Outcome, observes
+from .strategies import Outcome
 
 if TYPE_CHECKING:
     from .deployments import Deployment
@@ -67,16 +67,21 @@ class Attempt:
         f = self.failover
         now = f.router.clock()
         seconds = now - self.started
-        self.dep.stats.observe(seconds, stream=f.stream)
-        settings = self._settings()
+        if f.stream:
+            self.dep.stats.observe_ttft(seconds)
+        else:
+            self.dep.stats.observe_total(seconds)
+        settings = f.group.policy.circuit
+        if settings is None and self.probe:
+            settings = self.circuit  # (as :meth:`_settings`)
         if settings is not None:
             self.dep.circuit.success(now, settings, probe=self.probe)
             if f.router.shared is not None:
                 f.router.shared.outcome(self.dep, settings, probe=self.probe, lease=self.lease, error=None)
         self.probe = False  # the verdict is given: a stream cut after this is an ordinary failure
-        strategy = f.group.strategy
-        if observes(strategy):
-            strategy.observe(self.dep, Outcome(True, f.stream, seconds))
+        observer = f.group.observer
+        if observer is not None:
+            observer.observe(self.dep, Outcome(True, f.stream, seconds))
 
     def failed(self, exc: ModelwayError, *, tokens: int | None = 0, defer: bool = False) -> None:
         """The deployment's fault (any error but a bad request): count it, and keep away from the deployment.
@@ -103,9 +108,9 @@ class Attempt:
                 f.pending[dep] = exc
             else:
                 f.fault(dep, exc)
-            strategy = f.group.strategy
-            if observes(strategy):
-                strategy.observe(dep, Outcome(False, f.stream, None))
+            observer = f.group.observer
+            if observer is not None:
+                observer.observe(dep, Outcome(False, f.stream, None))
         finally:
             self.finish(tokens)
 

@@ -14,7 +14,7 @@ from .messages import merge_system_messages, prepare_messages
 from .policy import Quota, RoutingPolicy
 from .quotas import AdmissionQueue, QuotaUsage
 from .stats import DeploymentStats
-from .strategies import Strategy, make_strategy
+from .strategies import Strategy, make_strategy, observes
 
 __all__ = ["Deployment", "ModelGroup", "merge_system_messages"]
 
@@ -79,23 +79,36 @@ class ModelGroup:
     queue: AdmissionQueue = field(default_factory=AdmissionQueue, init=False, repr=False)
     _strategy: Strategy | None = field(default=None, init=False, repr=False)
     _strategy_of: RoutingPolicy | None = field(default=None, init=False, repr=False)
+    #: the strategy when it is told of outcomes (:func:`~modelway.router.strategies.observes`), else ``None``
+    _observer: Strategy | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._strategy = make_strategy(self.policy)  # an unknown strategy name fails here, at start
-        self._strategy_of = self.policy
+        self._use(make_strategy(self.policy))  # an unknown strategy name fails here, at start
 
     @property
     def strategy(self) -> Strategy:
         """The policy's strategy (built again when the policy is replaced)."""
+        strategy = self._strategy
+        if strategy is None or self._strategy_of is not self.policy:
+            strategy = make_strategy(self.policy)
+            self._use(strategy)
+        return strategy
+
+    @property
+    def observer(self) -> Strategy | None:
+        """:attr:`strategy` if it does something with outcomes, else ``None`` (the router need not tell it)."""
         if self._strategy is None or self._strategy_of is not self.policy:
-            self._strategy = make_strategy(self.policy)
-            self._strategy_of = self.policy
-        return self._strategy
+            self._use(make_strategy(self.policy))
+        return self._observer
 
     def set_strategy(self, strategy: Strategy) -> None:
         """Use ``strategy`` (an instance of one's own, or one with a seeded random source in tests)."""
+        self._use(strategy)
+
+    def _use(self, strategy: Strategy) -> None:
         self._strategy = strategy
         self._strategy_of = self.policy
+        self._observer = strategy if observes(strategy) else None
 
     def order(self) -> list[Deployment]:
         """Deployments in the order to try them: the strategy's order of those in rotation and not cooling down,

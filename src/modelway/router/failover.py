@@ -82,23 +82,65 @@ def note(trace: object | None, name: str, value: object) -> None:
 
 
 class CallState:
-    """What one call carries across its model and its fallbacks."""
+    """What one call carries across its model and its fallbacks (it starts by noting ``fallback`` ``None``)."""
 
-    __slots__ = ("attempts", "trace")
+    __slots__ = ("attempts", "counts", "trace")
 
     def __init__(self, trace: Trace | None) -> None:
         self.trace = trace
         self.attempts = 0
+        #: whether the trace has ``attempts`` to set (as :func:`note` decides, once a call)
+        self.counts = False
+        if trace is not None:
+            kind = type(trace)
+            declares = _DECLARES.get(kind)
+            if declares is None:
+                declares = (hasattr(kind, "attempts"), hasattr(kind, "fallback"))
+                if len(_DECLARES) < 256:  # (classes, not instances: a few)
+                    _DECLARES[kind] = declares
+            self.counts = declares[0] or hasattr(trace, "attempts")
+            if declares[1] or hasattr(trace, "fallback"):
+                trace.fallback = None  # type: ignore[attr-defined]
 
     def started(self, dep: Deployment) -> None:
         self.attempts += 1
-        if self.trace is not None:
-            self.trace.deployment = dep
-        note(self.trace, "attempts", self.attempts)
+        trace = self.trace
+        if trace is not None:
+            trace.deployment = dep
+            if self.counts:
+                trace.attempts = self.attempts  # type: ignore[attr-defined]
+
+
+#: whether a trace class declares ``attempts`` and ``fallback`` (asked once a class; a trace whose class does not is
+#: asked itself, once a call: :func:`note` asks at every attempt)
+_DECLARES: dict[type, tuple[bool, bool]] = {}
 
 
 class Failover(Generic[T]):
     """One call's attempts at one model group."""
+
+    __slots__ = (
+        "_prompt",
+        "_prompt_estimate",
+        "_token_estimate",
+        "_tokens",
+        "attempts",
+        "call",
+        "deadline",
+        "discard",
+        "eligible",
+        "errors",
+        "group",
+        "last",
+        "pending",
+        "round",
+        "rounds",
+        "router",
+        "spent",
+        "state",
+        "stream",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -106,7 +148,6 @@ class Failover(Generic[T]):
         group: ModelGroup,
         state: CallState,
         call: Callable[[Deployment, float | None], Awaitable[T]],
-        *,
         stream: bool = False,
         tokens: Callable[[], int] = lambda: 0,
         prompt_tokens: Callable[[], int] | None = None,
@@ -143,8 +184,15 @@ class Failover(Generic[T]):
         """The first answer (a stream: its first output) and its attempt, which the caller must finish."""
         hedge = self.group.policy.hedge
         try:
+            first = self._first()
             while True:
-                att = await self._next()
+                if first is None:
+                    att = await self._next()
+                elif isinstance(first, Attempt):
+                    att = first
+                else:  # every candidate is at its quota: the model's queue
+                    att = self._begin(await self._queue(*first))
+                first = None
                 try:
                     if hedge is not None:
                         delay = hedge_delay(hedge, att.dep, stream=self.stream)
@@ -163,11 +211,14 @@ class Failover(Generic[T]):
         if self.pending:
             self.pending.pop(att.dep, None)  # mended by its retry in place
             self._let_go_all()
+        trace = self.state.trace
+        if trace is not None:
+            trace.deployment = att.dep  # the winner (a hedge may have started another since)
         return value, att
 
     async def attempt(self, att: Attempt) -> T:
         """Send one attempt; a failure is counted (and re-raised), a cancellation gives everything back."""
-        timeout = self._timeout(att)
+        timeout = (att.dep.timeout or self.router.timeout) if self.deadline is None else self._timeout(att)
         try:
             value = await self.call(att.dep, timeout)
         except BadRequestError:
@@ -221,6 +272,35 @@ class Failover(Generic[T]):
             self._let_go(dep)
 
     # -- choosing ---------------------------------------------------------------------------------
+    def _first(self) -> Attempt | tuple[list[Deployment], float] | None:
+        """:meth:`_next` for the call's first attempt when that takes no await (no shared state to ask, no one in
+        the model's queue, no time budget to check): the attempt, or the candidates and how long until one has room
+        under its quota (for :meth:`_queue`); ``None``: :meth:`_next` decides."""
+        group = self.group
+        if self.router.shared is not None or group.queue.waiting or self.deadline is not None:
+            return None
+        now = self.router.clock()
+        deps = group.deployments
+        if len(deps) == 1 and self.eligible is None:  # one deployment: its own checks, nothing to order
+            dep = deps[0]
+            circuit = group.policy.circuit
+            if (
+                dep.quota is None
+                and dep.in_rotation
+                and dep.cooldown_until <= now
+                and (circuit is None or dep.circuit.available(now))
+            ):
+                probe = dep.circuit.admit(now) if circuit is not None else False
+                if probe is not None:  # (it is, after available(): as :meth:`_admit_here` without quota or lease)
+                    return self._begin(Attempt(self, dep, probe, None, None, circuit))
+        candidates, _ = self._candidates(now)  # (the first attempt: no round to start again)
+        if not candidates:
+            return None  # (nothing was ordered: _next finds the same, and waits or gives up)
+        att, hint = self._take_here(candidates, now)
+        if att is not None:
+            return self._begin(att)
+        return candidates, hint
+
     async def _next(self) -> Attempt:
         """Admit the next attempt, waiting for a deployment when that is allowed; raise when none is left."""
         policy = self.group.policy
@@ -250,7 +330,7 @@ class Failover(Generic[T]):
                 candidates, _ = self._candidates(self.router.clock())
             if candidates:
                 hint: float | None = None
-                if self.router.shared is None and not self.group.queue:  # the common case, without awaiting
+                if self.router.shared is None and not self.group.queue.waiting:  # the common case, without awaiting
                     att, hint = self._take_here(candidates, self.router.clock())
                     if att is not None:
                         return self._begin(att)
@@ -469,9 +549,9 @@ class Failover(Generic[T]):
 
     def _timeout(self, att: Attempt) -> float | None:
         own = att.dep.timeout or self.router.timeout
-        left = self._left()
-        if left is None:
+        if self.deadline is None:
             return own
+        left = self.deadline - self.router.clock()
         if own is None or left < own:
             att.budgeted = True
             return max(left, 0.001)

@@ -137,6 +137,11 @@ class AdmissionQueue:
     def __len__(self) -> int:
         return len(self._waiters)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether anyone waits (``bool(queue)``, for hot paths)."""
+        return bool(self._waiters)
+
     def notify(self) -> None:
         """A slot was released: the head may look again."""
         if self._waiters:

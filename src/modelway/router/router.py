@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from .. import calls
@@ -120,10 +120,11 @@ class Router:
                 self.transport, dep.adapter, self._request_for(dep, group, req), timeout=timeout
             )
 
-        resp, att = await self.route(
+        resp, att = await self._route(
             model, trace, call, tokens=lambda: _chat_tokens(req), prompt_tokens=lambda: _prompt_tokens(req)
         )
-        att.finish(resp.usage.total_tokens if resp.usage is not None else None)
+        usage = resp.usage
+        att.finish(usage.total_tokens if usage is not None else None)
         return resp
 
     async def stream(
@@ -146,7 +147,7 @@ class Router:
         async def discard(opened: Opened) -> None:
             await opened[1].aclose()
 
-        (held, it), att = await self.route(
+        (held, it), att = await self._route(
             model,
             trace,
             call,
@@ -176,7 +177,7 @@ class Router:
                 self.transport, dep.adapter, replace(req, model=dep.model), timeout=timeout, retry=_ONCE
             )
 
-        resp, att = await self.route(model, trace, call, tokens=lambda: _text_tokens(req.texts))
+        resp, att = await self._route(model, trace, call, tokens=lambda: _text_tokens(req.texts))
         att.finish(resp.usage.total_tokens if resp.usage is not None else None)
         return resp
 
@@ -195,7 +196,7 @@ class Router:
                 self.transport, dep.adapter, replace(req, model=dep.model), timeout=timeout, retry=_ONCE
             )
 
-        resp, att = await self.route(
+        resp, att = await self._route(
             model,
             trace,
             call,
@@ -226,29 +227,56 @@ class Router:
         are built on this, and so can any other kind of request. ``tokens``: the request's size for TPM quotas at
         admission; ``prompt_tokens``: its prompt's (what stays counted for an attempt cancelled before its answer;
         default: ``tokens``)."""
-        group = self.group(model)
-        state = CallState(trace)
-        note(trace, "fallback", None)
+        return await self._route(
+            model,
+            trace,
+            call,
+            stream=stream,
+            tokens=tokens,
+            prompt_tokens=prompt_tokens,
+            eligible=eligible,
+            discard=discard,
+        )
 
-        async def serve(g: ModelGroup) -> tuple[T, Attempt]:
-            f = Failover(
-                self,
-                g,
-                state,
-                call(g),
-                stream=stream,
-                tokens=tokens,
-                prompt_tokens=prompt_tokens,
-                eligible=eligible,
-                discard=discard,
-            )
-            value, att = await f.run()
-            if trace is not None:
-                trace.deployment = att.dep  # the winner (a hedge may have started another since)
-            return value, att
+    def _route(
+        self,
+        model: str,
+        trace: Trace | None,
+        call: Callable[[ModelGroup], Callable[[Deployment, float | None], Awaitable[T]]],
+        *,
+        stream: bool = False,
+        tokens: Callable[[], int] = lambda: 0,
+        prompt_tokens: Callable[[], int] | None = None,
+        eligible: Callable[[Deployment], bool] | None = None,
+        discard: Callable[[T], Awaitable[None]] | None = None,
+    ) -> Awaitable[tuple[T, Attempt]]:
+        """:meth:`route`, awaited by the caller: a model without fallbacks is its failover loop alone."""
+        group = self.groups.get(model) or self.group(model)
+        state = CallState(trace)  # (notes fallback None)
+        first = Failover(  # (positional: a class called with keywords is slower)
+            self, group, state, call(group), stream, tokens, prompt_tokens, eligible, discard
+        ).run()
+        policy = group.policy
+        if not (policy.fallbacks or policy.context_window_fallbacks or policy.content_filter_fallbacks):
+            return first  # (fallbacks are the policy's when the call starts)
+        return self._fall_back(group, state, first, call, stream, tokens, prompt_tokens, eligible, discard)
 
+    async def _fall_back(
+        self,
+        group: ModelGroup,
+        state: CallState,
+        first: Awaitable[tuple[T, Attempt]],
+        call: Callable[[ModelGroup], Callable[[Deployment, float | None], Awaitable[T]]],
+        stream: bool,
+        tokens: Callable[[], int],
+        prompt_tokens: Callable[[], int] | None,
+        eligible: Callable[[Deployment], bool] | None,
+        discard: Callable[[T], Awaitable[None]] | None,
+    ) -> tuple[T, Attempt]:
+        """``first`` (the model's failover loop), then the model's fallbacks as the error says."""
+        trace = state.trace
         try:
-            return await serve(group)
+            return await first
         except ModelwayError as exc:
             chain = _fallbacks_for(group, exc)
             if not chain:
@@ -263,14 +291,17 @@ class Router:
                 continue
             note(trace, "fallback", name)
             try:
-                return await serve(fallback)
+                return await Failover(
+                    self, fallback, state, call(fallback), stream, tokens, prompt_tokens, eligible, discard
+                ).run()
             except ModelwayError as exc:
                 if isinstance(exc, BadRequestError) and type(exc) is not type(error):
                     raise  # the request's fault at the fallback too
                 error = exc
         raise error
 
-    def _request_for(self, dep: Deployment, group: ModelGroup, req: ChatRequest) -> ChatRequest:
+    @staticmethod
+    def _request_for(dep: Deployment, group: ModelGroup, req: ChatRequest) -> ChatRequest:
         params, extra = req.params, req.extra
         if dep.params:
             params = dict(params)
@@ -278,7 +309,12 @@ class Router:
             for k, v in dep.params.items():
                 target = params if k in CHAT_PARAMS else extra
                 target.setdefault(k, v)  # the caller's own value wins
-        return replace(req, model=dep.model, messages=group.prepare(req.messages), params=params, extra=extra)
+        messages = req.messages
+        if group.system_prompt or group.merge_system:
+            messages = group.prepare(messages)
+        # ``replace`` without its generic machinery, and positional (a class called with keywords is slower):
+        # :data:`_CHAT_FIELDS` makes sure no field is left behind or out of place
+        return ChatRequest(dep.model, messages, req.stream, params, extra, req.native)
 
     # -- observability ----------------------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:
@@ -331,6 +367,12 @@ def _chat_tokens(req: ChatRequest) -> int:
 
 def _prompt_tokens(req: ChatRequest) -> int:
     return estimate_tokens(*prompt_chars(req.messages))
+
+
+#: the fields :meth:`Router._request_for` copies, in order (a field added to ChatRequest must be added there too)
+_CHAT_FIELDS = ("model", "messages", "stream", "params", "extra", "native")
+if tuple(f.name for f in fields(ChatRequest)) != _CHAT_FIELDS:  # pragma: no cover - a guard for whoever adds one
+    raise ImportError(f"Router._request_for copies {_CHAT_FIELDS}: update it for the fields of ChatRequest")
 
 
 def _text_tokens(texts: list[str]) -> int:
