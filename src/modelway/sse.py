@@ -111,15 +111,29 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         start = 0
         limit = self.max_event_bytes
+        find = buf.find
+        startswith = buf.startswith
+        # nothing of an event gathered yet: a "data:" line with a blank line after it is a whole event (the common
+        # framing), dispatched here without going through the field-by-field path
+        clean = not self._has_data and self._event is None and self._id is None and self._retry is None
+        clean = clean and self._comment is None
         while True:
-            end = buf.find(b"\n", start)
+            end = find(b"\n", start)
             if end < 0:
                 break
             if end - start > limit:  # (data lines also count towards their event's size, in _line)
                 self._check(end - start)
+            if clean and startswith(b"data:", start) and startswith(b"\n", end + 1):
+                value = start + 6 if startswith(b" ", start + 5) else start + 5
+                events.append(SSEEvent(buf[value:end].decode("utf-8", errors="replace")))
+                start = end + 2
+                continue
             ev = self._line(buf[start:end])
             if ev is not None:
                 events.append(ev)
+            # after a blank line nothing is gathered (it dispatched an event or dropped what it had); after any
+            # other line something may be
+            clean = end == start
             start = end + 1
         if start < len(buf):
             rest = buf[start:]
