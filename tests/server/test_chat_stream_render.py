@@ -85,6 +85,7 @@ STREAMS: dict[str, list[ChatCompletionChunk]] = {
     "odd values kept as they came": [
         chunk(text("x", "0")),
         chunk(text("y", True)),
+        chunk(text("w", False), text("v", 0.0)),
         chunk(text("z", 7, "stop", logprobs=[])),
         chunk(ChunkChoice(0, Delta(None, None, None, None), None, {"content": None})),
     ],
@@ -122,12 +123,13 @@ async def test_the_ticket_counts_every_kind_of_text() -> None:
 
     async def batches() -> Any:
         yield [chunk(ChunkChoice(0, Delta("", "assistant"))), chunk(text("Hello"), text("你好", 1))]
+        yield [chunk(ChunkChoice(0, Delta(None, None, "hmm"))), chunk(ChunkChoice(0, Delta(None, None, "ß")))]
         yield [chunk(ChunkChoice(0, Delta("ab", None, "thinking…", [ToolCallDelta(0, "c", "get", '{"a":')])))]
         yield [chunk(ChunkChoice(0, Delta(None, None, None, [ToolCallDelta(0, None, None, "1}")])), usage=USAGE)]
 
     t = Ticket(_plane(), "req-1", None, "m", "chat", True)
     seen = [b async for b in t.track(batches())]
-    assert len(seen) == 3 and t.ttft is not None
-    assert t.ascii_chars == len("Hello") + len("ab") + len("get") + len('{"a":') + len("1}")
-    assert t.other_chars == len("你好") + len("thinking…")
+    assert len(seen) == 4 and t.ttft is not None
+    assert t.ascii_chars == len("Hello") + len("hmm") + len("ab") + len("get") + len('{"a":') + len("1}")
+    assert t.other_chars == len("你好") + len("ß") + len("thinking…")
     assert t.usage is USAGE
