@@ -58,9 +58,10 @@ class ChunkRenderer(StreamRenderer):
         self.id: str | None = None
         self.request_id = request_id
         self.created = int(time.time())
-        #: the frame up to its choices, and after them (set with the id, at the first chunk)
+        #: the frame up to its choices' first one, and after their last (the head is set with the id, at the first
+        #: chunk)
         self.head = b""
-        self.tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        self.tail = b'],"usage":null}\n\n' if include_usage else b"]}\n\n"
 
     def chunk(self, chunk: ChatCompletionChunk) -> bytes:
         if self.id is None:
@@ -72,18 +73,17 @@ class ChunkRenderer(StreamRenderer):
                 + orjson.dumps(self.created)
                 + b',"model":'
                 + orjson.dumps(self.model)
-                + b',"choices":'
+                + b',"choices":['
             )
         out = b""
         choices = chunk.choices
         if choices:
             if len(choices) == 1:
-                body = b"[" + _choice(choices[0]) + b"]"
+                out = self.head + _choice(choices[0]) + self.tail
             else:
-                body = b"[" + b",".join([_choice(c) for c in choices]) + b"]"
-            out = self.head + body + self.tail
+                out = self.head + b",".join([_choice(c) for c in choices]) + self.tail
         if chunk.usage is not None and self.include_usage:
-            out += self.head + b'[],"usage":' + orjson.dumps(chunk.usage.to_dict()) + b"}\n\n"
+            out += self.head + b'],"usage":' + orjson.dumps(chunk.usage.to_dict()) + b"}\n\n"
         return out
 
     async def end(self) -> bytes:
