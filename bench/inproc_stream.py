@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from .upstream import STREAM_EVENTS
+from .upstream import _WORDS, STREAM_EVENTS
 
 __all__ = ["main", "rendered_stream", "stream_bytes"]
 
@@ -102,7 +102,7 @@ class _Req:
         return False
 
 
-async def _whole(parts: list[bytes], out: list[bytes] | None = None) -> None:
+async def _whole(parts: list[bytes], out: list[bytes] | None = None, created: int | None = None) -> None:
     """One stream through stream_once → ticket.track → the pump → ChunkRenderer."""
     from modelway.calls import stream_once
     from modelway.server.dialects.openai_chat import ChatDialect, ChunkRenderer
@@ -112,6 +112,8 @@ async def _whole(parts: list[bytes], out: list[bytes] | None = None) -> None:
     adapter, req = _SETUP
     ticket = Ticket(_PLANE, "req-bench", None, MODEL, "chat", True)
     render = ChunkRenderer(MODEL, True, "req-bench")
+    if created is not None:
+        render.created = created
     it = ticket.track(stream_once(_Transport(parts), adapter, req, timeout=60.0))
 
     async def send(msg: dict[str, Any]) -> None:
@@ -124,7 +126,7 @@ async def _whole(parts: list[bytes], out: list[bytes] | None = None) -> None:
         await it.aclose()
     if out is not None:
         assert ticket.usage is not None and ticket.usage.total_tokens == 78, ticket.usage
-        assert ticket.ascii_chars > 0
+        assert ticket.ascii_chars == len(" ".join(_WORDS[:17])) and ticket.other_chars == 0
 
 
 _SETUP: Any = None
@@ -133,17 +135,10 @@ _PLANE: Any = None
 
 def rendered_stream(reads: int = 3, created: int = 1700000000) -> bytes:
     """The bytes a caller gets for the bench stream (``created`` fixed, so two runs compare byte for byte)."""
-    import modelway.server.dialects.openai_chat as oc
-
     global _SETUP, _PLANE
     _SETUP, _PLANE = _setup(), _plane()
-    real = oc.time.time
-    oc.time.time = lambda: created  # type: ignore[assignment]
-    try:
-        out: list[bytes] = []
-        asyncio.run(_whole(pieces(reads), out))
-    finally:
-        oc.time.time = real  # type: ignore[assignment]
+    out: list[bytes] = []
+    asyncio.run(_whole(pieces(reads), out, created))
     return b"".join(out)
 
 
