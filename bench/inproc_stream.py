@@ -2,6 +2,8 @@
 
 ``python -m bench.inproc_stream [-n 3000] [--rounds 5] [--reads 3] [--golden FILE]``
 
+(``--reads 0``: one read per event, as an idle gateway reads them.)
+
 The path is the gateway's for an OpenAI chat stream relayed from an OpenAI-compatible upstream (the ``vllm``
 adapter): :func:`modelway.calls.stream_once` over a stub transport whose body arrives in ``--reads`` pieces (as
 under load, where several events come in one read) → the ticket's ``track`` → the streaming pump
@@ -34,6 +36,9 @@ def stream_bytes() -> bytes:
 
 
 def pieces(reads: int) -> list[bytes]:
+    """The stream's bytes in ``reads`` reads of equal size (cut anywhere); 0: one read per event (an idle server)."""
+    if reads == 0:
+        return [*STREAM_EVENTS, b"data: [DONE]\n\n"]
     data = stream_bytes()
     step = -(-len(data) // reads)
     return [data[i : i + step] for i in range(0, len(data), step)]
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.inproc_stream", description=__doc__.split("\n")[0])
     p.add_argument("-n", type=int, default=3000, help="streams per round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--reads", type=int, default=3, help="network reads the stream's bytes arrive in")
+    p.add_argument("--reads", type=int, default=3, help="network reads the stream's bytes arrive in (0: one per event)")
     p.add_argument("--golden", help="write the rendered stream to this file and stop")
     a = p.parse_args(argv)
     global _SETUP, _PLANE
