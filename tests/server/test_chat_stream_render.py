@@ -104,10 +104,10 @@ def test_frames_are_the_dumped_dicts(name: str, include_usage: bool) -> None:
 
 
 def test_the_bench_stream_relayed_is_the_golden_bytes() -> None:
-    """The bench upstream's 20 events (in 1, 3 and 7 reads) through stream_once, the ticket and the pump: the bytes
-    the caller gets have not changed."""
+    """The bench upstream's 20 events (in 1, 3 and 7 reads, and one read per event) through stream_once, the
+    ticket and the pump: the bytes the caller gets have not changed."""
     golden = GOLDEN.read_bytes()
-    for reads in (1, 3, 7):
+    for reads in (1, 3, 7, 0):
         assert rendered_stream(reads, CREATED) == golden
 
 
