@@ -106,3 +106,28 @@ class TestBounds:
             assert d.feed(b"z" * 1000) == []
         assert len(d._parts) == 1001 and d._pending == 1_000_006  # no re-joining on every read
         assert d.feed(b"\n\n") == [SSEEvent("z" * 1_000_000)]
+
+
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [
+        (b":HTTP_STATUS/400\n", SSEEvent("x", comment="HTTP_STATUS/400")),
+        (b"event: error\n", SSEEvent("x", event="error")),
+        (b"id: 7\n", SSEEvent("x", id="7")),
+        (b"retry: 100\n", SSEEvent("x", retry=100)),
+        (b"data: a\n", SSEEvent("a\nx")),
+        (b"data:\n", SSEEvent("\nx")),
+    ],
+)
+def test_a_field_read_before_rides_on_the_next_data_line(before: bytes, expected: SSEEvent) -> None:
+    """A ``data:`` line and its blank line in one read are a whole event only when nothing of it came before."""
+    d = SSEDecoder()
+    assert d.feed(before) == []
+    assert d.feed(b"data: x\n\ndata:y\n\n") == [expected, SSEEvent("y")]
+
+
+def test_data_lines_with_and_without_their_space() -> None:
+    raw = b"data: a\n\ndata:b\n\ndata:  c\n\ndata:\n\ndata: \n\ndata\n\n"
+    expected = [SSEEvent("a"), SSEEvent("b"), SSEEvent(" c"), SSEEvent(""), SSEEvent(""), SSEEvent("")]
+    assert decode_all([raw]) == expected
+    assert decode_all(split_every(raw, 1)) == expected

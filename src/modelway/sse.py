@@ -90,8 +90,9 @@ class SSEDecoder:
                 chunk = chunk[1:]
                 if not chunk:
                     return []
-        has_cr = b"\r" in chunk
-        if not has_cr and b"\n" not in chunk:
+        # (find, not ``in``: bytes.__contains__ first tries its operand as an int, an exception raised and cleared)
+        has_cr = chunk.find(b"\r") >= 0
+        if not has_cr and chunk.find(b"\n") < 0:
             # the line goes on: keep the piece (joined once, when the line ends)
             self._parts.append(chunk)
             self._pending += len(chunk)
@@ -111,17 +112,31 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         start = 0
         limit = self.max_event_bytes
+        find = buf.find
+        size = len(buf)
+        # nothing of an event gathered yet: a "data:" line with a blank line after it is a whole event (the common
+        # framing), dispatched here without going through the field-by-field path
+        clean = not self._has_data and self._event is None and self._id is None and self._retry is None
+        clean = clean and self._comment is None
         while True:
-            end = buf.find(b"\n", start)
+            end = find(b"\n", start)
             if end < 0:
                 break
             if end - start > limit:  # (data lines also count towards their event's size, in _line)
                 self._check(end - start)
+            if clean and end + 1 < size and buf[end + 1] == 10 and buf.startswith(b"data:", start):  # (10: "\n")
+                value = start + 6 if buf[start + 5] == 32 else start + 5  # (32: the optional space)
+                events.append(SSEEvent(buf[value:end].decode("utf-8", errors="replace")))
+                start = end + 2
+                continue
             ev = self._line(buf[start:end])
             if ev is not None:
                 events.append(ev)
+            # after a blank line nothing is gathered (it dispatched an event or dropped what it had); after any
+            # other line something may be
+            clean = end == start
             start = end + 1
-        if start < len(buf):
+        if start < size:
             rest = buf[start:]
             self._parts.append(rest)
             self._pending = len(rest)
@@ -207,7 +222,7 @@ def encode_event(data: str | bytes, *, event: str | None = None, id: str | None 
         head += b"event: " + event.encode() + b"\n"
     if id is not None:
         head += b"id: " + id.encode() + b"\n"
-    if b"\n" in data:
+    if data.find(b"\n") >= 0:  # (see feed: cheaper than ``in``)
         body = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
     else:
         body = b"data: " + data + b"\n"

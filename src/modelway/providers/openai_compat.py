@@ -48,6 +48,7 @@ from .base import Adapter, HTTPRequest, StreamParser, decode_json
 __all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_class"]
 
 _EMPTY: dict[str, Any] = {}
+_loads = orjson.loads
 
 #: error codes/types that mean the same thing at every OpenAI-compatible provider
 COMMON_CODES: dict[str, type[ProviderError]] = {
@@ -356,10 +357,13 @@ class OpenAIStreamParser(StreamParser):
         if data == "[DONE]":
             self.done = True
             return self._release()
-        if not data.strip():
-            return []
-        obj = decode_json(data.encode(), provider=self.provider, what="stream event")
-        if not isinstance(obj, dict):
+        try:
+            obj = _loads(data)  # (a str: orjson reads it as is, no copy to bytes first)
+        except orjson.JSONDecodeError:
+            if not data.strip():
+                return []
+            obj = decode_json(data.encode(), provider=self.provider, what="stream event")  # raises its StreamError
+        if type(obj) is not dict:
             raise StreamError(
                 f"unexpected stream event: {data[:200]!r}", provider=self.provider, request_id=self.request_id
             )
@@ -388,7 +392,7 @@ class OpenAIStreamParser(StreamParser):
                     finished = True
                     self.finished.add(index)
             cu = c.get("usage")  # Moonshot puts usage inside the finishing choice
-            if cu is not None and isinstance(cu, dict):
+            if cu is not None and type(cu) is dict:
                 self.usage = Usage.from_openai(cu)
             choices.append(
                 ChunkChoice(
@@ -404,7 +408,7 @@ class OpenAIStreamParser(StreamParser):
                 )
             )
         u = obj.get("usage")
-        if u is not None and isinstance(u, dict):
+        if u is not None and type(u) is dict:
             # a top-level usage (OpenAI include_usage, Zhipu, DeepSeek) is the final count; Moonshot sends the same
             # numbers twice (in the choice, then here): keeping one value, never a sum, counts it once
             self.usage = Usage.from_openai(u)
@@ -423,15 +427,16 @@ class OpenAIStreamParser(StreamParser):
             None,
             self.provider,
         )
-        out: list[ChatCompletionChunk] = []
         if held is not None:
-            out.append(held)
             self.held = None
+            if finished:
+                self.held = chunk  # wait: the usage may come in the next event
+                return [held]
+            return [held, chunk]
         if finished:
-            self.held = chunk  # wait: the usage may come in the next event
-        else:
-            out.append(chunk)
-        return out
+            self.held = chunk
+            return []
+        return [chunk]
 
     def _release(self) -> list[ChatCompletionChunk]:
         if self.held is not None:

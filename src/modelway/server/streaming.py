@@ -70,7 +70,7 @@ async def _pump(
             await send({"type": "http.response.body", "body": body, "more_body": True})
         try:
             async for batch in batches:
-                body = b"".join([chunk(c) for c in batch])
+                body = chunk(batch[0]) if len(batch) == 1 else b"".join([chunk(c) for c in batch])
                 if body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
         except ModelwayError as exc:

@@ -367,17 +367,30 @@ class Ticket:
             async for batch in batches:
                 if self.ttft is None:
                     self.ttft = time.perf_counter() - self.start
-                for chunk in batch:
-                    if chunk.usage is not None:
-                        self.usage = chunk.usage
-                    for c in chunk.choices:
-                        d = c.delta
-                        self._count(d.content)
-                        self._count(d.reasoning_content)
-                        if d.tool_calls:
-                            for tc in d.tool_calls:
-                                self._count(tc.name)
-                                self._count(tc.arguments)
+                # the characters that went through, for an estimate if the provider never reports usage: summed per
+                # batch, the common delta (text alone) without a call
+                ascii_chars = other_chars = 0
+                try:
+                    for chunk in batch:
+                        if chunk.usage is not None:
+                            self.usage = chunk.usage
+                        for c in chunk.choices:
+                            d = c.delta
+                            text = d.content
+                            if text:
+                                if text.isascii():
+                                    ascii_chars += len(text)
+                                else:
+                                    other_chars += len(text)
+                            if d.reasoning_content or d.tool_calls:
+                                self._count(d.reasoning_content)
+                                if d.tool_calls:
+                                    for tc in d.tool_calls:
+                                        self._count(tc.name)
+                                        self._count(tc.arguments)
+                finally:  # (a chunk of an odd shape fails the stream: what came before it still counts)
+                    self.ascii_chars += ascii_chars
+                    self.other_chars += other_chars
                 yield batch
             status, code = 200, None
         except BaseException as exc:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ...errors import InvalidRequestError
-from ...types import ChatCompletion, ChatCompletionChunk
+from ...types import ChatCompletion, ChatCompletionChunk, ChunkChoice
 from ...validate import chat_request
 from .base import Call, Dialect, StreamRenderer, model_field, stream_field
 
@@ -44,9 +44,13 @@ class ChatDialect(Dialect):
 class ChunkRenderer(StreamRenderer):
     """OpenAI SSE framing of internal chunks: one id for the whole stream, the requested model name, and usage as
     OpenAI sends it (with ``include_usage``: ``"usage": null`` on every chunk, then a ``choices: []`` usage chunk;
-    without it: no usage at all); ``data: [DONE]`` at the end."""
+    without it: no usage at all); ``data: [DONE]`` at the end.
 
-    __slots__ = ("model", "include_usage", "id", "created", "request_id")
+    The frame's envelope (``data: {"id":...,"object":...,"created":...,"model":...,"choices":``) is encoded once per
+    stream, and a choice whose delta is plain text is encoded without building its dicts: the bytes are those
+    ``orjson.dumps`` gives for the whole chunk's ``to_dict()`` (keys in the same order)."""
+
+    __slots__ = ("model", "include_usage", "id", "created", "request_id", "head", "tail")
 
     def __init__(self, model: str, include_usage: bool, request_id: str) -> None:
         self.model = model
@@ -54,21 +58,53 @@ class ChunkRenderer(StreamRenderer):
         self.id: str | None = None
         self.request_id = request_id
         self.created = int(time.time())
+        #: the frame up to its choices' first one, and after their last (the head is set with the id, at the first
+        #: chunk)
+        self.head = b""
+        self.tail = b'],"usage":null}\n\n' if include_usage else b"]}\n\n"
 
     def chunk(self, chunk: ChatCompletionChunk) -> bytes:
         if self.id is None:
             self.id = chunk.id or f"chatcmpl-{self.request_id}"
-        base = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+            self.head = (
+                b'data: {"id":'
+                + orjson.dumps(self.id)
+                + b',"object":"chat.completion.chunk","created":'
+                + orjson.dumps(self.created)
+                + b',"model":'
+                + orjson.dumps(self.model)
+                + b',"choices":['
+            )
         out = b""
-        if chunk.choices:
-            d = {**base, "choices": [c.to_dict() for c in chunk.choices]}
-            if self.include_usage:
-                d["usage"] = None
-            out = b"data: " + orjson.dumps(d) + b"\n\n"
+        choices = chunk.choices
+        if choices:
+            if len(choices) == 1:
+                out = self.head + _choice(choices[0]) + self.tail
+            else:
+                out = self.head + b",".join([_choice(c) for c in choices]) + self.tail
         if chunk.usage is not None and self.include_usage:
-            d = {**base, "choices": [], "usage": chunk.usage.to_dict()}
-            out += b"data: " + orjson.dumps(d) + b"\n\n"
+            out += self.head + b'],"usage":' + orjson.dumps(chunk.usage.to_dict()) + b"}\n\n"
         return out
 
     async def end(self) -> bytes:
         return _DONE
+
+
+_INDEX_0 = b'{"index":0,"delta":'
+
+
+def _choice(c: ChunkChoice) -> bytes:
+    """``orjson.dumps(c.to_dict())``, with less work for the common choice: an index 0, a delta of text alone."""
+    index = c.index
+    head = _INDEX_0 if type(index) is int and index == 0 else b'{"index":' + orjson.dumps(index) + b',"delta":'
+    d = c.delta
+    if d.role is None and d.reasoning_content is None and not d.tool_calls:
+        text = d.content
+        delta = b"{}" if text is None else b'{"content":' + orjson.dumps(text) + b"}"
+    else:
+        delta = orjson.dumps(d.to_dict())
+    fr = c.finish_reason
+    out = head + delta + (b',"finish_reason":null' if fr is None else b',"finish_reason":' + orjson.dumps(fr))
+    if c.logprobs is not None:
+        out += b',"logprobs":' + orjson.dumps(c.logprobs)
+    return out + b"}"
