@@ -1,16 +1,18 @@
 """The lean client as :class:`~modelway.transport.Transport`'s backend: a request sent and its answer read
 through the :class:`~modelway.h1.pool.Pool`, every failure mapped to our errors.
 
-Timeouts: one timer per request (the whole of :meth:`H1Backend.send`; a stream's wait for its head), never one per
-read; a stream's gaps between reads are the idle watch's (:mod:`modelway.transport`). A request that meets a pooled
-connection the server had just closed (closed cleanly, before any byte of the answer) is sent again, once, on a new
-connection: the server had closed it while idle, the request crossing its FIN. (A server that reads a request whole
-and then closes cleanly without a byte of answer gets it twice; the gateway's retries would send it again too.)
+Timeouts: one deadline per request (the whole of :meth:`H1Backend.send`; a stream's wait for its head), watched by
+the pool's one timer, never a timer per read; a stream's gaps between reads are the idle watch's
+(:mod:`modelway.transport`). A request that meets a pooled connection the server had just closed (closed cleanly,
+before any byte of the answer) is sent again, once, on a new connection: the server had closed it while idle, the
+request crossing its FIN. (A server that reads a request whole and then closes cleanly without a byte of answer gets
+it twice; the gateway's retries would send it again too.)
 """
 
 from __future__ import annotations
 
 import asyncio
+from threading import get_ident
 
 from ..errors import ConfigError, ModelwayError
 from ..providers.base import HTTPRequest
@@ -43,11 +45,17 @@ class H1Backend:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _here(self) -> Pool:
-        loop = asyncio.get_running_loop()
+        """The pool, on the caller's loop (made on first use); :class:`ConfigError` on another loop."""
         pool = self._pool
+        # the pool's loop runs in this thread: it is the caller's (a thread runs one loop at a time). Cheaper than
+        # asyncio.get_running_loop(), a getpid() system call on Python 3.11
+        if pool is not None and pool.thread == get_ident() and pool.loop.is_running() and not pool.closed:
+            return pool
+        loop = asyncio.get_running_loop()
         if pool is not None and not pool.closed:
             if pool.loop is not loop:
                 raise ConfigError(OTHER_LOOP)
+            pool.thread = get_ident()  # (the loop runs in another thread than before)
             return pool
         self.loop = loop
         pool = self._pool = Pool(loop, *self._limits)

@@ -46,6 +46,7 @@ class Conn(asyncio.Protocol):
         "buf",
         "buffered",
         "close_delimited",
+        "deadline",
         "exc",
         "fed",
         "head_only",
@@ -62,7 +63,6 @@ class Conn(asyncio.Protocol):
         "since",
         "size",
         "status",
-        "timer",
         "transport",
         "waiter",
         "write_paused",
@@ -86,7 +86,8 @@ class Conn(asyncio.Protocol):
         self.buf: list[bytes] = []
         self.exc: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        #: when the exchange in flight times out (the pool's deadlines watch it), or None
+        self.deadline: float | None = None
         self.keep_alive = self.written = self.head_only = self.close_delimited = False
         self.read_paused = self.write_paused = False
 
@@ -103,7 +104,7 @@ class Conn(asyncio.Protocol):
         self.keep_alive = self.written = False
         self.head_only = head_only
         if deadline is not None:
-            self.timer = self.loop.call_at(deadline, self._deadline)
+            self.pool.watch(self, deadline)
         if body is None:
             self.transport.write(head)
             self.written = True
@@ -142,13 +143,11 @@ class Conn(asyncio.Protocol):
 
     def disarm(self) -> None:
         """The head arrived: no more deadline (a stream's gaps are the idle watch's)."""
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        self.deadline = None  # (the pool's deadlines entry is dropped when met)
 
-    def _deadline(self) -> None:
-        self.timer = None
+    def expire(self) -> None:
+        """The exchange's deadline passed (called by the pool)."""
+        self.deadline = None
         if self.phase in (HEAD, BODY):
             self._fail(TimeoutError())
             self.close()

@@ -7,15 +7,22 @@ resolved once per :data:`DNS_TTL`, and a host's addresses are tried as RFC 8305 
 address after :data:`HAPPY_EYEBALLS_DELAY` while the first is still connecting, IPv6 and IPv4 interleaved), so an
 address that does not answer costs a quarter of a second, not the connect timeout. https uses one
 ``ssl.create_default_context()``, made on first use.
+
+Requests' deadlines are watched by one timer per pool (:meth:`Pool.watch`), at the earliest of them, not by a timer
+made and cancelled per request: a deadline passed closes its connection, one that ended (the answer read, or a
+stream's head arrived) is dropped when met.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
+from heapq import heapify, heappop, heappush
+from threading import get_ident
 from typing import Any
 
 import aiohappyeyeballs
@@ -32,6 +39,8 @@ KEEPALIVE = 15.0
 DNS_TTL = 300.0
 #: seconds before the next address is tried while one is still connecting (RFC 8305's recommended 250 ms)
 HAPPY_EYEBALLS_DELAY = 0.25
+#: a deadline this close is due (the loop's timers may fire that much early: uvloop's count whole milliseconds)
+_EARLY = 0.001
 
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 #: a caller waiting for room: its host, whether it needs a new connection, and what it will be given
@@ -70,6 +79,14 @@ class Pool:
         self.resolving: dict[tuple[str, int], asyncio.Task[list[AddrInfo]]] = {}
         self.connecting: set[asyncio.Task[Conn]] = set()
         self.closed = False
+        #: the thread running ``loop`` when last seen (the backend's cheap check that it runs the caller's loop)
+        self.thread = get_ident()
+        # requests' deadlines: (when, tie-breaker, connection), the earliest first; entries whose connection no
+        # longer has that deadline are dropped when met (or when they outnumber the live ones)
+        self.deadlines: list[tuple[float, int, Conn]] = []
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.deadline_at = float("inf")
+        self._order = itertools.count()
 
     # -- lending -----------------------------------------------------------------------------------------
     async def acquire(self, t: Target, deadline: float | None, fresh: bool = False) -> Conn:
@@ -227,6 +244,39 @@ class Pool:
         if first is not None:
             self.sweeper = self.loop.call_at(first + KEEPALIVE, self._sweep)
 
+    # -- deadlines ---------------------------------------------------------------------------------------
+    def watch(self, conn: Conn, deadline: float) -> None:
+        """``conn``'s exchange times out at ``deadline`` (unless ``conn.deadline`` is cleared before)."""
+        conn.deadline = deadline
+        heap = self.deadlines
+        heappush(heap, (deadline, next(self._order), conn))
+        if deadline < self.deadline_at:
+            if self.deadline_timer is not None:
+                self.deadline_timer.cancel()
+            self.deadline_at = deadline
+            self.deadline_timer = self.loop.call_at(deadline, self._expire)
+        elif len(heap) > 64 + 2 * len(self.conns):
+            # (ended exchanges' entries, most of them: kept no longer than the live ones, whatever the timeouts)
+            heap[:] = [e for e in heap if e[2].deadline == e[0]]
+            heapify(heap)
+
+    def _expire(self) -> None:
+        self.deadline_timer = None
+        self.deadline_at = float("inf")
+        heap = self.deadlines
+        due = self.loop.time() + _EARLY
+        while heap:
+            when, _, conn = heap[0]
+            if conn.deadline != when:
+                heappop(heap)  # (that exchange ended)
+            elif when <= due:
+                heappop(heap)
+                conn.expire()
+            else:
+                self.deadline_at = when
+                self.deadline_timer = self.loop.call_at(when, self._expire)
+                return
+
     def in_use(self) -> int:
         return self.open - sum(1 for conns in self.idle.values() for c in conns if c.alive)
 
@@ -334,5 +384,10 @@ class Pool:
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        self.deadline_at = float("inf")
+        self.deadlines.clear()
         for task in [*self.resolving.values(), *self.connecting]:
             task.cancel()
