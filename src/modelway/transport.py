@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import (
     ConfigError,
@@ -345,13 +345,15 @@ class Transport:
         #: the HTTP client in use: ``"h1"`` or ``"aiohttp"``
         self.backend = chosen
 
-    async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
-        """Send a request and read the whole body."""
-        return await self._backend.send(req, timeout)
+    # (plain functions handing out the backend's coroutine: no coroutine of their own per request)
+    def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Coroutine[Any, Any, Response]:
+        """Send a request and read the whole body (awaited)."""
+        return self._backend.send(req, timeout)
 
-    async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
-        """Send a request and return once the response headers arrived; the caller must ``aclose()`` it."""
-        return await self._backend.stream(req, timeout)
+    def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> Coroutine[Any, Any, StreamResponse]:
+        """Send a request and return once the response headers arrived (awaited); the caller must ``aclose()`` the
+        answer."""
+        return self._backend.stream(req, timeout)
 
     async def aclose(self) -> None:
         await self._idle.aclose()

@@ -16,8 +16,17 @@ from threading import get_ident
 
 from ..errors import ConfigError, ModelwayError
 from ..providers.base import HTTPRequest
-from ..transport import OTHER_LOOP, MapError, Response, StreamResponse, _IdleWatch, read_capped, refuse_redirect
-from .conn import Conn
+from ..transport import (
+    OTHER_LOOP,
+    MapError,
+    Response,
+    StreamResponse,
+    _IdleWatch,
+    answer_too_large,
+    read_capped,
+    refuse_redirect,
+)
+from .conn import DONE, Conn
 from .failures import BadURL, ConnectionLost, TransportFailure, map_failure
 from .pool import Pool
 from .request import Target, head
@@ -80,12 +89,15 @@ class H1Backend:
         deadline = pool.loop.time() + timeout if timeout else None
         fresh = False
         while True:
-            try:
-                conn = await pool.acquire(t, deadline, fresh)
-            except ModelwayError:
-                raise
-            except self.failures as exc:
-                raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
+            # (an idle connection taken here, without a coroutine for it: the common case)
+            conn = None if fresh else pool.take(t.key)
+            if conn is None:
+                try:
+                    conn = await pool.acquire(t, deadline, fresh)
+                except ModelwayError:
+                    raise
+                except self.failures as exc:
+                    raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
             try:
                 await conn.exchange(request_head, req.body, deadline, req.method == "HEAD")
             except BaseException as exc:
@@ -106,7 +118,14 @@ class H1Backend:
         conn = await self._open(req, timeout, True)
         try:
             refuse_redirect(conn, req.provider)
-            body = await read_capped(conn, self.max_answer_bytes, req.provider)
+            if conn.phase == DONE and "content-encoding" not in conn.headers:
+                # the whole answer came with its head (most do): taken as it is, without a read
+                body = conn.take()
+                if len(body) > self.max_answer_bytes:
+                    conn.close()
+                    raise answer_too_large(self.max_answer_bytes, req.provider)
+            else:
+                body = await read_capped(conn, self.max_answer_bytes, req.provider)
         except ModelwayError:
             raise
         except TimeoutError as exc:  # the whole exchange's time ran out

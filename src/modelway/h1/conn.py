@@ -172,6 +172,13 @@ class Conn(asyncio.Protocol):
                 raise ConnectionLost("the answer was already read")
             waiter = self.waiter = self.loop.create_future()
             await waiter
+        return self.take()
+
+    def take(self) -> bytes:
+        """What arrived of the body and was not read yet (reading from the socket resumes if it was paused)."""
+        buf = self.buf
+        if not buf:
+            return b""
         data = buf[0] if len(buf) == 1 else b"".join(buf)
         buf.clear()
         self.buffered = 0
@@ -295,12 +302,12 @@ class Conn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.phase != HEAD:
             return  # (trailers: bounded by their bytes, in data_received)
-        self.lines += 1
-        if self.lines > MAX_HEAD_LINES:
-            self._bad(f"the answer has more than {MAX_HEAD_LINES} header lines")
-            raise BadAnswer("too many header lines")
-        self.size += len(name) + len(value)
-        if self.size > MAX_HEAD:
+        lines = self.lines = self.lines + 1
+        size = self.size = self.size + len(name) + len(value)
+        if lines > MAX_HEAD_LINES or size > MAX_HEAD:
+            if lines > MAX_HEAD_LINES:
+                self._bad(f"the answer has more than {MAX_HEAD_LINES} header lines")
+                raise BadAnswer("too many header lines")
             self._bad(f"the answer's head is larger than {MAX_HEAD} bytes")
             raise BadAnswer("head too large")
         self.headers[name.decode("latin-1").lower()] = value.decode("utf-8", "surrogateescape")

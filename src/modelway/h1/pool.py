@@ -93,12 +93,9 @@ class Pool:
         """A connection to ``t`` for one exchange: an idle one (unless ``fresh``), else a new one."""
         key = t.key
         if not fresh:
-            idle = self.idle.get(key)
-            while idle:
-                conn = idle.pop()
-                if conn.usable:
-                    return conn
-                conn.close()
+            conn = self.take(key)
+            if conn is not None:
+                return conn
         if self.closed:
             raise ConnectionLost(CLOSED)
         if self._room(key):
@@ -112,6 +109,16 @@ class Pool:
         except BaseException:
             self._unreserve(key)
             raise
+
+    def take(self, key: Key) -> Conn | None:
+        """An idle connection to ``key`` (the most recent), if there is one (closed ones met are dropped)."""
+        idle = self.idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.usable:
+                return conn
+            conn.close()
+        return None
 
     def _full(self, key: Key) -> bool:
         return bool(self.limit_per_host) and self.per_host.get(key, 0) >= self.limit_per_host
@@ -200,14 +207,16 @@ class Pool:
             conn.close()
             return
         key = conn.key
-        for i, (k, fresh, fut) in enumerate(self.waiters):
-            if k == key and not fut.done():
-                if fresh:
-                    conn.close()  # (its room goes to the waiters, this one first)
+        waiters = self.waiters
+        if waiters:
+            for i, (k, fresh, fut) in enumerate(waiters):
+                if k == key and not fut.done():
+                    if fresh:
+                        conn.close()  # (its room goes to the waiters, this one first)
+                        return
+                    del waiters[i]
+                    fut.set_result(conn)
                     return
-                del self.waiters[i]
-                fut.set_result(conn)
-                return
         conn.since = now = self.loop.time()
         conns = self.idle.get(key)
         if conns is None:
@@ -215,7 +224,7 @@ class Pool:
         conns.append(conn)
         if self.sweeper is None:
             self.sweeper = self.loop.call_at(now + KEEPALIVE, self._sweep)
-        if self.waiters:  # callers for other hosts, waiting for room: this idle connection may make it
+        if waiters:  # callers for other hosts, waiting for room: this idle connection may make it
             self._grant()
 
     def forget(self, conn: Conn, grant: bool = True) -> None:
