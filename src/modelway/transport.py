@@ -114,7 +114,8 @@ class _IdleWatch:
         self.task: asyncio.Task[None] | None = None
         self.tick = 1.0
 
-    def add(self, stream: StreamResponse, idle: float) -> None:
+    def add(self, stream: StreamResponse, idle: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Watch ``stream``'s gaps (``loop``: the running one, when the caller knows it)."""
         self.streams.add(stream)
         tick = max(0.02, idle / 4)  # a stalled stream is noticed within idle * 1.25
         running = self.task is not None and not self.task.done()
@@ -124,7 +125,7 @@ class _IdleWatch:
             assert self.task is not None
             self.task.cancel()  # it sleeps for the old, longer tick: start again at the new one
         self.tick = min(self.tick, tick) if running else tick
-        self.task = asyncio.get_running_loop().create_task(self._sweep())
+        self.task = (loop or asyncio.get_running_loop()).create_task(self._sweep())
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,7 +191,7 @@ class StreamResponse:
         self.idle = timeout or 0.0
         self._watch = watch
         if timeout:
-            watch.add(self, timeout)
+            watch.add(self, timeout, loop)
 
     @property
     def content_type(self) -> str:

@@ -81,10 +81,12 @@ class H1Backend:
     async def _open(self, req: HTTPRequest, timeout: float | None, whole: bool) -> Conn:
         """Send ``req``; the connection, once the answer's head arrived. Failures are our errors."""
         pool = self._here()
-        try:
-            t = self._target(req.url)
-        except BadURL as exc:
-            raise map_failure(exc, req.provider, reading=False) from None
+        t = self._targets.get(req.url)
+        if t is None:
+            try:
+                t = self._target(req.url)
+            except BadURL as exc:
+                raise map_failure(exc, req.provider, reading=False) from None
         request_head = head(req, t)
         deadline = pool.loop.time() + timeout if timeout else None
         fresh = False
@@ -117,7 +119,8 @@ class H1Backend:
     async def send(self, req: HTTPRequest, timeout: float | None) -> Response:
         conn = await self._open(req, timeout, True)
         try:
-            refuse_redirect(conn, req.provider)
+            if 300 <= conn.status < 400:
+                refuse_redirect(conn, req.provider)
             if conn.phase == DONE and "content-encoding" not in conn.headers:
                 # the whole answer came with its head (most do): taken as it is, without a read
                 body = conn.take()
@@ -138,7 +141,8 @@ class H1Backend:
 
     async def stream(self, req: HTTPRequest, timeout: float | None) -> StreamResponse:
         conn = await self._open(req, timeout, False)
-        refuse_redirect(conn, req.provider)
+        if 300 <= conn.status < 400:
+            refuse_redirect(conn, req.provider)
         return StreamResponse(conn, req.provider, timeout, self._watch, self, self.max_answer_bytes)
 
     async def aclose(self) -> None:
