@@ -523,13 +523,14 @@ async def test_an_address_that_does_not_answer_costs_a_quarter_second_not_the_co
 async def test_interim_answers_are_skipped(transport: Transport) -> None:
     async def play(ex: Exchange) -> bool:
         ex.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
-        ex.write(b"HTTP/1.1 201 Created\r\nX-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n\r\nok")
+        ex.write(b"HTTP/1.1 201 Created\r\nX-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n")
+        ex.write(b"X-Utf8: caf\xc3\xa9\r\nX-Latin1: caf\xe9\r\n\r\nok")  # (a value that is not UTF-8 kept, escaped)
         return True
 
     async with Server(play) as server:
         resp = await transport.send(request(server.url), timeout=5)
         assert (resp.status, resp.body) == (201, b"ok")
-        assert resp.headers == {"x-multi": "b", "content-length": "2"}
+        assert resp.headers == {"x-multi": "b", "content-length": "2", "x-utf8": "café", "x-latin1": "caf\udce9"}
         await transport.send(request(server.url), timeout=5)
         assert server.conns == 1
 
