@@ -301,7 +301,7 @@ class StreamResponse:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.aclose()
+        self._release()  # (what aclose() does, without a coroutine for it)
 
 
 class Transport:

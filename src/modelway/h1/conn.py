@@ -258,7 +258,11 @@ class Conn(asyncio.Protocol):
                 if self.buffered > HIGH_WATER and not self.read_paused and self.alive:
                     self.read_paused = True  # until the reader takes what is here
                     self.transport.pause_reading()
-                self._wake()
+                waiter = self.waiter  # (self._wake(), inlined: once per network read of a stream)
+                if waiter is not None:
+                    self.waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
             if self.fed > MAX_HEAD and self.exc is None:
                 # (httptools gathers a header or trailer line whole before it calls back: bound it by the bytes
                 # of the network reads since the one that held the body's last piece)
