@@ -18,6 +18,7 @@ import pytest
 from modelway import errors
 from modelway.h1 import conn as h1_conn
 from modelway.h1 import pool as h1_pool
+from modelway.h1 import request as h1_request
 from modelway.providers.base import HTTPRequest
 from modelway.transport import Transport
 
@@ -522,13 +523,14 @@ async def test_an_address_that_does_not_answer_costs_a_quarter_second_not_the_co
 async def test_interim_answers_are_skipped(transport: Transport) -> None:
     async def play(ex: Exchange) -> bool:
         ex.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
-        ex.write(b"HTTP/1.1 201 Created\r\nX-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n\r\nok")
+        ex.write(b"HTTP/1.1 201 Created\r\nX-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n")
+        ex.write(b"X-Utf8: caf\xc3\xa9\r\nX-Latin1: caf\xe9\r\n\r\nok")  # (a value that is not UTF-8 kept, escaped)
         return True
 
     async with Server(play) as server:
         resp = await transport.send(request(server.url), timeout=5)
         assert (resp.status, resp.body) == (201, b"ok")
-        assert resp.headers == {"x-multi": "b", "content-length": "2"}
+        assert resp.headers == {"x-multi": "b", "content-length": "2", "x-utf8": "café", "x-latin1": "caf\udce9"}
         await transport.send(request(server.url), timeout=5)
         assert server.conns == 1
 
@@ -727,3 +729,86 @@ async def test_https_by_name_with_sni_and_a_certificate_check(
     finally:
         await transport.aclose()
         server.close()
+
+
+# -- the cost of a request -------------------------------------------------------------------------------------
+async def test_a_deployments_head_is_built_once_and_a_new_one_is_still_checked(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    real_build = h1_request._build
+
+    def counting(req: HTTPRequest, t: h1_request.Target) -> bytes:
+        built.append(req.method)
+        return real_build(req, t)
+
+    monkeypatch.setattr(h1_request, "_build", counting)
+    async with Server(answer_ok) as server:
+        for body in (b"{}", b'{"a": 1}', b"[]"):  # a new headers dict each time, as adapters make them
+            await transport.send(request(server.url, body=body, Authorization="Bearer k"), timeout=5)
+        assert built == ["POST"]
+        assert [ex.body for ex in server.requests] == [b"{}", b'{"a": 1}', b"[]"]
+        for ex in server.requests:  # each with its own length
+            assert f"Content-Length: {len(ex.body)}\r\n".encode() in ex.head
+        await transport.send(HTTPRequest("GET", server.url, {"Authorization": "Bearer k"}, None, "p"), timeout=5)
+        assert server.requests[-1].head.startswith(b"GET /v1/x HTTP/1.1\r\n")
+        assert b"Content-Length" not in server.requests[-1].head
+        with pytest.raises(errors.ConfigError, match="header injection"):  # a value not seen before: checked
+            await transport.send(request(server.url, Authorization="Bearer k\r\nX-Evil: 1"), timeout=5)
+        target = transport._backend._target(server.url)  # type: ignore[attr-defined]
+        for i in range(2 * h1_request.MAX_HEADS):  # a header that changes per request: the heads kept are bounded
+            await transport.send(request(server.url, Traceparent=f"00-{i:032x}-{i:016x}-01"), timeout=5)
+            assert len(target.heads) <= h1_request.MAX_HEADS
+        assert f"Traceparent: 00-{i:032x}".encode() in server.requests[-1].head
+        assert server.conns == 1
+
+
+async def test_deadlines_share_one_timer_and_an_ended_ones_never_fires(transport: Transport) -> None:
+    slow = {5, 6}  # the requests answered after 0.4 s
+
+    async def play(ex: Exchange) -> bool:
+        if ex.index in slow:
+            await asyncio.sleep(0.4)
+        ex.write(OK)
+        return True
+
+    async with Server(play) as server:
+        for _ in range(5):  # short deadlines, met: their connection goes on
+            assert (await transport.send(request(server.url), timeout=0.3)).status == 200
+        p = pool(transport)
+        assert len(p.deadlines) == 5 and p.deadline_timer is not None  # one timer, at the earliest
+        # the same connection, a longer deadline: the ended exchanges' earlier ones do not touch it
+        assert (await transport.send(request(server.url), timeout=5)).status == 200
+        start = time.monotonic()
+        with pytest.raises(errors.ProviderTimeoutError, match="did not answer within 0.1s"):
+            await transport.send(request(server.url), timeout=0.1)  # earlier than every deadline kept: on time
+        assert time.monotonic() - start < 0.35
+        for _ in range(300):  # ended exchanges' entries are dropped: never many more than connections
+            await transport.send(request(server.url), timeout=60)
+            assert len(p.deadlines) <= 64 + 2 * len(p.conns)
+        assert server.conns == 2 and transport.in_use() == 0
+
+
+async def test_the_callers_loop_is_not_looked_up_per_request_and_another_loop_is_refused(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up: list[asyncio.AbstractEventLoop] = []
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        looked_up.append(real())
+        return looked_up[-1]
+
+    async with Server(answer_ok) as server:
+        monkeypatch.setattr(asyncio, "get_running_loop", counting)
+        for _ in range(10):
+            await transport.send(request(server.url), timeout=5)
+        assert len(looked_up) == 1  # (the pool made, on first use)
+        monkeypatch.undo()
+
+        def elsewhere() -> None:  # another loop, in another thread, while this one runs
+            asyncio.run(transport.send(request(server.url), timeout=5))
+
+        with pytest.raises(errors.ConfigError, match="another event loop"):
+            await asyncio.to_thread(elsewhere)
+        assert (await transport.send(request(server.url), timeout=5)).status == 200

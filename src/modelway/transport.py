@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import (
     ConfigError,
@@ -114,7 +114,8 @@ class _IdleWatch:
         self.task: asyncio.Task[None] | None = None
         self.tick = 1.0
 
-    def add(self, stream: StreamResponse, idle: float) -> None:
+    def add(self, stream: StreamResponse, idle: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Watch ``stream``'s gaps (``loop``: the running one, when the caller knows it)."""
         self.streams.add(stream)
         tick = max(0.02, idle / 4)  # a stalled stream is noticed within idle * 1.25
         running = self.task is not None and not self.task.done()
@@ -124,7 +125,7 @@ class _IdleWatch:
             assert self.task is not None
             self.task.cancel()  # it sleeps for the old, longer tick: start again at the new one
         self.tick = min(self.tick, tick) if running else tick
-        self.task = asyncio.get_running_loop().create_task(self._sweep())
+        self.task = (loop or asyncio.get_running_loop()).create_task(self._sweep())
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,7 +191,7 @@ class StreamResponse:
         self.idle = timeout or 0.0
         self._watch = watch
         if timeout:
-            watch.add(self, timeout)
+            watch.add(self, timeout, loop)
 
     @property
     def content_type(self) -> str:
@@ -300,7 +301,7 @@ class StreamResponse:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.aclose()
+        self._release()  # (what aclose() does, without a coroutine for it)
 
 
 class Transport:
@@ -345,13 +346,15 @@ class Transport:
         #: the HTTP client in use: ``"h1"`` or ``"aiohttp"``
         self.backend = chosen
 
-    async def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Response:
-        """Send a request and read the whole body."""
-        return await self._backend.send(req, timeout)
+    # (plain functions handing out the backend's coroutine: no coroutine of their own per request)
+    def send(self, req: HTTPRequest, *, timeout: float | None = None) -> Coroutine[Any, Any, Response]:
+        """Send a request and read the whole body (awaited)."""
+        return self._backend.send(req, timeout)
 
-    async def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> StreamResponse:
-        """Send a request and return once the response headers arrived; the caller must ``aclose()`` it."""
-        return await self._backend.stream(req, timeout)
+    def stream(self, req: HTTPRequest, *, timeout: float | None = None) -> Coroutine[Any, Any, StreamResponse]:
+        """Send a request and return once the response headers arrived (awaited); the caller must ``aclose()`` the
+        answer."""
+        return self._backend.stream(req, timeout)
 
     async def aclose(self) -> None:
         await self._idle.aclose()

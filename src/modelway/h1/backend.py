@@ -1,21 +1,32 @@
 """The lean client as :class:`~modelway.transport.Transport`'s backend: a request sent and its answer read
 through the :class:`~modelway.h1.pool.Pool`, every failure mapped to our errors.
 
-Timeouts: one timer per request (the whole of :meth:`H1Backend.send`; a stream's wait for its head), never one per
-read; a stream's gaps between reads are the idle watch's (:mod:`modelway.transport`). A request that meets a pooled
-connection the server had just closed (closed cleanly, before any byte of the answer) is sent again, once, on a new
-connection: the server had closed it while idle, the request crossing its FIN. (A server that reads a request whole
-and then closes cleanly without a byte of answer gets it twice; the gateway's retries would send it again too.)
+Timeouts: one deadline per request (the whole of :meth:`H1Backend.send`; a stream's wait for its head), watched by
+the pool's one timer, never a timer per read; a stream's gaps between reads are the idle watch's
+(:mod:`modelway.transport`). A request that meets a pooled connection the server had just closed (closed cleanly,
+before any byte of the answer) is sent again, once, on a new connection: the server had closed it while idle, the
+request crossing its FIN. (A server that reads a request whole and then closes cleanly without a byte of answer gets
+it twice; the gateway's retries would send it again too.)
 """
 
 from __future__ import annotations
 
 import asyncio
+from threading import get_ident
 
 from ..errors import ConfigError, ModelwayError
 from ..providers.base import HTTPRequest
-from ..transport import OTHER_LOOP, MapError, Response, StreamResponse, _IdleWatch, read_capped, refuse_redirect
-from .conn import Conn
+from ..transport import (
+    OTHER_LOOP,
+    MapError,
+    Response,
+    StreamResponse,
+    _IdleWatch,
+    answer_too_large,
+    read_capped,
+    refuse_redirect,
+)
+from .conn import DONE, Conn
 from .failures import BadURL, ConnectionLost, TransportFailure, map_failure
 from .pool import Pool
 from .request import Target, head
@@ -43,11 +54,17 @@ class H1Backend:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _here(self) -> Pool:
-        loop = asyncio.get_running_loop()
+        """The pool, on the caller's loop (made on first use); :class:`ConfigError` on another loop."""
         pool = self._pool
+        # the pool's loop runs in this thread: it is the caller's (a thread runs one loop at a time). Cheaper than
+        # asyncio.get_running_loop(), a getpid() system call on Python 3.11
+        if pool is not None and pool.thread == get_ident() and pool.loop.is_running() and not pool.closed:
+            return pool
+        loop = asyncio.get_running_loop()
         if pool is not None and not pool.closed:
             if pool.loop is not loop:
                 raise ConfigError(OTHER_LOOP)
+            pool.thread = get_ident()  # (the loop runs in another thread than before)
             return pool
         self.loop = loop
         pool = self._pool = Pool(loop, *self._limits)
@@ -64,20 +81,25 @@ class H1Backend:
     async def _open(self, req: HTTPRequest, timeout: float | None, whole: bool) -> Conn:
         """Send ``req``; the connection, once the answer's head arrived. Failures are our errors."""
         pool = self._here()
-        try:
-            t = self._target(req.url)
-        except BadURL as exc:
-            raise map_failure(exc, req.provider, reading=False) from None
+        t = self._targets.get(req.url)
+        if t is None:
+            try:
+                t = self._target(req.url)
+            except BadURL as exc:
+                raise map_failure(exc, req.provider, reading=False) from None
         request_head = head(req, t)
         deadline = pool.loop.time() + timeout if timeout else None
         fresh = False
         while True:
-            try:
-                conn = await pool.acquire(t, deadline, fresh)
-            except ModelwayError:
-                raise
-            except self.failures as exc:
-                raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
+            # (an idle connection taken here, without a coroutine for it: the common case)
+            conn = None if fresh else pool.take(t.key)
+            if conn is None:
+                try:
+                    conn = await pool.acquire(t, deadline, fresh)
+                except ModelwayError:
+                    raise
+                except self.failures as exc:
+                    raise map_failure(exc, req.provider, reading=False, timeout=timeout) from exc
             try:
                 await conn.exchange(request_head, req.body, deadline, req.method == "HEAD")
             except BaseException as exc:
@@ -97,8 +119,16 @@ class H1Backend:
     async def send(self, req: HTTPRequest, timeout: float | None) -> Response:
         conn = await self._open(req, timeout, True)
         try:
-            refuse_redirect(conn, req.provider)
-            body = await read_capped(conn, self.max_answer_bytes, req.provider)
+            if 300 <= conn.status < 400:
+                refuse_redirect(conn, req.provider)
+            if conn.phase == DONE and "content-encoding" not in conn.headers:
+                # the whole answer came with its head (most do): taken as it is, without a read
+                body = conn.take()
+                if len(body) > self.max_answer_bytes:
+                    conn.close()
+                    raise answer_too_large(self.max_answer_bytes, req.provider)
+            else:
+                body = await read_capped(conn, self.max_answer_bytes, req.provider)
         except ModelwayError:
             raise
         except TimeoutError as exc:  # the whole exchange's time ran out
@@ -111,7 +141,8 @@ class H1Backend:
 
     async def stream(self, req: HTTPRequest, timeout: float | None) -> StreamResponse:
         conn = await self._open(req, timeout, False)
-        refuse_redirect(conn, req.provider)
+        if 300 <= conn.status < 400:
+            refuse_redirect(conn, req.provider)
         return StreamResponse(conn, req.provider, timeout, self._watch, self, self.max_answer_bytes)
 
     async def aclose(self) -> None:

@@ -7,15 +7,22 @@ resolved once per :data:`DNS_TTL`, and a host's addresses are tried as RFC 8305 
 address after :data:`HAPPY_EYEBALLS_DELAY` while the first is still connecting, IPv6 and IPv4 interleaved), so an
 address that does not answer costs a quarter of a second, not the connect timeout. https uses one
 ``ssl.create_default_context()``, made on first use.
+
+Requests' deadlines are watched by one timer per pool (:meth:`Pool.watch`), at the earliest of them, not by a timer
+made and cancelled per request: a deadline passed closes its connection, one that ended (the answer read, or a
+stream's head arrived) is dropped when met.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
+from heapq import heapify, heappop, heappush
+from threading import get_ident
 from typing import Any
 
 import aiohappyeyeballs
@@ -32,6 +39,8 @@ KEEPALIVE = 15.0
 DNS_TTL = 300.0
 #: seconds before the next address is tried while one is still connecting (RFC 8305's recommended 250 ms)
 HAPPY_EYEBALLS_DELAY = 0.25
+#: a deadline this close is due (the loop's timers may fire that much early: uvloop's count whole milliseconds)
+_EARLY = 0.001
 
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 #: a caller waiting for room: its host, whether it needs a new connection, and what it will be given
@@ -70,18 +79,23 @@ class Pool:
         self.resolving: dict[tuple[str, int], asyncio.Task[list[AddrInfo]]] = {}
         self.connecting: set[asyncio.Task[Conn]] = set()
         self.closed = False
+        #: the thread running ``loop`` when last seen (the backend's cheap check that it runs the caller's loop)
+        self.thread = get_ident()
+        # requests' deadlines: (when, tie-breaker, connection), the earliest first; entries whose connection no
+        # longer has that deadline are dropped when met (or when they outnumber the live ones)
+        self.deadlines: list[tuple[float, int, Conn]] = []
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.deadline_at = float("inf")
+        self._order = itertools.count()
 
     # -- lending -----------------------------------------------------------------------------------------
     async def acquire(self, t: Target, deadline: float | None, fresh: bool = False) -> Conn:
         """A connection to ``t`` for one exchange: an idle one (unless ``fresh``), else a new one."""
         key = t.key
         if not fresh:
-            idle = self.idle.get(key)
-            while idle:
-                conn = idle.pop()
-                if conn.usable:
-                    return conn
-                conn.close()
+            conn = self.take(key)
+            if conn is not None:
+                return conn
         if self.closed:
             raise ConnectionLost(CLOSED)
         if self._room(key):
@@ -95,6 +109,16 @@ class Pool:
         except BaseException:
             self._unreserve(key)
             raise
+
+    def take(self, key: Key) -> Conn | None:
+        """An idle connection to ``key`` (the most recent), if there is one (closed ones met are dropped)."""
+        idle = self.idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.alive and not conn.transport.is_closing():  # (conn.usable, inlined)
+                return conn
+            conn.close()
+        return None
 
     def _full(self, key: Key) -> bool:
         return bool(self.limit_per_host) and self.per_host.get(key, 0) >= self.limit_per_host
@@ -179,18 +203,20 @@ class Pool:
     def put(self, conn: Conn) -> None:
         """An idle connection: to the first caller waiting for its host, else into the pool. When that caller needs
         a new connection (its request met a dead one), this one is closed to make room for it."""
-        if self.closed or not conn.usable:
+        if self.closed or not conn.alive or conn.transport.is_closing():  # (not conn.usable, inlined)
             conn.close()
             return
         key = conn.key
-        for i, (k, fresh, fut) in enumerate(self.waiters):
-            if k == key and not fut.done():
-                if fresh:
-                    conn.close()  # (its room goes to the waiters, this one first)
+        waiters = self.waiters
+        if waiters:
+            for i, (k, fresh, fut) in enumerate(waiters):
+                if k == key and not fut.done():
+                    if fresh:
+                        conn.close()  # (its room goes to the waiters, this one first)
+                        return
+                    del waiters[i]
+                    fut.set_result(conn)
                     return
-                del self.waiters[i]
-                fut.set_result(conn)
-                return
         conn.since = now = self.loop.time()
         conns = self.idle.get(key)
         if conns is None:
@@ -198,7 +224,7 @@ class Pool:
         conns.append(conn)
         if self.sweeper is None:
             self.sweeper = self.loop.call_at(now + KEEPALIVE, self._sweep)
-        if self.waiters:  # callers for other hosts, waiting for room: this idle connection may make it
+        if waiters:  # callers for other hosts, waiting for room: this idle connection may make it
             self._grant()
 
     def forget(self, conn: Conn, grant: bool = True) -> None:
@@ -226,6 +252,39 @@ class Pool:
                 del self.idle[key]
         if first is not None:
             self.sweeper = self.loop.call_at(first + KEEPALIVE, self._sweep)
+
+    # -- deadlines ---------------------------------------------------------------------------------------
+    def watch(self, conn: Conn, deadline: float) -> None:
+        """``conn``'s exchange times out at ``deadline`` (unless ``conn.deadline`` is cleared before)."""
+        conn.deadline = deadline
+        heap = self.deadlines
+        heappush(heap, (deadline, next(self._order), conn))
+        if deadline < self.deadline_at:
+            if self.deadline_timer is not None:
+                self.deadline_timer.cancel()
+            self.deadline_at = deadline
+            self.deadline_timer = self.loop.call_at(deadline, self._expire)
+        elif len(heap) > 64 + 2 * len(self.conns):
+            # (ended exchanges' entries, most of them: kept no longer than the live ones, whatever the timeouts)
+            heap[:] = [e for e in heap if e[2].deadline == e[0]]
+            heapify(heap)
+
+    def _expire(self) -> None:
+        self.deadline_timer = None
+        self.deadline_at = float("inf")
+        heap = self.deadlines
+        due = self.loop.time() + _EARLY
+        while heap:
+            when, _, conn = heap[0]
+            if conn.deadline != when:
+                heappop(heap)  # (that exchange ended)
+            elif when <= due:
+                heappop(heap)
+                conn.expire()
+            else:
+                self.deadline_at = when
+                self.deadline_timer = self.loop.call_at(when, self._expire)
+                return
 
     def in_use(self) -> int:
         return self.open - sum(1 for conns in self.idle.values() for c in conns if c.alive)
@@ -334,5 +393,10 @@ class Pool:
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        self.deadline_at = float("inf")
+        self.deadlines.clear()
         for task in [*self.resolving.values(), *self.connecting]:
             task.cancel()

@@ -1,4 +1,9 @@
-"""What goes on the wire: a URL parsed once into a :class:`Target`, and a request's head (:func:`head`)."""
+"""What goes on the wire: a URL parsed once into a :class:`Target`, and a request's head (:func:`head`).
+
+A deployment's requests differ in their heads only by the body's length: each target keeps the heads it built (up
+to :data:`MAX_HEADS`), by method and header items, and a request that has them again gets its head from there, its
+Content-Length appended. Only a head not seen before is built, and checked for header injection.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,10 @@ from ..providers.base import HTTPRequest
 from ..transport import USER_AGENT
 from .failures import BadURL
 
-__all__ = ["Key", "Target", "head"]
+__all__ = ["MAX_HEADS", "Key", "Target", "head"]
+
+#: heads kept per target (a deployment has one set of headers; more come from headers that change per request)
+MAX_HEADS = 32
 
 Key = tuple[str, str, int]
 
@@ -27,7 +35,7 @@ _ACCEPT_ENCODING = f"Accept-Encoding: {ACCEPT_ENCODING}\r\n"
 class Target:
     """What a URL says about where and how to send (parsed once per URL)."""
 
-    __slots__ = ("auth", "host", "host_line", "key", "literal", "path", "port", "tls")
+    __slots__ = ("auth", "heads", "host", "host_line", "key", "literal", "path", "port", "tls")
 
     def __init__(self, url: str) -> None:
         if "\r" in url or "\n" in url or "\0" in url:
@@ -67,6 +75,9 @@ class Target:
         if parts.username is not None:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self.auth = f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
+        #: heads built, by (method, whether a body is sent, the header items): the whole head, or (with a body)
+        #: all of it up to its Content-Length's value
+        self.heads: dict[tuple[str, bool, tuple[tuple[str, str], ...]], bytes] = {}
 
 
 def _is_ip(host: str) -> bool:
@@ -79,6 +90,26 @@ def _is_ip(host: str) -> bool:
 
 def head(req: HTTPRequest, t: Target) -> bytes:
     """The request's head: our headers unless the request has its own; header injection refused."""
+    body = req.body
+    try:
+        key = (req.method, body is not None, tuple(req.headers.items()))
+        built = t.heads.get(key)
+    except TypeError:  # (a header value that cannot be hashed: built, not kept)
+        built = _build(req, t)
+    else:
+        if built is None:
+            built = _build(req, t)
+            heads = t.heads
+            if len(heads) >= MAX_HEADS:
+                heads.clear()
+            heads[key] = built
+    if body is None:
+        return built
+    return built + b"%d\r\n\r\n" % len(body)
+
+
+def _build(req: HTTPRequest, t: Target) -> bytes:
+    """The head of ``req`` (with a body: up to its Content-Length's value); header injection refused."""
     have: set[str] = set()
     lines: list[str] = []
     for k, v in req.headers.items():
@@ -103,11 +134,10 @@ def head(req: HTTPRequest, t: Target) -> bytes:
     if "accept-encoding" not in have:
         parts.append(_ACCEPT_ENCODING)
     parts.append(theirs)
-    body = req.body
-    if body is not None:
+    if req.body is not None:
         if "content-type" not in have:
             parts.append("Content-Type: application/octet-stream\r\n")
-        parts.append(f"Content-Length: {len(body)}\r\n\r\n")
+        parts.append("Content-Length: ")
     elif req.method in _BODY_METHODS:
         parts.append("Content-Length: 0\r\n\r\n")
     else:
