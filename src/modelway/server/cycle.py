@@ -49,7 +49,8 @@ _NAMES_MAX = 1024
 
 
 def _check_values(values: list[bytes]) -> None:
-    joined = b"\t".join(values)  # (all at once: a tab, allowed in a value, between them)
+    """(As :meth:`Cycle._head` checks them: all at once, a tab, allowed in a value, between them.)"""
+    joined = b"\t".join(values)
     if len(joined.translate(None, _VALUE_FORBIDDEN)) != len(joined):
         raise RuntimeError("Invalid HTTP header value.")
 
@@ -208,7 +209,7 @@ class Cycle:
             proto.response_complete(self)
 
     def _head(self, status: int, headers: Any) -> bytes:
-        parts = [_STATUS[status], self.proto.default_head()]
+        parts = [self.proto.head_start(status)]
         values: list[bytes] = []
         length: int | None = None
         chunked = False
@@ -231,7 +232,9 @@ class Cycle:
                     closing = True
             parts += (start, value, b"\r\n")
             values.append(value)
-        _check_values(values)
+        joined = b"\t".join(values)  # (the values checked at once: a tab, allowed in a value, between them)
+        if len(joined.translate(None, _VALUE_FORBIDDEN)) != len(joined):
+            raise RuntimeError("Invalid HTTP header value.")
         if closing:
             self.keep_alive = False
         elif not self.keep_alive:

@@ -44,7 +44,7 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from .cycle import Cycle
+from .cycle import _STATUS, Cycle
 from .protocol import DEFAULT_LIMITS, HeadersTooLarge, HttpLimits, refusal
 
 __all__ = ["LeanHttpProtocol"]
@@ -118,6 +118,8 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
+        #: what every request's scope on this connection shares (each request's scope is a copy, filled in)
+        self.scope_base = self._scope_base()
         #: a write is paused until this future is done (the client does not read); reading paused; and why
         self.write_paused: asyncio.Future[None] | None = None
         self.read_paused = False
@@ -136,7 +138,9 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.pipeline: deque[Cycle] = deque()
         #: the server is shutting down: every response from now on says ``Connection: close`` (:meth:`shutdown`)
         self.draining = False
-        self._head_cache: tuple[object, bytes] = (None, b"")
+        #: each status's line and the server's default headers, while the server's list is ``_starts_of``
+        self._starts: dict[int, bytes] = {}
+        self._starts_of: object = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,6 +155,7 @@ class LeanHttpProtocol(asyncio.Protocol):
                 pass
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
+        self.scope_base = self._scope_base()
         self.sweep.ensure(self.connections)
         self.deadline = self.loop.time() + self.limits.header_timeout
         self.waiting = _IDLE  # nothing begun: a silent connection is closed without an answer
@@ -246,21 +251,14 @@ class LeanHttpProtocol(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         root_path = self.root_path
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": root_path,
-            "path": root_path + path if root_path else path,
-            "raw_path": raw_path,
-            "query_string": parsed.query or b"",
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-        }
+        scope = self.scope_base.copy()
+        scope["http_version"] = version
+        scope["method"] = method
+        scope["path"] = root_path + path if root_path else path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = parsed.query or b""
+        scope["headers"] = self.headers
+        scope["state"] = self.app_state.copy()
         keep_alive = version != "1.0" and parser.should_keep_alive() and not self.draining
         cycle = Cycle(self, scope, keep_alive, self.expect_100, method == "HEAD")
         scope["extensions"] = {"modelway.disconnect": cycle}
@@ -345,14 +343,29 @@ class LeanHttpProtocol(asyncio.Protocol):
         cycle = self.cycle
         return cycle is not None and not cycle.complete
 
-    def default_head(self) -> bytes:
-        """uvicorn's default headers (``date``, ``server``: the server renews the list every second), encoded."""
+    def _scope_base(self) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+        }
+
+    def head_start(self, status: int) -> bytes:
+        """A response's status line and uvicorn's default headers (``date``, ``server``: the server renews the list
+        every second), encoded; kept for each status until the list changes."""
         headers = self.state.default_headers
-        cached, head = self._head_cache
-        if cached is not headers:
-            head = b"".join([b"%b: %b\r\n" % (name, value) for name, value in headers])
-            self._head_cache = (headers, head)
-        return head
+        starts = self._starts
+        if self._starts_of is not headers:
+            self._starts_of = headers
+            self._starts = starts = {}
+        start = starts.get(status)
+        if start is None:
+            start = _STATUS[status] + b"".join([b"%b: %b\r\n" % (name, value) for name, value in headers])
+            starts[status] = start
+        return start
 
     def shutdown(self) -> None:
         """The server is shutting down: each request that still arrives is answered with ``Connection: close``, then
