@@ -313,3 +313,56 @@ class TestLeanOnly:
 
         writes = asyncio.run(go())
         assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 500") and b"x-b" not in writes[0]
+
+    def test_response_headers_are_checked_in_order_and_names_lowered(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Each refused head is a 500 naming the first fault in the order the headers come; a good head's names
+        are written in lower case, however the app spelt them, and its Content-Length holds."""
+        heads: dict[str, list[tuple[bytes, bytes]]] = {
+            "/value-then-name": [(b"x-a", b"1\x00"), (b"x (b)", b"2")],
+            "/name-then-value": [(b"x (b)", b"2"), (b"x-a", b"1\x00")],
+            "/bad-length": [(b"content-length", b"1\x01")],
+            "/last-value": [(b"x-a", b"1"), (b"x-b", b"\x7f")],
+            "/good": [(b"X-Mixed-Case", b"v\tw"), (b"Content-Length", b"2")],
+        }
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": heads[scope["path"]]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def go(path: str) -> list[bytes]:
+            proto, transport = _protocol(app, asyncio.get_running_loop())
+            proto.data_received(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await asyncio.gather(*proto.tasks)
+            return transport.writes
+
+        for path, fault in (
+            ("/value-then-name", "value"),
+            ("/name-then-value", "name"),
+            ("/bad-length", "value"),
+            ("/last-value", "value"),
+        ):
+            caplog.clear()
+            writes = asyncio.run(go(path))
+            assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 500"), (path, writes)
+            assert f"Invalid HTTP header {fault}." in caplog.text, (path, caplog.text)
+        writes = asyncio.run(go("/good"))
+        assert len(writes) == 1 and writes[0].endswith(b"\r\nx-mixed-case: v\tw\r\ncontent-length: 2\r\n\r\nok"), writes
+
+    def test_the_header_names_kept_are_bounded(self) -> None:
+        """An app writing ever new header names does not grow the names the server keeps without end."""
+        from modelway.server import cycle
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            headers = [(f"x-{scope['path'][1:]}-{i}".encode(), b"1") for i in range(100)]
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def go() -> None:
+            proto, transport = _protocol(app, asyncio.get_running_loop())
+            for n in range(30):
+                proto.data_received(f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                await asyncio.gather(*proto.tasks)
+            assert len(transport.writes) == 30 and all(w.startswith(b"HTTP/1.1 204") for w in transport.writes)
+
+        asyncio.run(go())
+        assert 0 < len(cycle._NAMES) <= cycle._NAMES_MAX < 3000

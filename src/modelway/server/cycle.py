@@ -24,7 +24,8 @@ __all__ = ["Cycle"]
 log = logging.getLogger("modelway.server")
 
 _HEADER_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
-_HEADER_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+#: the bytes a header value may not hold (a faster test than a regular expression's search)
+_VALUE_FORBIDDEN = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
 
 
 def _status_line(code: int) -> bytes:
@@ -37,6 +38,33 @@ def _status_line(code: int) -> bytes:
 
 _STATUS = {code: _status_line(code) for code in range(100, 600)}
 _DISCONNECT = {"type": "http.disconnect"}
+
+# what a response header means to the cycle
+_OTHER, _LENGTH, _ENCODING, _CONNECTION = 0, 1, 2, 3
+_KINDS = {b"content-length": _LENGTH, b"transfer-encoding": _ENCODING, b"connection": _CONNECTION}
+#: a response header's name, as apps write it, once found valid → its line's start (lower case, then ``: ``) and
+#: its kind; at most ``_NAMES_MAX`` names are kept (an app could write any number of different ones)
+_NAMES: dict[bytes, tuple[bytes, int]] = {}
+_NAMES_MAX = 1024
+
+
+def _check_values(values: list[bytes]) -> None:
+    """(As :meth:`Cycle._head` checks them: all at once, a tab, allowed in a value, between them.)"""
+    joined = b"\t".join(values)
+    if len(joined.translate(None, _VALUE_FORBIDDEN)) != len(joined):
+        raise RuntimeError("Invalid HTTP header value.")
+
+
+def _name(name: bytes, values: list[bytes]) -> tuple[bytes, int]:
+    """A header name not met before (``values``: those of the headers before it): checked, lowered, and kept."""
+    if _HEADER_NAME.search(name):
+        _check_values(values)  # (the first fault found is the one named, as the headers come)
+        raise RuntimeError("Invalid HTTP header name.")
+    lower = name.lower()
+    known = (lower + b": ", _KINDS.get(lower, _OTHER))
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = known
+    return known
 
 
 class Cycle:
@@ -61,12 +89,14 @@ class Cycle:
         "watcher",
     )
 
-    def __init__(self, proto: LeanHttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_100: bool) -> None:
+    def __init__(
+        self, proto: LeanHttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_100: bool, is_head: bool
+    ) -> None:
         self.proto = proto
         self.scope = scope
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
-        self.is_head = scope["method"] == "HEAD"
+        self.is_head = is_head
         self.body = b""
         self.more_body = True
         #: the last part of the body was handed to the app
@@ -113,14 +143,16 @@ class Cycle:
             self.expect_100 = False
             if not self.proto.transport.is_closing():
                 self.proto.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        proto = self.proto
         while not (self.disconnected or self.complete):
-            self.proto.resume_body()  # the app takes the body: read on
+            if proto.read_paused:
+                proto.resume_body()  # the app takes the body: read on
             if self.body or (not self.more_body and not self.ended):
                 body, self.body = self.body, b""
                 more = self.more_body
                 self.ended = not more
                 return {"type": "http.request", "body": body, "more_body": more}
-            self.waiter = waiter = self.proto.loop.create_future()
+            self.waiter = waiter = proto.loop.create_future()
             try:
                 await waiter
             finally:
@@ -170,32 +202,42 @@ class Cycle:
         if not more:
             self.complete = True
             self.watcher = None
-            self.wake()
+            if self.waiter is not None:
+                self.wake()
             if not self.keep_alive:
                 proto.transport.close()
             proto.response_complete(self)
 
     def _head(self, status: int, headers: Any) -> bytes:
-        proto = self.proto
-        parts = [_STATUS[status], proto.default_head()]
+        parts = [self.proto.head_start(status)]
+        values: list[bytes] = []
         length: int | None = None
         chunked = False
         closing = False
+        names = _NAMES
         for name, value in headers:
-            if _HEADER_NAME.search(name):
-                raise RuntimeError("Invalid HTTP header name.")
-            if _HEADER_VALUE.search(value):
-                raise RuntimeError("Invalid HTTP header value.")
-            name = name.lower()
-            if name == b"content-length" and length is None and not chunked:
-                length = int(value)
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                chunked = True
-            elif name == b"connection" and b"close" in [t.strip().lower() for t in value.split(b",")]:
-                self.keep_alive = False
-                closing = True
-            parts += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not closing:
+            start, kind = names.get(name) or _name(name, values)
+            if kind:
+                if kind == _LENGTH:
+                    if length is None and not chunked:
+                        try:
+                            length = int(value)
+                        except ValueError:
+                            _check_values([*values, value])
+                            raise
+                elif kind == _ENCODING:
+                    if value.lower() == b"chunked":
+                        chunked = True
+                elif b"close" in [t.strip().lower() for t in value.split(b",")]:
+                    closing = True
+            parts += (start, value, b"\r\n")
+            values.append(value)
+        joined = b"\t".join(values)  # (the values checked at once: a tab, allowed in a value, between them)
+        if len(joined.translate(None, _VALUE_FORBIDDEN)) != len(joined):
+            raise RuntimeError("Invalid HTTP header value.")
+        if closing:
+            self.keep_alive = False
+        elif not self.keep_alive:
             parts.append(b"connection: close\r\n")
         if chunked:
             self.chunked = True

@@ -44,7 +44,7 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from .cycle import Cycle
+from .cycle import _STATUS, Cycle
 from .protocol import DEFAULT_LIMITS, HeadersTooLarge, HttpLimits, refusal
 
 __all__ = ["LeanHttpProtocol"]
@@ -56,6 +56,11 @@ _BODY_HIGH_WATER = 64 * 1024
 
 # what a connection is waiting for: its deadline's meaning
 _IDLE, _HEADERS, _BODY, _BUSY = 0, 1, 2, 3
+
+#: the ``asgi`` part of every scope (shared: nothing writes to it)
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+#: the common methods, decoded once
+_METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 class _Sweep:
@@ -98,10 +103,13 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.state = server_state
         self.connections: set[Any] = server_state.connections
         self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self._task_done = self.tasks.discard
         self.app_state = app_state
         self.root_path: str = config.root_path
         limits: HttpLimits = getattr(config, "http_limits", DEFAULT_LIMITS)
         self.limits = limits
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
         self.keep_alive_timeout = float(config.timeout_keep_alive)
         self.sweep = _sweep_of(server_state, self.loop, limits, self.keep_alive_timeout)
         self.parser = httptools.HttpRequestParser(self)
@@ -110,16 +118,17 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
+        #: what every request's scope on this connection shares (each request's scope is a copy, filled in)
+        self.scope_base = self._scope_base()
         #: a write is paused until this future is done (the client does not read); reading paused; and why
         self.write_paused: asyncio.Future[None] | None = None
         self.read_paused = False
         #: when the connection's current wait must end (loop time; 0: no deadline), and what it waits for
         self.deadline = 0.0
         self.waiting = _HEADERS
-        #: bytes of the request line and headers received so far (whole reads), their exact size and count
+        #: bytes of the request line and headers received so far (whole reads), and their exact size
         self.read = 0
         self.size = 0
-        self.count = 0
         self.too_large = False
         #: the request being parsed, its parts, and the cycle answering (the newest one; pipelined ones queue)
         self.url = b""
@@ -129,7 +138,9 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.pipeline: deque[Cycle] = deque()
         #: the server is shutting down: every response from now on says ``Connection: close`` (:meth:`shutdown`)
         self.draining = False
-        self._head_cache: tuple[object, bytes] = (None, b"")
+        #: each status's line and the server's default headers, while the server's list is ``_starts_of``
+        self._starts: dict[int, bytes] = {}
+        self._starts_of: object = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,6 +155,7 @@ class LeanHttpProtocol(asyncio.Protocol):
                 pass
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
+        self.scope_base = self._scope_base()
         self.sweep.ensure(self.connections)
         self.deadline = self.loop.time() + self.limits.header_timeout
         self.waiting = _IDLE  # nothing begun: a silent connection is closed without an answer
@@ -192,7 +204,7 @@ class LeanHttpProtocol(asyncio.Protocol):
                 log.debug("invalid HTTP request received")
                 self._refuse(400, "Bad Request", "invalid_http", "the request is not valid HTTP/1.1")
             return
-        if self.waiting == _HEADERS and self.read > self.limits.max_header_bytes and not self.transport.is_closing():
+        if self.waiting == _HEADERS and self.read > self.max_header_bytes and not self.transport.is_closing():
             self._refuse_too_large()
 
     # -- parser callbacks ----------------------------------------------------------------------------------------
@@ -200,79 +212,79 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.expect_100 = False
-        self.size = self.count = 0
+        self.size = 0
         if self.waiting != _HEADERS:  # a request after a response, in the same read as other bytes
             self.waiting = _HEADERS
             self.read = 0
             self.deadline = self.loop.time() + self.limits.header_timeout
-        if self._responding():
+        cycle = self.cycle
+        if cycle is not None and not cycle.complete:
             self.deadline = 0.0  # pipelined: its clock starts when the response before it is done
 
     def on_url(self, url: bytes) -> None:
         self.size += len(url)
-        if self.size > self.limits.max_header_bytes:
+        if self.size > self.max_header_bytes:
             self.too_large = True
             raise HeadersTooLarge
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.size += len(name) + len(value) + 4
-        self.count += 1
-        limits = self.limits
-        if self.size > limits.max_header_bytes or self.count > limits.max_headers:
+        self.size = size = self.size + len(name) + len(value) + 4
+        headers = self.headers
+        if size > self.max_header_bytes or len(headers) >= self.max_headers:
             self.too_large = True
             raise HeadersTooLarge
         name = name.lower()
         value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which is not part of a value
+        headers.append((name, value))
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100 = True
-        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         version = parser.get_http_version()
-        method = parser.get_method().decode("ascii")
+        raw_method: bytes = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         parsed = httptools.parse_url(self.url)
         raw_path = parsed.path
         path = raw_path.decode("ascii")
         if "%" in path:
             path = unquote(path)
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": self.root_path,
-            "path": self.root_path + path,
-            "raw_path": raw_path,
-            "query_string": parsed.query or b"",
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-        }
+        root_path = self.root_path
+        scope = self.scope_base.copy()
+        scope["http_version"] = version
+        scope["method"] = method
+        scope["path"] = root_path + path if root_path else path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = parsed.query or b""
+        scope["headers"] = self.headers
+        scope["state"] = self.app_state.copy()
         keep_alive = version != "1.0" and parser.should_keep_alive() and not self.draining
-        cycle = Cycle(self, scope, keep_alive, self.expect_100)
+        cycle = Cycle(self, scope, keep_alive, self.expect_100, method == "HEAD")
         scope["extensions"] = {"modelway.disconnect": cycle}
-        busy = self._responding()
+        before = self.cycle
         self.cycle = cycle
         self.waiting = _BODY
-        self.deadline = 0.0 if busy else self.loop.time() + self.limits.body_timeout
-        if busy:
+        if before is not None and not before.complete:  # pipelined: it waits for the response before it
+            self.deadline = 0.0
             self.pipeline.appendleft(cycle)
             self._pause_reading()
         else:
-            self._start(cycle)
+            self.deadline = self.loop.time() + self.limits.body_timeout
+            task = self.loop.create_task(cycle.run(self.app))
+            task.add_done_callback(self._task_done)
+            self.tasks.add(task)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         if cycle is None or cycle.complete:
             return
-        cycle.body = cycle.body + body if cycle.body else body
-        if len(cycle.body) > _BODY_HIGH_WATER:
+        held = cycle.body
+        cycle.body = held = held + body if held else body
+        if len(held) > _BODY_HIGH_WATER:
             self._pause_reading()
-        cycle.wake()
+        if cycle.waiter is not None:
+            cycle.wake()
 
     def on_message_complete(self) -> None:
         cycle = self.cycle
@@ -283,30 +295,32 @@ class LeanHttpProtocol(asyncio.Protocol):
         self.waiting = _BUSY
         self.deadline = 0.0
         cycle.more_body = False
-        cycle.wake()
+        if cycle.waiter is not None:
+            cycle.wake()
 
     # -- the cycle's life ----------------------------------------------------------------------------------------
     def _start(self, cycle: Cycle) -> None:
         task = self.loop.create_task(cycle.run(self.app))
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         self.tasks.add(task)
 
     def response_complete(self, cycle: Cycle) -> None:
         self.state.total_requests += 1
         if self.transport.is_closing():
             return
-        if self.pipeline:
+        if self.read_paused:
             self._resume_reading()
+        if self.pipeline:
             self._start(self.pipeline.pop())
             return
-        self._resume_reading()
-        if self.waiting == _BUSY:
+        waiting = self.waiting
+        if waiting == _BUSY:
             self.waiting = _IDLE
             self.deadline = self.loop.time() + self.keep_alive_timeout
-        elif self.waiting == _HEADERS:
+        elif waiting == _HEADERS:
             # a pipelined request whose headers were still coming: its clock starts now
             self.deadline = self.loop.time() + self.limits.header_timeout
-        elif self.waiting == _BODY and self.deadline == 0.0:
+        elif waiting == _BODY and self.deadline == 0.0:
             self.deadline = self.loop.time() + self.limits.body_timeout
 
     def resume_body(self) -> None:
@@ -329,14 +343,29 @@ class LeanHttpProtocol(asyncio.Protocol):
         cycle = self.cycle
         return cycle is not None and not cycle.complete
 
-    def default_head(self) -> bytes:
-        """uvicorn's default headers (``date``, ``server``: the server renews the list every second), encoded."""
+    def _scope_base(self) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+        }
+
+    def head_start(self, status: int) -> bytes:
+        """A response's status line and uvicorn's default headers (``date``, ``server``: the server renews the list
+        every second), encoded; kept for each status until the list changes."""
         headers = self.state.default_headers
-        cached, head = self._head_cache
-        if cached is not headers:
-            head = b"".join([b"%b: %b\r\n" % (name, value) for name, value in headers])
-            self._head_cache = (headers, head)
-        return head
+        starts = self._starts
+        if self._starts_of is not headers:
+            self._starts_of = headers
+            self._starts = starts = {}
+        start = starts.get(status)
+        if start is None:
+            start = _STATUS[status] + b"".join([b"%b: %b\r\n" % (name, value) for name, value in headers])
+            starts[status] = start
+        return start
 
     def shutdown(self) -> None:
         """The server is shutting down: each request that still arrives is answered with ``Connection: close``, then
