@@ -158,20 +158,24 @@ class Usage:
 
     @classmethod
     def from_openai(cls, d: dict[str, Any]) -> Usage:
-        prompt = whole(d.get("prompt_tokens"))
-        completion = whole(d.get("completion_tokens"))
+        # whole() inlined for the common count, an int in range
+        prompt = d.get("prompt_tokens")
+        if type(prompt) is not int or not 0 <= prompt < _MAX_WHOLE:
+            prompt = whole(prompt)
+        completion = d.get("completion_tokens")
+        if type(completion) is not int or not 0 <= completion < _MAX_WHOLE:
+            completion = whole(completion)
         total = d.get("total_tokens")
+        if total is None:
+            total = prompt + completion
+        elif type(total) is not int or not 0 <= total < _MAX_WHOLE:
+            total = whole(total)
         prompt_details = d.get("prompt_tokens_details")
-        hit = d.get("prompt_cache_hit_tokens")  # DeepSeek's name for cached prompt tokens
-        if hit is not None and not prompt_details:
-            prompt_details = {"cached_tokens": hit}
-        return cls(
-            prompt,
-            completion,
-            whole(total) if total is not None else prompt + completion,
-            prompt_details,
-            d.get("completion_tokens_details"),
-        )
+        if not prompt_details:
+            hit = d.get("prompt_cache_hit_tokens")  # DeepSeek's name for cached prompt tokens
+            if hit is not None:
+                prompt_details = {"cached_tokens": hit}
+        return cls(prompt, completion, total, prompt_details, d.get("completion_tokens_details"))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
