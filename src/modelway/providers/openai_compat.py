@@ -212,8 +212,8 @@ class OpenAICompatAdapter(Adapter):
         return payload
 
     def chat_request(self, req: ChatRequest) -> HTTPRequest:
-        if openai_responses.native(self, req):  # a /v1/responses request to OpenAI itself: its own API
-            return openai_responses.responses_request(self, req)
+        if req.native is not None and openai_responses.native(self, req):  # a /v1/responses request to OpenAI
+            return openai_responses.responses_request(self, req)  # itself: its own API
         return self.json_request("/chat/completions", self.chat_payload(req))
 
     # -- responses --------------------------------------------------------------------------------
