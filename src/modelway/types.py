@@ -158,18 +158,21 @@ class Usage:
 
     @classmethod
     def from_openai(cls, d: dict[str, Any]) -> Usage:
-        # whole() inlined for the common count, an int in range
         prompt = d.get("prompt_tokens")
-        if type(prompt) is not int or not 0 <= prompt < _MAX_WHOLE:
-            prompt = whole(prompt)
         completion = d.get("completion_tokens")
-        if type(completion) is not int or not 0 <= completion < _MAX_WHOLE:
-            completion = whole(completion)
         total = d.get("total_tokens")
-        if total is None:
-            total = prompt + completion
-        elif type(total) is not int or not 0 <= total < _MAX_WHOLE:
-            total = whole(total)
+        # (the common counts, ints in range, without a call of whole() each)
+        if not (
+            type(prompt) is int
+            and type(completion) is int
+            and type(total) is int
+            and 0 <= prompt < _MAX_WHOLE
+            and 0 <= completion < _MAX_WHOLE
+            and 0 <= total < _MAX_WHOLE
+        ):
+            prompt = whole(prompt)
+            completion = whole(completion)
+            total = whole(total) if total is not None else prompt + completion
         prompt_details = d.get("prompt_tokens_details")
         if not prompt_details:
             hit = d.get("prompt_cache_hit_tokens")  # DeepSeek's name for cached prompt tokens
