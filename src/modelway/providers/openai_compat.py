@@ -181,7 +181,12 @@ class OpenAICompatAdapter(Adapter):
 
     def chat_payload(self, req: ChatRequest) -> dict[str, Any]:
         spec = self.spec
-        messages = req.messages if spec.reasoning_in_messages else without_reasoning(req.messages)
+        messages = req.messages
+        if not spec.reasoning_in_messages:
+            for m in messages:
+                if "reasoning_content" in m:
+                    messages = without_reasoning(messages)
+                    break
         payload: dict[str, Any] = {"model": req.model, "messages": messages}
         params = req.params
         if not spec.drop_params and not spec.rename_params and "reasoning_effort" not in params:
