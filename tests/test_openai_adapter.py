@@ -68,6 +68,24 @@ class TestRequest:
         assert "Authorization" not in http.headers
         assert http.url == "http://127.0.0.1:11434/v1/chat/completions"
 
+    def test_headers_built_once_per_key_and_each_request_owns_its_own(self) -> None:
+        # auth from the key alone: the headers are built once (static_headers); a subclass with its own auth_headers
+        # (Zhipu's JWT expires) or base_headers is not static unless it says so again
+        assert PROVIDERS["openai"].static_headers and PROVIDERS["jina"].static_headers
+        assert not PROVIDERS["zhipu"].static_headers and not PROVIDERS["dashscope"].static_headers
+        assert not PROVIDERS["anthropic"].static_headers
+        a = adapter()
+        req = chat_request("gpt-4o-mini", "hi")
+        first = a.chat_request(req).headers
+        first["X-Mine"] = "1"
+        assert a.chat_request(req).headers == {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Authorization": "Bearer sk-test",
+        }
+        a.api_key = "sk-other"  # a key set later is the one sent
+        assert a.chat_request(req).headers["Authorization"] == "Bearer sk-other"
+
     def test_base_url_override_trailing_slash(self) -> None:
         http = adapter(base="http://127.0.0.1:9/v1/").chat_request(chat_request("m", "hi"))
         assert http.url == "http://127.0.0.1:9/v1/chat/completions"

@@ -37,6 +37,7 @@ from .types import CHAT_PARAMS, ChatRequest, EmbeddingRequest, Message
 __all__ = [
     "MAX_JSON_DEPTH",
     "REASONING_EFFORTS",
+    "chat_body_request",
     "chat_request",
     "check_json_depth",
     "embedding_request",
@@ -47,6 +48,8 @@ __all__ = [
 #: the values of ``reasoning_effort`` (OpenAI's, plus DeepSeek's ``max``); ``none`` turns thinking off
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
+#: the roles whose message needs nothing but a role and a string content
+_PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _NUMERIC = {
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
@@ -79,7 +82,11 @@ _OTHER_CHECKED = frozenset(
         "user",
     }
 )
-_CHECKED = _OTHER_CHECKED.union(_NUMERIC, _INT_RANGES)
+#: every numeric parameter → its inclusive bounds and whether it takes integers only
+_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    **{name: (lo, hi, False) for name, (lo, hi) in _NUMERIC.items()},
+    **{name: (lo, hi, True) for name, (lo, hi) in _INT_RANGES.items()},
+}
 
 #: How deep a JSON value the gateway accepts (a container is one level; the body itself is level 1).
 #:
@@ -142,6 +149,18 @@ def normalize_messages(messages: str | list[Message] | Any) -> list[Message]:
         if not messages:
             raise InvalidRequestError("messages must not be empty", param="messages")
         return [{"role": "user", "content": messages}]
+    if type(messages) is list:
+        # the common message, ``{"role": "system"|"developer"|"user"|"assistant", "content": "<text>"}`` and nothing
+        # else, passes every check below: a list of only those is returned without building a path for each
+        for m in messages:
+            if type(m) is not dict or len(m) != 2 or type(m.get("content")) is not str:
+                break
+            role = m.get("role")
+            if type(role) is not str or role not in _PLAIN_ROLES:
+                break
+        else:
+            if messages:
+                return messages
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages must be a non-empty list of messages or a string", param="messages")
     for i, m in enumerate(messages):
@@ -282,37 +301,52 @@ def _check_function(fn: Any, at: str) -> None:
 
 def _check_params(params: dict[str, Any]) -> None:
     """Check the OpenAI parameters in ``params``; integral floats of integer parameters become ints in place.
-    Only the groups of checks whose parameters are present run (a set intersection at C speed picks them; the
-    order of the groups, so which error a request with several bad values gets, is unchanged)."""
-    present = _CHECKED.intersection(params)
-    if not present:
-        return
-    if not present.isdisjoint(_NUMERIC):
-        for name, (lo, hi) in _NUMERIC.items():
-            v = params.get(name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise InvalidRequestError(f"{name} must be a number", param=name)
-            if not lo <= v <= hi:
-                raise InvalidRequestError(f"{name} must be between {lo:g} and {hi:g} (got {_show(v)})", param=name)
-    if not present.isdisjoint(_INT_RANGES):
-        for name, (ilo, ihi) in _INT_RANGES.items():
-            v = params.get(name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
-                raise InvalidRequestError(f"{name} must be an integer", param=name)
-            # compared before int() (int(1e300) would be a 1000-bit integer); a float past 2**53 is not exact
-            # (orjson reads -2**63-1 as a float that rounds into range)
-            if not ilo <= v <= ihi or (isinstance(v, float) and abs(v) >= 2**53):
-                raise InvalidRequestError(
-                    f"{name} must be an integer from {ilo} to {ihi} (got {_show(v)})", param=name
-                )
-            if isinstance(v, float):  # JSON 16.0 is the integer 16
-                params[name] = int(v)
-    if present.isdisjoint(_OTHER_CHECKED):
-        return
+    Only the groups of checks whose parameters are present run, and the numeric ones first in one pass over
+    ``params`` that only looks: a value of the right type within its bounds is all most requests carry. Anything
+    else runs the ordered checks, so which error a request with several bad values gets is unchanged."""
+    numbers = others = False
+    for name, v in params.items():
+        bounds = _BOUNDS.get(name)
+        if bounds is None:
+            if name in _OTHER_CHECKED:
+                others = True
+            continue
+        kind = type(v)
+        if not ((kind is int or (kind is float and not bounds[2])) and bounds[0] <= v <= bounds[1]):
+            numbers = True
+    if numbers:
+        _check_numbers(params)
+    if others:
+        _check_others(params)
+
+
+def _check_numbers(params: dict[str, Any]) -> None:
+    """The numeric parameters, in their order: the first bad one raises; integral floats of integer parameters
+    become ints."""
+    for name, (lo, hi) in _NUMERIC.items():
+        v = params.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise InvalidRequestError(f"{name} must be a number", param=name)
+        if not lo <= v <= hi:
+            raise InvalidRequestError(f"{name} must be between {lo:g} and {hi:g} (got {_show(v)})", param=name)
+    for name, (ilo, ihi) in _INT_RANGES.items():
+        v = params.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+            raise InvalidRequestError(f"{name} must be an integer", param=name)
+        # compared before int() (int(1e300) would be a 1000-bit integer); a float past 2**53 is not exact
+        # (orjson reads -2**63-1 as a float that rounds into range)
+        if not ilo <= v <= ihi or (isinstance(v, float) and abs(v) >= 2**53):
+            raise InvalidRequestError(f"{name} must be an integer from {ilo} to {ihi} (got {_show(v)})", param=name)
+        if isinstance(v, float):  # JSON 16.0 is the integer 16
+            params[name] = int(v)
+
+
+def _check_others(params: dict[str, Any]) -> None:
+    """The parameters other than the numeric ones (:data:`_OTHER_CHECKED`), in their order."""
     stop = params.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
@@ -487,7 +521,26 @@ def chat_request(
         if named:
             _check_params(named)
             x.update(named)
-    return ChatRequest(model=model, messages=normalize_messages(messages), stream=stream, params=p, extra=x)
+    return ChatRequest(model, normalize_messages(messages), stream, p, x)
+
+
+def chat_body_request(
+    model: str, messages: Any, stream: bool, body: Mapping[str, Any], skip: frozenset[str]
+) -> ChatRequest:
+    """:func:`chat_request` for a parsed request body whose other fields (``skip``: ``model``, ``messages``,
+    ``stream``) were taken already and ``model`` checked: the rest of ``body`` is split into OpenAI parameters and
+    extras in one pass (``None`` values left out), then checked as :func:`chat_request` checks them."""
+    p: dict[str, Any] = {}
+    x: dict[str, Any] = {}
+    for k, v in body.items():
+        if v is None or k in skip:
+            continue
+        if k in CHAT_PARAMS:
+            p[k] = v
+        else:
+            x[k] = v
+    _check_params(p)
+    return ChatRequest(model, normalize_messages(messages), stream, p, x)
 
 
 def embedding_request(model: str, input: str | list[str], params: Mapping[str, Any] | None = None) -> EmbeddingRequest:

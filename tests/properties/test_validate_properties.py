@@ -12,9 +12,16 @@ from jsonish import MESSAGES_ANY, MESSAGES_VALID, PARAMS_ANY, PARAMS_VALID, SETT
 
 from modelway.errors import InvalidRequestError, ModelwayError
 from modelway.providers import PROVIDERS, ProviderSettings
-from modelway.types import ChatRequest
+from modelway.types import CHAT_PARAMS, ChatRequest
 from modelway.usage.estimate import prompt_chars
-from modelway.validate import chat_request, check_json_depth
+from modelway.validate import (
+    _check_numbers,
+    _check_others,
+    chat_body_request,
+    chat_request,
+    check_json_depth,
+    normalize_messages,
+)
 
 ADAPTERS = {name: cls(ProviderSettings(api_key="k", base_url="http://127.0.0.1:1")) for name, cls in PROVIDERS.items()}
 
@@ -66,3 +73,48 @@ def test_what_the_validator_accepts_every_adapter_can_send(messages: Any, params
     except InvalidRequestError:
         return
     send_everywhere(req)
+
+
+class _List(list):  # type: ignore[type-arg]
+    """Messages in a list subclass: normalize_messages checks them one by one (its fast path takes exact lists)."""
+
+
+def _outcome(check: Any) -> Any:
+    try:
+        return check()
+    except InvalidRequestError as exc:
+        return ("error", str(exc), exc.param)
+
+
+def _ordered(params: dict[str, Any]) -> dict[str, Any]:
+    p = dict(params)
+    _check_numbers(p)
+    _check_others(p)
+    return p
+
+
+_TOP = frozenset({"model", "messages", "stream"})
+
+
+@example(messages=_USER, params={"temperature": 3, "top_p": -1.0, "max_tokens": True}, stream=False)
+@example(messages=_USER, params={"max_tokens": 16.0, "n": 2.5}, stream=False)
+@example(messages=_USER, params={"max_tokens": True, "temperature": 0.5}, stream=False)
+@example(messages=_USER, params={"seed": 2**63, "top_p": float("nan")}, stream=False)
+@example(messages=[{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}], params={}, stream=False)
+@example(messages=[{"role": "user", "content": "a"}, {"role": ["x"], "content": "b"}], params={}, stream=False)
+@settings(SETTINGS, max_examples=400)
+@given(messages=MESSAGES_ANY | MESSAGES_VALID, params=PARAMS_ANY | PARAMS_VALID, stream=st.booleans())
+def test_the_gateways_one_pass_and_the_fast_checks_decide_as_the_ordered_checks(
+    messages: Any, params: dict[str, Any], stream: bool
+) -> None:
+    body = orjson.loads(orjson.dumps({"model": "m", "messages": messages, **params}))
+    rest = {k: v for k, v in body.items() if k not in _TOP}
+    messages = body["messages"]
+    # the one pass of ChatDialect.parse gives what chat_request gives for the same body
+    one_pass = _outcome(lambda: chat_body_request("m", messages, stream, body, _TOP))
+    assert one_pass == _outcome(lambda: chat_request("m", messages, stream=stream, params=rest))
+    # the fast paths decide as the checks in their order: the same error, or the same request
+    given_params = {k: v for k, v in rest.items() if k in CHAT_PARAMS and v is not None}
+    slow_messages = _List(messages) if isinstance(messages, list) else messages
+    slow = _outcome(lambda: (_ordered(given_params), normalize_messages(slow_messages)))
+    assert slow == ((one_pass.params, one_pass.messages) if isinstance(one_pass, ChatRequest) else one_pass)

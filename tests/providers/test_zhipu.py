@@ -245,6 +245,7 @@ class TestJWT:
         clock.t = 1_000.0 + 180.0  # 30 s left: re-signed
         second = a.token()
         assert second != first
+        assert a.chat_request(ChatRequest("glm-4-flash", [])).headers["Authorization"] == f"Bearer {second}"
         assert self.decode(second, "Xy9sEcReT0k")[1]["timestamp"] == 1_180_000
         clock.t = 1_200.0
         assert a.token() is second

@@ -150,6 +150,18 @@ class Adapter(ABC):
     supports_embeddings: ClassVar[bool] = False
     #: whether ``rerank_request``/``parse_rerank`` are served (the rerank mixins of :mod:`.rerank` set it)
     supports_rerank: ClassVar[bool] = False
+    #: whether ``base_headers()`` depends on nothing but the settings and ``api_key`` (no clock, no token that
+    #: expires): then :meth:`json_request` builds the headers once per key and copies them for each request. A
+    #: subclass that overrides ``auth_headers`` or ``base_headers`` is not static unless it sets this again itself.
+    static_headers: ClassVar[bool] = False
+    #: ``(api_key, base_headers())`` once built, for a static class
+    _headers_cache: tuple[str | None, dict[str, str]] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "static_headers" not in own and ("auth_headers" in own or "base_headers" in own):
+            cls.static_headers = False
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
@@ -247,7 +259,13 @@ class Adapter(ABC):
 
     # -- helpers --------------------------------------------------------------------------------
     def json_request(self, path: str, payload: dict[str, Any], headers: dict[str, str] | None = None) -> HTTPRequest:
-        h = self.base_headers()
+        if self.static_headers:
+            cached = self._headers_cache
+            if cached is None or cached[0] is not self.api_key:  # (a key set since: built again)
+                cached = self._headers_cache = (self.api_key, self.base_headers())
+            h = cached[1].copy()
+        else:
+            h = self.base_headers()
         if headers:
             h.update(headers)
         return HTTPRequest("POST", self.base_url + path, h, orjson.dumps(payload), self.name)

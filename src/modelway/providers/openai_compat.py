@@ -48,6 +48,9 @@ from .base import Adapter, HTTPRequest, StreamParser, decode_json
 __all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_class"]
 
 _EMPTY: dict[str, Any] = {}
+_UNSET: Any = object()
+#: the largest token count or timestamp taken as it comes (:func:`modelway.types.whole` checks the others)
+_MAX_WHOLE = 2**53
 _loads = orjson.loads
 
 #: error codes/types that mean the same thing at every OpenAI-compatible provider
@@ -126,7 +129,10 @@ def reasoning_payload(style: ReasoningStyle, effort: Any, payload: dict[str, Any
 
 def without_reasoning(messages: list[Message]) -> list[Message]:
     """The messages without ``reasoning_content`` (copied only when one has it)."""
-    if not any("reasoning_content" in m for m in messages):
+    for m in messages:
+        if "reasoning_content" in m:
+            break
+    else:
         return messages
     return [
         {k: v for k, v in m.items() if k != "reasoning_content"} if "reasoning_content" in m else m for m in messages
@@ -160,6 +166,9 @@ class OpenAICompatAdapter(Adapter):
     """Adapter for any provider that speaks OpenAI Chat Completions. Configure it with a spec subclass."""
 
     spec: OpenAISpec
+    #: the key (or none) in a header, the same for every request (a subclass with a token that changes overrides
+    #: ``auth_headers``, which turns this off: :attr:`Adapter.static_headers`)
+    static_headers = True
 
     # -- requests ---------------------------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:
@@ -172,16 +181,29 @@ class OpenAICompatAdapter(Adapter):
 
     def chat_payload(self, req: ChatRequest) -> dict[str, Any]:
         spec = self.spec
-        messages = req.messages if spec.reasoning_in_messages else without_reasoning(req.messages)
+        messages = req.messages
+        if not spec.reasoning_in_messages:
+            for m in messages:
+                if "reasoning_content" in m:
+                    messages = without_reasoning(messages)
+                    break
         payload: dict[str, Any] = {"model": req.model, "messages": messages}
-        for k, v in req.params.items():
-            if k in spec.drop_params or k == "reasoning_effort":
-                continue
-            payload[spec.rename_params.get(k, k)] = v
-        payload.update(req.extra)
-        # a library caller's extra_body may carry it too (checked as the OpenAI parameter): never sent raw
-        raw_effort = payload.pop("reasoning_effort", None)
-        effort = req.params.get("reasoning_effort", raw_effort)
+        params = req.params
+        if not spec.drop_params and not spec.rename_params and "reasoning_effort" not in params:
+            payload.update(params)  # (the common case: every parameter as it is)
+        else:
+            for k, v in params.items():
+                if k in spec.drop_params or k == "reasoning_effort":
+                    continue
+                payload[spec.rename_params.get(k, k)] = v
+        extra = req.extra
+        if extra:
+            payload.update(extra)
+            # a library caller's extra_body may carry it too (checked as the OpenAI parameter): never sent raw
+            raw_effort = payload.pop("reasoning_effort", None)
+        else:
+            raw_effort = None
+        effort = params.get("reasoning_effort", raw_effort)
         if effort is not None and "reasoning_effort" not in spec.drop_params:
             reasoning_payload(spec.reasoning, effort, payload)
         if req.stream:
@@ -195,8 +217,8 @@ class OpenAICompatAdapter(Adapter):
         return payload
 
     def chat_request(self, req: ChatRequest) -> HTTPRequest:
-        if openai_responses.native(self, req):  # a /v1/responses request to OpenAI itself: its own API
-            return openai_responses.responses_request(self, req)
+        if req.native is not None and openai_responses.native(self, req):  # a /v1/responses request to OpenAI
+            return openai_responses.responses_request(self, req)  # itself: its own API
         return self.json_request("/chat/completions", self.chat_payload(req))
 
     # -- responses --------------------------------------------------------------------------------
@@ -215,37 +237,54 @@ class OpenAICompatAdapter(Adapter):
         return str(self.spec.finish_reasons.get(reason, reason))
 
     def parse_chat(self, body: bytes, headers: Mapping[str, str], req: ChatRequest) -> ChatCompletion:
-        if openai_responses.native(self, req):
+        if req.native is not None and openai_responses.native(self, req):
             return openai_responses.parse_response(self, body, headers, req)
-        data = decode_json(body, provider=self.name)
+        try:
+            data = _loads(body)
+        except orjson.JSONDecodeError:
+            data = decode_json(body, provider=self.name)  # raises its StreamError
         if not isinstance(data, dict) or "choices" not in data:
             raise self.error_from_payload(200, headers, data)
-        request_id = _rid(data, headers)
+        spec = self.spec
+        # finish reasons as they come unless the spec maps some or fails on some (then finish() does it all)
+        plain_finish = not spec.finish_errors and not spec.finish_reasons
+        request_id: Any = _UNSET  # (looked up when something needs it: an id, an error)
         choices = []
-        for i, c in enumerate(data.get("choices") or []):
-            msg = c.get("message") or {}
+        for i, c in enumerate(data.get("choices") or ()):
+            index = c.get("index", i)
+            msg = c.get("message") or _EMPTY
             tcs = msg.get("tool_calls")
-            choices.append(
-                Choice(
-                    index=c.get("index", i),
-                    message=ChatMessage(
-                        content=msg.get("content"),
-                        role=msg.get("role") or "assistant",
-                        tool_calls=[ToolCall.from_openai(t) for t in tcs] if tcs else None,
-                        reasoning_content=msg.get("reasoning_content"),
-                    ),
-                    finish_reason=self.finish(c.get("finish_reason"), request_id=request_id),
-                    logprobs=c.get("logprobs"),
-                )
+            message = ChatMessage(
+                msg.get("content"),
+                msg.get("role") or "assistant",
+                [ToolCall.from_openai(t) for t in tcs] if tcs else None,
+                msg.get("reasoning_content"),
             )
+            fr = c.get("finish_reason")
+            if fr is not None and not (plain_finish and type(fr) is str):
+                if request_id is _UNSET:
+                    request_id = _rid(data, headers)
+                fr = self.finish(fr, request_id=request_id)
+            choices.append(Choice(index, message, fr, c.get("logprobs")))
+        rid = data.get("id")
+        if type(rid) is not str or not rid:
+            if request_id is _UNSET:
+                request_id = _rid(data, headers)
+            rid = str(rid or request_id or "")
+        created = data.get("created")
+        if type(created) is not int or not 0 < created < _MAX_WHOLE:
+            created = whole(created) or int(time.time())
+        model = data.get("model")
+        if type(model) is not str or not model:
+            model = str(model or req.model)
         usage = data.get("usage")
         return ChatCompletion(
-            id=str(data.get("id") or request_id or ""),
-            created=whole(data.get("created")) or int(time.time()),
-            model=str(data.get("model") or req.model),
-            choices=choices,
-            usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
-            provider=self.name,
+            rid,
+            created,
+            model,
+            choices,
+            Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            self.name,
         )
 
     def stream_parser(self, req: ChatRequest) -> StreamParser:

@@ -10,7 +10,7 @@ import orjson
 
 from ...errors import InvalidRequestError
 from ...types import ChatCompletion, ChatCompletionChunk, ChunkChoice
-from ...validate import chat_request
+from ...validate import chat_body_request
 from .base import Call, Dialect, StreamRenderer, model_field, stream_field
 
 if TYPE_CHECKING:
@@ -21,18 +21,23 @@ __all__ = ["ChatDialect", "ChunkRenderer"]
 
 _TOP = frozenset({"model", "messages", "stream"})
 _DONE = b"data: [DONE]\n\n"
+_MISSING: Any = object()
 
 
 class ChatDialect(Dialect):
     endpoint = "chat"
 
     async def parse(self, data: dict[str, Any], req: Request, gw: Gateway) -> Call:
-        model = model_field(data)
-        if "messages" not in data:
+        model = data.get("model")
+        if type(model) is not str or not model:
+            model = model_field(data)  # (raises, or takes a str subclass)
+        messages = data.get("messages", _MISSING)
+        if messages is _MISSING:
             raise InvalidRequestError("messages is required", param="messages")
-        stream = stream_field(data)
-        params = {k: v for k, v in data.items() if k not in _TOP}
-        return Call(model, chat_request(model, data["messages"], stream=stream, params=params))
+        stream = data.get("stream", False)
+        if type(stream) is not bool:
+            stream = stream_field(data)
+        return Call(model, chat_body_request(model, messages, stream, data, _TOP), {})
 
     def body(self, resp: ChatCompletion, call: Call) -> bytes:
         return orjson.dumps(resp.to_dict())
