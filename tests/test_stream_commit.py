@@ -25,7 +25,8 @@ async def upstream() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     async def start(handler: Handler) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", handler)
-        runner = web.AppRunner(app, handle_signals=False)
+        # a handler still stalling when the test is over is cancelled at the cleanup, not waited for (60 s at most)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

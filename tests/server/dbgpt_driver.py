@@ -19,6 +19,9 @@ It prints one JSON object to stdout::
 On an exception ``result`` holds what was returned or yielded before it (a stream's earlier chunks).
 ``http.body`` lets a test check what the client saw on the wire, e.g. that a stream ended with
 ``data: [DONE]``. Exit status 0 whenever a JSON result was printed, also when the client raised.
+
+``--serve`` runs many requests, each in a process of its own forked from the driver (``serve``): the import of the
+client is paid once instead of once a request.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -102,10 +108,48 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["--serve"]:
+        return serve()
     job = json.loads(argv[1] if len(argv) > 1 else sys.stdin.read())
+    return one(job)
+
+
+def one(job: dict[str, Any]) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         result = asyncio.run(run(job))
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    return 0
+
+
+def serve() -> int:
+    """``--serve``: still one process per request, forked from this one (which imported the client once, the slow
+    part of a start). Reads one line per request on stdin, ``{"job": <job>, "stdout": <path>, "stderr": <path>,
+    "timeout": <seconds>}``; a child runs the job with its stdout and stderr in those files and exits as the
+    one-shot driver does (its atexit handlers run at its exit). Prints ``{"status": <exit status>}`` (-9: killed at
+    the timeout) once the child is gone. Ends at the end of stdin."""
+    for line in sys.stdin:
+        req = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never back into this loop
+            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+                target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(target, fd)
+                os.close(target)
+            sys.exit(one(req["job"]))  # (SystemExit unwinds to the interpreter's exit: atexit runs, as in one shot)
+        deadline = time.monotonic() + float(req.get("timeout", 60))
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)
+        sys.stdout.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
+        sys.stdout.flush()
     return 0
 
 

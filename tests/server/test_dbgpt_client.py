@@ -1,7 +1,8 @@
 """The gateway's DB-GPT API v2 driven by DB-GPT's official client, ``dbgpt-client`` 0.8.2.
 
 The client pins dependencies the project cannot share, so it runs in its own cached virtualenv
-(``dbgpt_env.py``) through ``dbgpt_driver.py``, one subprocess per request. Contract:
+(``dbgpt_env.py``) through ``dbgpt_driver.py``, one subprocess per request (forked by one ``dbgpt_driver.py --serve``
+for the module, which imports the client once). Contract:
 ``/work/shared/reference/dbgpt.md`` §1.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,9 +87,41 @@ def dbgpt_python() -> Path:
         pytest.fail(f"could not build the dbgpt-client virtualenv:\n{e}", pytrace=False)
 
 
+@pytest.fixture(scope="module")
+def driver(dbgpt_python: Path) -> Iterator[subprocess.Popen[str]]:
+    """``dbgpt_driver.py --serve``: forks one process per request, from a process that imported the client once."""
+    proc = subprocess.Popen(
+        [str(dbgpt_python), str(DRIVER), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield proc
+    finally:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()  # the end of its input: it exits
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
 @pytest.fixture
-def dbgpt(dbgpt_python: Path, gateway: RunningGateway) -> Dbgpt:
+def dbgpt(driver: subprocess.Popen[str], gateway: RunningGateway, tmp_path: Path) -> Dbgpt:
     """``dbgpt(kind, model, messages, key=..., **client_kwargs)`` runs one official-client call on the gateway."""
+    calls = iter(range(1_000_000))
+
+    def call(job: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        """One request in a process of its own (forked by the driver): its exit status, stdout and stderr."""
+        n = next(calls)
+        out, err = tmp_path / f"dbgpt-{n}.out", tmp_path / f"dbgpt-{n}.err"
+        assert driver.stdin is not None and driver.stdout is not None
+        driver.stdin.write(json.dumps({"job": job, "stdout": str(out), "stderr": str(err), "timeout": 60}) + "\n")
+        driver.stdin.flush()
+        line = driver.stdout.readline()
+        assert line, f"dbgpt_driver.py --serve exited with {driver.poll()}"
+        status = json.loads(line)["status"]
+        return subprocess.CompletedProcess([], status, out.read_text(), err.read_text())
 
     def run(kind: str, model: str, messages: Any, *, key: str = MASTER_KEY, **kwargs: Any) -> Outcome:
         job = {
@@ -100,14 +133,7 @@ def dbgpt(dbgpt_python: Path, gateway: RunningGateway) -> Dbgpt:
             "kwargs": kwargs,
             "timeout": 30,
         }
-        proc = subprocess.run(
-            [str(dbgpt_python), str(DRIVER)],
-            input=json.dumps(job),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        proc = call(job)
         if proc.returncode != 0:
             pytest.fail(f"dbgpt_driver.py exited with {proc.returncode}:\n{proc.stderr}\n{proc.stdout}")
         out = json.loads(proc.stdout)

@@ -137,7 +137,9 @@ class Conn:
         self.buf += data
         return bool(data)
 
-    def answer(self) -> Answer:
+    def answer(self, *, to_head: bool = False) -> Answer:
+        """The next response; ``to_head``: the answer to a HEAD request, which has no body whatever its Content-Length
+        says (reading one would wait for the gateway to close the connection)."""
         start = time.monotonic()
         while b"\r\n\r\n" not in self.buf:
             if not self._fill():
@@ -149,7 +151,9 @@ class Conn:
         for line in lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
+        if to_head:
+            body = b""
+        elif "content-length" in headers:
             size = int(headers["content-length"])
             while len(self.buf) < size:
                 if not self._fill():
@@ -194,7 +198,7 @@ def request(
 
 def call(gw: RunningGateway, method: str, path: str, body: bytes | None = None, **kw: Any) -> Answer:
     with Conn(gw) as c:
-        return c.send(request(method, path, body, **kw)).answer()
+        return c.send(request(method, path, body, **kw)).answer(to_head=method == "HEAD")
 
 
 def post_json(gw: RunningGateway, path: str, data: Any, **kw: Any) -> Answer:

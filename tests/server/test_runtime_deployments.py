@@ -26,8 +26,11 @@ from modelway.testing import Fault, OpenAISimulator
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 KEY_VAR = "SIM_OPENAI_KEY"
-#: every gateway polls the store once a second: a change shows within this
+#: every gateway polls the store once a second (here: every POLL seconds): a change shows within this
 PATIENCE = 5.0
+#: the gateways' poll of the store's run-time changes here (1 s by default): what is checked is that the other
+#: gateway takes a change at its next poll, not how long the default interval is
+POLL = 0.2
 
 
 def _config(sim: OpenAISimulator, d: Path, name: str) -> dict[str, Any]:
@@ -48,10 +51,14 @@ def _config(sim: OpenAISimulator, d: Path, name: str) -> dict[str, Any]:
 def pair(openai_sim: OpenAISimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningGateway]]:
     d = tmp_path_factory.mktemp("runtime")
     env = {KEY_VAR: openai_sim.api_key}
-    gws = [RunningGateway(create_app(parse_config(_config(openai_sim, d, n), env={}), env=env)).start() for n in "ab"]
-    yield gws
-    for g in gws:
-        g.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Gateway, "runtime_poll", POLL)
+        gws = [
+            RunningGateway(create_app(parse_config(_config(openai_sim, d, n), env={}), env=env)).start() for n in "ab"
+        ]
+        yield gws
+        for g in gws:
+            g.stop()
 
 
 def admin(gw: RunningGateway, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
