@@ -150,11 +150,12 @@ class Authenticator:
     async def authenticate(self, authorization: bytes | None) -> Caller:
         """``authorization`` is the ``Authorization`` header (or ``Bearer`` + ``x-api-key``)."""
         caller = self.in_memory(authorization)
-        if caller is None:  # a virtual key not in memory: ask the store
-            assert authorization is not None
-            digest = hash_secret(_secret(authorization).decode("latin-1"))
-            caller = self._unexpired(await self._lookup(digest), digest)
-        return caller
+        return caller if caller is not None else await self.from_store(authorization)
+
+    async def from_store(self, authorization: bytes | None) -> Caller:
+        """:meth:`authenticate` for a key :meth:`in_memory` did not find: ask the store."""
+        digest = hash_secret(_secret(authorization).decode("latin-1"))
+        return self._unexpired(await self._lookup(digest), digest)
 
     def in_memory(self, authorization: bytes | None) -> Caller | None:
         """:meth:`authenticate` without the store: the caller when its key is in memory, ``None`` when the store must

@@ -59,7 +59,8 @@ class MemoryLimiter(Limiter):
                 raise rate_exceeded(subject, "tpm", tpm, window, now)
         if budget is not None:
             period = limits.budget_period
-            start, end = self._period(period, now)
+            cached = self._periods.get(period)  # (the period seen last: _period's cache, inline)
+            start, end = cached if cached is not None and cached[0] <= now < cached[1] else self._period(period, now)
             spent = self._spend.get((subject, period, start))
             if spent is None:
                 raise SpendNotSeeded(subject, period, start)

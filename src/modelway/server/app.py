@@ -328,7 +328,7 @@ class GatewayApp:
                     got = b"Bearer " + api_key if api_key else None
                 auth = gw.control.auth
                 caller = auth.in_memory(got)  # (no coroutine for a key in memory)
-                req.caller = caller if caller is not None else await auth.authenticate(got)
+                req.caller = caller if caller is not None else await auth.from_store(got)
                 if handler is None:  # a chat-like route
                     await serve(chat, gw, req, send)
                 else:
