@@ -69,6 +69,17 @@ def _caller(key: ApiKey) -> Caller:
     return Caller(key=key, admin=key.admin, limits=_limits(key))
 
 
+def _secret(authorization: bytes | None) -> bytes:
+    """The key of an ``Authorization`` header: ``Bearer <key>``."""
+    if authorization is None:
+        raise GatewayAuthError("missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
+    scheme, _, secret = authorization.partition(b" ")
+    secret = secret.strip()
+    if scheme.lower() != b"bearer" or not secret:
+        raise GatewayAuthError("invalid API key: send Authorization: Bearer <key>", code="invalid_api_key")
+    return secret
+
+
 class Authenticator:
     def __init__(self, master_key: str | None, store: SQLStore | None = None, *, refresh: float = 5.0) -> None:
         self._master = master_key.encode() if master_key else None
@@ -138,20 +149,28 @@ class Authenticator:
     # -- the check of every request ---------------------------------------------------------------
     async def authenticate(self, authorization: bytes | None) -> Caller:
         """``authorization`` is the ``Authorization`` header (or ``Bearer`` + ``x-api-key``)."""
+        caller = self.in_memory(authorization)
+        return caller if caller is not None else await self.from_store(authorization)
+
+    async def from_store(self, authorization: bytes | None) -> Caller:
+        """:meth:`authenticate` for a key :meth:`in_memory` did not find: ask the store."""
+        digest = hash_secret(_secret(authorization).decode("latin-1"))
+        return self._unexpired(await self._lookup(digest), digest)
+
+    def in_memory(self, authorization: bytes | None) -> Caller | None:
+        """:meth:`authenticate` without the store: the caller when its key is in memory, ``None`` when the store must
+        be asked (a virtual key not seen yet, or one that is no key); raises as ``authenticate`` does for a key
+        missing, malformed or expired. No coroutine: the app calls it first on every request."""
         if not self.required:
             return ANONYMOUS
-        if authorization is None:
-            raise GatewayAuthError("missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
-        scheme, _, secret = authorization.partition(b" ")
-        secret = secret.strip()
-        if scheme.lower() != b"bearer" or not secret:
-            raise GatewayAuthError("invalid API key: send Authorization: Bearer <key>", code="invalid_api_key")
+        secret = _secret(authorization)
         if self._master is not None and hmac.compare_digest(secret, self._master):
             return MASTER
         digest = hash_secret(secret.decode("latin-1"))
         caller = self._by_hash.get(digest)
-        if caller is None:
-            caller = await self._lookup(digest)
+        return self._unexpired(caller, digest) if caller is not None else None
+
+    def _unexpired(self, caller: Caller, digest: str) -> Caller:
         key = caller.key
         if key is not None and key.expires_at is not None and key.expires_at <= time.time():
             self._by_hash.pop(digest, None)

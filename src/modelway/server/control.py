@@ -38,7 +38,7 @@ from .errors import Forbidden
 from .http import Lifecycle
 from .metrics import UNKNOWN_MODEL, Metrics
 from .request_log import RequestLog
-from .ticket import Ticket, key_name
+from .ticket import MASTER_NAME, Ticket
 
 if TYPE_CHECKING:
     from ..store.sql import SQLStore
@@ -111,6 +111,8 @@ class ControlPlane:
         self._labels = {m.name for m in config.models} | set(config.prices)
         for cls in PROVIDERS.values():
             self._labels.update(info.id for info in cls(ProviderSettings()).models())
+        #: the model names that are their own label (a ticket checks it inline before calling :meth:`label`)
+        self.labels: frozenset[str] = frozenset(self._labels)
         self._deployments = {d.model for m in config.models for d in m.deployments} | self._labels
 
     @classmethod
@@ -224,15 +226,20 @@ class ControlPlane:
     # -- per request ------------------------------------------------------------------------------
     async def begin(self, request_id: str, caller: Caller, model: str, endpoint: str, stream: bool) -> Ticket:
         """Check the caller may call ``model`` now; the returned ticket must be finished (``finish``/``fail``)."""
-        ticket = Ticket(self, request_id, caller.key_id, model, endpoint, stream)
         key = caller.key
-        ticket.key_name = key_name(caller)
+        ticket = Ticket(self, request_id, key.id if key is not None else None, model, endpoint, stream)
+        # (key_name(caller), inline)
+        ticket.key_name = key.name if key is not None else MASTER_NAME if caller.admin else None
         limits = caller.limits
         try:
             if key is not None:
                 self._check_model(key, limits, model)
-            if key is not None and limits is not None and self.limiter is not None:
-                ticket.permit = await self._acquire(key, limits)
+                limiter = self.limiter
+                if limits is not None and limiter is not None:
+                    try:
+                        ticket.permit = await limiter.acquire(key.id, limits)
+                    except (SpendNotSeeded, LimiterUnavailableError) as first:
+                        ticket.permit = await self._acquire(key, limits, first)
         except BaseException as exc:  # refused (limits, model list, price, unknown model) or cut short: recorded
             if isinstance(exc, LimitExceededError) and self.metrics is not None:
                 self.metrics.count_limited(exc.limit)
@@ -253,23 +260,25 @@ class ControlPlane:
             )
         if limits is not None and limits.budget is not None and self.resolve is not None:
             group = self.resolve(model)  # an unknown model raises its 404 here
-            if any(d.price is None for d in group.deployments):
-                raise ModelNotAllowedError(
-                    f"the model {model!r} has no price, and the API key {key.prefix}… ({key.id}) has a budget: "
-                    "set a price for it in the gateway's config (models[].price or prices)",
-                    param="model",
-                    code="model_not_priced",
-                )
+            for d in group.deployments:  # (a loop: no generator per request)
+                if d.price is None:
+                    raise ModelNotAllowedError(
+                        f"the model {model!r} has no price, and the API key {key.prefix}… ({key.id}) has a budget: "
+                        "set a price for it in the gateway's config (models[].price or prices)",
+                        param="model",
+                        code="model_not_priced",
+                    )
 
-    async def _acquire(self, key: ApiKey, limits: Limits) -> Permit:
+    async def _acquire(self, key: ApiKey, limits: Limits, first: SpendNotSeeded | LimiterUnavailableError) -> Permit:
+        """The limiter's first ``acquire`` (in :meth:`begin`) raised ``first``: seed the key's spend and acquire
+        again, or refuse."""
         limiter = self.limiter
         assert limiter is not None
         try:
-            try:
-                return await limiter.acquire(key.id, limits)
-            except SpendNotSeeded:
-                await self._seed(key, limits)
-                return await limiter.acquire(key.id, limits)
+            if isinstance(first, LimiterUnavailableError):
+                raise first
+            await self._seed(key, limits)
+            return await limiter.acquire(key.id, limits)
         except SpendNotSeeded:  # seeded, and gone again at once: do not admit unchecked
             raise _unavailable("this key's budget") from None
         except LimiterUnavailableError as exc:

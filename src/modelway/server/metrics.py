@@ -146,6 +146,9 @@ Gauges = dict[str, dict[tuple[str, ...], float]]
 
 # values: for counters {labels: number}; for histograms {labels: [count per bucket..., count above, sum]}
 Values = dict[str, dict[tuple[str, ...], Any]]
+#: what :meth:`Metrics.observe` keeps per (model, endpoint, status): the requests counter's key, the duration
+#: histogram's counts, and the keys of the model's series (its own, prompt tokens, completion tokens)
+_Series = tuple[tuple[str, str, str], list[Any], tuple[str], tuple[str, str], tuple[str, str]]
 
 
 class Metrics:
@@ -155,6 +158,10 @@ class Metrics:
         self.directory = Path(path) if path else None
         self.in_flight = 0
         self._values: Values = {name: {} for name in _FAMILIES if name != "modelway_requests_in_flight"}
+        self._requests: dict[tuple[str, ...], int] = self._values["modelway_requests"]
+        self._tokens: dict[tuple[str, ...], int] = self._values["modelway_tokens"]
+        #: (model, endpoint, status) → its keys and its duration histogram (bounded as the labels are)
+        self._series: dict[tuple[str, str, int], _Series] = {}
         #: the scrape-time gauges of this worker (the gateway sets it: circuits, queues, upstream in flight)
         self.gauges: Callable[[], Gauges] | None = None
         self._started = _process_start()
@@ -169,36 +176,50 @@ class Metrics:
         endpoint: str,
         status: int,
         seconds: float,
-        *,
-        ttft: float | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        cost: float,
+        ttft: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost: float = 0.0,
         attempts: int = 0,
         fallback: str | None = None,
     ) -> None:
         """One finished request (``attempts``: its upstream requests; ``fallback``: the model it fell back to, a
         label already)."""
-        v = self._values
-        requests = v["modelway_requests"]
-        key = (model, endpoint, str(status))
-        requests[key] = requests.get(key, 0) + 1
-        _hist(v["modelway_request_duration_seconds"], (model, endpoint), _LATENCY_BUCKETS, seconds)
+        series = self._series.get((model, endpoint, status))
+        if series is None:
+            series = self._new_series(model, endpoint, status)
+        requests_key, duration, model_key, prompt_key, completion_key = series
+        self._requests[requests_key] += 1  # (made by _new_series)
+        duration[_bisect(_LATENCY_BUCKETS, seconds)] += 1
+        duration[-1] += seconds
         if ttft is not None:
-            _hist(v["modelway_time_to_first_token_seconds"], (model,), _TTFT_BUCKETS, ttft)
+            _hist(self._values["modelway_time_to_first_token_seconds"], model_key, _TTFT_BUCKETS, ttft)
         if prompt_tokens or completion_tokens:
-            tokens = v["modelway_tokens"]
-            for kind, n in (("prompt", prompt_tokens), ("completion", completion_tokens)):
-                tokens[(model, kind)] = tokens.get((model, kind), 0) + n
+            tokens = self._tokens
+            tokens[prompt_key] = tokens.get(prompt_key, 0) + prompt_tokens
+            tokens[completion_key] = tokens.get(completion_key, 0) + completion_tokens
         if cost:
-            costs = v["modelway_cost"]
-            costs[(model,)] = costs.get((model,), 0.0) + cost
+            costs = self._values["modelway_cost"]
+            costs[model_key] = costs.get(model_key, 0.0) + cost
         if attempts > 1:
-            retries = v["modelway_retries"]
-            retries[(model,)] = retries.get((model,), 0) + attempts - 1
+            retries = self._values["modelway_retries"]
+            retries[model_key] = retries.get(model_key, 0) + attempts - 1
         if fallback is not None:
-            fallbacks = v["modelway_fallbacks"]
+            fallbacks = self._values["modelway_fallbacks"]
             fallbacks[(model, fallback)] = fallbacks.get((model, fallback), 0) + 1
+
+    def _new_series(self, model: str, endpoint: str, status: int) -> _Series:
+        """The keys of a (model, endpoint, status) seen for the first time, and its duration histogram (made here,
+        so that :meth:`observe` adds to it without looking it up)."""
+        durations = self._values["modelway_request_duration_seconds"]
+        duration = durations.get((model, endpoint))
+        if duration is None:
+            duration = durations[(model, endpoint)] = [0] * (len(_LATENCY_BUCKETS) + 1) + [0.0]
+        requests_key = (model, endpoint, str(status))
+        self._requests.setdefault(requests_key, 0)
+        series = (requests_key, duration, (model,), (model, "prompt"), (model, "completion"))
+        self._series[(model, endpoint, status)] = series
+        return series
 
     def observe_queue_wait(self, model: str, seconds: float) -> None:
         """A request left its model's quota queue after ``seconds`` (admitted, refused, or gone)."""
@@ -425,11 +446,14 @@ def _process_start() -> float:
         return time.time()
 
 
+_bisect = bisect.bisect_left
+
+
 def _hist(series: dict[tuple[str, ...], Any], key: tuple[str, ...], buckets: tuple[float, ...], value: float) -> None:
     counts = series.get(key)
     if counts is None:
         counts = series[key] = [0] * (len(buckets) + 1) + [0.0]
-    counts[bisect.bisect_left(buckets, value)] += 1
+    counts[_bisect(buckets, value)] += 1
     counts[-1] += value
 
 

@@ -21,11 +21,11 @@ from ..limits.base import LimiterUnavailableError, Permit
 from ..router import Deployment
 from ..types import ChatCompletionChunk, Message, Usage
 from ..usage.estimate import estimate_tokens, prompt_chars
-from ..usage.records import RecordWithBodies, UsageRecord
+from ..usage.records import RecordWithBodies, UsageRecord, new_record_id
 from .disconnect import ClientGone
 from .errors import error_payload
 from .exchange import CURRENT, Exchange
-from .http import Request, Send, send_json
+from .http import JSON_CONTENT_TYPE, Request, Send
 from .metrics import UNKNOWN_MODEL
 from .request_log import clip_body
 from .streaming import stream_sse
@@ -149,9 +149,9 @@ class Ticket:
         out = self.rate_headers()
         dep = self.deployment
         if dep is not None:
-            out.append((b"x-modelway-deployment", dep.address.encode("utf-8", "replace")))
+            out.append((b"x-modelway-deployment", _address(dep)[1]))
         if self.attempts:
-            out.append((b"x-modelway-attempts", str(self.attempts).encode()))
+            out.append((b"x-modelway-attempts", _number(self.attempts)))
         if self.fallback is not None:
             out.append((b"x-modelway-fallback", self.fallback.encode("utf-8", "replace")))
         return out
@@ -163,18 +163,17 @@ class Ticket:
             return []
         out: list[tuple[bytes, bytes]] = []
         reset = _duration(p.reset).encode()
-        if p.limits.rpm is not None and p.remaining_requests is not None:
-            out += [
-                (b"x-ratelimit-limit-requests", str(p.limits.rpm).encode()),
-                (b"x-ratelimit-remaining-requests", str(max(0, p.remaining_requests)).encode()),
-                (b"x-ratelimit-reset-requests", reset),
-            ]
-        if p.limits.tpm is not None and p.remaining_tokens is not None:
-            out += [
-                (b"x-ratelimit-limit-tokens", str(p.limits.tpm).encode()),
-                (b"x-ratelimit-remaining-tokens", str(max(0, p.remaining_tokens)).encode()),
-                (b"x-ratelimit-reset-tokens", reset),
-            ]
+        limits = p.limits
+        rpm, left = limits.rpm, p.remaining_requests
+        if rpm is not None and left is not None:
+            out.append((b"x-ratelimit-limit-requests", _number(rpm)))
+            out.append((b"x-ratelimit-remaining-requests", str(left).encode() if left > 0 else b"0"))
+            out.append((b"x-ratelimit-reset-requests", reset))
+        tpm, left = limits.tpm, p.remaining_tokens
+        if tpm is not None and left is not None:
+            out.append((b"x-ratelimit-limit-tokens", _number(tpm)))
+            out.append((b"x-ratelimit-remaining-tokens", str(left).encode() if left > 0 else b"0"))
+            out.append((b"x-ratelimit-reset-tokens", reset))
         return out
 
     async def answer(self, req: Request, send: Send, usage: Usage | None, payload: bytes) -> None:
@@ -183,7 +182,14 @@ class Ticket:
         if self.plane.body_cap is not None:
             self.answer_body = payload
         self.settle(200, usage)
-        await send_json(send, 200, payload, request_id=req.request_id, headers=self.answer_headers())
+        # (send_json, inline: its headers in the same order, built in one list)
+        headers = self.answer_headers()
+        headers.insert(0, JSON_CONTENT_TYPE)
+        if req.request_id:
+            headers.append((b"x-request-id", req.request_id.encode("latin-1")))
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def __aenter__(self) -> Ticket:
         return self
@@ -225,28 +231,34 @@ class Ticket:
                 except Exception:  # a bug of ours: charge nothing rather than leave the ticket half-finished
                     log.exception("request %s: could not estimate its usage", self.request_id)
                 estimated = usage is not None
-        prompt = usage.prompt_tokens if usage is not None else 0
-        completion = usage.completion_tokens if usage is not None else 0
-        self.tokens = total = usage.total_tokens if usage is not None else 0
+        if usage is not None:
+            prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+        else:
+            prompt = completion = total = 0
+        self.tokens = total
         dep = self.deployment
-        self.cost = cost = dep.price.cost(prompt, completion) if dep is not None and dep.price is not None else 0.0
+        price = dep.price if dep is not None else None
+        self.cost = cost = price.cost(prompt, completion) if price is not None else 0.0
         m = plane.metrics
+        ttft = self.ttft
+        fallback = self.fallback
         if m is not None:
             if self.in_flight:
                 self.in_flight = False
                 m.in_flight -= 1
             try:
+                model = self.model
                 m.observe(
-                    plane.label(self.model, dep),
+                    model if model in plane.labels else plane.label(model, dep),
                     self.endpoint,
                     status,
                     elapsed,
-                    ttft=self.ttft,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cost=cost,
-                    attempts=self.attempts,
-                    fallback=plane.label(self.fallback, None) if self.fallback is not None else None,
+                    ttft,
+                    prompt,
+                    completion,
+                    cost,
+                    self.attempts,
+                    plane.label(fallback, None) if fallback is not None else None,
                 )
             except Exception:
                 log.exception("request %s: could not count its metrics", self.request_id)
@@ -254,25 +266,27 @@ class Ticket:
         span = ex.span if ex is not None else None
         if plane.ledger is None and plane.request_log is None and span is None:
             return
+        # (positionally, in the order of the fields: records.py makes sure it is theirs)
         record = UsageRecord(
-            ts=self.ts,
-            request_id=_clean(self.request_id),
-            key_id=self.key_id,
-            model=_clean(self.model),
-            deployment=dep.address if dep is not None else None,
-            endpoint=self.endpoint,
-            stream=self.stream,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=total,
-            cost=cost,
-            status=status,
-            error=error,
-            latency_ms=elapsed * 1000.0,
-            ttft_ms=self.ttft * 1000.0 if self.ttft is not None else None,
-            estimated=estimated,
-            attempts=self.attempts,
-            fallback=_clean(self.fallback) if self.fallback is not None else None,
+            self.ts,
+            _clean(self.request_id),
+            self.key_id,
+            _clean(self.model),
+            _address(dep)[0] if dep is not None else None,
+            self.endpoint,
+            self.stream,
+            prompt,
+            completion,
+            total,
+            cost,
+            status,
+            error,
+            elapsed * 1000.0,
+            ttft * 1000.0 if ttft is not None else None,
+            estimated,
+            self.attempts,
+            _clean(fallback) if fallback is not None else None,
+            new_record_id(),
         )
         req = ex.req if ex is not None else None
         request_body = response_body = None
@@ -341,7 +355,8 @@ class Ticket:
         try:
             self.settle(status, usage, error)
         finally:
-            await self.release()
+            if self.permit is not None:  # (else nothing to release: no coroutine)
+                await self.release()
 
     async def fail(self, exc: BaseException) -> None:
         """Finish with the status ``exc`` is answered with (499 when the caller went away)."""
@@ -427,6 +442,33 @@ class Ticket:
             await self.finish(499, None, "client_gone")
 
 
+#: each deployment's address, as text and as a header's value (bounded: emptied when full)
+_ADDRESSES: dict[Deployment, tuple[str, bytes]] = {}
+#: limits (rpm, tpm) and attempts as header values
+_NUMBERS: dict[int, bytes] = {}
+_CACHED = 4096
+
+
+def _address(dep: Deployment) -> tuple[str, bytes]:
+    """``dep.address`` (made anew by every call) and its header value, once per deployment."""
+    got = _ADDRESSES.get(dep)
+    if got is None:
+        if len(_ADDRESSES) >= _CACHED:
+            _ADDRESSES.clear()
+        address = dep.address
+        got = _ADDRESSES[dep] = (address, address.encode("utf-8", "replace"))
+    return got
+
+
+def _number(n: int) -> bytes:
+    got = _NUMBERS.get(n)
+    if got is None:
+        if len(_NUMBERS) >= _CACHED:
+            _NUMBERS.clear()
+        got = _NUMBERS[n] = str(n).encode()
+    return got
+
+
 def _duration(seconds: float) -> str:
     """``23s``, ``1m0s``, ``450ms``: the form OpenAI uses in its rate-limit headers."""
     if seconds < 1:
@@ -447,7 +489,7 @@ def _clean(text: str) -> str:
     """A caller-chosen string made safe to store: no NUL (PostgreSQL refuses it in text), bounded length."""
     if "\x00" in text:
         text = text.replace("\x00", "")
-    return text[:256]
+    return text[:256] if len(text) > 256 else text
 
 
 def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted: bool) -> None:

@@ -56,6 +56,8 @@ class _Segment:
     pending: int = 0
     #: bytes of records in the map (the next record goes there)
     used: int = 0
+    #: the map's size
+    size: int = 0
 
 
 class Journal:
@@ -83,9 +85,20 @@ class Journal:
 
     def append(self, rec: UsageRecord) -> None:
         """Copy ``rec`` into the journal (call it in the order the records are queued for the store)."""
-        line = orjson.dumps(rec) + b"\n"
+        line = orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
         n = len(line)
         seg = self._segments[-1] if self._segments else None
+        if seg is not None:  # the common case: the segment being written has room
+            m = seg.map
+            if m is not None:
+                used = seg.used
+                end = used + n
+                if end <= seg.size:
+                    seg.written += 1
+                    seg.pending += 1
+                    m[used:end] = line
+                    seg.used = end
+                    return
         if seg is None or seg.map is not None and seg.used + n > len(seg.map) or seg.map is None and seg.written:
             seg = self._new_segment(n)
         seg.written += 1
@@ -145,7 +158,7 @@ class Journal:
             self._fail(f"cannot create a segment in {self.directory}", exc)
             seg = _Segment(None, None)
         else:
-            seg = _Segment(final, fd, m)
+            seg = _Segment(final, fd, m, size=size)
             if self._failed:
                 self._failed = False
                 log.warning("usage journal: writing again, to %s", final)
