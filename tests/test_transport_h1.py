@@ -812,3 +812,32 @@ async def test_the_callers_loop_is_not_looked_up_per_request_and_another_loop_is
         with pytest.raises(errors.ConfigError, match="another event loop"):
             await asyncio.to_thread(elsewhere)
         assert (await transport.send(request(server.url), timeout=5)).status == 200
+
+
+def test_a_loop_moved_to_another_thread_is_not_taken_for_the_callers() -> None:
+    """The pool's loop ran here, then went on in another thread: a caller here, on a loop of its own, is refused
+    (not lent the other loop's pool, whose connections that thread drives)."""
+    import threading
+
+    transport = Transport(backend="h1")
+    backend = transport._backend
+    first = asyncio.new_event_loop()
+
+    async def here() -> h1_pool.Pool:
+        return backend._here()  # type: ignore[attr-defined,no-any-return]
+
+    made = first.run_until_complete(here())  # the pool, on the first loop, in this thread
+    running = threading.Event()
+    first.call_soon(running.set)
+    thread = threading.Thread(target=first.run_forever)
+    thread.start()
+    try:
+        assert running.wait(5)
+        with pytest.raises(errors.ConfigError, match="another event loop"):
+            asyncio.run(here())
+    finally:
+        first.call_soon_threadsafe(first.stop)
+        thread.join(5)
+        first.run_until_complete(transport.aclose())
+        first.close()
+    assert made.closed

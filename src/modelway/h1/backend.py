@@ -57,8 +57,17 @@ class H1Backend:
         """The pool, on the caller's loop (made on first use); :class:`ConfigError` on another loop."""
         pool = self._pool
         # the pool's loop runs in this thread: it is the caller's (a thread runs one loop at a time). Cheaper than
-        # asyncio.get_running_loop(), a getpid() system call on Python 3.11
-        if pool is not None and pool.thread == get_ident() and pool.loop.is_running() and not pool.closed:
+        # asyncio.get_running_loop(), a getpid() system call on Python 3.11. ``pool.thread`` is where the loop ran
+        # when last seen: it may since have stopped and gone on in another thread while this one runs another loop,
+        # which asyncio's loops tell (``_thread_id``, the thread running them now); uvloop's do not
+        ident = get_ident()
+        if (
+            pool is not None
+            and pool.thread == ident
+            and pool.loop.is_running()
+            and not pool.closed
+            and getattr(pool.loop, "_thread_id", ident) == ident
+        ):
             return pool
         loop = asyncio.get_running_loop()
         if pool is not None and not pool.closed:
