@@ -285,6 +285,27 @@ class TestRouting:
         finally:
             gw.stop()
 
+    async def test_a_direct_model_name_with_control_characters_is_no_model(self, zhipu_sim: ZhipuSimulator) -> None:
+        # it used to reach the provider and then fail as a 500: the name went out in x-modelway-deployment
+        from gw import RunningGateway as RG
+
+        from modelway.config import parse_config
+        from modelway.server import create_app
+
+        env = {"ZHIPUAI_API_KEY": zhipu_sim.api_key, "ZHIPUAI_BASE_URL": zhipu_sim.base_url}
+        gw = RG(create_app(parse_config({}, env=env), env=env)).start()
+        try:
+            calls = len(zhipu_sim.requests)
+            for model in ("zhipu/glm-4-flash\r\nX-Injected: 1", "zhipu/glm\x00", "zhipu/glm\x7f"):
+                status, headers, body = await post(gw, "/v1/chat/completions", chat(model))
+                assert status == 404 and body["error"]["code"] == "model_not_found", (model, body)
+                assert "x-injected" not in headers
+            assert len(zhipu_sim.requests) == calls  # the provider was not asked
+            status, headers, _ = await post(gw, "/v1/chat/completions", chat("zhipu/glm-四"))
+            assert status == 200 and headers["x-modelway-deployment"] == "zhipu/glm-四"
+        finally:
+            gw.stop()
+
 
 class TestLibraryAgainstGateway:
     async def test_async_client_in_gateway_mode(self, gateway: RunningGateway) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ log = logging.getLogger("modelway.server")
 #: the provider part of demo deployments' names (:data:`modelway.testing.demo.DEMO_PROVIDER`, not imported here:
 #: the simulators load only when a demo deployment is built)
 _DEMO = "demo"
+#: a caller-chosen `provider/model` with one of these is no model (and no header value)
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Gateway:
@@ -309,6 +312,8 @@ class Gateway:
         )
 
     def _direct(self, model: str) -> ModelGroup | None:
+        if _CONTROL_CHAR.search(model):  # no provider's model: and it would go out in x-modelway-deployment
+            return None
         try:
             provider, name = split_model(model)
         except ValueError:
