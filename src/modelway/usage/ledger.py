@@ -515,8 +515,8 @@ class Ledger:
                 records = kept
             if rejected:
                 await self._reject(rejected, f"lines of {path} that are not usage records, or that the store refused")
+            self.written += len(records)  # (stored: counted before the file goes, which callers may watch for)
             await asyncio.to_thread(path.unlink)
-        self.written += len(records)
         if records:
             log.info("usage ledger: imported %d usage records from %s", len(records), path)
 
