@@ -153,9 +153,11 @@ class Client(asyncio.Protocol):
             return
         data = orjson.loads(body)  # a gateway must at least look at the model and whether it streams
         _ = data.get("model"), data.get("stream") is True
-        request = (
-            b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (url, self.host, len(body), body)
+        request = b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            url,
+            self.host,
+            len(body),
+            body,
         )
         if self.pool.idle:  # the common case: no task, no await
             self.pool.idle.pop().send(self, request)

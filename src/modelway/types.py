@@ -158,21 +158,10 @@ class Usage:
 
     @classmethod
     def from_openai(cls, d: dict[str, Any]) -> Usage:
-        prompt = d.get("prompt_tokens")
-        completion = d.get("completion_tokens")
+        prompt = whole(d.get("prompt_tokens"))
+        completion = whole(d.get("completion_tokens"))
         total = d.get("total_tokens")
-        # (the common counts, ints in range, without a call of whole() each)
-        if not (
-            type(prompt) is int
-            and type(completion) is int
-            and type(total) is int
-            and 0 <= prompt < _MAX_WHOLE
-            and 0 <= completion < _MAX_WHOLE
-            and 0 <= total < _MAX_WHOLE
-        ):
-            prompt = whole(prompt)
-            completion = whole(completion)
-            total = whole(total) if total is not None else prompt + completion
+        total = whole(total) if total is not None else prompt + completion
         prompt_details = d.get("prompt_tokens_details")
         if not prompt_details:
             hit = d.get("prompt_cache_hit_tokens")  # DeepSeek's name for cached prompt tokens

@@ -508,13 +508,7 @@ def chat_request(
         raise InvalidRequestError("model is required", param="model")
     p: dict[str, Any] = {}
     x: dict[str, Any] = dict(extra or {})
-    for k, v in (params or {}).items():
-        if v is None:
-            continue
-        if k in CHAT_PARAMS:
-            p[k] = v
-        else:
-            x[k] = v
+    _split((params or {}).items(), _NOTHING, p, x)
     _check_params(p)
     if extra:
         named = {k: v for k, v in x.items() if k in CHAT_PARAMS and v is not None}
@@ -532,15 +526,26 @@ def chat_body_request(
     extras in one pass (``None`` values left out), then checked as :func:`chat_request` checks them."""
     p: dict[str, Any] = {}
     x: dict[str, Any] = {}
-    for k, v in body.items():
+    _split(body.items(), skip, p, x)
+    _check_params(p)
+    return ChatRequest(model, normalize_messages(messages), stream, p, x)
+
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+def _split(
+    items: Iterable[tuple[str, Any]], skip: frozenset[str], params: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """Put each of ``items`` (but ``None`` values and the names in ``skip``) into ``params`` when it is an OpenAI
+    parameter, else into ``extra``."""
+    for k, v in items:
         if v is None or k in skip:
             continue
         if k in CHAT_PARAMS:
-            p[k] = v
+            params[k] = v
         else:
-            x[k] = v
-    _check_params(p)
-    return ChatRequest(model, normalize_messages(messages), stream, p, x)
+            extra[k] = v
 
 
 def embedding_request(model: str, input: str | list[str], params: Mapping[str, Any] | None = None) -> EmbeddingRequest:

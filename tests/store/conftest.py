@@ -10,6 +10,7 @@ import pytest
 from schemas import drop_schema
 
 import services
+from modelway.store import SQLStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,3 +25,14 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
         yield f"{services.PG_URL}?schema={schema}"  # (read now: conftests load before services.configure)
     finally:
         await drop_schema(schema)
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[SQLStore]:
+    """A store opened on :func:`url` (closed afterwards)."""
+    s = SQLStore(url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()

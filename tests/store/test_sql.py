@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,6 @@ from modelway.usage import UsageRecord
 #: 2023-11-15 00:00:00 UTC
 MIDNIGHT = 1_700_006_400.0
 DAY = 86_400.0
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    s = SQLStore(url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
 
 
 def make_key(n: int, **fields: Any) -> ApiKey:

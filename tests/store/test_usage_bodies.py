@@ -4,8 +4,6 @@ by the retention, in bounded batches."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from modelway.store import SQLStore
@@ -13,16 +11,6 @@ from modelway.usage.records import RecordWithBodies, UsageRecord
 
 #: 2023-11-15 00:00:00 UTC
 MIDNIGHT = 1_700_006_400.0
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    s = SQLStore(url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
 
 
 def plain(i: int, ts: float = MIDNIGHT) -> UsageRecord:

@@ -7,7 +7,6 @@ import asyncio
 import bisect
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,16 +35,6 @@ KEYS = ["key_a", "key_b", "key_c", None]
 MODELS = {"gpt": ["openai/gpt", "azure/gpt"], "glm": ["zhipu/glm"], "qwen": ["dashscope/qwen", None]}
 ENDPOINTS = ["chat", "messages", "embeddings"]
 STATUSES = [200] * 8 + [429, 500, 502, 499]
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    s = SQLStore(url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
 
 
 def make(rng: random.Random, i: int, start: float, span: float) -> UsageRecord:

@@ -3,27 +3,18 @@ bounded in memory while the store is down, and never cost a record the store wou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-import pytest
 from sqlalchemy.exc import DataError
-from test_ledger import SpyStore, rec, stored
+from test_ledger import SpyStore, rec, store, stored
 
 from modelway.store import SQLStore
 from modelway.usage import Ledger, UsageRecord
 from modelway.usage.records import RecordWithBodies
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SpyStore]:
-    s = SpyStore(f"sqlite:///{tmp_path / 'usage.db'}")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
+__all__ = ["store"]  # the fixture, shared with test_ledger
 
 
 def bodied(i: int, request: str = "request", response: str | None = "answer") -> RecordWithBodies:

@@ -94,7 +94,7 @@ class Conn(asyncio.Protocol):
     # -- the request -------------------------------------------------------------------------------------
     async def exchange(self, head: bytes, body: bytes | None, deadline: float | None, head_only: bool) -> None:
         """Send the request; return when the answer's head has arrived (1xx answers skipped)."""
-        if not self.alive or self.transport.is_closing():  # (not self.usable, inlined)
+        if not self.usable:
             # (closed between the pool handing it over and now: nothing was sent, so it is sent again)
             raise ConnectionLost("the connection was closed", stale=True, unsent=True)
         self.phase = HEAD

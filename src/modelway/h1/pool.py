@@ -115,7 +115,7 @@ class Pool:
         idle = self.idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.alive and not conn.transport.is_closing():  # (conn.usable, inlined)
+            if conn.usable:
                 return conn
             conn.close()
         return None
@@ -203,7 +203,7 @@ class Pool:
     def put(self, conn: Conn) -> None:
         """An idle connection: to the first caller waiting for its host, else into the pool. When that caller needs
         a new connection (its request met a dead one), this one is closed to make room for it."""
-        if self.closed or not conn.alive or conn.transport.is_closing():  # (not conn.usable, inlined)
+        if self.closed or not conn.usable:
             conn.close()
             return
         key = conn.key

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 
-from .base import Limiter, LimitExceededError, Limits, Permit, SpendNotSeeded, period_window
+from .base import Limiter, LimitExceededError, Limits, Permit, SpendNotSeeded, minute_window, period_window
 
 __all__ = ["MemoryLimiter"]
 
@@ -35,8 +35,7 @@ class MemoryLimiter(Limiter):
     async def acquire(self, subject: str, limits: Limits, *, now: float | None = None) -> Permit:
         if now is None:
             now = time.time()
-        window = int(now)
-        window -= window % 60  # (minute_window, inline)
+        window = minute_window(now)
         self._seq += 1
         rpm, tpm, max_parallel, budget = limits.rpm, limits.tpm, limits.max_parallel, limits.budget
         inflight = 0
@@ -59,8 +58,7 @@ class MemoryLimiter(Limiter):
                 raise rate_exceeded(subject, "tpm", tpm, window, now)
         if budget is not None:
             period = limits.budget_period
-            cached = self._periods.get(period)  # (the period seen last: _period's cache, inline)
-            start, end = cached if cached is not None and cached[0] <= now < cached[1] else self._period(period, now)
+            start, end = self._period(period, now)
             spent = self._spend.get((subject, period, start))
             if spent is None:
                 raise SpendNotSeeded(subject, period, start)
@@ -98,8 +96,7 @@ class MemoryLimiter(Limiter):
         if now is None:
             now = time.time()
         if tokens and limits.tpm is not None:
-            window = int(now)
-            window -= window % 60  # (minute_window, inline)
+            window = minute_window(now)
             minute = self._minutes.get(subject)
             if minute is None or window > minute[0]:
                 self._minutes[subject] = [window, 0, tokens]
@@ -107,9 +104,7 @@ class MemoryLimiter(Limiter):
                 minute[2] += tokens
         if cost:
             period = limits.budget_period
-            cached = self._periods.get(period)  # (the period seen last: _period's cache, inline)
-            start = cached[0] if cached is not None and cached[0] <= now < cached[1] else self._period(period, now)[0]
-            key = (subject, period, start)
+            key = (subject, period, self._period(period, now)[0])
             spent = self._spend.get(key)
             if spent is not None:  # not seeded: the ledger has it, the seed will read it
                 self._spend[key] = spent + cost

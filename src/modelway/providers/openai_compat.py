@@ -49,8 +49,6 @@ __all__ = ["OpenAICompatAdapter", "OpenAISpec", "classify_error", "make_adapter_
 
 _EMPTY: dict[str, Any] = {}
 _UNSET: Any = object()
-#: the largest token count or timestamp taken as it comes (:func:`modelway.types.whole` checks the others)
-_MAX_WHOLE = 2**53
 _loads = orjson.loads
 
 #: error codes/types that mean the same thing at every OpenAI-compatible provider
@@ -181,12 +179,7 @@ class OpenAICompatAdapter(Adapter):
 
     def chat_payload(self, req: ChatRequest) -> dict[str, Any]:
         spec = self.spec
-        messages = req.messages
-        if not spec.reasoning_in_messages:
-            for m in messages:
-                if "reasoning_content" in m:
-                    messages = without_reasoning(messages)
-                    break
+        messages = req.messages if spec.reasoning_in_messages else without_reasoning(req.messages)
         payload: dict[str, Any] = {"model": req.model, "messages": messages}
         params = req.params
         if not spec.drop_params and not spec.rename_params and "reasoning_effort" not in params:
@@ -271,9 +264,7 @@ class OpenAICompatAdapter(Adapter):
             if request_id is _UNSET:
                 request_id = _rid(data, headers)
             rid = str(rid or request_id or "")
-        created = data.get("created")
-        if type(created) is not int or not 0 < created < _MAX_WHOLE:
-            created = whole(created) or int(time.time())
+        created = whole(data.get("created")) or int(time.time())
         model = data.get("model")
         if type(model) is not str or not model:
             model = str(model or req.model)

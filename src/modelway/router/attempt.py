@@ -71,9 +71,7 @@ class Attempt:
             self.dep.stats.observe_ttft(seconds)
         else:
             self.dep.stats.observe_total(seconds)
-        settings = f.group.policy.circuit
-        if settings is None and self.probe:
-            settings = self.circuit  # (as :meth:`_settings`)
+        settings = self._settings()
         if settings is not None:
             self.dep.circuit.success(now, settings, probe=self.probe)
             if f.router.shared is not None:

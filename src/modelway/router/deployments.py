@@ -47,10 +47,21 @@ class Deployment:
     stats: DeploymentStats = field(default_factory=DeploymentStats, repr=False)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker, repr=False)
     usage: QuotaUsage = field(default_factory=QuotaUsage, repr=False)
+    #: ``provider/model`` and it as a header's value, made on first use (every answer sends it)
+    _address: tuple[str, bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def address(self) -> str:
-        return f"{self.adapter.name}/{self.model}"
+        return self.address_pair[0]
+
+    @property
+    def address_pair(self) -> tuple[str, bytes]:
+        """:attr:`address`, and it encoded for the ``x-modelway-deployment`` header."""
+        got = self._address
+        if got is None:
+            address = f"{self.adapter.name}/{self.model}"
+            got = self._address = (address, address.encode("utf-8", "replace"))
+        return got
 
     @property
     def in_rotation(self) -> bool:

@@ -218,7 +218,7 @@ class Failover(Generic[T]):
 
     async def attempt(self, att: Attempt) -> T:
         """Send one attempt; a failure is counted (and re-raised), a cancellation gives everything back."""
-        timeout = (att.dep.timeout or self.router.timeout) if self.deadline is None else self._timeout(att)
+        timeout = self._timeout(att)
         try:
             value = await self.call(att.dep, timeout)
         except BadRequestError:

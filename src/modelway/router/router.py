@@ -120,7 +120,7 @@ class Router:
                 self.transport, dep.adapter, self._request_for(dep, group, req), timeout=timeout
             )
 
-        resp, att = await self._route(
+        resp, att = await self.route(
             model, trace, call, tokens=lambda: _chat_tokens(req), prompt_tokens=lambda: _prompt_tokens(req)
         )
         usage = resp.usage
@@ -147,7 +147,7 @@ class Router:
         async def discard(opened: Opened) -> None:
             await opened[1].aclose()
 
-        (held, it), att = await self._route(
+        (held, it), att = await self.route(
             model,
             trace,
             call,
@@ -177,7 +177,7 @@ class Router:
                 self.transport, dep.adapter, replace(req, model=dep.model), timeout=timeout, retry=_ONCE
             )
 
-        resp, att = await self._route(model, trace, call, tokens=lambda: _text_tokens(req.texts))
+        resp, att = await self.route(model, trace, call, tokens=lambda: _text_tokens(req.texts))
         att.finish(resp.usage.total_tokens if resp.usage is not None else None)
         return resp
 
@@ -196,7 +196,7 @@ class Router:
                 self.transport, dep.adapter, replace(req, model=dep.model), timeout=timeout, retry=_ONCE
             )
 
-        resp, att = await self._route(
+        resp, att = await self.route(
             model,
             trace,
             call,
@@ -208,37 +208,7 @@ class Router:
         return resp
 
     # -- routing ----------------------------------------------------------------------------------
-    async def route(
-        self,
-        model: str,
-        trace: Trace | None,
-        call: Callable[[ModelGroup], Callable[[Deployment, float | None], Awaitable[T]]],
-        *,
-        stream: bool = False,
-        tokens: Callable[[], int] = lambda: 0,
-        prompt_tokens: Callable[[], int] | None = None,
-        eligible: Callable[[Deployment], bool] | None = None,
-        discard: Callable[[T], Awaitable[None]] | None = None,
-    ) -> tuple[T, Attempt]:
-        """The model's failover loop, then its fallbacks: the first answer and its attempt, which the caller must
-        finish (:meth:`Attempt.finish`, with the answer's tokens; a stream: when it ends).
-
-        ``call(group)`` gives the function that sends one attempt (a deployment, its timeout); the four calls above
-        are built on this, and so can any other kind of request. ``tokens``: the request's size for TPM quotas at
-        admission; ``prompt_tokens``: its prompt's (what stays counted for an attempt cancelled before its answer;
-        default: ``tokens``)."""
-        return await self._route(
-            model,
-            trace,
-            call,
-            stream=stream,
-            tokens=tokens,
-            prompt_tokens=prompt_tokens,
-            eligible=eligible,
-            discard=discard,
-        )
-
-    def _route(
+    def route(
         self,
         model: str,
         trace: Trace | None,
@@ -250,7 +220,16 @@ class Router:
         eligible: Callable[[Deployment], bool] | None = None,
         discard: Callable[[T], Awaitable[None]] | None = None,
     ) -> Awaitable[tuple[T, Attempt]]:
-        """:meth:`route`, awaited by the caller: a model without fallbacks is its failover loop alone."""
+        """The model's failover loop, then its fallbacks: the first answer and its attempt, which the caller must
+        finish (:meth:`Attempt.finish`, with the answer's tokens; a stream: when it ends).
+
+        ``call(group)`` gives the function that sends one attempt (a deployment, its timeout); the four calls above
+        are built on this, and so can any other kind of request. ``tokens``: the request's size for TPM quotas at
+        admission; ``prompt_tokens``: its prompt's (what stays counted for an attempt cancelled before its answer;
+        default: ``tokens``).
+
+        Not a coroutine function (one coroutine less per call): a model without fallbacks returns its failover
+        loop to await; an unknown model raises here."""
         group = self.groups.get(model) or self.group(model)
         state = CallState(trace)  # (notes fallback None)
         first = Failover(  # (positional: a class called with keywords is slower)

@@ -103,6 +103,15 @@ _TRACES_FLUSH = 5.0
 _MODEL_PREFIXES = ("/v1/models/", "/models/")
 
 
+def _credentials(req: Request) -> bytes | None:
+    """The caller's key as an ``Authorization`` header: that header, or ``Bearer`` + ``x-api-key`` (Anthropic's)."""
+    got = req.headers.get(b"authorization")
+    if got is None:
+        api_key = req.headers.get(b"x-api-key")
+        got = b"Bearer " + api_key if api_key else None
+    return got
+
+
 class GatewayApp:
     """ASGI app. ``startup`` hooks run in the lifespan (the demo simulators start there)."""
 
@@ -245,11 +254,7 @@ class GatewayApp:
 
     @staticmethod
     async def _authenticate(gw: Gateway, req: Request) -> None:
-        got = req.headers.get(b"authorization")
-        if got is None:
-            api_key = req.headers.get(b"x-api-key")
-            got = b"Bearer " + api_key if api_key else None
-        req.caller = await gw.control.auth.authenticate(got)
+        req.caller = await gw.control.auth.authenticate(_credentials(req))
 
     @classmethod
     async def _identify(cls, gw: Gateway, req: Request) -> None:
@@ -322,10 +327,7 @@ class GatewayApp:
                 return
             if route is not None:
                 handler, chat = route
-                got = req.headers.get(b"authorization")  # (_authenticate, inline)
-                if got is None:
-                    api_key = req.headers.get(b"x-api-key")
-                    got = b"Bearer " + api_key if api_key else None
+                got = _credentials(req)  # (_authenticate, without its coroutine for a key in memory)
                 auth = gw.control.auth
                 caller = auth.in_memory(got)  # (no coroutine for a key in memory)
                 req.caller = caller if caller is not None else await auth.from_store(got)

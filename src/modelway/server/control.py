@@ -38,7 +38,7 @@ from .errors import Forbidden
 from .http import Lifecycle
 from .metrics import UNKNOWN_MODEL, Metrics
 from .request_log import RequestLog
-from .ticket import MASTER_NAME, Ticket
+from .ticket import Ticket, key_name
 
 if TYPE_CHECKING:
     from ..store.sql import SQLStore
@@ -227,9 +227,8 @@ class ControlPlane:
     async def begin(self, request_id: str, caller: Caller, model: str, endpoint: str, stream: bool) -> Ticket:
         """Check the caller may call ``model`` now; the returned ticket must be finished (``finish``/``fail``)."""
         key = caller.key
-        ticket = Ticket(self, request_id, key.id if key is not None else None, model, endpoint, stream)
-        # (key_name(caller), inline)
-        ticket.key_name = key.name if key is not None else MASTER_NAME if caller.admin else None
+        ticket = Ticket(self, request_id, caller.key_id, model, endpoint, stream)
+        ticket.key_name = key_name(caller)
         limits = caller.limits
         try:
             if key is not None:

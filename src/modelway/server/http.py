@@ -199,12 +199,20 @@ async def send_json(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    await send(json_start(status, payload, request_id, headers))
+    await send({"type": "http.response.body", "body": payload})
+
+
+def json_start(
+    status: int, payload: bytes, request_id: str | None, headers: list[tuple[bytes, bytes]] | None
+) -> Message:
+    """The ``http.response.start`` of a JSON answer (:func:`send_json`'s; ``headers`` go between its content type and
+    its request id)."""
     h = [JSON_CONTENT_TYPE, *headers] if headers else [JSON_CONTENT_TYPE]  # (JSON_HEADERS: one list per answer)
     if request_id:
         h.append((b"x-request-id", request_id.encode("latin-1")))
     h.append((b"content-length", str(len(payload)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": h})
-    await send({"type": "http.response.body", "body": payload})
+    return {"type": "http.response.start", "status": status, "headers": h}
 
 
 async def start_sse(

@@ -25,13 +25,14 @@ from ..usage.records import RecordWithBodies, UsageRecord, new_record_id
 from .disconnect import ClientGone
 from .errors import error_payload
 from .exchange import CURRENT, Exchange
-from .http import JSON_CONTENT_TYPE, Request, Send
+from .http import Request, Send, json_start
 from .metrics import UNKNOWN_MODEL
 from .request_log import clip_body
 from .streaming import stream_sse
 
 if TYPE_CHECKING:
     from ..auth.authenticator import Caller
+    from ..usage.ledger import Ledger
     from .control import ControlPlane
     from .dialects.base import Dialect, StreamRenderer
 
@@ -149,7 +150,7 @@ class Ticket:
         out = self.rate_headers()
         dep = self.deployment
         if dep is not None:
-            out.append((b"x-modelway-deployment", _address(dep)[1]))
+            out.append((b"x-modelway-deployment", dep.address_pair[1]))
         if self.attempts:
             out.append((b"x-modelway-attempts", _number(self.attempts)))
         if self.fallback is not None:
@@ -182,13 +183,8 @@ class Ticket:
         if self.plane.body_cap is not None:
             self.answer_body = payload
         self.settle(200, usage)
-        # (send_json, inline: its headers in the same order, built in one list)
-        headers = self.answer_headers()
-        headers.insert(0, JSON_CONTENT_TYPE)
-        if req.request_id:
-            headers.append((b"x-request-id", req.request_id.encode("latin-1")))
-        headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # (send_json's two messages, without its coroutine)
+        await send(json_start(200, payload, req.request_id, self.answer_headers()))
         await send({"type": "http.response.body", "body": payload})
 
     async def __aenter__(self) -> Ticket:
@@ -272,7 +268,7 @@ class Ticket:
             _clean(self.request_id),
             self.key_id,
             _clean(self.model),
-            _address(dep)[0] if dep is not None else None,
+            dep.address if dep is not None else None,
             self.endpoint,
             self.stream,
             prompt,
@@ -295,10 +291,7 @@ class Ticket:
                 plane.body_cap, req.kept_body if req is not None else None, self.answer_body
             )
         if plane.ledger is not None:
-            if request_body is None and response_body is None:
-                plane.ledger.record(record)
-            else:
-                plane.ledger.record_with_bodies(RecordWithBodies.of(record, request_body, response_body))
+            _to_ledger(plane.ledger, record, request_body, response_body)
         if plane.request_log is not None:
             plane.request_log.write(
                 record,
@@ -442,22 +435,9 @@ class Ticket:
             await self.finish(499, None, "client_gone")
 
 
-#: each deployment's address, as text and as a header's value (bounded: emptied when full)
-_ADDRESSES: dict[Deployment, tuple[str, bytes]] = {}
-#: limits (rpm, tpm) and attempts as header values
+#: limits (rpm, tpm) and attempts as header values (bounded: emptied when full)
 _NUMBERS: dict[int, bytes] = {}
 _CACHED = 4096
-
-
-def _address(dep: Deployment) -> tuple[str, bytes]:
-    """``dep.address`` (made anew by every call) and its header value, once per deployment."""
-    got = _ADDRESSES.get(dep)
-    if got is None:
-        if len(_ADDRESSES) >= _CACHED:
-            _ADDRESSES.clear()
-        address = dep.address
-        got = _ADDRESSES[dep] = (address, address.encode("utf-8", "replace"))
-    return got
 
 
 def _number(n: int) -> bytes:
@@ -483,6 +463,14 @@ def _clip(cap: int, request: bytes | None, response: bytes | None) -> tuple[str 
         clip_body(request, cap) if request is not None else None,
         clip_body(response, cap) if response is not None else None,
     )
+
+
+def _to_ledger(ledger: Ledger, record: UsageRecord, request_body: str | None, response_body: str | None) -> None:
+    """Queue ``record``, with the bodies kept for it (``request_log.bodies``) when there are any."""
+    if request_body is None and response_body is None:
+        ledger.record(record)
+    else:
+        ledger.record_with_bodies(RecordWithBodies.of(record, request_body, response_body))
 
 
 def _clean(text: str) -> str:
@@ -529,10 +517,7 @@ def settle_exchange(plane: ControlPlane, ex: Exchange, endpoint: str, *, counted
         if counted and plane.ledger is not None and (key is not None or caller.admin):
             # (only a known caller's refusals go to the ledger: anyone can send 401s and 404s by the thousand, and
             # each would be a row; the metrics and the request log count them all)
-            if body is None:
-                plane.ledger.record(record)
-            else:
-                plane.ledger.record_with_bodies(RecordWithBodies.of(record, body, None))
+            _to_ledger(plane.ledger, record, body, None)
         if log_ is not None and not (log_.skip_probes and status < 400 and req.path in PROBES):
             log_.write(
                 record,

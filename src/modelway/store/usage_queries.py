@@ -354,20 +354,20 @@ async def records_page(conn: AsyncConnection, f: RecordFilter, limit: int) -> tu
 
 async def record(conn: AsyncConnection, record_id: str) -> Row | None:
     """The record with ``record_id``, or ``None``; with its bodies (a :class:`RecordWithBodies`) when it has them."""
-    u, k, b = tables.usage, tables.keys, tables.usage_bodies
+    u, b = tables.usage, tables.usage_bodies
     query = (
-        select(u, k.c.name.label("key_name"), b.c.record_id.label("bodies_of"), b.c.request_body, b.c.response_body)
-        .select_from(u.outerjoin(k, k.c.id == u.c.key_id).outerjoin(b, b.c.record_id == u.c.record_id))
+        _records_query()
+        .add_columns(b.c.record_id.label("bodies_of"), b.c.request_body, b.c.response_body)
+        .outerjoin(b, b.c.record_id == u.c.record_id)
         .where(u.c.record_id == record_id)
     )
     row = (await conn.execute(query)).mappings().first()
     if row is None:
         return None
-    if row["bodies_of"] is None:
-        return _row(row)
-    fields = {name: row[name] for name in FIELDS}
-    rec = RecordWithBodies(**fields, request_body=row["request_body"], response_body=row["response_body"])
-    return int(row["id"]), row["key_name"], rec
+    row_id, key_name, rec = _row(row)
+    if row["bodies_of"] is not None:
+        rec = RecordWithBodies.of(rec, row["request_body"], row["response_body"])
+    return row_id, key_name, rec
 
 
 async def spend(conn: AsyncConnection, key_id: str, since: float) -> float:

@@ -56,7 +56,7 @@ class _Segment:
     pending: int = 0
     #: bytes of records in the map (the next record goes there)
     used: int = 0
-    #: the map's size
+    #: the map's size (``len(map)``, kept: asked at every record)
     size: int = 0
 
 
@@ -88,25 +88,14 @@ class Journal:
         line = orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
         n = len(line)
         seg = self._segments[-1] if self._segments else None
-        if seg is not None:  # the common case: the segment being written has room
-            m = seg.map
-            if m is not None:
-                used = seg.used
-                end = used + n
-                if end <= seg.size:
-                    seg.written += 1
-                    seg.pending += 1
-                    m[used:end] = line
-                    seg.used = end
-                    return
-        if seg is None or seg.map is not None and seg.used + n > len(seg.map) or seg.map is None and seg.written:
+        if seg is None or seg.map is not None and seg.used + n > seg.size or seg.map is None and seg.written:
             seg = self._new_segment(n)
         seg.written += 1
         seg.pending += 1
-        m = seg.map
-        if m is not None and seg.used + n <= len(m):
-            m[seg.used : seg.used + n] = line
-            seg.used += n
+        m, used = seg.map, seg.used
+        if m is not None and used + n <= seg.size:
+            m[used : used + n] = line
+            seg.used = used + n
 
     def done(self, n: int) -> None:
         """The ``n`` oldest records not counted off yet are stored (or spilled): drop them from the journal."""
