@@ -377,6 +377,50 @@ class TestUsage:
         rows = await store.usage_summary(group_by="deployment")
         assert [r["group"] for r in rows] == ["x", "y", "(none)"]
 
+    async def test_a_sqlite_batch_crosses_to_the_driver_s_thread_once_per_statement(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # a batch's statements go straight to aiosqlite's connection (modelway.store.driver): ~13 crossings to its
+        # thread instead of ~40 through SQLAlchemy's cursors, each of which wakes the event loop
+        import aiosqlite
+
+        crossings = 0
+        run = aiosqlite.Connection._execute
+
+        async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal crossings
+            crossings += 1
+            return await run(self, fn, *args, **kwargs)
+
+        s = SQLStore(f"sqlite:///{tmp_path / 'hops.db'}")
+        await s.open()
+        try:
+            await s.insert_usage([R1])  # (the connection is made, and the statements compiled, once)
+            monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+            await s.insert_usage([R2, R3, R4, R5])
+            assert crossings <= 16, crossings
+            monkeypatch.undo()
+            assert await s.usage_records() == [R5, R4, R3, R2, R1]
+            assert await s.spend("k1", since=0) == 1.75
+        finally:
+            await s.aclose()
+
+    async def test_a_sqlite_refusal_is_sqlalchemy_s_error_and_stores_nothing(self, tmp_path: Path) -> None:
+        from modelway.store.errors import refused, unreachable
+
+        s = SQLStore(f"sqlite:///{tmp_path / 'refused.db'}")
+        await s.open()
+        try:
+            bad = usage(1.0, "bad", "k1", None, None)  # type: ignore[arg-type]  # model is NOT NULL
+            with pytest.raises(IntegrityError) as err:
+                await s.insert_usage([R1, bad])
+            assert refused(err.value) and not unreachable(err.value)
+            assert isinstance(err.value.orig, sqlite3.IntegrityError)
+            await s.insert_usage([R2])  # the refused batch's transaction was rolled back: the next one goes through
+            assert await s.usage_records() == [R2]
+        finally:
+            await s.aclose()
+
     async def test_unknown_group_by(self, store: SQLStore) -> None:
         with pytest.raises(ValueError, match="cannot group usage by 'week'; use one of: key, model, deployment, end"):
             await store.usage_summary(group_by="week")

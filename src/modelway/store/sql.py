@@ -34,6 +34,7 @@ from ..auth.keys import ApiKey
 from ..errors import ConfigError
 from ..usage.records import FIELDS, GROUP_BY, RecordWithBodies, UsageRecord
 from . import rollups, tables, usage_queries
+from .driver import Statements
 from .migrations import SCHEMA_VERSION, migrate, quote_schema
 from .usage_queries import RecordFilter
 
@@ -291,9 +292,8 @@ class SQLStore:
         if not records:
             return
         async with self._connect(write=True) as conn:
-            fresh = await (
-                self._insert_sqlite(conn, records) if self._sqlite else self._insert_postgresql(conn, records)
-            )
+            run = await Statements.of(conn, sqlite=self._sqlite)
+            fresh = await (self._insert_sqlite(run, records) if self._sqlite else self._insert_postgresql(run, records))
             if not fresh:
                 return
             bodies = [
@@ -302,14 +302,14 @@ class SQLStore:
                 if isinstance(r, RecordWithBodies) and r.record_id is not None
             ]
             if bodies:
-                await self._insert_bodies(conn, bodies)
+                await self._insert_bodies(run, bodies)
             for (sql, order), rows in zip(self._rollup_upserts(), rollups.deltas(fresh), strict=True):
                 if order is not None:  # (None: the parameters are in the order of the delta tuples already)
                     rows = [tuple(row[i] for i in order) for row in rows]
                 if rows:
-                    await conn.exec_driver_sql(sql, rows)
+                    await run.many(sql, rows)
 
-    async def _insert_sqlite(self, conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+    async def _insert_sqlite(self, run: Statements, records: Sequence[UsageRecord]) -> list[UsageRecord]:
         """Insert the records not stored yet (the write lock, taken by BEGIN IMMEDIATE, keeps anyone else from
         storing one meanwhile); those records."""
         ids = [r.record_id for r in records if r.record_id is not None]
@@ -317,17 +317,17 @@ class SQLStore:
         for at in range(0, len(ids), 500):  # (SQLite before 3.32 takes at most 999 parameters)
             chunk = tuple(ids[at : at + 500])
             query = f"SELECT record_id FROM mw_usage WHERE record_id IN ({', '.join('?' * len(chunk))})"
-            stored.update(row[0] for row in (await conn.exec_driver_sql(query, chunk)).all())
+            stored.update(row[0] for row in await run.rows(query, chunk))
         fresh = _first_of_each(records, stored)
         if fresh:
             sql, order = self._usage_insert()
             # tuples in the driver's own parameter style: SQLAlchemy's per-row parameter processing cost three times
             # more than the rest of the write (BENCHMARKS.md, decision 11); every value is already a plain type
             get = operator.attrgetter(*order)
-            await conn.exec_driver_sql(sql, [get(rec) for rec in fresh])
+            await run.many(sql, [get(rec) for rec in fresh])
         return fresh
 
-    async def _insert_postgresql(self, conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+    async def _insert_postgresql(self, run: Statements, records: Sequence[UsageRecord]) -> list[UsageRecord]:
         """Insert the records in one statement (a column of values per array parameter) that says which it stored:
         a concurrent transaction storing the same record makes this one wait, then skip it."""
         cols = ", ".join(FIELDS)
@@ -337,23 +337,21 @@ class SQLStore:
             "ON CONFLICT (record_id) DO NOTHING RETURNING record_id"
         )
         params = tuple([getattr(rec, name) for rec in records] for name in FIELDS)
-        inserted = {row[0] for row in (await conn.exec_driver_sql(sql, params)).all()}
+        inserted = {row[0] for row in await run.rows(sql, params)}
         return [r for r in _first_of_each(records, set()) if r.record_id is None or r.record_id in inserted]
 
-    async def _insert_bodies(
-        self, conn: AsyncConnection, rows: list[tuple[str, float, str | None, str | None]]
-    ) -> None:
+    async def _insert_bodies(self, run: Statements, rows: list[tuple[str, float, str | None, str | None]]) -> None:
         """Store the bodies of records just stored (``(record_id, ts, request_body, response_body)`` each)."""
         cols = "record_id, ts, request_body, response_body"
         if self._sqlite:
             sql = f"INSERT INTO mw_usage_bodies ({cols}) VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING"
-            await conn.exec_driver_sql(sql, rows)
+            await run.many(sql, rows)
             return
         sql = (
             f"INSERT INTO mw_usage_bodies ({cols}) SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], "
             "$4::text[]) ON CONFLICT (record_id) DO NOTHING"
         )
-        await conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+        await run.many(sql, tuple(list(column) for column in zip(*rows, strict=True)))
 
     def _usage_insert(self) -> tuple[str, tuple[str, ...]]:
         """The usage INSERT compiled for this database's driver, and the record fields in its parameter order."""

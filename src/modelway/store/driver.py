@@ -1,0 +1,64 @@
+"""The statements of the usage write, sent on the driver's own connection where that is cheaper.
+
+On SQLite every statement SQLAlchemy runs through aiosqlite crosses to aiosqlite's thread and back four to six
+times (a cursor, the statement, its result, closing the cursor), and each crossing wakes the event loop: a batch
+of usage records took ~60 crossings, which cost as much CPU as the rows themselves (BENCHMARKS.md, decision 32).
+:class:`Statements` sends each statement to aiosqlite's connection itself, one crossing, inside the transaction
+SQLAlchemy began (and will commit or roll back) on that same connection. sqlite3's errors come out as SQLAlchemy
+wraps them, so :func:`~modelway.store.errors.refused` and ``unreachable`` judge them as before. Elsewhere
+(PostgreSQL through asyncpg) the statements go through SQLAlchemy as they are.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["Statements"]
+
+
+class Statements:
+    """Run the statements of one transaction on ``conn`` (driver-level SQL, the driver's parameter style)."""
+
+    __slots__ = ("conn", "sqlite")
+
+    def __init__(self, conn: AsyncConnection, sqlite: Any | None) -> None:
+        self.conn = conn
+        #: aiosqlite's connection under ``conn`` (SQLite only)
+        self.sqlite = sqlite
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection, *, sqlite: bool) -> Statements:
+        """The statements of ``conn``'s transaction; on SQLite, sent on aiosqlite's connection beneath it."""
+        if not sqlite:
+            return cls(conn, None)
+        raw = await conn.get_raw_connection()
+        return cls(conn, raw.driver_connection)
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]] | Sequence[Any]) -> None:
+        """``sql`` once per row of ``rows`` (on PostgreSQL, ``rows`` may be one set of array parameters)."""
+        if self.sqlite is None:
+            await self.conn.exec_driver_sql(sql, rows)
+            return
+        try:
+            await self.sqlite.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _wrapped(sql, rows, exc) from exc
+
+    async def rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The rows ``sql`` answers."""
+        if self.sqlite is None:
+            return list((await self.conn.exec_driver_sql(sql, tuple(params))).all())
+        try:
+            return list(await self.sqlite.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _wrapped(sql, params, exc) from exc
+
+
+def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> BaseException:
+    """``exc`` as SQLAlchemy raises it for the same failure (``IntegrityError``, ``OperationalError`` ...)."""
+    return DBAPIError.instance(sql, params, exc, sqlite3.Error, hide_parameters=True)
