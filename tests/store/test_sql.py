@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from modelway.auth.keys import ApiKey
 from modelway.errors import ConfigError
@@ -418,6 +418,37 @@ class TestUsage:
             assert isinstance(err.value.orig, sqlite3.IntegrityError)
             await s.insert_usage([R2])  # the refused batch's transaction was rolled back: the next one goes through
             assert await s.usage_records() == [R2]
+        finally:
+            await s.aclose()
+
+    async def test_a_sqlite_connection_lost_in_a_batch_is_unreachable_and_leaves_the_pool(self, tmp_path: Path) -> None:
+        # aiosqlite says "Connection closed" with a ValueError: it must come out as SQLAlchemy's OperationalError (the
+        # ledger keeps the batch for later), and the dead connection must not be handed to the next caller
+        from sqlalchemy import event
+
+        from modelway.store.errors import unreachable
+
+        s = SQLStore(f"sqlite:///{tmp_path / 'lost.db'}")
+        await s.open()
+        try:
+            await s.insert_usage([R1])
+            armed = [True]
+
+            def lose_it(conn: Any) -> None:  # the driver's connection dies inside the write transaction
+                if armed[0] and conn.get_execution_options().get("mw_write"):
+                    armed[0] = False
+                    aio = conn.connection.driver_connection
+                    aio._connection.close()  # (its transaction and write lock go with it, as with a real loss)
+                    aio._connection = None
+
+            assert s._engine is not None
+            event.listen(s._engine.sync_engine, "begin", lose_it)
+            with pytest.raises(OperationalError) as err:
+                await s.insert_usage([R2])
+            assert unreachable(err.value) and err.value.connection_invalidated
+            assert await s.get_key("nope") is None  # a fresh connection, not the dead one
+            await s.insert_usage([R2])
+            assert await s.usage_records() == [R2, R1]
         finally:
             await s.aclose()
 

@@ -4,8 +4,9 @@ On SQLite every statement SQLAlchemy runs through aiosqlite crosses to aiosqlite
 times (a cursor, the statement, its result, closing the cursor), and each crossing wakes the event loop: a batch
 of usage records took ~60 crossings, which cost as much CPU as the rows themselves (BENCHMARKS.md, decision 32).
 :class:`Statements` sends each statement to aiosqlite's connection itself, one crossing, inside the transaction
-SQLAlchemy began (and will commit or roll back) on that same connection. sqlite3's errors come out as SQLAlchemy
-wraps them, so :func:`~modelway.store.errors.refused` and ``unreachable`` judge them as before. Elsewhere
+SQLAlchemy began (and will commit or roll back) on that same connection. sqlite3's errors, and aiosqlite's for a
+connection it lost, come out as SQLAlchemy wraps them, so :func:`~modelway.store.errors.refused` and
+``unreachable`` judge them as before; a lost connection is dropped from the pool, as SQLAlchemy drops it. Elsewhere
 (PostgreSQL through asyncpg) the statements go through SQLAlchemy as they are.
 """
 
@@ -46,8 +47,8 @@ class Statements:
             return
         try:
             await self.sqlite.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise _wrapped(sql, rows, exc) from exc
+        except (sqlite3.Error, ValueError) as exc:
+            raise await self._failed(sql, rows, exc) from exc
 
     async def rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """The rows ``sql`` answers."""
@@ -55,10 +56,31 @@ class Statements:
             return list((await self.conn.exec_driver_sql(sql, tuple(params))).all())
         try:
             return list(await self.sqlite.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise _wrapped(sql, params, exc) from exc
+        except (sqlite3.Error, ValueError) as exc:
+            raise await self._failed(sql, params, exc) from exc
+
+    async def _failed(self, sql: str, params: Any, exc: sqlite3.Error | ValueError) -> BaseException:
+        """``exc`` as SQLAlchemy raises it for the same failure (``IntegrityError``, ``OperationalError`` ...); a
+        connection found lost is invalidated first. A ``ValueError`` other than aiosqlite's lost connection is
+        raised as it is, as SQLAlchemy raises it."""
+        if isinstance(exc, ValueError):
+            if not exc.args or str(exc.args[0]).lower() not in _LOST:
+                raise exc
+            exc = sqlite3.OperationalError(exc.args[0])
+        conn = self.conn
+        lost = conn.dialect.is_disconnect(exc, None, None)  # type: ignore[arg-type]  # (sqlite3 is that DBAPI)
+        if lost:
+            await conn.invalidate(exc)
+        return DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            sqlite3.Error,
+            hide_parameters=conn.sync_engine.hide_parameters,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        )
 
 
-def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> BaseException:
-    """``exc`` as SQLAlchemy raises it for the same failure (``IntegrityError``, ``OperationalError`` ...)."""
-    return DBAPIError.instance(sql, params, exc, sqlite3.Error, hide_parameters=True)
+#: what aiosqlite raises (a ``ValueError``) for a connection it has lost
+_LOST = frozenset({"no active connection", "connection closed"})
