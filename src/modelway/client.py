@@ -22,7 +22,6 @@ from .envfile import env_source
 from .errors import ConfigError, UnknownModelError
 from .providers import PROVIDERS, get_adapter_class, settings_from_env, split_model
 from .providers.base import Adapter, ProviderSettings
-from .providers.jina import JinaAdapter
 from .providers.openai_compat import make_adapter_class
 from .providers.specs import OPENAI
 from .rerank import RerankResponse, rerank_request
@@ -103,7 +102,7 @@ class AsyncClient:
             if api_key is None:
                 api_key = self._env.get(GATEWAY_KEY_ENV) or None
             self._gateway = _GatewayAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
-            self._gateway_rerank = JinaAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
+            self._gateway_rerank = PROVIDERS["jina"](ProviderSettings(api_key=api_key, base_url=base_url))
         elif api_key is not None:
             raise ConfigError("api_key= alone is ambiguous: pass it with base_url=, or per provider in providers=")
         self._adapters: dict[str, Adapter] = {}

@@ -1,29 +1,31 @@
-"""The provider registry: provider id → adapter class. One explicit dict, greppable and type-checked."""
+"""The provider registry: provider id → adapter class. One explicit table, greppable and type-checked.
+
+The OpenAI-compatible providers are classes made from their specs at import; each code adapter's module (Zhipu,
+DashScope, Anthropic, ...) is imported the first time its class is asked for, so ``import modelway`` does not load
+every provider's code (BENCHMARKS.md, decision 35).
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 
 from ..envfile import env_value
 from ..errors import ConfigError
-from .anthropic import AnthropicAdapter
 from .base import Adapter, HTTPRequest, ProviderSettings, StreamParser
-from .cohere import CohereAdapter
-from .dashscope import DashScopeAdapter
-from .fastchat_worker import DBGPTWorkerAdapter, FastChatWorkerAdapter
-from .jina import JinaAdapter
 from .openai_compat import OpenAICompatAdapter, OpenAISpec, make_adapter_class
 from .specs import SPECS
-from .zhipu import ZhipuAdapter
 
 __all__ = [
+    "CODE_ADAPTERS",
     "PROVIDERS",
     "Adapter",
     "HTTPRequest",
     "OpenAICompatAdapter",
     "OpenAISpec",
     "ProviderSettings",
+    "Registry",
     "StreamParser",
     "get_adapter_class",
     "register",
@@ -31,13 +33,63 @@ __all__ = [
     "split_model",
 ]
 
-PROVIDERS: dict[str, type[Adapter]] = {spec.name: make_adapter_class(spec) for spec in SPECS}
-PROVIDERS[ZhipuAdapter.name] = ZhipuAdapter
-PROVIDERS[DashScopeAdapter.name] = DashScopeAdapter
-PROVIDERS[AnthropicAdapter.name] = AnthropicAdapter
-PROVIDERS[JinaAdapter.name] = JinaAdapter
-PROVIDERS[CohereAdapter.name] = CohereAdapter
-PROVIDERS.update({a.name: a for a in (FastChatWorkerAdapter, DBGPTWorkerAdapter)})
+#: the code adapters: provider id → (module in this package, class), imported on first use
+CODE_ADAPTERS: dict[str, tuple[str, str]] = {
+    "zhipu": (".zhipu", "ZhipuAdapter"),
+    "dashscope": (".dashscope", "DashScopeAdapter"),
+    "anthropic": (".anthropic", "AnthropicAdapter"),
+    "jina": (".jina", "JinaAdapter"),
+    "cohere": (".cohere", "CohereAdapter"),
+    "fastchat-worker": (".fastchat_worker", "FastChatWorkerAdapter"),
+    "dbgpt-worker": (".fastchat_worker", "DBGPTWorkerAdapter"),
+}
+
+
+class Registry(MutableMapping[str, type[Adapter]]):
+    """Provider id → adapter class, in the order providers were added; a code adapter's class is imported when it
+    is first looked up (or listed with its class: ``items()``, ``values()``)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, type[Adapter] | tuple[str, str]] = {}
+
+    def lazy(self, name: str, module: str, attr: str) -> None:
+        """Add ``name``, whose class is ``attr`` of ``module`` (relative to this package), imported on first use."""
+        self._entries[name] = (module, attr)
+
+    def __getitem__(self, name: str) -> type[Adapter]:
+        got = self._entries[name]
+        if isinstance(got, tuple):
+            module, attr = got
+            cls: type[Adapter] = getattr(importlib.import_module(module, __package__), attr)
+            if cls.name != name:  # (a typo in the table would otherwise register a provider under a wrong name)
+                raise RuntimeError(f"{module}.{attr} is the adapter of {cls.name!r}, not of {name!r}")
+            self._entries[name] = got = cls
+        return got
+
+    def __setitem__(self, name: str, cls: type[Adapter]) -> None:
+        self._entries[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({sorted(self._entries)})"
+
+
+PROVIDERS = Registry()
+for _spec in SPECS:
+    PROVIDERS[_spec.name] = make_adapter_class(_spec)
+for _name, (_module, _attr) in CODE_ADAPTERS.items():
+    PROVIDERS.lazy(_name, _module, _attr)
 
 
 def register(adapter: type[Adapter] | OpenAISpec) -> type[Adapter]:
