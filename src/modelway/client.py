@@ -102,7 +102,9 @@ class AsyncClient:
             if api_key is None:
                 api_key = self._env.get(GATEWAY_KEY_ENV) or None
             self._gateway = _GatewayAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
-            self._gateway_rerank = PROVIDERS["jina"](ProviderSettings(api_key=api_key, base_url=base_url))
+            from .providers.jina import JinaAdapter  # (the class itself, whatever is registered as "jina")
+
+            self._gateway_rerank = JinaAdapter(ProviderSettings(api_key=api_key, base_url=base_url))
         elif api_key is not None:
             raise ConfigError("api_key= alone is ambiguous: pass it with base_url=, or per provider in providers=")
         self._adapters: dict[str, Adapter] = {}

@@ -9,7 +9,7 @@ import pytest
 
 from modelway.providers import CODE_ADAPTERS, PROVIDERS, Registry, get_adapter_class, register
 from modelway.providers.base import Adapter
-from modelway.providers.openai_compat import OpenAISpec
+from modelway.providers.openai_compat import OpenAISpec, make_adapter_class
 
 
 def test_importing_modelway_loads_no_code_adapter() -> None:
@@ -59,3 +59,64 @@ def test_register_adds_a_provider() -> None:
     finally:
         del PROVIDERS["my-compat"]
     assert dict(PROVIDERS.items()) == before
+
+
+def test_a_key_error_while_an_adapter_loads_is_not_an_unknown_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelway.providers as providers
+
+    def failing(module: str, package: str | None = None) -> object:
+        raise KeyError("ZHIPU_REGION")
+
+    reg = Registry()
+    reg.lazy("zhipu", ".zhipu", "ZhipuAdapter")
+    monkeypatch.setattr(providers.importlib, "import_module", failing)
+    with pytest.raises(ImportError, match="the adapter of 'zhipu' .* failed to load: KeyError") as err:
+        reg["zhipu"]
+    assert isinstance(err.value.__cause__, KeyError)
+    monkeypatch.undo()
+    assert reg["zhipu"].name == "zhipu"  # (a failed load is tried again)
+
+
+def test_a_change_made_while_an_adapter_loads_stands(monkeypatch: pytest.MonkeyPatch) -> None:
+    # another thread registers (or removes) the provider while this one imports its module for a first lookup
+    import modelway.providers as providers
+
+    reg = Registry()
+    reg.lazy("zhipu", ".zhipu", "ZhipuAdapter")
+    mine = make_adapter_class(OpenAISpec(name="zhipu", label="mine", base_url="http://127.0.0.1:9/v1"))
+    real = providers.importlib.import_module
+
+    def meanwhile(module: str, package: str | None = None) -> object:
+        reg["zhipu"] = mine
+        return real(module, package)
+
+    monkeypatch.setattr(providers.importlib, "import_module", meanwhile)
+    assert reg["zhipu"].__name__ == "ZhipuAdapter"  # (what this lookup loaded)
+    assert reg["zhipu"] is mine
+
+
+def test_a_copy_is_a_registry_of_its_own() -> None:
+    import copy
+
+    reg = Registry()
+    reg.lazy("zhipu", ".zhipu", "ZhipuAdapter")
+    for other in (reg.copy(), copy.copy(reg)):
+        del other["zhipu"]
+        assert "zhipu" in reg and "zhipu" not in other
+
+
+def test_a_gateway_client_reranks_in_jina_s_shape_whatever_is_registered_as_jina() -> None:
+    import modelway
+    from modelway.providers.jina import JinaAdapter
+
+    saved = PROVIDERS["jina"]
+    try:
+        register(OpenAISpec(name="jina", label="self-hosted", base_url="http://127.0.0.1:9/v1"))
+        client = modelway.AsyncClient(base_url="http://127.0.0.1:4000/v1", api_key="k")
+        assert type(client._gateway_rerank) is JinaAdapter
+        del PROVIDERS["jina"]
+        assert (
+            type(modelway.AsyncClient(base_url="http://127.0.0.1:4000/v1", api_key="k")._gateway_rerank) is JinaAdapter
+        )
+    finally:
+        PROVIDERS["jina"] = saved

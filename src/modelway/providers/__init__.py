@@ -58,13 +58,27 @@ class Registry(MutableMapping[str, type[Adapter]]):
 
     def __getitem__(self, name: str) -> type[Adapter]:
         got = self._entries[name]
-        if isinstance(got, tuple):
-            module, attr = got
+        if not isinstance(got, tuple):
+            return got
+        module, attr = got
+        try:
             cls: type[Adapter] = getattr(importlib.import_module(module, __package__), attr)
-            if cls.name != name:  # (a typo in the table would otherwise register a provider under a wrong name)
-                raise RuntimeError(f"{module}.{attr} is the adapter of {cls.name!r}, not of {name!r}")
-            self._entries[name] = got = cls
-        return got
+        except KeyError as exc:  # (not a KeyError out of here: that would read as "no such provider")
+            raise ImportError(f"the adapter of {name!r} ({module}.{attr}) failed to load: {exc!r}") from exc
+        if cls.name != name:  # (a typo in the table would otherwise register a provider under a wrong name)
+            raise RuntimeError(f"{module}.{attr} is the adapter of {cls.name!r}, not of {name!r}")
+        # (another thread may have registered or removed ``name`` while the module loaded: that change stands)
+        if self._entries.get(name) is got:
+            self._entries[name] = cls
+        return cls
+
+    def copy(self) -> Registry:
+        """A registry of its own with the same entries (what is not loaded yet stays so)."""
+        other = Registry()
+        other._entries = dict(self._entries)
+        return other
+
+    __copy__ = copy
 
     def __setitem__(self, name: str, cls: type[Adapter]) -> None:
         self._entries[name] = cls
