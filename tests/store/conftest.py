@@ -36,3 +36,14 @@ async def store(url: str) -> AsyncIterator[SQLStore]:
         yield s
     finally:
         await s.aclose()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLStore]:
+    """A store opened on a SQLite file of its own (for what only SQLite does), closed afterwards."""
+    s = SQLStore(f"sqlite:///{tmp_path / 'sqlite-only.db'}")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()

@@ -378,7 +378,7 @@ class TestUsage:
         assert [r["group"] for r in rows] == ["x", "y", "(none)"]
 
     async def test_a_sqlite_batch_crosses_to_the_driver_s_thread_once_per_statement(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, sqlite_store: SQLStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # a batch's statements go straight to aiosqlite's connection (modelway.store.driver): ~13 crossings to its
         # thread instead of ~40 through SQLAlchemy's cursors, each of which wakes the event loop
@@ -392,65 +392,55 @@ class TestUsage:
             crossings += 1
             return await run(self, fn, *args, **kwargs)
 
-        s = SQLStore(f"sqlite:///{tmp_path / 'hops.db'}")
-        await s.open()
-        try:
-            await s.insert_usage([R1])  # (the connection is made, and the statements compiled, once)
-            monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-            await s.insert_usage([R2, R3, R4, R5])
-            assert crossings <= 16, crossings
-            monkeypatch.undo()
-            assert await s.usage_records() == [R5, R4, R3, R2, R1]
-            assert await s.spend("k1", since=0) == 1.75
-        finally:
-            await s.aclose()
+        s = sqlite_store
+        await s.insert_usage([R1])  # (the connection is made, and the statements compiled, once)
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        await s.insert_usage([R2, R3, R4, R5])
+        assert crossings <= 16, crossings
+        monkeypatch.undo()
+        assert await s.usage_records() == [R5, R4, R3, R2, R1]
+        assert await s.spend("k1", since=0) == 1.75
 
-    async def test_a_sqlite_refusal_is_sqlalchemy_s_error_and_stores_nothing(self, tmp_path: Path) -> None:
+    async def test_a_sqlite_refusal_is_sqlalchemy_s_error_and_stores_nothing(self, sqlite_store: SQLStore) -> None:
         from modelway.store.errors import refused, unreachable
 
-        s = SQLStore(f"sqlite:///{tmp_path / 'refused.db'}")
-        await s.open()
-        try:
-            bad = usage(1.0, "bad", "k1", None, None)  # type: ignore[arg-type]  # model is NOT NULL
-            with pytest.raises(IntegrityError) as err:
-                await s.insert_usage([R1, bad])
-            assert refused(err.value) and not unreachable(err.value)
-            assert isinstance(err.value.orig, sqlite3.IntegrityError)
-            await s.insert_usage([R2])  # the refused batch's transaction was rolled back: the next one goes through
-            assert await s.usage_records() == [R2]
-        finally:
-            await s.aclose()
+        s = sqlite_store
+        bad = usage(1.0, "bad", "k1", None, None)  # type: ignore[arg-type]  # model is NOT NULL
+        with pytest.raises(IntegrityError) as err:
+            await s.insert_usage([R1, bad])
+        assert refused(err.value) and not unreachable(err.value)
+        assert isinstance(err.value.orig, sqlite3.IntegrityError)
+        await s.insert_usage([R2])  # the refused batch's transaction was rolled back: the next one goes through
+        assert await s.usage_records() == [R2]
 
-    async def test_a_sqlite_connection_lost_in_a_batch_is_unreachable_and_leaves_the_pool(self, tmp_path: Path) -> None:
+    async def test_a_sqlite_connection_lost_in_a_batch_is_unreachable_and_leaves_the_pool(
+        self, sqlite_store: SQLStore
+    ) -> None:
         # aiosqlite says "Connection closed" with a ValueError: it must come out as SQLAlchemy's OperationalError (the
         # ledger keeps the batch for later), and the dead connection must not be handed to the next caller
         from sqlalchemy import event
 
         from modelway.store.errors import unreachable
 
-        s = SQLStore(f"sqlite:///{tmp_path / 'lost.db'}")
-        await s.open()
-        try:
-            await s.insert_usage([R1])
-            armed = [True]
+        s = sqlite_store
+        await s.insert_usage([R1])
+        armed = [True]
 
-            def lose_it(conn: Any) -> None:  # the driver's connection dies inside the write transaction
-                if armed[0] and conn.get_execution_options().get("mw_write"):
-                    armed[0] = False
-                    aio = conn.connection.driver_connection
-                    aio._connection.close()  # (its transaction and write lock go with it, as with a real loss)
-                    aio._connection = None
+        def lose_it(conn: Any) -> None:  # the driver's connection dies inside the write transaction
+            if armed[0] and conn.get_execution_options().get("mw_write"):
+                armed[0] = False
+                aio = conn.connection.driver_connection
+                aio._connection.close()  # (its transaction and write lock go with it, as with a real loss)
+                aio._connection = None
 
-            assert s._engine is not None
-            event.listen(s._engine.sync_engine, "begin", lose_it)
-            with pytest.raises(OperationalError) as err:
-                await s.insert_usage([R2])
-            assert unreachable(err.value) and err.value.connection_invalidated
-            assert await s.get_key("nope") is None  # a fresh connection, not the dead one
+        assert s._engine is not None
+        event.listen(s._engine.sync_engine, "begin", lose_it)
+        with pytest.raises(OperationalError) as err:
             await s.insert_usage([R2])
-            assert await s.usage_records() == [R2, R1]
-        finally:
-            await s.aclose()
+        assert unreachable(err.value) and err.value.connection_invalidated
+        assert await s.get_key("nope") is None  # a fresh connection, not the dead one
+        await s.insert_usage([R2])
+        assert await s.usage_records() == [R2, R1]
 
     async def test_unknown_group_by(self, store: SQLStore) -> None:
         with pytest.raises(ValueError, match="cannot group usage by 'week'; use one of: key, model, deployment, end"):
