@@ -52,6 +52,7 @@ class Load:
 
     limiter: RedisLimiter
     ok: list[float] = field(default_factory=list)  # when each success ended (monotonic)
+    began: list[float] = field(default_factory=list)  # when each success started
     errors: list[BaseException] = field(default_factory=list)
     slowest: float = 0.0
     stop: bool = False
@@ -62,6 +63,7 @@ class Load:
             try:
                 permit = await self.limiter.acquire("k", LIMITS)
                 await self.limiter.release(permit)
+                self.began.append(started)
                 self.ok.append(time.monotonic())
             except Exception as exc:
                 self.errors.append(exc)
@@ -85,11 +87,12 @@ def _counted(port: int, prefix: str) -> int:
 
 
 async def _goes_on(load: Load, since: float, seconds: float) -> float:
-    """Seconds from ``since`` until the load's first success after it (then it goes on succeeding)."""
-    while not load.ok or load.ok[-1] <= since:
+    """Seconds from ``since`` until the end of the load's first success that started after it (then it goes on
+    succeeding). (A call that started before ``since`` may end after it, on the old master: it does not count.)"""
+    while not load.began or load.began[-1] <= since:
         assert time.monotonic() - since < seconds, f"no success {seconds} s after the failover began"
         await asyncio.sleep(0.05)
-    took = next(t for t in load.ok if t > since) - since
+    took = next(t for b, t in zip(load.began, load.ok, strict=True) if b > since) - since
     n = len(load.ok)
     await asyncio.sleep(0.5)
     assert len(load.ok) > n, "the load does not go on against the new master"
@@ -148,6 +151,7 @@ def test_failover_when_the_master_dies(fleet: Sentinels) -> None:
             await asyncio.sleep(0.3)
             assert load.ok and not load.errors
             fleet.master.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(fleet.master.proc.wait, 10)  # (dead, not dying: it answers no more calls)
             killed = time.monotonic()
             took = await _goes_on(load, killed, 30)  # the old master is dead: these succeed on the new one
             counted = _counted(new, prefix)
