@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,9 +28,9 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
         await drop_schema(schema)
 
 
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    """A store opened on :func:`url` (closed afterwards)."""
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[SQLStore]:
+    """A store opened on ``url``, closed when the block ends."""
     s = SQLStore(url)
     await s.open()
     try:
@@ -39,11 +40,14 @@ async def store(url: str) -> AsyncIterator[SQLStore]:
 
 
 @pytest.fixture
+async def store(url: str) -> AsyncIterator[SQLStore]:
+    """A store opened on :func:`url` (closed afterwards)."""
+    async with opened(url) as s:
+        yield s
+
+
+@pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLStore]:
     """A store opened on a SQLite file of its own (for what only SQLite does), closed afterwards."""
-    s = SQLStore(f"sqlite:///{tmp_path / 'sqlite-only.db'}")
-    await s.open()
-    try:
+    async with opened(f"sqlite:///{tmp_path / 'sqlite-only.db'}") as s:
         yield s
-    finally:
-        await s.aclose()

@@ -2,7 +2,8 @@
 
 On SQLite every statement SQLAlchemy runs through aiosqlite crosses to aiosqlite's thread and back four to six
 times (a cursor, the statement, its result, closing the cursor), and each crossing wakes the event loop: a batch
-of usage records took ~60 crossings, which cost as much CPU as the rows themselves (BENCHMARKS.md, decision 32).
+of usage records took ~40 crossings, which cost more CPU than its rows for a small batch (BENCHMARKS.md, decision
+33).
 :class:`Statements` sends each statement to aiosqlite's connection itself, one crossing, inside the transaction
 SQLAlchemy began (and will commit or roll back) on that same connection. sqlite3's errors, and aiosqlite's for a
 connection it lost, come out as SQLAlchemy wraps them, so :func:`~modelway.store.errors.refused` and
