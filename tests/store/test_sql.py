@@ -401,6 +401,38 @@ class TestUsage:
         assert await s.usage_records() == [R5, R4, R3, R2, R1]
         assert await s.spend("k1", since=0) == 1.75
 
+    async def test_a_sqlite_batch_is_a_few_multi_row_statements(
+        self, sqlite_store: SQLStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # executemany steps once per row and sqlite3 gives up the GIL around each step: under load the writer then
+        # waits for the event loop's thread once per row; a batch goes as multi-row INSERTs instead (decision 36)
+        from modelway.store import driver
+
+        s = sqlite_store
+        await s.insert_usage([R1])
+        assert s._engine is not None
+        async with s._engine.connect() as conn:
+            aio = (await conn.get_raw_connection()).driver_connection
+        traced: list[str] = []
+        await aio._execute(aio._connection.set_trace_callback, traced.append)
+        records = [usage(10.0 + i, f"m{i}", "kb", "gpt", "d", cost=0.5) for i in range(1200)]
+        try:
+            await s.insert_usage(records)
+        finally:
+            await aio._execute(aio._connection.set_trace_callback, None)
+        inserts = [t for t in traced if t.lstrip().upper().startswith("INSERT INTO MW_USAGE ")]
+        assert len(inserts) == 3, len(inserts)  # 500 + 500 + 200 rows
+        assert len(traced) < 40, traced[:50]  # (executemany traces every row: 1,200 and more)
+        assert await s.spend("kb", since=0) == 600.0
+        # SQLite before 3.32 takes 999 parameters a statement: fewer rows each, the same rows stored
+        monkeypatch.setattr(driver, "max_variables", lambda: 40)
+        more = [usage(5000.0 + i, f"n{i}", "k2", "gpt", None, cost=0.25) for i in range(5)]
+        await s.insert_usage(more)
+        assert await s.spend("k2", since=0) == 1.25
+        assert [r.record_id for r in (await s.usage_records())[:5]] == [r.record_id for r in reversed(more)]
+        totals = {row["group"]: row for row in await s.usage_summary(group_by="key")}
+        assert totals["k2"]["requests"] == 5 and totals["kb"]["requests"] == 1200
+
     async def test_a_sqlite_refusal_is_sqlalchemy_s_error_and_stores_nothing(self, sqlite_store: SQLStore) -> None:
         from modelway.store.errors import refused, unreachable
 

@@ -9,10 +9,16 @@ SQLAlchemy began (and will commit or roll back) on that same connection. sqlite3
 connection it lost, come out as SQLAlchemy wraps them, so :func:`~modelway.store.errors.refused` and
 ``unreachable`` judge them as before; a lost connection is dropped from the pool, as SQLAlchemy drops it. Elsewhere
 (PostgreSQL through asyncpg) the statements go through SQLAlchemy as they are.
+
+:meth:`Statements.insert` sends the rows of an INSERT as few multi-row statements (``VALUES (...), (...)``) on
+SQLite. ``executemany`` runs one ``sqlite3_step`` per row, and sqlite3 gives up the GIL around each: under load the
+writer thread then waits for the event loop's thread once per row: a saturated server's ledger fell tens of
+thousands of records behind, and keeps up with multi-row statements (BENCHMARKS.md, decision 36).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +57,23 @@ class Statements:
         except (sqlite3.Error, ValueError) as exc:
             raise await self._failed(sql, rows, exc) from exc
 
+    async def insert(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """The single-row INSERT ``sql`` (``... VALUES (?, ..., ?) ...``) for every row of ``rows``: on SQLite, as
+        a few statements of many rows each (see the module docstring); elsewhere as :meth:`many`."""
+        if self.sqlite is None or len(rows) < 2:
+            await self.many(sql, rows)
+            return
+        head, group, tail = _values(sql)
+        per = max(1, min(MAX_ROWS, max_variables() // max(1, len(rows[0]))))
+        for at in range(0, len(rows), per):
+            chunk = rows[at : at + per]
+            multi = f"{head}{', '.join([group] * len(chunk))}{tail}"
+            params = [v for row in chunk for v in row]
+            try:
+                await self.sqlite.execute(multi, params)
+            except (sqlite3.Error, ValueError) as exc:
+                raise await self._failed(multi, params, exc) from exc
+
     async def rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """The rows ``sql`` answers."""
         if self.sqlite is None:
@@ -81,6 +104,25 @@ class Statements:
             connection_invalidated=lost,
             dialect=conn.dialect,
         )
+
+
+#: the most rows one multi-row INSERT carries (its SQL text and parameter list are built per statement)
+MAX_ROWS = 500
+
+_VALUES = re.compile(r"\bVALUES\s*(\([?,\s]*\))", re.IGNORECASE)
+
+
+def max_variables() -> int:
+    """The most ``?`` parameters one SQLite statement takes: 32,766 from SQLite 3.32, 999 before."""
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
+def _values(sql: str) -> tuple[str, str, str]:
+    """``sql`` cut around its ``VALUES`` row: what comes before the row, the row (``(?, ?)``), what follows."""
+    m = _VALUES.search(sql)
+    if m is None:
+        raise ValueError(f"not a single-row INSERT with ? parameters: {sql[:200]!r}")
+    return sql[: m.start(1)], m.group(1), sql[m.end(1) :]
 
 
 #: what aiosqlite raises (a ``ValueError``) for a connection it has lost

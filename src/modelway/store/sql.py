@@ -307,7 +307,7 @@ class SQLStore:
                 if order is not None:  # (None: the parameters are in the order of the delta tuples already)
                     rows = [tuple(row[i] for i in order) for row in rows]
                 if rows:
-                    await run.many(sql, rows)
+                    await run.insert(sql, rows)
 
     async def _insert_sqlite(self, run: Statements, records: Sequence[UsageRecord]) -> list[UsageRecord]:
         """Insert the records not stored yet (the write lock, taken by BEGIN IMMEDIATE, keeps anyone else from
@@ -324,7 +324,7 @@ class SQLStore:
             # tuples in the driver's own parameter style: SQLAlchemy's per-row parameter processing cost three times
             # more than the rest of the write (BENCHMARKS.md, decision 11); every value is already a plain type
             get = operator.attrgetter(*order)
-            await run.many(sql, [get(rec) for rec in fresh])
+            await run.insert(sql, [get(rec) for rec in fresh])
         return fresh
 
     async def _insert_postgresql(self, run: Statements, records: Sequence[UsageRecord]) -> list[UsageRecord]:
@@ -345,7 +345,7 @@ class SQLStore:
         cols = "record_id, ts, request_body, response_body"
         if self._sqlite:
             sql = f"INSERT INTO mw_usage_bodies ({cols}) VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING"
-            await run.many(sql, rows)
+            await run.insert(sql, rows)
             return
         sql = (
             f"INSERT INTO mw_usage_bodies ({cols}) SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], "
