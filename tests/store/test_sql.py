@@ -413,6 +413,17 @@ class TestUsage:
         assert s._engine is not None
         async with s._engine.connect() as conn:
             aio = (await conn.get_raw_connection()).driver_connection
+        sent: list[tuple[str, int]] = []
+        for name in ("execute", "execute_fetchall"):
+
+            def recorder(run: Any) -> Any:
+                async def recorded(sql: str, params: Any = None) -> Any:
+                    sent.append((sql, len(params or ())))
+                    return await run(sql, params)
+
+                return recorded
+
+            monkeypatch.setattr(aio, name, recorder(getattr(aio, name)))
         traced: list[str] = []
         await aio._execute(aio._connection.set_trace_callback, traced.append)
         records = [usage(10.0 + i, f"m{i}", "kb", "gpt", "d", cost=0.5) for i in range(1200)]
@@ -420,14 +431,35 @@ class TestUsage:
             await s.insert_usage(records)
         finally:
             await aio._execute(aio._connection.set_trace_callback, None)
-        inserts = [t for t in traced if t.lstrip().upper().startswith("INSERT INTO MW_USAGE ")]
-        assert len(inserts) == 3, len(inserts)  # 500 + 500 + 200 rows
+        inserts = [params for sql, params in sent if sql.startswith("INSERT INTO mw_usage ")]
+        columns = inserts[0] // 500
+        assert [params // columns for params in inserts] == [500, 500, 128, 64, 8]  # 1,200 rows
         assert len(traced) < 40, traced[:50]  # (executemany traces every row: 1,200 and more)
         assert await s.spend("kb", since=0) == 600.0
-        # SQLite before 3.32 takes 999 parameters a statement: fewer rows each, the same rows stored
-        monkeypatch.setattr(driver, "max_variables", lambda: 40)
+
+        # batches of every size from 1 to 300 rows: a few statement texts per table, not one per size (sqlite3 keeps
+        # the last 128 it compiled on a connection, with the values bound to each)
+        sent.clear()
+        at = 20_000.0
+        for n in range(1, 301):
+            await s.insert_usage([usage(at + i, f"v{n}-{i}", f"kv{i % 3}", "gpt", "d", cost=0.25) for i in range(n)])
+            at += n
+        texts: dict[str, set[str]] = {}
+        for sql, _ in sent:
+            texts.setdefault(sql.split("(")[0].split(" WHERE ")[0], set()).add(sql)
+        assert texts.keys() >= {"INSERT INTO mw_usage ", "SELECT record_id FROM mw_usage"}
+        assert max(len(t) for t in texts.values()) <= 10, {k: len(t) for k, t in texts.items()}
+        assert await s.spend("kv0", since=0) == 0.25 * sum(len(range(0, n, 3)) for n in range(1, 301))
+
+        # a library that takes fewer parameters a statement (999 before SQLite 3.32): fewer rows each, none over it
+        sent.clear()
+        monkeypatch.setattr(driver, "max_variables", lambda: 2 * columns + 3)
         more = [usage(5000.0 + i, f"n{i}", "k2", "gpt", None, cost=0.25) for i in range(5)]
         await s.insert_usage(more)
+        assert [params for sql, params in sent if sql.startswith("INSERT INTO mw_usage ")] == [2 * columns] * 2 + [
+            columns
+        ]
+        assert max(params for _, params in sent) <= 2 * columns + 3
         assert await s.spend("k2", since=0) == 1.25
         assert [r.record_id for r in (await s.usage_records())[:5]] == [r.record_id for r in reversed(more)]
         totals = {row["group"]: row for row in await s.usage_summary(group_by="key")}

@@ -13,11 +13,18 @@ connection it lost, come out as SQLAlchemy wraps them, so :func:`~modelway.store
 :meth:`Statements.insert` sends the rows of an INSERT as few multi-row statements (``VALUES (...), (...)``) on
 SQLite. ``executemany`` runs one ``sqlite3_step`` per row, and sqlite3 gives up the GIL around each: under load the
 writer thread then waits for the event loop's thread once per row: a saturated server's ledger fell tens of
-thousands of records behind, and keeps up with multi-row statements (BENCHMARKS.md, decision 36).
+thousands of records behind, and keeps up with multi-row statements (BENCHMARKS.md, decision 36). A statement
+carries 500 rows (a full batch) or a power of two (256, 128 ... for the rest), so a table has at most ten statement
+texts: sqlite3 keeps the last 128 it compiled on each connection, each holding the values last bound to it, and a
+text per batch size would fill that cache with large statements and compile a new one for almost every batch. Each
+statement is a round trip to aiosqlite's thread, which under load waits for the busy event loop: a full batch in
+six statements (256 + 128 + ... + 4) left twice as many records unwritten as in one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -26,7 +33,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Statements"]
+__all__ = ["Statements", "row_counts"]
 
 
 class Statements:
@@ -64,11 +71,11 @@ class Statements:
             await self.many(sql, rows)
             return
         head, group, tail = _values(sql)
-        per = max(1, min(MAX_ROWS, max_variables() // max(1, len(rows[0]))))
-        for at in range(0, len(rows), per):
-            chunk = rows[at : at + per]
-            multi = f"{head}{', '.join([group] * len(chunk))}{tail}"
-            params = [v for row in chunk for v in row]
+        at = 0
+        for size in row_counts(len(rows), max_variables() // max(1, len(rows[0]))):
+            multi = f"{head}{', '.join([group] * size)}{tail}"
+            params = [v for row in rows[at : at + size] for v in row]
+            at += size
             try:
                 await self.sqlite.execute(multi, params)
             except (sqlite3.Error, ValueError) as exc:
@@ -106,15 +113,32 @@ class Statements:
         )
 
 
-#: the most rows one multi-row INSERT carries (its SQL text and parameter list are built per statement)
+#: the most rows one multi-row INSERT carries: the ledger's default batch size, so a full batch is one statement
 MAX_ROWS = 500
 
-_VALUES = re.compile(r"\bVALUES\s*(\([?,\s]*\))", re.IGNORECASE)
+
+def row_counts(n: int, most: int) -> list[int]:
+    """The rows of each statement that sends ``n`` rows, at most ``most`` in one: :data:`MAX_ROWS` (or, where the
+    library takes fewer parameters, the largest power of two that fits) as often as it fits, then a power of two for
+    each binary digit of the rest, largest first. Ten row counts in all, so ten statement texts per table."""
+    top = MAX_ROWS if most >= MAX_ROWS else 1 << (max(1, most).bit_length() - 1)
+    counts = [top] * (n // top)
+    rest = n % top
+    while rest:
+        counts.append(1 << (rest.bit_length() - 1))
+        rest -= counts[-1]
+    return counts
 
 
+@functools.cache
 def max_variables() -> int:
-    """The most ``?`` parameters one SQLite statement takes: 32,766 from SQLite 3.32, 999 before."""
-    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+    """The most ``?`` parameters one statement takes in the SQLite library this process runs: 32,766 from 3.32, 999
+    before, less where it was built so. A connection starts at that limit, and the store never lowers it."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
+_VALUES = re.compile(r"\bVALUES\s*(\([?,\s]*\))", re.IGNORECASE)
 
 
 def _values(sql: str) -> tuple[str, str, str]:

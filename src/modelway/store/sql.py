@@ -307,15 +307,18 @@ class SQLStore:
                 if order is not None:  # (None: the parameters are in the order of the delta tuples already)
                     rows = [tuple(row[i] for i in order) for row in rows]
                 if rows:
-                    await run.insert(sql, rows)
+                    await run.many(sql, rows)
 
     async def _insert_sqlite(self, run: Statements, records: Sequence[UsageRecord]) -> list[UsageRecord]:
         """Insert the records not stored yet (the write lock, taken by BEGIN IMMEDIATE, keeps anyone else from
         storing one meanwhile); those records."""
         ids = [r.record_id for r in records if r.record_id is not None]
         stored: set[str] = set()
-        for at in range(0, len(ids), 500):  # (SQLite before 3.32 takes at most 999 parameters)
-            chunk = tuple(ids[at : at + 500])
+        for at in range(0, len(ids), 512):  # (SQLite before 3.32 takes at most 999 parameters)
+            chunk = ids[at : at + 512]
+            # padded to a power of two with its last id: ten statement texts, not one per batch size (sqlite3 keeps
+            # the last 128 it compiled on the connection: see store/driver.py)
+            chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
             query = f"SELECT record_id FROM mw_usage WHERE record_id IN ({', '.join('?' * len(chunk))})"
             stored.update(row[0] for row in await run.rows(query, chunk))
         fresh = _first_of_each(records, stored)
@@ -345,7 +348,9 @@ class SQLStore:
         cols = "record_id, ts, request_body, response_body"
         if self._sqlite:
             sql = f"INSERT INTO mw_usage_bodies ({cols}) VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING"
-            await run.insert(sql, rows)
+            # a row at a time: sqlite3 keeps a compiled statement with the values last bound to it, which for a
+            # multi-row statement would be up to 256 bodies of up to body_max_bytes each
+            await run.many(sql, rows)
             return
         sql = (
             f"INSERT INTO mw_usage_bodies ({cols}) SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], "
